@@ -1,0 +1,57 @@
+"""Typed exceptions. The CLI maps each family to one line and an exit code."""
+
+from __future__ import annotations
+
+
+class DigestRagError(Exception):
+    """Base class of every error digest_rag raises on purpose."""
+
+    exit_code: int = 2
+
+
+class UsageError(DigestRagError, ValueError):
+    """The caller asked for something that makes no sense (bad option, empty query)."""
+
+    exit_code = 1
+
+
+class EmptyQueryError(UsageError):
+    """The query is empty or only whitespace."""
+
+
+class ParseError(DigestRagError, ValueError):
+    """A corpus file could not be read or understood."""
+
+
+class CorpusError(DigestRagError):
+    """The corpus as a whole is unusable (no papers, strict mode skips)."""
+
+
+class IndexError_(DigestRagError):
+    """Base for index directory problems (named with a trailing underscore to avoid shadowing)."""
+
+
+class IndexNotFoundError(IndexError_, FileNotFoundError):
+    """No digest_rag index at the given directory."""
+
+
+class IndexCorruptedError(IndexError_):
+    """An index file is missing, truncated, altered or of an unknown format."""
+
+
+class IndexLockedError(IndexError_):
+    """Another process holds the writer lock of the index directory."""
+
+
+class UnsafeIndexPathError(IndexError_):
+    """Refusing to overwrite a directory that is not a digest_rag index."""
+
+
+class IncompatibleModelError(IndexError_):
+    """The query encoder's model or dimension differs from the index's."""
+
+
+class ModelUnavailableError(DigestRagError):
+    """The embedding model cannot be loaded (offline, no cache, bad path)."""
+
+    exit_code = 3

@@ -1,0 +1,293 @@
+"""BM25 lexical index over chunks, with paper metadata folded into every chunk.
+
+Each chunk is one BM25 document. Its tokens are the chunk text's tokens plus the
+paper's title (English and Korean), tags and authors repeated a few times: a
+chunk of the abstract rarely repeats the title words a reader types, and
+repeating a field is the classic cheap way to give it more weight in BM25 (it
+raises the term frequency without needing a multi-field scorer).
+
+Persistence is JSON + `.npy` only (never pickle): bm25s writes its sparse score
+matrix with ``np.save(allow_pickle=False)`` and its vocabulary as JSON; we load
+every file ourselves with ``allow_pickle=False`` so that a damaged or foreign
+file surfaces as `IndexCorruptedError` naming that file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .analysis import ANALYSIS_VERSION, tokenize_many
+from .errors import IndexCorruptedError
+from .models import Chunk, Paper
+
+__all__ = ["FieldWeights", "LexicalIndex", "LEXICAL_FILES"]
+
+_FORMAT = 1
+_META = "lexical.json"
+_VOCAB = "lexical.vocab.json"
+_PARAMS = "lexical.params.json"
+_DATA = "lexical.data.npy"
+_INDICES = "lexical.indices.npy"
+_INDPTR = "lexical.indptr.npy"
+_CHUNK_IDS = "lexical.chunk_ids.npy"
+
+#: Every file `LexicalIndex.save` writes, in a fixed order.
+LEXICAL_FILES: tuple[str, ...] = (_META, _PARAMS, _VOCAB, _DATA, _INDICES, _INDPTR, _CHUNK_IDS)
+
+
+class FieldWeights(BaseModel):
+    """How many times each paper field is appended to every chunk's BM25 document.
+
+    Defaults were chosen by measurement on eval/dev_queries.jsonl (50 Korean
+    queries, one chunk per section): the weights matter little because most
+    queries are Korean and titles English (R@1 0.74-0.78 across title 0-5,
+    tags 0-2, authors 0-1). title=3 is at the top of that range and, unlike
+    title<=2, tolerates authors=1, which keeps author-name queries working.
+    k1/b: 1.2/0.75 was best of k1 in {0.9, 1.2, 1.5} x b in {0.3, 0.5, 0.75, 0.9}.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    title: int = Field(default=3, ge=0, le=20, description="repeats of English + Korean title tokens")
+    tags: int = Field(default=1, ge=0, le=20, description="repeats of tag tokens")
+    authors: int = Field(default=1, ge=0, le=20, description="repeats of author-name tokens")
+    k1: float = Field(default=1.2, gt=0, description="BM25 term-frequency saturation")
+    b: float = Field(default=0.75, ge=0, le=1, description="BM25 length normalisation")
+
+
+def _paper_field_tokens(papers: dict[str, Paper], needed: Iterable[str]) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """(title tokens, tag tokens, author tokens) per paper id, analysed in one batch."""
+    ids = sorted(set(needed) & set(papers))
+    texts: list[str] = []
+    for pid in ids:
+        p = papers[pid]
+        texts.append(" \n ".join(t for t in (p.title, p.title_ko or "") if t))
+        texts.append(" \n ".join(p.tags))
+        texts.append(" \n ".join(p.authors))
+    toks = tokenize_many(texts)
+    return {pid: (toks[3 * i], toks[3 * i + 1], toks[3 * i + 2]) for i, pid in enumerate(ids)}
+
+
+class LexicalIndex:
+    """A bm25s index whose documents are chunks; search returns chunk ids."""
+
+    def __init__(self, retriever: bm25s.BM25 | None, chunk_ids: np.ndarray, weights: FieldWeights) -> None:
+        self._bm25 = retriever
+        self.chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+        self.weights = weights
+        self.analysis_version = ANALYSIS_VERSION
+        self._pos = {int(cid): i for i, cid in enumerate(self.chunk_ids)}
+
+    def __len__(self) -> int:
+        return int(self.chunk_ids.shape[0])
+
+    @classmethod
+    def build(
+        cls,
+        chunks: list[Chunk],
+        papers: dict[str, Paper],
+        weights: FieldWeights | None = None,
+    ) -> LexicalIndex:
+        """Index `chunks`, each enriched with its paper's title/tags/authors per `weights`.
+
+        Chunks whose paper is missing from `papers` are indexed on their text alone.
+        """
+        weights = weights or FieldWeights()
+        chunk_ids = np.array([c.id for c in chunks], dtype=np.int64)
+        if len(set(chunk_ids.tolist())) != len(chunks):
+            raise ValueError("chunk ids must be unique")
+        if not chunks:
+            return cls(None, chunk_ids, weights)
+        fields = _paper_field_tokens(papers, (c.paper_id for c in chunks))
+        corpus = tokenize_many([c.text for c in chunks])
+        for doc, c in zip(corpus, chunks, strict=True):
+            title, tags, authors = fields.get(c.paper_id, ([], [], []))
+            doc.extend(title * weights.title)
+            doc.extend(tags * weights.tags)
+            doc.extend(authors * weights.authors)
+        retriever = bm25s.BM25(k1=weights.k1, b=weights.b)
+        retriever.index(corpus, show_progress=False)
+        return cls(retriever, chunk_ids, weights)
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every indexed chunk (aligned with `chunk_ids`) for `query`."""
+        n = len(self)
+        if self._bm25 is None or n == 0:
+            return np.zeros(n, dtype=np.float32)
+        tokens = tokenize_many([query])[0]
+        # Deduplicated: a query repeating a word should not double its weight,
+        # and "swe-bench" already expands to three tokens on purpose.
+        vocab = self._bm25.vocab_dict
+        n_terms = len(self._bm25.scores["indptr"]) - 1
+        ids = sorted({vocab[t] for t in tokens if t in vocab and vocab[t] < n_terms})
+        if not ids:
+            return np.zeros(n, dtype=np.float32)
+        return np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)
+
+    def search(self, query: str, k: int = 100, allowed: set[int] | None = None) -> list[tuple[int, float]]:
+        """Top `k` (chunk id, score) pairs, best first, positive scores only.
+
+        `allowed` restricts the result to those chunk ids (filters by date, tag,
+        language are applied before ranking, so k results are still returned).
+        """
+        if k <= 0:
+            return []
+        scores = self.scores(query)
+        if scores.size == 0:
+            return []
+        if allowed is not None:
+            mask = np.zeros(scores.shape[0], dtype=bool)
+            pos = [self._pos[c] for c in allowed if c in self._pos]
+            if not pos:
+                return []
+            mask[pos] = True
+            scores = np.where(mask, scores, 0.0)
+        candidates = np.flatnonzero(scores > 0)
+        if candidates.size == 0:
+            return []
+        # Stable order on ties (chunk order) keeps results reproducible.
+        order = candidates[np.lexsort((candidates, -scores[candidates]))][:k]
+        return [(int(self.chunk_ids[i]), float(scores[i])) for i in order]
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> list[str]:
+        """Write the index into `directory` (created if needed); returns the file names written."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self._bm25 is not None:
+            sc = self._bm25.scores
+            data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
+            vocab: dict[str, int] = dict(self._bm25.vocab_dict)
+            params: dict[str, Any] = {
+                "k1": self._bm25.k1,
+                "b": self._bm25.b,
+                "delta": self._bm25.delta,
+                "method": self._bm25.method,
+                "idf_method": self._bm25.idf_method,
+                "dtype": self._bm25.dtype,
+                "int_dtype": self._bm25.int_dtype,
+                "num_docs": int(sc["num_docs"]),
+                "bm25s_version": getattr(bm25s, "__version__", "unknown"),
+            }
+        else:
+            data = np.zeros(0, dtype=np.float32)
+            indices = np.zeros(0, dtype=np.int32)
+            indptr = np.zeros(1, dtype=np.int64)
+            vocab, params = {}, {"num_docs": 0}
+        np.save(directory / _DATA, np.ascontiguousarray(data), allow_pickle=False)
+        np.save(directory / _INDICES, np.ascontiguousarray(indices), allow_pickle=False)
+        np.save(directory / _INDPTR, np.ascontiguousarray(indptr), allow_pickle=False)
+        np.save(directory / _CHUNK_IDS, self.chunk_ids, allow_pickle=False)
+        (directory / _VOCAB).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        (directory / _PARAMS).write_text(json.dumps(params, indent=1), encoding="utf-8")
+        meta = {
+            "format": _FORMAT,
+            "analysis": self.analysis_version,
+            "weights": self.weights.model_dump(),
+            "chunk_count": len(self),
+            "files": list(LEXICAL_FILES),
+        }
+        (directory / _META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        return list(LEXICAL_FILES)
+
+    @classmethod
+    def load(cls, directory: Path) -> LexicalIndex:
+        """Load an index written by `save`; any damaged file raises `IndexCorruptedError` naming it."""
+        directory = Path(directory)
+        meta = _read_json(directory / _META)
+        try:
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"unknown lexical index format {meta.get('format')!r}")
+            weights = FieldWeights.model_validate(meta["weights"])
+            analysis = str(meta["analysis"])
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise IndexCorruptedError(f"{directory / _META}: {exc}") from exc
+        params = _read_json(directory / _PARAMS)
+        vocab = _read_json(directory / _VOCAB)
+        data = _read_npy(directory / _DATA)
+        indices = _read_npy(directory / _INDICES)
+        indptr = _read_npy(directory / _INDPTR)
+        chunk_ids = _read_npy(directory / _CHUNK_IDS)
+
+        def bad(name: str, why: str) -> IndexCorruptedError:
+            return IndexCorruptedError(f"{directory / name}: {why}")
+
+        if chunk_ids.ndim != 1 or chunk_ids.dtype.kind not in "iu":
+            raise bad(_CHUNK_IDS, "not a 1-d integer array")
+        if meta.get("chunk_count") != chunk_ids.shape[0]:
+            raise bad(_CHUNK_IDS, f"{chunk_ids.shape[0]} chunk ids, lexical.json says {meta.get('chunk_count')}")
+        if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+            raise bad(_VOCAB, "not a token -> id mapping")
+        if not isinstance(params, dict):
+            raise bad(_PARAMS, "not a JSON object")
+        num_docs = params.get("num_docs")
+        if num_docs != chunk_ids.shape[0]:
+            raise bad(_PARAMS, f"num_docs {num_docs!r} differs from {chunk_ids.shape[0]} chunk ids")
+        if indptr.ndim != 1 or indptr.dtype.kind not in "iu" or indptr.shape[0] < 1:
+            raise bad(_INDPTR, "not a 1-d integer array")
+        if data.ndim != 1 or data.dtype.kind != "f":
+            raise bad(_DATA, "not a 1-d float array")
+        if indices.ndim != 1 or indices.dtype.kind not in "iu" or indices.shape != data.shape:
+            raise bad(_INDICES, "not an integer array matching the data array")
+        if int(indptr[-1]) != data.shape[0] or (indptr.shape[0] > 1 and np.any(np.diff(indptr) < 0)):
+            raise bad(_INDPTR, "pointers do not match the data array")
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= max(num_docs, 1)):
+            raise bad(_INDICES, "document index out of range")
+        n_terms = indptr.shape[0] - 1
+        if vocab and sum(1 for v in vocab.values() if 0 <= v < n_terms) < n_terms:
+            raise bad(_VOCAB, f"vocabulary does not cover the {n_terms} indexed terms")
+
+        retriever: bm25s.BM25 | None = None
+        if num_docs:
+            try:
+                retriever = bm25s.BM25(
+                    k1=float(params["k1"]),
+                    b=float(params["b"]),
+                    delta=float(params["delta"]),
+                    method=str(params["method"]),
+                    idf_method=params.get("idf_method"),
+                    dtype=str(params["dtype"]),
+                    int_dtype=str(params["int_dtype"]),
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                raise bad(_PARAMS, f"bad BM25 parameters ({exc})") from exc
+            retriever.vocab_dict = vocab
+            retriever.unique_token_ids_set = set(vocab.values())
+            retriever.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": int(num_docs)}
+            # BM25L/BM25+ need an extra array we never write; refuse them.
+            if retriever.method in getattr(retriever, "methods_requiring_nonoccurrence", ()):
+                raise bad(_PARAMS, f"unsupported BM25 method {retriever.method!r}")
+            retriever.nonoccurrence_array = None
+        index = cls(retriever, chunk_ids, weights)
+        index.analysis_version = analysis
+        return index
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise IndexCorruptedError(f"{path}: missing lexical index file") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptedError(f"{path}: unreadable or not JSON ({exc})") from exc
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise IndexCorruptedError(f"{path}: missing lexical index file") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        # ValueError covers truncated data, bad headers and pickled object arrays.
+        raise IndexCorruptedError(f"{path}: damaged .npy array ({exc})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise IndexCorruptedError(f"{path}: not a single .npy array")
+    return arr

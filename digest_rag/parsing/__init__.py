@@ -1,0 +1,136 @@
+"""Reading digest files into Papers: format detection, per-format parsers, corpus walking.
+
+Public API: `parse_file`, `parse_paths`, `detect_format`, `ParseResult`, `Skip`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..errors import CorpusError, ParseError
+from ..models import Paper, Section, SourceFormat
+from ..text import read_text
+from . import blog, daily, jsonl, notes, weekly
+from ._util import merge_unique
+from .base import ParseResult, Skip
+from .detect import detect_format
+
+__all__ = ["ParseResult", "Skip", "detect_format", "parse_file", "parse_paths", "PARSERS", "CORPUS_SUFFIXES"]
+
+PARSERS: dict[SourceFormat, Callable[[str, str], list[Paper]]] = {
+    "weekly": weekly.parse,
+    "daily": daily.parse,
+    "blog": blog.parse,
+    "notes": notes.parse,
+    "jsonl": jsonl.parse,
+}
+CORPUS_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".jsonl")
+# Repository furniture that sits beside corpora and is never a digest.
+_IGNORED_STEMS = {"readme", "license", "licence", "changelog", "contributing"}
+
+
+def parse_file(path: str | Path, format: SourceFormat | None = None) -> ParseResult:
+    """Parse one file (format detected unless given).
+
+    Raises ParseError when the file cannot be read, decoded, recognised or
+    yields no paper; `parse_paths` turns those into `Skip` entries instead.
+    """
+    source = str(path)
+    text = read_text(path)
+    if not text.strip():
+        raise ParseError(f"{source}: empty file")
+    fmt: SourceFormat = format or detect_format(text, source)
+    if fmt not in PARSERS:
+        raise ParseError(f"{source}: unknown format {fmt!r}")
+    papers = PARSERS[fmt](text, source)
+    if not papers:
+        raise ParseError(f"{source}: no papers found ({fmt} format)")
+    # Parsers already set these; re-stamping keeps the contract when called with a forced format.
+    papers = [p.model_copy(update={"source": source, "format": fmt}) for p in papers]
+    return ParseResult(papers=papers, files={source: fmt})
+
+
+def _is_hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
+    """Files to parse (sorted, de-duplicated) and skips for paths that do not exist."""
+    files: list[Path] = []
+    skips: list[Skip] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for f in p.rglob("*"):
+                rel = f.relative_to(p)
+                if (
+                    f.is_file()
+                    and f.suffix.lower() in CORPUS_SUFFIXES
+                    and not _is_hidden(rel)
+                    and f.stem.lower() not in _IGNORED_STEMS
+                ):
+                    files.append(f)
+        elif p.is_file():
+            files.append(p)  # named explicitly: parsed whatever its name
+        else:
+            skips.append(Skip(source=str(p), reason="no such file or directory"))
+    unique = sorted(set(files), key=lambda f: str(f))
+    return unique, skips
+
+
+def _merge_into(first: Paper, later: Paper) -> Paper:
+    """`first` keeps its metadata; `later` adds new sections, tags, urls and fills blanks."""
+    texts = {s.text for s in first.sections}
+    extra: list[Section] = [s for s in later.sections if s.text not in texts]
+    return first.model_copy(
+        update={
+            "sections": list(first.sections) + extra,
+            "tags": merge_unique(first.tags, later.tags),
+            "urls": merge_unique(first.urls, later.urls),
+            "authors": first.authors or later.authors,
+            "title_ko": first.title_ko or later.title_ko,
+            "date": first.date or later.date,
+        }
+    )
+
+
+def parse_paths(paths: Iterable[str | Path], strict: bool = False) -> ParseResult:
+    """Parse files and directories (recursively: *.txt, *.md, *.markdown, *.jsonl).
+
+    Hidden files and README/LICENSE files are not read. Files that cannot be
+    parsed become `Skip` entries with a one-line reason, or, with strict=True,
+    a CorpusError listing them. Papers sharing an id are merged: the first by
+    sorted path keeps its metadata, later copies add differing sections and
+    their tags/urls; each merge is noted in `merged`.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]  # a lone path is a common slip; a str would iterate by character
+    files, skips = _expand(paths)
+    result = ParseResult(skipped=skips)
+    by_id: dict[str, int] = {}
+    for f in files:
+        source = str(f)
+        try:
+            one = parse_file(f)
+        except ParseError as exc:
+            reason = " ".join(str(exc).split()) or "cannot parse"
+            # The source is already in Skip.source; keep the reason short.
+            if reason.startswith(source + ":"):
+                reason = reason[len(source) + 1 :].strip() or reason
+            result.skipped.append(Skip(source=source, reason=reason))
+            continue
+        result.files.update(one.files)
+        for paper in one.papers:
+            if paper.id in by_id:
+                idx = by_id[paper.id]
+                kept = result.papers[idx]
+                result.papers[idx] = _merge_into(kept, paper)
+                result.merged.append(f"{paper.id}: {paper.source} merged into {kept.source}")
+            else:
+                by_id[paper.id] = len(result.papers)
+                result.papers.append(paper)
+    if strict and result.skipped:
+        listing = "; ".join(f"{s.source}: {s.reason}" for s in result.skipped)
+        raise CorpusError(f"{len(result.skipped)} file(s) skipped in strict mode: {listing}")
+    return result

@@ -1,0 +1,45 @@
+"""Which digest format a file is in: by extension first, then by content scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import PurePath
+
+from ..errors import ParseError
+from ..models import SourceFormat
+from . import blog, daily, jsonl, notes, weekly
+
+# Below this no format is convincing enough to parse the file as it.
+THRESHOLD = 0.35
+# A .md file is a note unless another format is this sure of itself.
+STRONG = 0.8
+
+SCORERS: dict[SourceFormat, Callable[[str], float]] = {
+    "weekly": weekly.score,
+    "daily": daily.score,
+    "blog": blog.score,
+    "notes": notes.score,
+    "jsonl": jsonl.score,
+}
+
+
+def scores(text: str) -> dict[SourceFormat, float]:
+    """Every format's score for the text."""
+    return {fmt: fn(text) for fmt, fn in SCORERS.items()}
+
+
+def detect_format(text: str, path: str) -> SourceFormat:
+    """The format of a file's text; raises ParseError('... unknown format') when none fits."""
+    suffix = PurePath(path).suffix.lower()
+    if suffix == ".jsonl":
+        return "jsonl"
+    table = scores(text)
+    best: SourceFormat = max(table, key=lambda f: table[f])
+    if suffix in (".md", ".markdown"):
+        others = {f: s for f, s in table.items() if f != "notes"}
+        strongest = max(others, key=lambda f: others[f])
+        return strongest if others[strongest] >= STRONG else "notes"
+    if table[best] < THRESHOLD:
+        shown = ", ".join(f"{f}={s:.2f}" for f, s in sorted(table.items()))
+        raise ParseError(f"{path}: unknown format (scores {shown})")
+    return best

@@ -1,0 +1,122 @@
+"""Fusion of retrievers' chunk rankings and aggregation of chunks into papers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .models import Chunk, Paper, SearchHit, SearchMode
+
+RRF_K = 60
+SNIPPET_CHARS = 320
+
+
+def rrf_fuse(rankings: Mapping[str, Sequence[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float, list[str]]]:
+    """Reciprocal rank fusion of several (id, score) rankings.
+
+    Returns (id, fused score, names of the rankings that contained the id),
+    best first. RRF ignores the raw scores, which live on incomparable scales
+    (cosine vs BM25), and rewards ids that several retrievers agree on.
+    """
+    fused: dict[int, float] = {}
+    found: dict[int, list[str]] = {}
+    for name, ranking in rankings.items():
+        for rank, (cid, _score) in enumerate(ranking, start=1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+            found.setdefault(cid, []).append(name)
+    order = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(cid, score, found[cid]) for cid, score in order]
+
+
+def fuse_papers(
+    rankings: Mapping[str, Sequence[tuple[int, float]]],
+    chunk_paper: Mapping[int, str],
+    k: int = RRF_K,
+) -> list[tuple[int, float, list[str]]]:
+    """Reciprocal rank fusion at the paper level; returns (snippet chunk id, score, retrievers).
+
+    Each retriever's chunk ranking is first collapsed to a paper ranking (a
+    paper ranks where its best chunk does), then the paper rankings are fused.
+    Fusing chunks directly favours papers with many chunks: one of their
+    chunks is likely to rank well in both lists by chance. The snippet is the
+    paper's chunk with the best chunk-level fused score.
+    """
+    paper_rrf: dict[str, float] = {}
+    lexical_rank: dict[str, int] = {}
+    for name, ranking in rankings.items():
+        seen: set[str] = set()
+        for cid, _score in ranking:
+            pid = chunk_paper.get(cid)
+            if pid is None or pid in seen:
+                continue
+            seen.add(pid)
+            paper_rrf[pid] = paper_rrf.get(pid, 0.0) + 1.0 / (k + len(seen))
+            if name == "lexical":
+                lexical_rank[pid] = len(seen)
+    best_chunk: dict[str, int] = {}
+    found: dict[str, set[str]] = {}
+    for cid, _score, names in rrf_fuse(rankings, k):
+        pid = chunk_paper.get(cid)
+        if pid is None:
+            continue
+        best_chunk.setdefault(pid, cid)
+        found.setdefault(pid, set()).update(names)
+    # Ties (rank 1 + rank 2 either way round) go to the lexical side: exact names are its strength.
+    none = len(paper_rrf) + 1
+    order = sorted(paper_rrf.items(), key=lambda kv: (-round(kv[1], 12), lexical_rank.get(kv[0], none), kv[0]))
+    return [(best_chunk[pid], score, sorted(found[pid])) for pid, score in order]
+
+
+def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """The chunk text on one line, cut at a word boundary near ``limit`` characters."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat.rfind(" ", 0, limit)
+    return flat[: cut if cut > limit // 2 else limit].rstrip() + " …"
+
+
+def aggregate(
+    ranked_chunks: Sequence[tuple[int, float, list[str]]],
+    chunks: Mapping[int, Chunk],
+    papers: Mapping[str, Paper],
+    k: int,
+) -> list[SearchHit]:
+    """Each paper once, scored by its best chunk, that chunk as the snippet.
+
+    ``modes`` of a hit is the union of the retrievers that found any of the
+    paper's chunks, so a reader can tell lexical-only matches from agreed ones.
+    """
+    best: dict[str, tuple[int, float]] = {}
+    snippet_of: dict[str, int] = {}
+    modes: dict[str, set[str]] = {}
+    order: list[str] = []
+    for cid, score, found in ranked_chunks:
+        chunk = chunks.get(cid)
+        if chunk is None or chunk.paper_id not in papers:
+            continue
+        pid = chunk.paper_id
+        modes.setdefault(pid, set()).update(found)
+        if pid not in best:
+            best[pid] = (cid, score)
+            order.append(pid)
+        # A title chunk scores the paper but makes a poor snippet: prefer the best text chunk.
+        if chunk.section_kind != "title":
+            snippet_of.setdefault(pid, cid)
+    hits: list[SearchHit] = []
+    for pid in order[:k]:
+        _cid, score = best[pid]
+        cid = snippet_of.get(pid, _cid)
+        chunk = chunks[cid]
+        found_modes: list[SearchMode] = [m for m in ("dense", "lexical") if m in modes[pid]]  # type: ignore[misc]
+        hits.append(
+            SearchHit(
+                paper=papers[pid],
+                score=score,
+                snippet=make_snippet(chunk.text),
+                section=chunk.section_kind,
+                language=chunk.language,
+                chunk_id=cid,
+                modes=found_modes,
+            )
+        )
+    return hits

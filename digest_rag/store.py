@@ -1,0 +1,211 @@
+"""The SQLite store of an index generation: papers, chunks, and cached embeddings.
+
+Papers are kept as their pydantic JSON (no pickle); chunks as rows so that
+filters (date, tags, language, section) become SQL over bound parameters.
+Embeddings are cached by the sha256 of the exact passage text sent to the
+model, so a rebuild re-encodes only passages whose text changed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IndexCorruptedError
+from .models import Chunk, Paper
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE papers (
+    id TEXT PRIMARY KEY,
+    date TEXT,
+    source TEXT NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE TABLE paper_tags (paper_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (paper_id, tag));
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    paper_id TEXT NOT NULL REFERENCES papers(id),
+    section_index INTEGER NOT NULL,
+    section_kind TEXT NOT NULL,
+    language TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    passage_hash TEXT NOT NULL
+);
+CREATE INDEX chunks_paper ON chunks(paper_id);
+CREATE TABLE embeddings (passage_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
+"""
+
+
+def write_store(
+    path: Path,
+    papers: Sequence[Paper],
+    chunks: Sequence[Chunk],
+    passage_hashes: Sequence[str],
+    vectors: np.ndarray | None,
+) -> None:
+    """Create a new store file at ``path`` (which must not exist) in one transaction."""
+    con = sqlite3.connect(str(path))
+    try:
+        con.executescript(_SCHEMA)
+        with con:
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            con.executemany(
+                "INSERT INTO papers VALUES (?, ?, ?, ?)",
+                ((p.id, p.date.isoformat() if p.date else None, p.source, p.model_dump_json()) for p in papers),
+            )
+            con.executemany(
+                "INSERT OR IGNORE INTO paper_tags VALUES (?, ?)",
+                ((p.id, t.lower()) for p in papers for t in p.tags),
+            )
+            con.executemany(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (c.id, c.paper_id, c.section_index, c.section_kind, c.language, c.start, c.end, c.text, h)
+                    for c, h in zip(chunks, passage_hashes, strict=True)
+                ),
+            )
+            if vectors is not None:
+                con.executemany(
+                    "INSERT OR IGNORE INTO embeddings VALUES (?, ?)",
+                    ((h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(passage_hashes, vectors, strict=True)),
+                )
+        con.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        con.close()
+
+
+class Store:
+    """Read access to a store file. Opened read-only: searching never writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{path}: SQLite store is unreadable ({exc})") from exc
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            raise IndexCorruptedError(f"{path}: unknown store schema version {row[0] if row else None!r}")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def check(self) -> None:
+        """SQLite's own integrity check; raises IndexCorruptedError on any complaint."""
+        try:
+            res = self.con.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
+        if not res or res[0] != "ok":
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({res[0] if res else 'no answer'})")
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        try:
+            return self.con.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
+
+    def papers(self, ids: Iterable[str] | None = None) -> dict[str, Paper]:
+        """Papers by id (all when ``ids`` is None)."""
+        if ids is None:
+            rows = self._query("SELECT json FROM papers ORDER BY id")
+        else:
+            id_list = list(dict.fromkeys(ids))
+            rows = []
+            for i in range(0, len(id_list), 500):
+                part = id_list[i : i + 500]
+                rows += self._query(f"SELECT json FROM papers WHERE id IN ({','.join('?' * len(part))})", part)
+        out = {}
+        for (js,) in rows:
+            p = Paper.model_validate_json(js)
+            out[p.id] = p
+        return out
+
+    def chunks(self, ids: Iterable[int] | None = None) -> dict[int, Chunk]:
+        """Chunks by id (all when ``ids`` is None)."""
+        cols = 'id, paper_id, section_index, section_kind, language, start, "end", text'
+        if ids is None:
+            rows = self._query(f"SELECT {cols} FROM chunks ORDER BY paper_id, section_index, start")
+        else:
+            id_list = [int(i) for i in dict.fromkeys(ids)]
+            rows = []
+            for i in range(0, len(id_list), 500):
+                part = id_list[i : i + 500]
+                rows += self._query(f"SELECT {cols} FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
+        keys = ("id", "paper_id", "section_index", "section_kind", "language", "start", "end", "text")
+        return {r[0]: Chunk(**dict(zip(keys, r, strict=True))) for r in rows}
+
+    def first_text_chunk(self, paper_id: str) -> Chunk | None:
+        """The paper's first chunk of real text (not its title passage)."""
+        rows = self._query(
+            "SELECT id FROM chunks WHERE paper_id = ? AND section_kind != 'title' ORDER BY section_index, start LIMIT 1",
+            (paper_id,),
+        )
+        return self.chunks([rows[0][0]])[rows[0][0]] if rows else None
+
+    def chunk_ids_where(
+        self,
+        date_from: _dt.date | None = None,
+        date_to: _dt.date | None = None,
+        tags: Sequence[str] | None = None,
+        languages: Sequence[str] | None = None,
+        sections: Sequence[str] | None = None,
+    ) -> set[int]:
+        """Ids of chunks that pass the filters (papers without a date fail any date filter)."""
+        where: list[str] = []
+        params: list[object] = []
+        if date_from is not None:
+            where.append("p.date >= ?")
+            params.append(date_from.isoformat())
+        if date_to is not None:
+            where.append("p.date <= ?")
+            params.append(date_to.isoformat())
+        if tags:
+            where.append(f"p.id IN (SELECT paper_id FROM paper_tags WHERE tag IN ({','.join('?' * len(tags))}))")
+            params.extend(t.lower().lstrip("#") for t in tags)
+        if languages:
+            where.append(f"c.language IN ({','.join('?' * len(languages))})")
+            params.extend(languages)
+        if sections:
+            where.append(f"c.section_kind IN ({','.join('?' * len(sections))})")
+            params.extend(sections)
+        sql = "SELECT c.id FROM chunks c JOIN papers p ON p.id = c.paper_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return {r[0] for r in self._query(sql, params)}
+
+    def embeddings(self, dimension: int) -> dict[str, np.ndarray]:
+        """The embedding cache: passage hash -> vector."""
+        out: dict[str, np.ndarray] = {}
+        for h, blob in self._query("SELECT passage_hash, vector FROM embeddings"):
+            vec = np.frombuffer(blob, dtype=np.float32)
+            if vec.shape[0] != dimension:
+                raise IndexCorruptedError(f"{self.path}: cached embedding of dimension {vec.shape[0]}, expected {dimension}")
+            out[h] = vec
+        return out
+
+    def stats(self) -> dict[str, object]:
+        """Counts by language and section kind, date range, top tags, sources."""
+        by_lang = dict(self._query("SELECT language, COUNT(*) FROM chunks GROUP BY language ORDER BY language"))
+        by_kind = dict(self._query("SELECT section_kind, COUNT(*) FROM chunks GROUP BY section_kind ORDER BY section_kind"))
+        lo, hi = self._query("SELECT MIN(date), MAX(date) FROM papers")[0]
+        tags = self._query("SELECT tag, COUNT(*) AS n FROM paper_tags GROUP BY tag ORDER BY n DESC, tag LIMIT 15")
+        sources = self._query("SELECT source, COUNT(*) FROM papers GROUP BY source ORDER BY source")
+        return {
+            "chunks_by_language": by_lang,
+            "chunks_by_section": by_kind,
+            "date_from": lo,
+            "date_to": hi,
+            "top_tags": dict(tags),
+            "sources": dict(sources),
+        }

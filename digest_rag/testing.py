@@ -1,0 +1,149 @@
+"""Offline stand-ins for the real E5 models, for tests, notebooks and benchmarks.
+
+`build_tiny_model` trains a WordPiece tokenizer on the texts you give it and
+saves a randomly initialised BERT encoder with mean pooling as a
+sentence-transformers directory. Its embeddings carry no meaning beyond shared
+tokens, but every code path (loading, prefixes, tokenisation limits,
+normalisation, FAISS) runs exactly as with the real model, with no download.
+
+`build_e5_shaped_model` does the same at the exact multilingual-e5-small shape
+(12 layers, hidden 384, 12 heads, FFN 1536, vocab 250,037), so speed and memory
+measured with it are the real model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+E5_SMALL_SHAPE: dict[str, int] = {
+    "num_hidden_layers": 12,
+    "hidden_size": 384,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "vocab_size": 250_037,
+    "max_position_embeddings": 514,
+}
+
+TINY_SHAPE: dict[str, int] = {
+    "num_hidden_layers": 2,
+    "hidden_size": 128,
+    "num_attention_heads": 2,
+    "intermediate_size": 256,
+    "vocab_size": 8_000,
+    "max_position_embeddings": 514,
+}
+
+
+def _train_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        min_frequency=1,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
+    fast.save_pretrained(str(out))
+
+
+def build_random_model(
+    output_dir: str | Path,
+    texts: Iterable[str],
+    shape: dict[str, int] | None = None,
+    *,
+    max_seq_length: int = 512,
+    seed: int = 0,
+    lexical_init: bool = False,
+) -> Path:
+    """Save a random-weight BERT-style sentence-transformers model with a tokenizer trained on ``texts``.
+
+    The tokenizer's vocabulary is at most ``shape['vocab_size']``; the embedding
+    matrix always has exactly that many rows, so cost matches the named shape.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    shape = dict(shape or TINY_SHAPE)
+    out = Path(output_dir)
+    hf_dir = out / "_hf"
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    texts = list(texts) or ["empty corpus"]
+    _train_tokenizer(texts, min(shape["vocab_size"], 30_000), hf_dir)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=shape["vocab_size"],
+        hidden_size=shape["hidden_size"],
+        num_hidden_layers=shape["num_hidden_layers"],
+        num_attention_heads=shape["num_attention_heads"],
+        intermediate_size=shape["intermediate_size"],
+        max_position_embeddings=shape["max_position_embeddings"],
+    )
+    bert = BertModel(config)
+    if lexical_init:
+        # Unit-scale word embeddings over tiny positional/layer weights: the random encoder then
+        # behaves like a bag of random token vectors, so texts sharing tokens embed close together.
+        # Tests of the dense path get a weak but real signal instead of pure noise.
+        with torch.no_grad():
+            bert.embeddings.word_embeddings.weight.normal_(0.0, 1.0)
+            bert.embeddings.position_embeddings.weight.mul_(0.05)
+            bert.embeddings.token_type_embeddings.weight.mul_(0.05)
+    bert.save_pretrained(str(hf_dir))
+    word = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
+    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+    st = SentenceTransformer(modules=[word, pooling], device="cpu")
+    st.save(str(out))
+    # The intermediate HF directory is only a build step; the saved ST directory is self-contained.
+    import shutil
+
+    shutil.rmtree(hf_dir, ignore_errors=True)
+    return out
+
+
+def build_tiny_model(output_dir: str | Path, texts: Iterable[str], *, seed: int = 0) -> Path:
+    """A tiny (2-layer, 64-dim) offline model for tests; a few seconds on a CPU."""
+    return build_random_model(output_dir, texts, TINY_SHAPE, seed=seed, lexical_init=True)
+
+
+def build_e5_shaped_model(output_dir: str | Path, texts: Iterable[str], *, seed: int = 0) -> Path:
+    """A random model with multilingual-e5-small's exact shape, for speed and memory benchmarks."""
+    return build_random_model(output_dir, texts, E5_SMALL_SHAPE, seed=seed)
+
+
+def corpus_texts(paths: Iterable[str | Path]) -> list[str]:
+    """Lines of the given text files (directories expanded), for training a tokenizer."""
+    from .text import read_text
+
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for f in files:
+            if f.is_file() and f.suffix.lower() in (".txt", ".md", ".jsonl", ".markdown"):
+                try:
+                    out.extend(line for line in read_text(f).splitlines() if line.strip())
+                except Exception:
+                    continue
+    return out

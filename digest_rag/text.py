@@ -1,0 +1,128 @@
+"""Small text helpers shared by parsers, chunker and search: language, ids, decoding."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import ParseError
+from .models import Language
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+_LATIN = re.compile(r"[A-Za-z]")
+_ARXIV_URL = re.compile(
+    r"arxiv\.org/(?:abs|pdf|html)/(?P<id>\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?", re.I
+)
+
+
+def detect_language(text: str) -> Language:
+    """'ko', 'en' or 'mixed' from the share of Hangul among letters.
+
+    Korean commentary is full of English terms (LoRA, Attention), so a text
+    counts as Korean when Hangul dominates, English when it is (almost) absent.
+    """
+    hangul = len(_HANGUL.findall(text))
+    latin = len(_LATIN.findall(text))
+    # A Hangul syllable carries about three Latin letters' worth of word.
+    h = hangul * 3
+    total = h + latin
+    if total == 0:
+        return "en"
+    share = h / total
+    if share >= 0.6:
+        return "ko"
+    if share <= 0.05:
+        return "en"
+    return "mixed"
+
+
+def has_hangul(text: str) -> bool:
+    """True when the text contains at least one Hangul character."""
+    return bool(_HANGUL.search(text))
+
+
+def arxiv_ids(text: str) -> list[str]:
+    """arXiv ids of every arxiv.org link in the text, in order, without versions."""
+    seen: list[str] = []
+    for m in _ARXIV_URL.finditer(text):
+        aid = m.group("id")
+        if aid not in seen:
+            seen.append(aid)
+    return seen
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """ASCII-ish lowercase slug; Hangul is kept (ids stay readable for Korean-only titles)."""
+    norm = unicodedata.normalize("NFKC", text).lower()
+    norm = re.sub(r"[^\w]+", "-", norm, flags=re.UNICODE).strip("-_")
+    norm = re.sub(r"[-_]+", "-", norm)
+    return norm[:max_len].rstrip("-") or "untitled"
+
+
+def make_paper_id(title: str, date: _dt.date | None, arxiv_id: str | None = None) -> str:
+    """The stable paper id: the arXiv id when known, else 'slug-of-title[-YYYY-MM-DD]'."""
+    if arxiv_id:
+        return arxiv_id
+    slug = slugify(title)
+    return f"{slug}-{date.isoformat()}" if date else slug
+
+
+def stable_int64(*parts: object) -> int:
+    """A non-negative int64 from a hash of the parts (FAISS ids must be int64)."""
+    h = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint(items: Iterable[str]) -> str:
+    """Order-independent sha256 over strings (corpus fingerprints)."""
+    h = hashlib.sha256()
+    for item in sorted(items):
+        h.update(item.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+_ENCODINGS = ("utf-8-sig", "cp949", "euc-kr", "utf-16")
+
+
+def decode_bytes(data: bytes, source: str = "<bytes>") -> str:
+    """Decode corpus bytes: UTF-8 first, then the Korean legacy encodings (CP949/EUC-KR).
+
+    Raises ParseError for binary data or bytes no candidate encoding accepts.
+    """
+    if b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ParseError(f"{source}: binary file (NUL bytes), not a text digest")
+    for enc in _ENCODINGS:
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        if enc == "utf-16" and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            continue
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+    raise ParseError(f"{source}: not UTF-8, CP949 or EUC-KR text; re-save it as UTF-8")
+
+
+def read_text(path: str | Path) -> str:
+    """Read a corpus file with `decode_bytes`; missing files raise ParseError."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ParseError(f"{p}: cannot read file ({exc.strerror or exc})") from exc
+    return decode_bytes(data, str(p))
+
+
+def clean_inline(text: str) -> str:
+    """Collapse runs of spaces/tabs and strip; keeps newlines."""
+    text = text.replace("\u00a0", " ").replace("\u200b", "")
+    return "\n".join(re.sub(r"[ \t]+", " ", line).strip() for line in text.split("\n")).strip()

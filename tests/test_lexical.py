@@ -1,0 +1,179 @@
+"""Tests for digest_rag.lexical: ranking, filters, field weights, pickle-free persistence."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digest_rag.errors import IndexCorruptedError
+from digest_rag.lexical import LEXICAL_FILES, FieldWeights, LexicalIndex
+from digest_rag.models import Chunk, Paper
+
+
+def _chunk(cid: int, pid: str, text: str) -> Chunk:
+    return Chunk(
+        id=cid, paper_id=pid, section_index=0, section_kind="summary", language="ko",
+        text=text, start=0, end=len(text),
+    )
+
+
+@pytest.fixture(scope="module")
+def papers() -> dict[str, Paper]:
+    ps = [
+        Paper(id="p-jail", title="Many-shot Jailbreaking", title_ko="다발성 탈옥", tags=["safety"],
+              authors=["Cem Anil"]),
+        Paper(id="p-swe", title="SWE-Agent", authors=["John Yang"], tags=["agent"]),
+        Paper(id="p-mod", title="Mixture-of-Depths", title_ko="깊이 혼합", tags=["efficiency"],
+              authors=["David Raposo"]),
+        Paper(id="p-gemma", title="Gemma 2", tags=["llm", "distillation"], authors=["Gemma Team"]),
+    ]
+    return {p.id: p for p in ps}
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list[Chunk]:
+    return [
+        _chunk(101, "p-jail", "긴 컨텍스트 창을 악용하고 수백 개의 가짜 대화를 넣어 모델을 조종합니다."),
+        _chunk(102, "p-jail", "This attack follows a power law up to hundreds of shots."),
+        _chunk(201, "p-swe", "SWE-벤치에서 GitHub 이슈를 자동으로 해결하는 오픈소스 에이전트입니다."),
+        _chunk(301, "p-mod", "트랜스포머가 토큰마다 FLOP을 동적으로 할당하는 방법을 학습합니다."),
+        _chunk(401, "p-gemma", "Gemma 2에서는 Post Norm을 쓰고 Knowledge Distillation을 적극적으로 사용했습니다."),
+        _chunk(402, "p-gemma", "벤치마크 스코어는 잘 나왔습니다. 한국어도 꽤 합니다."),
+    ]
+
+
+@pytest.fixture(scope="module")
+def index(chunks: list[Chunk], papers: dict[str, Paper]) -> LexicalIndex:
+    return LexicalIndex.build(chunks, papers)
+
+
+def test_ranking(index: LexicalIndex) -> None:
+    hits = index.search("긴 컨텍스트를 악용하는 탈옥 공격")
+    assert hits[0][0] in (101, 102)
+    assert all(s > 0 for _, s in hits)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+
+
+def test_english_and_mixed_queries(index: LexicalIndex) -> None:
+    assert index.search("SWE-bench 에이전트")[0][0] == 201
+    assert index.search("Post Norm을 쓴 모델")[0][0] == 401
+    assert index.search("FLOP 할당")[0][0] == 301
+
+
+def test_title_field_reaches_every_chunk(index: LexicalIndex) -> None:
+    # "jailbreaking" appears only in the title, so both chunks of the paper match.
+    ids = {cid for cid, _ in index.search("jailbreaking")}
+    assert ids == {101, 102}
+
+
+def test_authors_and_tags_are_searchable(index: LexicalIndex) -> None:
+    assert index.search("Raposo")[0][0] == 301
+    assert {cid for cid, _ in index.search("distillation")} >= {401, 402}
+
+
+def test_zero_weights_drop_fields(chunks: list[Chunk], papers: dict[str, Paper]) -> None:
+    idx = LexicalIndex.build(chunks, papers, FieldWeights(title=0, tags=0, authors=0))
+    assert idx.search("Raposo") == []
+    assert {cid for cid, _ in idx.search("jailbreaking")} == set()
+
+
+def test_k_and_empty_queries(index: LexicalIndex) -> None:
+    assert len(index.search("모델", k=1)) <= 1
+    assert index.search("") == []
+    assert index.search("   을를 ") == []
+    assert index.search("zzzunknownword") == []
+    assert index.search("탈옥", k=0) == []
+
+
+def test_allowed_filter(index: LexicalIndex) -> None:
+    hits = index.search("탈옥 에이전트 Gemma", allowed={201, 402})
+    assert hits and {cid for cid, _ in hits} <= {201, 402}
+    assert index.search("탈옥", allowed={301}) == []
+    assert index.search("탈옥", allowed=set()) == []
+    assert index.search("탈옥", allowed={999999}) == []
+
+
+def test_empty_index(papers: dict[str, Paper], tmp_path: Path) -> None:
+    idx = LexicalIndex.build([], papers)
+    assert idx.search("탈옥") == []
+    idx.save(tmp_path)
+    assert LexicalIndex.load(tmp_path).search("탈옥") == []
+
+
+def test_duplicate_chunk_ids_rejected(papers: dict[str, Paper]) -> None:
+    with pytest.raises(ValueError):
+        LexicalIndex.build([_chunk(1, "p-swe", "a"), _chunk(1, "p-swe", "b")], papers)
+
+
+QUERIES = ["긴 컨텍스트를 악용하는 탈옥 공격", "SWE-bench", "Gemma 2 distillation", "토큰 할당", "Raposo", "hundreds"]
+
+
+def test_save_load_round_trip(index: LexicalIndex, tmp_path: Path) -> None:
+    written = index.save(tmp_path)
+    assert sorted(written) == sorted(LEXICAL_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
+    loaded = LexicalIndex.load(tmp_path)
+    assert loaded.weights == index.weights
+    assert loaded.analysis_version == index.analysis_version
+    np.testing.assert_array_equal(loaded.chunk_ids, index.chunk_ids)
+    for q in QUERIES:
+        assert loaded.search(q) == index.search(q)
+        assert loaded.search(q, allowed={101, 401}) == index.search(q, allowed={101, 401})
+
+
+def test_saved_files_are_json_or_plain_npy(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path)
+    for f in tmp_path.iterdir():
+        data = f.read_bytes()
+        assert b"pickle" not in data.lower() or f.suffix == ".json"
+        if f.suffix == ".json":
+            json.loads(data.decode("utf-8"))
+        else:
+            assert f.suffix == ".npy" and data.startswith(b"\x93NUMPY")
+            arr = np.load(f, allow_pickle=False)
+            assert arr.dtype != object
+            assert not zipfile.is_zipfile(f)
+
+
+def test_custom_weights_persist(chunks: list[Chunk], papers: dict[str, Paper], tmp_path: Path) -> None:
+    w = FieldWeights(title=5, tags=0, authors=2, k1=1.5, b=0.5)
+    idx = LexicalIndex.build(chunks, papers, w)
+    idx.save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path)
+    assert loaded.weights == w
+    assert loaded.search("탈옥 jailbreaking") == idx.search("탈옥 jailbreaking")
+
+
+@pytest.mark.parametrize("name", LEXICAL_FILES)
+def test_truncated_file_raises_corrupted(index: LexicalIndex, tmp_path: Path, name: str) -> None:
+    index.save(tmp_path)
+    f = tmp_path / name
+    f.write_bytes(f.read_bytes()[: max(1, f.stat().st_size // 2)])
+    with pytest.raises(IndexCorruptedError, match=name.replace(".", r"\.")):
+        LexicalIndex.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", LEXICAL_FILES)
+def test_missing_file_raises_corrupted(index: LexicalIndex, tmp_path: Path, name: str) -> None:
+    index.save(tmp_path)
+    (tmp_path / name).unlink()
+    with pytest.raises(IndexCorruptedError, match=name.replace(".", r"\.")):
+        LexicalIndex.load(tmp_path)
+
+
+def test_pickled_array_is_refused(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path)
+    np.save(tmp_path / "lexical.data.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(IndexCorruptedError, match=r"lexical\.data\.npy"):
+        LexicalIndex.load(tmp_path)
+
+
+def test_inconsistent_arrays_raise(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path)
+    np.save(tmp_path / "lexical.chunk_ids.npy", np.arange(3, dtype=np.int64), allow_pickle=False)
+    with pytest.raises(IndexCorruptedError, match=r"lexical\.chunk_ids\.npy"):
+        LexicalIndex.load(tmp_path)
