@@ -11,6 +11,19 @@ The same function analyses documents and queries, so whatever normalisation
 is chosen here is automatically consistent between the two. Changing it
 changes the index: bump `ANALYSIS_VERSION` so stale lexical indexes are
 detected and rebuilt.
+
+Cross-lingual matching goes through a bilingual ML glossary (`Glossary`,
+data/ml_glossary_ko_en.tsv): much of the indexed text is English while
+readers write Korean translations and transliterations ("스케일링 법칙",
+"증류", "탈옥"). Two mechanisms, both measured (docs/EVAL.md):
+
+* concept tokens: a document or query naming a glossary concept in either
+  language gets the concept's token ("ml:<id>"), so "스케일링 법칙" in a query
+  meets "scaling laws" in an abstract *as a phrase*, not as the loose words
+  "scaling" and "law" (which "power law" also contains);
+* query expansion: a query term found in the glossary also searches for the
+  concept's other forms as plain words, at `EXPANSION_WEIGHT`, which reaches
+  text where the words occur apart ("laws of scaling").
 """
 
 from __future__ import annotations
@@ -19,15 +32,40 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kiwipiepy import Kiwi
 
-__all__ = ["ANALYSIS_VERSION", "tokenize", "tokenize_many", "get_kiwi"]
+__all__ = [
+    "ANALYSIS_VERSION",
+    "GLOSSARY_VERSION",
+    "EXPANSION_WEIGHT",
+    "Glossary",
+    "default_glossary",
+    "document_tokens",
+    "query_terms",
+    "tokenize",
+    "tokenize_many",
+    "get_kiwi",
+]
+
+#: Version of the bundled glossary file (its "# version:" header must match).
+GLOSSARY_VERSION = "1"
 
 #: Stored with every lexical index; a mismatch means the index must be rebuilt.
-ANALYSIS_VERSION = "ko-kiwi-0.24+latin-v1"
+#: It names the glossary too: expansion changes which documents a stored
+#: index returns, so an index must be rebuilt (and re-evaluated) with it.
+ANALYSIS_VERSION = f"ko-kiwi-0.24+latin-v1+ml-concepts-v1+gloss-{GLOSSARY_VERSION}"
+
+#: Weight of a glossary expansion relative to a word the user typed (1.0).
+#: Chosen on held-out cross-lingual checks, not the dev queries (docs/EVAL.md).
+EXPANSION_WEIGHT = 0.5
+#: Weight of a concept token (a glossary phrase matched in the query).
+CONCEPT_WEIGHT = 1.0
 
 # Kiwi tags kept (tag without the irregular-conjugation suffix, e.g. "VV-I").
 # NNB (bound nouns: 것, 수, 개) and NR (numerals: 억, 백만) carry no topic, dropped.
@@ -224,3 +262,171 @@ def tokenize_many(texts: Sequence[str]) -> list[list[str]]:
         for owner, morphs in zip(owners, analysed, strict=True):
             results[owner].extend(_korean_tokens(morphs))
     return results
+
+
+# --------------------------------------------------------------------- glossary
+
+_GLOSSARY_FILE = "ml_glossary_ko_en.tsv"
+_VERSION_LINE = re.compile(r"^#\s*version:\s*(\S+)\s*$")
+
+
+def _match_tokens(tokens: Iterable[str]) -> list[str]:
+    # The tokenizer emits "fine-tuning" as fine-tuning + fine + tuning; matching
+    # ignores the joined form so "fine tuning" and "fine-tuning" match alike.
+    return [t for t in tokens if "-" not in t]
+
+
+def _key(tokens: Sequence[str]) -> str:
+    # Keys are the tokens run together: Kiwi splits a compound differently by
+    # context ("파인튜닝" alone is one noun, "파인튜닝한" gives 파인 + 튜닝) and
+    # writers space Korean compounds freely ("강화학습" / "강화 학습"); joined,
+    # all of them read "파인튜닝", "강화학습". Latin "fine tuning" joins to
+    # "finetuning", which is the same word.
+    return "".join(tokens)
+
+
+@dataclass
+class Glossary:
+    """Concepts with Korean and English surface forms, matched on analysed tokens.
+
+    ``concepts[i]`` is the set of tokens (both languages, every form) of concept
+    i; ``keys`` maps the token sequence of each form to the concepts it names.
+    Forms are analysed by `tokenize`, so a query matches a form whatever its
+    particles, inflection, case or spacing of Korean compounds.
+    """
+
+    version: str
+    concepts: list[frozenset[str]] = field(default_factory=list)
+    keys: dict[str, set[int]] = field(default_factory=dict)
+    max_key: int = 0
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str], version: str = "unversioned") -> Glossary:
+        """Parse TSV lines ``korean forms<TAB>english forms`` (forms separated by ``|``; ``#`` comments)."""
+        rows: list[list[str]] = []
+        for raw in lines:
+            m = _VERSION_LINE.match(raw.strip())
+            if m:
+                version = m.group(1)
+                continue
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            cols = line.split("\t")
+            if len(cols) != 2:
+                raise ValueError(f"glossary line needs exactly two tab-separated columns: {line!r}")
+            forms = [f.strip() for col in cols for f in col.split("|") if f.strip()]
+            if forms:
+                rows.append(forms)
+        flat = [f for forms in rows for f in forms]
+        analysed = dict(zip(flat, tokenize_many(flat), strict=True))
+        gloss = cls(version=version)
+        # Analysis can drop a suffix ("학습률" -> 학습, "검증기" -> 검증), so two
+        # forms may share a key. The shortest surface form owns the key: the
+        # bare word "학습" means training, not learning *rate*.
+        owner_len: dict[str, int] = {}
+        for forms in rows:
+            cid = len(gloss.concepts)
+            tokens: set[str] = set()
+            for f in forms:
+                toks = analysed[f]
+                tokens.update(toks)
+                parts = _match_tokens(toks)
+                key = _key(parts)
+                if not key:
+                    continue
+                size = len(f.replace(" ", ""))
+                best = owner_len.get(key)
+                if best is None or size < best:
+                    owner_len[key] = size
+                    gloss.keys[key] = {cid}
+                elif size == best:
+                    gloss.keys[key].add(cid)
+                # +1: a form analysed as one token may be split in context.
+                gloss.max_key = max(gloss.max_key, len(parts) + 1)
+            gloss.concepts.append(frozenset(tokens))
+        return gloss
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Glossary:
+        """Read a glossary file (default: the one bundled with the package)."""
+        if path is None:
+            text = resources.files("digest_rag").joinpath("data", _GLOSSARY_FILE).read_text(encoding="utf-8")
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+        return cls.from_lines(text.splitlines())
+
+    def match(self, tokens: Sequence[str]) -> list[int]:
+        """Concept ids named in ``tokens``: greedy longest match, left to right.
+
+        Longest match first means "스케일링 법칙" is read as the concept
+        *scaling law*, not as *scaling* plus a bare "법칙" (law), which would
+        also pull in every "power law".
+        """
+        seq = _match_tokens(tokens)
+        found: list[int] = []
+        i = 0
+        while i < len(seq):
+            for n in range(min(self.max_key, len(seq) - i), 0, -1):
+                ids = self.keys.get(_key(seq[i : i + n]))
+                if ids:
+                    found.extend(sorted(ids))
+                    i += n
+                    break
+            else:
+                i += 1
+        return found
+
+    def concept_token(self, cid: int) -> str:
+        """The index token standing for concept ``cid`` (":" never occurs in analysed words)."""
+        return f"ml:{cid}"
+
+    def annotate(self, tokens: Sequence[str]) -> list[str]:
+        """Concept tokens for the glossary concepts named in ``tokens`` (a document's or a query's)."""
+        return [self.concept_token(c) for c in self.match(tokens)]
+
+    def expand(self, tokens: Sequence[str], weight: float = EXPANSION_WEIGHT) -> dict[str, float]:
+        """Query term weights: each typed token 1.0, other forms of matched concepts ``weight``."""
+        terms = dict.fromkeys(tokens, 1.0)
+        for cid in self.match(tokens):
+            for t in self.concepts[cid]:
+                terms.setdefault(t, weight)
+        return terms
+
+
+_glossary: Glossary | None = None
+_glossary_lock = threading.Lock()
+
+
+def default_glossary() -> Glossary:
+    """The bundled glossary, loaded (and analysed with Kiwi) once per process."""
+    global _glossary
+    if _glossary is None:
+        with _glossary_lock:
+            if _glossary is None:
+                _glossary = Glossary.load()
+    return _glossary
+
+
+def document_tokens(texts: Sequence[str], glossary: Glossary | None = None) -> list[list[str]]:
+    """`tokenize_many` plus the glossary's concept tokens: what the BM25 index stores per text."""
+    gloss = glossary or default_glossary()
+    out = tokenize_many(texts)
+    for toks in out:
+        toks.extend(gloss.annotate(toks))
+    return out
+
+
+def query_terms(text: str, glossary: Glossary | None = None, weight: float = EXPANSION_WEIGHT) -> dict[str, float]:
+    """Weighted BM25 terms of a query: its tokens (1.0), its concept tokens
+    (`CONCEPT_WEIGHT`) and the other forms of its glossary concepts (``weight``).
+
+    ``glossary`` defaults to the bundled one; ``weight=0`` turns the plain-word
+    expansion off (concept tokens stay: they are part of the index's analysis).
+    """
+    gloss = glossary or default_glossary()
+    tokens = tokenize(text)
+    terms = gloss.expand(tokens, weight) if weight > 0 else dict.fromkeys(tokens, 1.0)
+    for c in gloss.annotate(tokens):
+        terms[c] = max(terms.get(c, 0.0), CONCEPT_WEIGHT)
+    return terms

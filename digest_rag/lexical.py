@@ -23,7 +23,7 @@ import bm25s
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .analysis import ANALYSIS_VERSION, tokenize_many
+from .analysis import ANALYSIS_VERSION, document_tokens, query_terms
 from .errors import IndexCorruptedError
 from .models import Chunk, Paper
 
@@ -45,12 +45,13 @@ LEXICAL_FILES: tuple[str, ...] = (_META, _PARAMS, _VOCAB, _DATA, _INDICES, _INDP
 class FieldWeights(BaseModel):
     """How many times each paper field is appended to every chunk's BM25 document.
 
-    Defaults were chosen by measurement on eval/dev_queries.jsonl (50 Korean
-    queries, one chunk per section): the weights matter little because most
-    queries are Korean and titles English (R@1 0.74-0.78 across title 0-5,
-    tags 0-2, authors 0-1). title=3 is at the top of that range and, unlike
-    title<=2, tolerates authors=1, which keeps author-name queries working.
-    k1/b: 1.2/0.75 was best of k1 in {0.9, 1.2, 1.5} x b in {0.3, 0.5, 0.75, 0.9}.
+    Measured on eval/dev_queries.jsonl with the glossary on (sweep table in
+    docs/EVAL.md): title 1-3, tags 1-3, authors 0-2, k1 0.9-1.5 and b 0.5-0.9
+    all give lexical R@1 0.927 / MRR@10 0.967 on lexical-only chunks; tags=0
+    and title=5 are worse (0.907 / 0.957), title=0 slightly (MRR 0.963). The
+    dev set cannot separate the rest, so the defaults stay at title=3 (titles
+    are the words readers quote), tags=1, authors=1 (author-name queries need
+    the field at all) and BM25's conventional k1=1.2, b=0.75.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -71,7 +72,7 @@ def _paper_field_tokens(papers: dict[str, Paper], needed: Iterable[str]) -> dict
         texts.append(" \n ".join(t for t in (p.title, p.title_ko or "") if t))
         texts.append(" \n ".join(p.tags))
         texts.append(" \n ".join(p.authors))
-    toks = tokenize_many(texts)
+    toks = document_tokens(texts)
     return {pid: (toks[3 * i], toks[3 * i + 1], toks[3 * i + 2]) for i, pid in enumerate(ids)}
 
 
@@ -106,7 +107,7 @@ class LexicalIndex:
         if not chunks:
             return cls(None, chunk_ids, weights)
         fields = _paper_field_tokens(papers, (c.paper_id for c in chunks))
-        corpus = tokenize_many([c.text for c in chunks])
+        corpus = document_tokens([c.text for c in chunks])
         for doc, c in zip(corpus, chunks, strict=True):
             title, tags, authors = fields.get(c.paper_id, ([], [], []))
             doc.extend(title * weights.title)
@@ -117,19 +118,32 @@ class LexicalIndex:
         return cls(retriever, chunk_ids, weights)
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every indexed chunk (aligned with `chunk_ids`) for `query`."""
+        """BM25 score of every indexed chunk (aligned with `chunk_ids`) for `query`.
+
+        The query's own tokens count once each (a repeated word does not double
+        its weight); glossary expansions into the other language count
+        `EXPANSION_WEIGHT` (see `analysis.query_terms`).
+        """
+        return self.term_scores(query_terms(query))
+
+    def term_scores(self, terms: dict[str, float]) -> np.ndarray:
+        """Weighted sum of the per-term BM25 scores of `terms` (token -> weight)."""
         n = len(self)
+        out = np.zeros(n, dtype=np.float32)
         if self._bm25 is None or n == 0:
-            return np.zeros(n, dtype=np.float32)
-        tokens = tokenize_many([query])[0]
-        # Deduplicated: a query repeating a word should not double its weight,
-        # and "swe-bench" already expands to three tokens on purpose.
+            return out
         vocab = self._bm25.vocab_dict
-        n_terms = len(self._bm25.scores["indptr"]) - 1
-        ids = sorted({vocab[t] for t in tokens if t in vocab and vocab[t] < n_terms})
-        if not ids:
-            return np.zeros(n, dtype=np.float32)
-        return np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)
+        sc = self._bm25.scores
+        data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
+        n_terms = len(indptr) - 1
+        for tok, w in terms.items():
+            tid = vocab.get(tok)
+            if tid is None or not 0 <= tid < n_terms or w <= 0:
+                continue
+            lo, hi = int(indptr[tid]), int(indptr[tid + 1])
+            # A term's postings name each document once, so plain fancy-index += is exact.
+            out[indices[lo:hi]] += np.float32(w) * data[lo:hi]
+        return out
 
     def search(self, query: str, k: int = 100, allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """Top `k` (chunk id, score) pairs, best first, positive scores only.
@@ -210,6 +224,13 @@ class LexicalIndex:
             analysis = str(meta["analysis"])
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise IndexCorruptedError(f"{directory / _META}: {exc}") from exc
+        if analysis != ANALYSIS_VERSION:
+            # Documents were tokenized differently from how queries are now:
+            # searching would silently miss matches, so refuse and ask for a rebuild.
+            raise IndexCorruptedError(
+                f"{directory / _META}: lexical index was built with text analysis {analysis!r}, "
+                f"this digest_rag uses {ANALYSIS_VERSION!r}; rebuild the index (digest-rag build)"
+            )
         params = _read_json(directory / _PARAMS)
         vocab = _read_json(directory / _VOCAB)
         data = _read_npy(directory / _DATA)

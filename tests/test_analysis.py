@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from digest_rag.analysis import ANALYSIS_VERSION, tokenize, tokenize_many
+from importlib import resources
+
+from digest_rag.analysis import (
+    ANALYSIS_VERSION,
+    EXPANSION_WEIGHT,
+    GLOSSARY_VERSION,
+    Glossary,
+    default_glossary,
+    document_tokens,
+    query_terms,
+    tokenize,
+    tokenize_many,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +94,106 @@ def test_tokenize_many_matches_tokenize() -> None:
 
 def test_version_string() -> None:
     assert isinstance(ANALYSIS_VERSION, str) and ANALYSIS_VERSION
+
+
+# ---------------------------------------------------------------- glossary
+
+
+@pytest.fixture(scope="module")
+def small_glossary() -> Glossary:
+    lines = [
+        "# version: 7",
+        "스케일링 법칙 | 확장 법칙\tscaling law",
+        "스케일링\tscaling | scale",
+        "거듭제곱 법칙\tpower law",
+        "미세 조정 | 파인튜닝\tfine-tuning | finetuning",
+        "학습\ttraining",
+        "학습률\tlearning rate",
+    ]
+    return Glossary.from_lines(lines)
+
+
+def test_glossary_parses_version_and_concepts(small_glossary: Glossary) -> None:
+    assert small_glossary.version == "7"
+    assert len(small_glossary.concepts) == 6
+
+
+def test_glossary_longest_match_wins(small_glossary: Glossary) -> None:
+    # "스케일링 법칙" is the phrase concept, not "스케일링" + a loose "법칙".
+    assert small_glossary.match(tokenize("스케일링 법칙에 대한 논문")) == [0]
+    assert small_glossary.match(tokenize("스케일링이 중요하다")) == [1]
+    assert small_glossary.match(tokenize("scaling laws of language models")) == [0]
+    assert small_glossary.match(tokenize("a power law fit")) == [2]
+
+
+def test_glossary_hyphen_and_spacing_variants(small_glossary: Glossary) -> None:
+    for text in ("fine-tuning", "fine tuning", "finetuning", "미세 조정을", "파인튜닝한"):
+        assert small_glossary.match(tokenize(text)) == [3], text
+
+
+def test_glossary_lossy_key_goes_to_shortest_form(small_glossary: Glossary) -> None:
+    # Kiwi drops the suffix of 학습률, so it analyses like 학습: the bare word keeps meaning training.
+    assert small_glossary.match(tokenize("학습")) == [4]
+
+
+def test_expand_weights(small_glossary: Glossary) -> None:
+    terms = small_glossary.expand(tokenize("스케일링 법칙"), 0.5)
+    assert terms["스케일링"] == 1.0 and terms["법칙"] == 1.0
+    assert terms["scaling"] == 0.5 and terms["law"] == 0.5
+    assert "power" not in terms
+
+
+def test_expand_english_to_korean(small_glossary: Glossary) -> None:
+    terms = small_glossary.expand(tokenize("fine-tuning recipe"), 0.5)
+    assert terms["파인튜닝"] == 0.5 and terms["recipe"] == 1.0
+
+
+def test_glossary_rejects_bad_lines() -> None:
+    with pytest.raises(ValueError, match="two tab-separated"):
+        Glossary.from_lines(["only one column"])
+
+
+def test_bundled_glossary_is_versioned_and_sizeable() -> None:
+    text = resources.files("digest_rag").joinpath("data", "ml_glossary_ko_en.tsv").read_text(encoding="utf-8")
+    g = default_glossary()
+    # Editing the data file must come with a version bump, which changes ANALYSIS_VERSION.
+    assert g.version == GLOSSARY_VERSION
+    assert f"gloss-{GLOSSARY_VERSION}" in ANALYSIS_VERSION
+    assert f"# version: {GLOSSARY_VERSION}" in text
+    assert len(g.concepts) >= 300
+    # every concept has a Hangul and a Latin form
+    for c in g.concepts:
+        assert any("\uac00" <= ch <= "\ud7a3" for t in c for ch in t), sorted(c)
+        assert any("a" <= ch <= "z" for t in c for ch in t), sorted(c)
+
+
+@pytest.mark.parametrize(
+    ("query", "english"),
+    [
+        ("스케일링 법칙", {"scaling", "law"}),
+        ("지식 증류", {"distillation"}),
+        ("탈옥 공격", {"jailbreak", "attack"}),
+        ("트랜스포머 프루닝", {"transformer", "pruning"}),
+        ("가지치기", {"pruning"}),
+        ("에이전트 벤치마크", {"agent", "benchmark"}),
+        ("추론", {"reasoning", "inference"}),
+    ],
+)
+def test_bundled_glossary_expands_transliterations(query: str, english: set[str]) -> None:
+    terms = query_terms(query)
+    assert english <= set(terms)
+    assert all(terms[e] == EXPANSION_WEIGHT for e in english)
+
+
+def test_query_terms_without_expansion_keeps_tokens() -> None:
+    terms = query_terms("스케일링 법칙", weight=0)
+    assert terms["스케일링"] == 1.0 and "scaling" not in terms
+    assert any(t.startswith("ml:") for t in terms)  # concept tokens are analysis, always on
+
+
+def test_document_and_query_share_concept_tokens() -> None:
+    doc = set(document_tokens(["We fit scaling laws for MoE."])[0])
+    query = {t for t in query_terms("스케일링 법칙에 대한 논문") if t.startswith("ml:")}
+    assert query and query <= doc
+    other = set(document_tokens(["This attack follows a power law."])[0])
+    assert not query & other

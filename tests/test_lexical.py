@@ -70,6 +70,28 @@ def test_title_field_reaches_every_chunk(index: LexicalIndex) -> None:
     assert ids == {101, 102}
 
 
+def test_korean_query_finds_english_chunk_through_glossary(papers: dict[str, Paper]) -> None:
+    chunks = [
+        _chunk(1, "p-jail", "이 공격의 효과는 파워 법칙을 따릅니다. This attack follows a power law."),
+        _chunk(2, "p-mod", "We study scaling laws for fine-grained mixture of experts."),
+        _chunk(3, "p-swe", "An agent that solves GitHub issues."),
+    ]
+    idx = LexicalIndex.build(chunks, papers, FieldWeights(title=0, tags=0, authors=0))
+    # Only chunk 1 shares a Korean word ("법칙") with the query, yet the
+    # English "scaling laws" chunk is the answer.
+    assert idx.search("스케일링 법칙에 대한 논문을 찾아줘")[0][0] == 2
+    assert idx.search("지식 증류", k=3) == [] or all(cid != 3 for cid, _ in idx.search("지식 증류"))
+    assert idx.search("에이전트")[0][0] == 3
+
+
+def test_term_scores_weighting(index: LexicalIndex) -> None:
+    one = index.term_scores({"탈옥": 1.0})
+    half = index.term_scores({"탈옥": 0.5})
+    np.testing.assert_allclose(half, one * 0.5, rtol=1e-6)
+    assert not index.term_scores({"zzz-not-a-term": 1.0}).any()
+    assert not index.term_scores({"탈옥": 0.0}).any()
+
+
 def test_authors_and_tags_are_searchable(index: LexicalIndex) -> None:
     assert index.search("Raposo")[0][0] == 301
     assert {cid for cid, _ in index.search("distillation")} >= {401, 402}
@@ -169,6 +191,16 @@ def test_pickled_array_is_refused(index: LexicalIndex, tmp_path: Path) -> None:
     index.save(tmp_path)
     np.save(tmp_path / "lexical.data.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(IndexCorruptedError, match=r"lexical\.data\.npy"):
+        LexicalIndex.load(tmp_path)
+
+
+def test_other_analysis_version_asks_for_rebuild(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path)
+    meta_path = tmp_path / "lexical.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["analysis"] = "ko-kiwi-0.24+latin-v1"  # an index from before the glossary
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(IndexCorruptedError, match="rebuild"):
         LexicalIndex.load(tmp_path)
 
 
