@@ -1,0 +1,60 @@
+"""Shared helpers for the benchmark scripts: the e5-shaped model, corpora, machine description, peak memory."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT / "corpus"
+ML_PAPERS = ROOT.parent / "shared" / "corpora" / "ml-papers" / "papers"
+WORK = Path("/tmp/digest_rag_bench")
+
+
+def corpora() -> list[Path]:
+    """The seeds, plus the shared ml-papers corpus when it is present."""
+    out = [SEEDS]
+    if ML_PAPERS.is_dir():
+        out.append(ML_PAPERS)
+    else:
+        print(f"# ml-papers corpus absent at {ML_PAPERS}: seeds only", file=sys.stderr)
+    return out
+
+
+def e5_shaped_model() -> Path:
+    """A random model with multilingual-e5-small's exact shape (built once, tokenizer trained on the corpora)."""
+    from digest_rag.testing import build_e5_shaped_model, corpus_texts
+
+    path = WORK / "e5-shaped-model"
+    if not (path / "modules.json").is_file():
+        build_e5_shaped_model(path, corpus_texts(corpora()))
+    return path
+
+
+def machine() -> str:
+    """CPU model and count, as `lscpu` reports them."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        name = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+        cpus = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("CPU(s)")), "?")
+    except (OSError, subprocess.CalledProcessError):
+        name, cpus = platform.processor() or "?", "?"
+    return f"{name}, {cpus} CPUs, Python {platform.python_version()}"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    VmHWM from /proc (reset by exec), not ru_maxrss: Linux carries ru_maxrss
+    over from the parent across fork+exec, so a child would report its parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

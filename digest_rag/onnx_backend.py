@@ -1,0 +1,287 @@
+"""ONNX Runtime backend: export a sentence-transformers model once, then encode without torch.
+
+Why not ``SentenceTransformer(..., backend="onnx")``: that path needs
+``optimum``, whose only release for ONNX (optimum-onnx 0.1) requires
+transformers < 4.58 and fails to import against the transformers 5 that
+sentence-transformers 6 needs. The export here uses only torch's own ONNX
+exporter and ONNX Runtime, both already pinned compatibly:
+
+1. the Hugging Face encoder plus the model's pooling (mean or CLS) is traced
+   to ``model.onnx`` with dynamic batch and sequence axes (opset 17);
+2. ORT's transformer optimizer fuses attention / layer norm / GELU when it
+   recognises the architecture (BERT, XLM-R: E5 is XLM-R) — skipped quietly
+   otherwise;
+3. for ``onnx-int8`` the optimised graph is dynamically quantised
+   (int8 weights, activations quantised per batch at run time).
+
+Exports are cached, keyed by model name, revision, weight files and the
+export recipe, so they happen once per model: next to a writable local model
+directory (``<model>/onnx/digest_rag-<key>*.onnx``), else (hub cache, read-only
+directories) under ``$DIGEST_RAG_CACHE`` (default ``~/.cache/digest_rag``).
+Files are written to a temporary name and renamed, so concurrent processes
+never read a half-written export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelUnavailableError
+from .threads import ort_session_options
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = 1
+OPSET = 17
+CACHE_ENV = "DIGEST_RAG_CACHE"
+
+
+def cache_root() -> Path:
+    """Where exports of read-only models go: $DIGEST_RAG_CACHE, else $XDG_CACHE_HOME/digest_rag, else ~/.cache/digest_rag."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "digest_rag"
+
+
+def _require_ort() -> Any:
+    try:
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            "the onnx backends need ONNX Runtime, which is not installed. "
+            "Fix: pip install 'digest-rag[onnx]' (or onnxruntime onnx), or use --backend torch."
+        ) from exc
+
+
+def _pooling_mode(st: Any) -> str:
+    for module in list(st)[1:]:
+        get = getattr(module, "get_config_dict", None)
+        if get is None:
+            continue
+        cfg = get()
+        mode = cfg.get("pooling_mode")
+        if mode is None:  # older sentence-transformers spell it as booleans
+            mode = "cls" if cfg.get("pooling_mode_cls_token") else "mean" if cfg.get("pooling_mode_mean_tokens") else None
+        if mode is not None:
+            return str(mode)
+    return "mean"
+
+
+def _weights_stamp(model_dir: Path | None) -> str:
+    """Cheap identity of the weight files (name, size, mtime): a rewritten checkpoint gets a new export."""
+    if model_dir is None or not model_dir.is_dir():
+        return ""
+    parts = []
+    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def export_key(name: str, revision: str, model_dir: Path | None, pooling: str) -> str:
+    """The cache key of an export: what was exported and how."""
+    import torch
+
+    payload = json.dumps(
+        {"v": EXPORT_VERSION, "name": name, "revision": revision, "weights": _weights_stamp(model_dir),
+         "pooling": pooling, "opset": OPSET, "torch": torch.__version__.split("+")[0]},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def export_dir(name: str, model_dir: Path | None, key: str) -> Path:
+    """``<model_dir>/onnx`` when that is writable, else the per-key cache directory."""
+    if model_dir is not None and model_dir.is_dir() and os.access(model_dir, os.W_OK) and "snapshots" not in model_dir.parts:
+        target = model_dir / "onnx"
+        try:
+            target.mkdir(exist_ok=True)
+            if os.access(target, os.W_OK):
+                return target
+        except OSError:
+            pass
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name.strip("/"))[-80:]
+    target = cache_root() / "onnx" / f"{safe}-{key}"
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _atomic_target(final: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=".onnx", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; an export is shared like the model it sits beside
+    return Path(tmp)
+
+
+def _export_fp32(st: Any, pooling: str, out: Path) -> None:
+    import torch
+
+    hf = st[0].auto_model
+    hf.eval()
+    accepts_tt = "token_type_ids" in hf.forward.__code__.co_varnames
+
+    class _Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if accepts_tt:
+                kwargs["token_type_ids"] = torch.zeros_like(input_ids)
+            hidden = self.hf(**kwargs).last_hidden_state
+            if pooling == "cls":
+                return hidden[:, 0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    ids = torch.ones((2, 8), dtype=torch.long)
+    # A padded second row: with an all-ones mask transformers may skip building the attention mask,
+    # and the tracer would bake that shortcut into the graph, ignoring padding forever after.
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3], dtype=torch.long)
+    tmp = _atomic_target(out)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # Tracer warnings about Python-side branches: those branches depend on shapes only.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Pooled(), (ids, mask), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                              "sentence_embedding": {0: "batch"}},
+                do_constant_folding=True,
+            )
+        _optimise_in_place(tmp, hf.config)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _optimise_in_place(path: Path, config: Any) -> None:
+    """Fuse attention/LayerNorm/GELU with ORT's transformer optimizer; keep the plain graph if it can't."""
+    model_type = {"bert": "bert", "xlm-roberta": "bert", "roberta": "bert"}.get(getattr(config, "model_type", ""))
+    if model_type is None:
+        return
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        opt = optimize_model(str(path), model_type=model_type, num_heads=int(config.num_attention_heads),
+                             hidden_size=int(config.hidden_size), opt_level=1)
+        opt.save_model_to_file(str(path))
+    except Exception as exc:  # the optimizer is best effort; an unfused graph is still correct
+        log.info("ONNX transformer optimisation skipped: %s", exc)
+
+
+def _quantise(src: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = _atomic_target(out)
+    root = logging.getLogger()
+    level = root.level
+    # The quantiser logs a pre-processing hint on the root logger at WARNING; it is advice, not a problem.
+    root.setLevel(logging.ERROR)
+    try:
+        # Fused ops from the optimizer (com.microsoft domain) have no ONNX shape inference; their
+        # outputs are float32, which is what the quantiser needs to know.
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        os.replace(tmp, out)
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
+
+
+def ensure_export(st: Any, name: str, revision: str, model_dir: Path | None, *, int8: bool) -> Path:
+    """The cached ONNX file for this model (exporting it first if needed); returns its path."""
+    _require_ort()
+    pooling = _pooling_mode(st)
+    if pooling not in ("mean", "cls"):
+        raise ModelUnavailableError(f"the onnx backends support mean or CLS pooling, not '{pooling}'; use --backend torch")
+    key = export_key(name, revision, model_dir, pooling)
+    where = export_dir(name, model_dir, key)
+    fp32 = where / f"digest_rag-{key}.onnx"
+    int8_path = where / f"digest_rag-{key}-qint8.onnx"
+    try:
+        if not fp32.is_file():
+            log.info("exporting %s to ONNX at %s (once)", name, fp32)
+            _export_fp32(st, pooling, fp32)
+        if int8 and not int8_path.is_file():
+            log.info("quantising %s to int8 at %s (once)", name, int8_path)
+            _quantise(fp32, int8_path)
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelUnavailableError(f"could not export '{name}' to ONNX ({first}); use --backend torch") from exc
+    return int8_path if int8 else fp32
+
+
+class OnnxSentenceModel:
+    """The slice of the SentenceTransformer API that `Encoder` uses, run by ONNX Runtime.
+
+    Inputs are sorted by length (longest first, as sentence-transformers does)
+    so each batch pads to about its own length, then returned in input order.
+    """
+
+    def __init__(self, onnx_path: Path, tokenizer: Any, max_seq_length: int, dimension: int, device: str = "cpu") -> None:
+        ort = _require_ort()
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=ort_session_options(), providers=providers)
+        self.onnx_path = onnx_path
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self._dimension = dimension
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Embedding dimension."""
+        return self._dimension
+
+    def encode(
+        self,
+        sentences: Sequence[str],
+        batch_size: int = 32,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        show_progress_bar: bool = False,
+        **_: Any,
+    ) -> np.ndarray:
+        """Embed ``sentences``; (n, dim) float32."""
+        texts = list(sentences)
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            part = order[start : start + batch_size]
+            enc = self.tokenizer([texts[i] for i in part], padding=True, truncation=True,
+                                 max_length=self.max_seq_length, return_tensors="np")
+            feed = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+            (emb,) = self.session.run(["sentence_embedding"], feed)
+            out[part] = emb
+        if normalize_embeddings:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            out = out / norms
+        return out
+
+
+def onnx_model_from(st: Any, name: str, revision: str, model_dir: Path | None, *, int8: bool, device: str) -> OnnxSentenceModel:
+    """Export (once) and open the ONNX twin of a loaded SentenceTransformer."""
+    path = ensure_export(st, name, revision, model_dir, int8=int8)
+    get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    return OnnxSentenceModel(path, st.tokenizer, int(st.max_seq_length), int(get_dim()), device=device)

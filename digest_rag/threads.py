@@ -1,0 +1,123 @@
+"""One place that decides how many CPU threads torch, ONNX Runtime and FAISS use.
+
+Each of the three ships its own thread pool (torch intra-op threads, ORT's
+intra-op pool, FAISS's OpenMP). Left alone, each sizes itself to the logical
+CPU count, and when they run back to back in one process (encode a query, then
+search FAISS) their spinning pools fight for the same cores. We size all of
+them to the number of *physical* cores this process may run on (SMT siblings
+add little to dense matrix work), overridable with ``DIGEST_RAG_THREADS``.
+
+FAISS is the exception at query time: it searches one query on one thread
+whatever the pool size (it parallelises over queries), so a larger OpenMP team
+only adds wake-up and barrier cost. On the 2-core benchmark machine a single
+exact query over 10k vectors took 0.32 ms with 1 thread and 6.3 ms with 2
+(BENCHMARKS.md). FAISS therefore runs with 1 thread, except inside
+:func:`faiss_build_threads` (training and adding, which do parallelise).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "DIGEST_RAG_THREADS"
+
+_configured: int | None = None
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process is allowed to use (at least 1)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows: no affinity API
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+        except OSError:
+            # No sysfs topology (containers, non-Linux): count every allowed CPU as a core.
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def thread_count() -> int:
+    """The thread count every pool should use: $DIGEST_RAG_THREADS if set to a positive int, else physical cores."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+            if n > 0:
+                return n
+        except ValueError:
+            pass
+        log.warning("ignoring %s=%r: not a positive integer", THREADS_ENV, raw)
+    return physical_cores()
+
+
+def configure_threads(n: int | None = None, *, force: bool = False) -> int:
+    """Size the torch and FAISS pools (once per process, unless ``force``); return the count.
+
+    ONNX Runtime has no global pool: sessions take the count from
+    :func:`ort_session_options`.
+    """
+    global _configured
+    if _configured is not None and not force and n is None:
+        return _configured
+    count = n if n is not None and n > 0 else thread_count()
+    try:
+        import torch
+
+        if torch.get_num_threads() != count:
+            torch.set_num_threads(count)
+        # Inter-op parallelism only helps graphs with independent branches; a BERT encoder has none.
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass  # can only be set once, before any parallel work; harmless when already set
+    except ImportError:  # pragma: no cover - torch comes with sentence-transformers
+        pass
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    _configured = count
+    return count
+
+
+@contextmanager
+def faiss_build_threads() -> Iterator[int]:
+    """Let FAISS use every core for the duration (k-means training, adding vectors), then back to 1."""
+    import faiss
+
+    count = configure_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield count
+    finally:
+        faiss.omp_set_num_threads(1)
+
+
+def ort_session_options(threads: int | None = None) -> object:
+    """ONNX Runtime session options matching :func:`configure_threads`.
+
+    Spinning is turned off: ORT's idle workers otherwise busy-wait after each
+    run and steal the cores FAISS needs right after a query is encoded.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or configure_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts

@@ -1,0 +1,83 @@
+"""ONNX Runtime backends on the tiny model: selection, agreement with torch, export cached once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'digest-rag[onnx]')")
+pytest.importorskip("onnx", reason="onnx not installed (pip install 'digest-rag[onnx]')")
+
+from digest_rag import DigestIndex  # noqa: E402
+from digest_rag.encoder import Encoder  # noqa: E402
+from digest_rag.onnx_backend import OnnxSentenceModel  # noqa: E402
+
+TEXTS = ["스케일링 법칙에 대한 논문", "Scaling laws for neural language models", "짧은", "a " * 300, "mixed 한국어 and English"]
+
+
+@pytest.fixture(scope="module")
+def model_copy(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """A private copy of the tiny model, so its onnx/ folder belongs to these tests."""
+    dst = tmp_path_factory.mktemp("onnx-model") / "tiny"
+    shutil.copytree(tiny_model, dst)
+    return dst
+
+
+def _load(model: Path, backend: str) -> Encoder:
+    try:
+        return Encoder.load(str(model), device="cpu", backend=backend)
+    except Exception as exc:  # an export that cannot run here is an environment limit, not a bug to hide
+        if "export" in str(exc):
+            pytest.skip(f"ONNX export impossible in this environment: {exc}")
+        raise
+
+
+@pytest.mark.parametrize(("backend", "min_cos"), [("onnx", 0.9999), ("onnx-int8", 0.99)])
+def test_backend_agrees_with_torch(model_copy: Path, backend: str, min_cos: float) -> None:
+    torch_enc = Encoder.load(str(model_copy), device="cpu")
+    enc = _load(model_copy, backend)
+    assert enc.backend == backend and isinstance(enc.model, OnnxSentenceModel)
+    assert enc.name == torch_enc.name and enc.dimension == torch_enc.dimension
+    a, b = torch_enc.encode_passages(TEXTS), enc.encode_passages(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(1).min()) >= min_cos
+    # Padding must not leak: a text embeds the same alone and in a batch with a much longer one.
+    alone = enc.encode_passages([TEXTS[2]])[0]
+    assert float(alone @ b[2]) >= 0.9999
+
+
+def test_export_lives_next_to_model_and_happens_once(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load(model_copy, "onnx-int8")
+    exported = sorted(p.name for p in (model_copy / "onnx").glob("digest_rag-*.onnx"))
+    assert len(exported) == 2 and any(n.endswith("-qint8.onnx") for n in exported)
+    import digest_rag.onnx_backend as ob
+
+    def no_export(*_a: object, **_k: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(ob, "_export_fp32", no_export)
+    monkeypatch.setattr(ob, "_quantise", no_export)
+    assert _load(model_copy, "onnx-int8").encode_queries(["again"]).shape[0] == 1
+
+
+def test_hub_snapshot_exports_to_cache_dir(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snap = tmp_path / "hub" / "models--x--y" / "snapshots" / "abc123"
+    shutil.copytree(tiny_model, snap)
+    monkeypatch.setenv("DIGEST_RAG_CACHE", str(tmp_path / "cache"))
+    enc = _load(snap, "onnx")
+    assert not (snap / "onnx").exists()
+    assert Path(enc.model.onnx_path).is_relative_to(tmp_path / "cache")
+
+
+def test_index_with_onnx_backend(tmp_path: Path, seed_corpus: Path, model_copy: Path) -> None:
+    idx = DigestIndex.build([seed_corpus], index_dir=tmp_path / "ix", model=str(model_copy), backend="onnx")
+    assert idx.manifest.backend == "onnx"
+    title = next(iter(idx.papers.values())).title
+    hits = DigestIndex.load(tmp_path / "ix", backend="onnx").search(title, k=3, mode="dense")
+    assert hits and hits[0].paper.title == title
+    # onnx fp32 embeddings equal torch's to float precision, so the cache stays valid across backends.
+    again = DigestIndex.build([seed_corpus], index_dir=tmp_path / "ix", model=str(model_copy), backend="torch")
+    assert again.last_build.encoded == 0 and again.manifest.backend == "torch"

@@ -1,0 +1,103 @@
+"""Incremental builds: the embedding cache skips encoding, papers are replaced and removed,
+model/chunker changes force a full re-encode, factory strings and search parameters stick."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from digest_rag import DigestIndex
+from digest_rag.encoder import Encoder
+from digest_rag.errors import UsageError
+from digest_rag.models import ChunkerSettings
+
+BLOG = "2024-04-22-blog-llama-introduction.txt"
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path, seed_corpus: Path) -> Path:
+    out = tmp_path / "corpus"
+    shutil.copytree(seed_corpus, out)
+    return out
+
+
+def test_cache_hits_skip_the_encoder(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    calls, texts = tiny_encoder.encode_calls, tiny_encoder.encoded_texts
+    again = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    # The model was never called: every passage came from the cache.
+    assert tiny_encoder.encode_calls == calls and tiny_encoder.encoded_texts == texts
+    assert again.last_build.encoded == 0 and again.last_build.reused == first.last_build.chunks
+    assert again.last_build.full_rebuild_reason is None
+
+
+def test_replaced_paper_reencodes_only_its_changed_chunks(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    total = first.last_build.chunks
+    lines = (corpus / BLOG).read_text(encoding="utf-8").splitlines()
+    # Extend the longest prose line: it sits inside a section the parser keeps.
+    longest = max(range(len(lines)), key=lambda i: len(lines[i]))
+    lines[longest] += " An added sentence about grouped-query attention and tokenizer efficiency."
+    (corpus / BLOG).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    texts = tiny_encoder.encoded_texts
+    upd = DigestIndex.update([corpus / BLOG], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    report = upd.last_build
+    assert len(report.changed) == 1 and not report.added and not report.removed
+    assert 1 <= report.encoded < total / 4
+    assert tiny_encoder.encoded_texts - texts == report.encoded
+    assert upd.manifest.paper_count == first.manifest.paper_count
+    hits = upd.search("added sentence grouped-query attention tokenizer efficiency", k=3, mode="lexical")
+    assert hits and hits[0].paper.id == report.changed[0]
+
+
+def test_removed_papers_leave_the_index(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    (corpus / BLOG).unlink()
+    texts = tiny_encoder.encoded_texts
+    after = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    assert after.last_build.removed and tiny_encoder.encoded_texts == texts
+    gone = set(after.last_build.removed)
+    assert not gone & set(after.papers)
+    assert after.manifest.chunk_count == int(after.faiss_index.ntotal) < first.manifest.chunk_count
+    assert all(c.paper_id not in gone for c in after.store.chunks().values())
+
+
+def test_chunker_change_forces_full_reencode(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    idx = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder,
+                            chunker=ChunkerSettings(target_tokens=120, overlap_tokens=20))
+    assert idx.last_build.reused == 0 and idx.last_build.encoded > 0
+    assert "chunker" in (idx.last_build.full_rebuild_reason or "")
+
+
+def test_factory_override_recorded_and_searchable(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    idx = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder, factory="IDMap2,HNSW16,Flat")
+    assert idx.manifest.index_type == "IDMap2,HNSW16,Flat" and idx.manifest.search_param == 64
+    title = next(iter(idx.papers.values())).title
+    assert idx.search(title, k=3, mode="dense")
+    # Rebuilding with a new factory re-uses every embedding.
+    flat = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    assert flat.manifest.index_type == "IDMap2,Flat" and flat.manifest.search_param is None
+    assert flat.last_build.encoded == 0
+
+
+def test_invalid_factory_is_usage_error_and_keeps_old_index(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    with pytest.raises(UsageError, match="factory"):
+        DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder, factory="IVF12,Bogus")
+    assert DigestIndex.load(tmp_path / "ix").manifest.data_dir == first.manifest.data_dir
+
+
+def test_search_param_applied_at_load(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    from digest_rag.vectors import search_param_of
+
+    built = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder, factory="IVF4,Flat")
+    assert built.manifest.index_type == "IVF4,Flat" and built.manifest.search_param == 4  # clamped to nlist
+    low = DigestIndex.load(tmp_path / "ix", search_param=1)
+    assert search_param_of(low.faiss_index) == 1
+    default = DigestIndex.load(tmp_path / "ix")
+    assert search_param_of(default.faiss_index) == built.manifest.search_param
+    title = next(iter(default.papers.values())).title
+    assert default.search(title, k=3, mode="dense")

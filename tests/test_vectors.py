@@ -1,0 +1,113 @@
+"""FAISS side: index choice by size, factory overrides, search parameters, ids kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digest_rag.errors import UsageError
+from digest_rag.vectors import (
+    EXACT_LIMIT,
+    build_faiss,
+    choose_factory,
+    default_search_param,
+    load_faiss,
+    save_faiss,
+    search_faiss,
+    search_param_of,
+    set_search_param,
+)
+
+
+@pytest.fixture(scope="module")
+def clustered() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 32)).astype(np.float32)
+    x = centres[rng.integers(0, 20, 4000)] + 0.5 * rng.standard_normal((4000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = rng.choice(10**12, size=len(x), replace=False).astype(np.int64)
+    return ids, x
+
+
+def test_choice_by_size() -> None:
+    assert choose_factory(10, 384) == "IDMap2,Flat"
+    assert choose_factory(EXACT_LIMIT - 1, 384) == "IDMap2,Flat"
+    big = choose_factory(1_000_000, 384)
+    assert big.startswith("IVF") and "SQ" in big
+    # More vectors, more lists.
+    assert int(choose_factory(10_000_000, 384)[3:].split(",")[0]) > int(big[3:].split(",")[0])
+
+
+def test_exact_index_keeps_ids_and_finds_itself(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, x = clustered
+    index, factory = build_faiss(ids, x)
+    assert factory == "IDMap2,Flat"
+    assert search_param_of(index) is None
+    hits = search_faiss(index, x[7], 5)
+    assert hits[0][0] == int(ids[7]) and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_hnsw_override_searchable_with_ef(clustered: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    ids, x = clustered
+    index, factory = build_faiss(ids, x, "IDMap2,HNSW16,Flat")
+    assert factory == "IDMap2,HNSW16,Flat"
+    assert search_param_of(index) == default_search_param(index) == 64
+    set_search_param(index, 200)
+    assert search_param_of(index) == 200
+    save_faiss(index, tmp_path / "v.faiss")
+    loaded = load_faiss(tmp_path / "v.faiss")
+    assert search_param_of(loaded) == 200  # FAISS persists efSearch with the index
+    assert search_faiss(loaded, x[3], 1)[0][0] == int(ids[3])
+
+
+def test_ivf_nprobe_controls_recall(clustered: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    ids, x = clustered
+    exact, _ = build_faiss(ids, x, "IDMap2,Flat")
+    ivf, _ = build_faiss(ids, x, "IVF64,SQ8")
+    assert search_param_of(ivf) == default_search_param(ivf) == 16
+    queries = x[:50] + 0.05
+    truth = [{i for i, _ in search_faiss(exact, q, 10)} for q in queries]
+
+    def recall(index: object) -> float:
+        return float(np.mean([len({i for i, _ in search_faiss(index, q, 10)} & t) / 10 for q, t in zip(queries, truth)]))
+
+    set_search_param(ivf, 1)
+    low = recall(ivf)
+    set_search_param(ivf, 64)
+    high = recall(ivf)
+    assert high > low and high >= 0.9
+    set_search_param(ivf, 10_000)  # clamped to the number of lists
+    assert search_param_of(ivf) == 64
+    save_faiss(ivf, tmp_path / "ivf.faiss")
+    mapped = load_faiss(tmp_path / "ivf.faiss", mmap=True)
+    assert search_param_of(mapped) == 64 and recall(mapped) == high
+
+
+def test_filtered_search_keeps_k(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, x = clustered
+    index, _ = build_faiss(ids, x)
+    allowed = {int(i) for i in ids[::100]}
+    hits = search_faiss(index, x[0], 10, allowed)
+    assert len(hits) == 10 and all(h[0] in allowed for h in hits)
+
+
+@pytest.mark.parametrize("bad", ["NoSuchIndex", "IVF64,Nonsense", "HNSW16,Flat"])
+def test_invalid_factory_is_usage_error(clustered: tuple[np.ndarray, np.ndarray], bad: str) -> None:
+    ids, x = clustered
+    with pytest.raises(UsageError):
+        build_faiss(ids, x, bad)
+
+
+def test_too_few_vectors_for_ivf(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, x = clustered
+    with pytest.raises(UsageError, match="lists"):
+        build_faiss(ids[:10], x[:10], "IVF64,Flat")
+
+
+def test_bad_search_param(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, x = clustered
+    index, _ = build_faiss(ids, x, "IVF16,Flat")
+    with pytest.raises(UsageError):
+        set_search_param(index, 0)
