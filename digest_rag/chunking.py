@@ -135,7 +135,15 @@ def chunk_paper(
         # since the lexical side already weights titles into every chunk.
         title = title_line(paper)
         if count(passage_prefix + title) + 2 > settings.max_tokens:
-            title = title[: settings.max_tokens]
+            # Longest prefix of the title that fits (a cut by characters alone overshoots for Hangul).
+            lo, hi = 1, len(title)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if count(passage_prefix + title[:mid]) + 2 <= settings.max_tokens:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            title = title[:lo]
         chunks.append(
             Chunk(
                 id=stable_int64(paper.id, "title"),

@@ -39,6 +39,10 @@ class IndexCorruptedError(IndexError_):
     """An index file is missing, truncated, altered or of an unknown format."""
 
 
+class IndexVersionError(IndexCorruptedError):
+    """The index (or one of its files) has a format version this digest_rag cannot read."""
+
+
 class IndexLockedError(IndexError_):
     """Another process holds the writer lock of the index directory."""
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -37,22 +38,24 @@ from .chunking import approx_token_count, chunk_papers, passage_text
 from .encoder import Encoder, resolve_model_name
 from .errors import (
     CorpusError,
+    DigestRagError,
     EmptyQueryError,
     IncompatibleModelError,
     IndexCorruptedError,
     IndexNotFoundError,
+    IndexVersionError,
     ModelUnavailableError,
     UnsafeIndexPathError,
     UsageError,
 )
-from .lexical import LexicalIndex
+from .lexical import LEXICAL_FILES, LexicalIndex
 from .locking import WriterLock
-from .models import SEARCH_MODES, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit
+from .models import SEARCH_MODES, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults
 from .parsing import ParseResult, parse_paths
 from .search import aggregate, fuse_papers, make_snippet
 from .store import Store, write_store
 from .text import fingerprint, sha256_text
-from .vectors import build_faiss, load_faiss, save_faiss, search_faiss, set_search_param
+from .vectors import build_faiss, load_faiss, save_faiss, search_faiss, search_param_of, set_search_param
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ MANIFEST = "manifest.json"
 STORE_FILE = "store.sqlite"
 FAISS_FILE = "vectors.faiss"
 LEXICAL_DIR = "lexical"
+_GEN_NAME = re.compile(r"gen-[0-9A-Za-z-]{1,64}")
+# Names a build itself creates inside an index directory; anything else there is someone else's.
+_OWN_NAMES = re.compile(r"(manifest\.json|\.manifest\.json\.tmp|gen-[0-9A-Za-z-]{1,64}|\.tmp-gen-[0-9A-Za-z-]{1,64})")
 MAX_QUERY_CHARS = 2_000
 CANDIDATES = 200
 
@@ -74,6 +80,28 @@ class ModelFallbackWarning(UserWarning):
 
 class QueryTruncatedWarning(UserWarning):
     """A query longer than MAX_QUERY_CHARS was cut."""
+
+
+class DamagedIndexWarning(UserWarning):
+    """A build found the previous index damaged and rebuilt from scratch (no embedding reuse)."""
+
+
+# Test-only hook: with DIGEST_RAG_TEST_PAUSE_AT=<stage> a build stops itself (SIGSTOP) at that
+# stage after printing one line, so tests can SIGKILL or SIGCONT it at a deterministic point.
+# Stages: "locked" (lock held, nothing parsed), "encoding" (after the first batch), "writing"
+# (new generation half written), "swap" (generation renamed, manifest not yet replaced),
+# "committed" (manifest replaced, old generation not yet collected).
+PAUSE_ENV = "DIGEST_RAG_TEST_PAUSE_AT"
+
+
+def _test_pause(stage: str) -> None:
+    if os.environ.get(PAUSE_ENV) == stage:
+        import signal
+        import sys
+
+        sys.stderr.write(f"digest_rag: paused at {stage} (pid {os.getpid()})\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class BuildReport(BaseModel):
@@ -133,12 +161,48 @@ def read_manifest(index_dir: Path) -> IndexManifest:
         raise IndexCorruptedError(f"{mpath}: manifest is not valid JSON ({exc})") from exc
     if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
         got = raw.get("format_version") if isinstance(raw, dict) else None
-        raise IndexCorruptedError(f"{mpath}: unknown index format version {got!r} (this digest_rag reads {FORMAT_VERSION}); rebuild the index")
+        raise IndexVersionError(f"{mpath}: unknown index format version {got!r} (this digest_rag reads {FORMAT_VERSION}); rebuild the index")
     try:
-        return IndexManifest.model_validate(raw)
+        manifest = IndexManifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise IndexCorruptedError(f"{mpath}: manifest field {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+    # The manifest names paths we open (and a build later deletes): never let it point outside.
+    if not _GEN_NAME.fullmatch(manifest.data_dir):
+        raise IndexCorruptedError(f"{mpath}: data_dir {manifest.data_dir!r} is not a generation directory name")
+    for name in manifest.files:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
+            raise IndexCorruptedError(f"{mpath}: file name {name!r} is not a plain relative path")
+    return manifest
+
+
+def _required_files(manifest: IndexManifest) -> list[str]:
+    """Files every generation of this kind holds; the manifest must list (and checksum) each."""
+    names = [STORE_FILE]
+    if manifest.model_name is not None:
+        names.append(FAISS_FILE)
+    if manifest.lexical:
+        names += [f"{LEXICAL_DIR}/{f}" for f in LEXICAL_FILES]
+    return names
+
+
+def _verify_files(index_dir: Path, manifest: IndexManifest, names: Iterable[str]) -> None:
+    """Check that each named file exists and matches its manifest sha256."""
+    gen = index_dir / manifest.data_dir
+    for name in names:
+        f = gen / name
+        digest = manifest.files.get(name)
+        if digest is None:
+            raise IndexCorruptedError(f"{index_dir / MANIFEST}: does not list {name}; manifest and files disagree")
+        if not f.is_file():
+            raise IndexCorruptedError(f"{f}: file listed in the manifest is missing")
+        try:
+            actual = _sha256_file(f)
+        except OSError as exc:
+            raise IndexCorruptedError(f"{f}: cannot read ({exc.strerror or exc})") from exc
+        if actual != digest:
+            raise IndexCorruptedError(f"{f}: checksum mismatch (file altered or truncated); rebuild the index")
 
 
 def _check_target(index_dir: Path) -> None:
@@ -148,12 +212,38 @@ def _check_target(index_dir: Path) -> None:
     if not index_dir.is_dir():
         raise UnsafeIndexPathError(f"{index_dir}: exists and is not a directory; refusing to overwrite it")
     if (index_dir / MANIFEST).is_file():
-        return
-    foreign = [p.name for p in index_dir.iterdir() if not (p.name.startswith(".tmp-gen-") or p.name.startswith("gen-"))]
+        return  # whether it is really ours is checked under the lock (DigestIndex._previous)
+    foreign = [p.name for p in index_dir.iterdir() if not _OWN_NAMES.fullmatch(p.name)]
     if foreign:
         raise UnsafeIndexPathError(
             f"{index_dir}: not empty and not a digest_rag index (found {', '.join(sorted(foreign)[:3])}); "
             "refusing to write there; choose another --index directory"
+        )
+
+
+def _manifest_moved(index_dir: Path, seen: IndexManifest) -> bool:
+    """True when manifest.json now names another generation than ``seen`` did."""
+    try:
+        return read_manifest(index_dir).data_dir != seen.data_dir
+    except DigestRagError:
+        return False
+
+
+def _check_recoverable(index_dir: Path, why: Exception) -> None:
+    """Allow rebuilding over an unreadable manifest only when the directory is plainly an index.
+
+    A foreign ``manifest.json`` (a web app's, say) must never be overwritten:
+    the directory has to hold nothing but names a build creates, and at least
+    one generation directory.
+    """
+    names = [p.name for p in index_dir.iterdir()]
+    foreign = [n for n in names if not _OWN_NAMES.fullmatch(n)]
+    has_gen = any((index_dir / n).is_dir() and n != MANIFEST for n in names if _OWN_NAMES.fullmatch(n))
+    if foreign or not has_gen:
+        found = f" (found {', '.join(sorted(foreign)[:3])})" if foreign else ""
+        raise UnsafeIndexPathError(
+            f"{index_dir}: {' '.join(str(why).split())}; the directory does not look like a digest_rag index{found}, "
+            "refusing to overwrite it; move it away or choose another --index directory"
         )
 
 
@@ -230,36 +320,74 @@ class DigestIndex:
 
         ``model`` (or $DIGEST_RAG_MODEL) may name the query model explicitly; it
         must be the model the index was built with. ``verify`` checks every
-        file's sha256 against the manifest.
+        file's sha256 against the manifest; even without it the FAISS file's
+        checksum is checked, because FAISS must never be handed a damaged file.
+        Any damage raises IndexCorruptedError (or IndexVersionError) naming the file.
         """
         index_dir = Path(index_dir)
-        manifest = read_manifest(index_dir)
-        gen = index_dir / manifest.data_dir
-        if not gen.is_dir():
-            raise IndexCorruptedError(f"{gen}: data directory named by the manifest is missing")
-        if verify:
-            for name, digest in manifest.files.items():
-                f = gen / name
-                if not f.is_file():
-                    raise IndexCorruptedError(f"{f}: file listed in the manifest is missing")
-                if _sha256_file(f) != digest:
-                    raise IndexCorruptedError(f"{f}: checksum mismatch (file altered or truncated); rebuild the index")
-        store = Store(gen / STORE_FILE)
-        faiss_index = None
-        if manifest.model_name is not None:
-            faiss_index = load_faiss(gen / FAISS_FILE, mmap=manifest.chunk_count >= 1_000_000)
-            if int(faiss_index.ntotal) != manifest.chunk_count or int(faiss_index.d) != manifest.dimension:
-                raise IndexCorruptedError(
-                    f"{gen / FAISS_FILE}: holds {faiss_index.ntotal} vectors of dimension {faiss_index.d}, "
-                    f"manifest says {manifest.chunk_count} of {manifest.dimension}"
-                )
-            set_search_param(faiss_index, search_param)
-        lexical = LexicalIndex.load(gen / LEXICAL_DIR) if manifest.lexical else None
+        for attempt in range(3):
+            manifest = read_manifest(index_dir)
+            try:
+                store, faiss_index, lexical = cls._open_generation(index_dir, manifest, verify, search_param)
+                break
+            except IndexCorruptedError:
+                # A build may have committed a newer generation and deleted this one between our
+                # reading the manifest and opening its files: if the manifest moved on, open that.
+                if attempt < 2 and _manifest_moved(index_dir, manifest):
+                    continue
+                raise
         idx = cls(index_dir, manifest, store, faiss_index, lexical, encoder=None, model=model, device=device, backend=backend)
         if encoder is not None:
             idx._check_encoder(encoder)
             idx._encoder = encoder
         return idx
+
+    @staticmethod
+    def _open_generation(
+        index_dir: Path, manifest: IndexManifest, verify: bool, search_param: int | None
+    ) -> tuple[Store, object | None, LexicalIndex | None]:
+        """Check and open the files of the generation the manifest names."""
+        gen = index_dir / manifest.data_dir
+        if not gen.is_dir():
+            raise IndexCorruptedError(f"{gen}: data directory named by the manifest is missing")
+        required = _required_files(manifest)
+        _verify_files(index_dir, manifest, sorted(set(manifest.files) | set(required)) if verify else
+                      [n for n in required if n == FAISS_FILE])
+        if not verify:
+            missing = [n for n in required if not (gen / n).is_file()]
+            if missing:
+                raise IndexCorruptedError(f"{gen / missing[0]}: file listed in the manifest is missing")
+        store = Store(gen / STORE_FILE)
+        try:
+            papers, chunks, text_chunks = store.counts()
+            if (papers, chunks) != (manifest.paper_count, manifest.chunk_count):
+                raise IndexCorruptedError(
+                    f"{gen / STORE_FILE}: holds {papers} papers and {chunks} chunks, "
+                    f"manifest says {manifest.paper_count} and {manifest.chunk_count}"
+                )
+            faiss_index = None
+            if manifest.model_name is not None:
+                try:
+                    faiss_index = load_faiss(gen / FAISS_FILE, mmap=manifest.chunk_count >= 1_000_000)
+                except MemoryError as exc:  # a forged header can ask for absurd allocations
+                    raise IndexCorruptedError(f"{gen / FAISS_FILE}: FAISS index is unreadable (absurd sizes)") from exc
+                if int(faiss_index.ntotal) != manifest.chunk_count or int(faiss_index.d) != manifest.dimension:
+                    raise IndexCorruptedError(
+                        f"{gen / FAISS_FILE}: holds {faiss_index.ntotal} vectors of dimension {faiss_index.d}, "
+                        f"manifest says {manifest.chunk_count} of {manifest.dimension}"
+                    )
+                set_search_param(faiss_index, search_param)
+            lexical = None
+            if manifest.lexical:
+                lexical = LexicalIndex.load(gen / LEXICAL_DIR)
+                if len(lexical) != text_chunks:
+                    raise IndexCorruptedError(
+                        f"{gen / LEXICAL_DIR}: holds {len(lexical)} chunks, the store {text_chunks}; files disagree"
+                    )
+        except BaseException:
+            store.close()
+            raise
+        return store, faiss_index, lexical
 
     def _check_encoder(self, encoder: Encoder) -> None:
         m = self.manifest
@@ -333,12 +461,17 @@ class DigestIndex:
         cannot be loaded, the index is built lexical-only with a warning; an
         explicitly requested model that is unavailable raises ModelUnavailableError.
         """
-        parsed = parse_paths(list(paths), strict=strict)
-        return cls._write(
-            parsed, Path(index_dir), model=model, encoder=encoder, lexical_only=lexical_only, chunker=chunker,
-            factory=factory, device=device, batch_size=batch_size, backend=backend, wait=wait, progress=progress,
-            keep_old=False,
-        )
+        index_dir = Path(index_dir)
+        _check_target(index_dir)
+        # Lock before parsing: a second writer must fail fast, not after reading the whole corpus.
+        with WriterLock(index_dir, wait=wait):
+            _test_pause("locked")
+            parsed = parse_paths(list(paths), strict=strict, progress=progress)
+            return cls._write(
+                parsed, index_dir, model=model, encoder=encoder, lexical_only=lexical_only, chunker=chunker,
+                factory=factory, device=device, batch_size=batch_size, backend=backend, progress=progress,
+                keep_old=False,
+            )
 
     @classmethod
     def update(
@@ -350,8 +483,11 @@ class DigestIndex:
         """Add or replace the papers of ``paths`` in an existing index, keeping every other paper."""
         index_dir = Path(index_dir)
         read_manifest(index_dir)
-        parsed = parse_paths(list(paths), strict=kwargs.pop("strict", False))
-        return cls._write(parsed, index_dir, keep_old=True, **kwargs)
+        strict = kwargs.pop("strict", False)
+        with WriterLock(index_dir, wait=kwargs.pop("wait", 0.0)):
+            _test_pause("locked")
+            parsed = parse_paths(list(paths), strict=strict)
+            return cls._write(parsed, index_dir, keep_old=True, **kwargs)
 
     @classmethod
     def _write(
@@ -367,71 +503,103 @@ class DigestIndex:
         device: str | None = None,
         batch_size: int = 32,
         backend: str = "torch",
-        wait: float = 0.0,
         progress: ProgressCallback | None = None,
         keep_old: bool,
     ) -> DigestIndex:
+        """Write a new generation from ``parsed``; the caller holds the writer lock."""
         t0 = time.perf_counter()
         report = BuildReport(skipped=[s.model_dump() for s in parsed.skipped], merged=list(parsed.merged))
-        _check_target(index_dir)
-        with WriterLock(index_dir, wait=wait):
-            old_manifest = read_manifest(index_dir) if (index_dir / MANIFEST).is_file() else None
-            old_store = Store(index_dir / old_manifest.data_dir / STORE_FILE) if old_manifest else None
-            try:
-                old_papers = old_store.papers() if old_store else {}
-                papers = cls._merge_papers(parsed, old_papers, keep_old)
-                if not papers:
-                    raise CorpusError("no papers found in the given paths" + (
-                        f" ({len(parsed.skipped)} files skipped: {parsed.skipped[0].source}: {parsed.skipped[0].reason})"
-                        if parsed.skipped else ""))
-                report.added = sorted(set(papers) - set(old_papers))
-                report.removed = sorted(set(old_papers) - set(papers))
-                report.changed = sorted(
-                    pid for pid in set(papers) & set(old_papers) if papers[pid] != old_papers[pid]
-                )
-
-                if encoder is None and not lexical_only:
-                    encoder = cls._build_encoder(model, old_manifest, device, batch_size, backend)
-                settings = chunker or ChunkerSettings(max_tokens=encoder.max_seq_length if encoder else 512)
-                if encoder is not None and settings.max_tokens > encoder.max_seq_length:
-                    settings = settings.model_copy(update={"max_tokens": encoder.max_seq_length})
-                passage_prefix = encoder.passage_prefix if encoder else "passage: "
-                count = encoder.count_tokens if encoder else approx_token_count
-                paper_list = [papers[pid] for pid in sorted(papers)]
-                if progress:
-                    progress("chunking", 0, len(paper_list))
-                chunks = chunk_papers(paper_list, settings, count, passage_prefix)
-                if progress:
-                    progress("chunking", len(paper_list), len(paper_list))
-                ids = [c.id for c in chunks]
-                if len(set(ids)) != len(ids):
-                    raise CorpusError("chunk id collision; two papers share an id and position")
-                passages = [passage_text(papers[c.paper_id], c.text, settings, c.section_kind) for c in chunks]
-                hashes = [sha256_text(passage_prefix + p) for p in passages]
-
-                vectors: np.ndarray | None = None
-                if encoder is not None:
-                    ok, why = _compatible_cache(old_manifest, encoder.name, encoder.revision, encoder.dimension,
-                                                passage_prefix, settings)
-                    cache = old_store.embeddings(encoder.dimension) if (ok and old_store) else {}
-                    report.full_rebuild_reason = why
-                    vectors = cls._embed(encoder, passages, hashes, cache, report, progress)
-                else:
-                    report.lexical_only = True
-                report.papers = len(paper_list)
-                report.chunks = len(chunks)
-            finally:
-                if old_store:
-                    old_store.close()
-
-            manifest = cls._write_generation(
-                index_dir, paper_list, chunks, hashes, vectors, encoder, settings, factory, parsed, papers, progress
+        old_manifest, old_store, old_papers = cls._previous(index_dir, keep_old)
+        try:
+            papers = cls._merge_papers(parsed, old_papers, keep_old)
+            if not papers:
+                raise CorpusError("no papers found in the given paths" + (
+                    f" ({len(parsed.skipped)} files skipped: {parsed.skipped[0].source}: {parsed.skipped[0].reason})"
+                    if parsed.skipped else ""))
+            report.added = sorted(set(papers) - set(old_papers))
+            report.removed = sorted(set(old_papers) - set(papers))
+            report.changed = sorted(
+                pid for pid in set(papers) & set(old_papers) if papers[pid] != old_papers[pid]
             )
-            cls._collect_garbage(index_dir, keep=manifest.data_dir)
+
+            if encoder is None and not lexical_only:
+                encoder = cls._build_encoder(model, old_manifest, device, batch_size, backend)
+            settings = chunker or ChunkerSettings(max_tokens=encoder.max_seq_length if encoder else 512)
+            if encoder is not None and settings.max_tokens > encoder.max_seq_length:
+                settings = settings.model_copy(update={"max_tokens": encoder.max_seq_length})
+            passage_prefix = encoder.passage_prefix if encoder else "passage: "
+            count = encoder.count_tokens if encoder else approx_token_count
+            paper_list = [papers[pid] for pid in sorted(papers)]
+            if progress:
+                progress("chunking", 0, len(paper_list))
+            chunks = chunk_papers(paper_list, settings, count, passage_prefix)
+            if progress:
+                progress("chunking", len(paper_list), len(paper_list))
+            ids = [c.id for c in chunks]
+            if len(set(ids)) != len(ids):
+                raise CorpusError("chunk id collision; two papers share an id and position")
+            passages = [passage_text(papers[c.paper_id], c.text, settings, c.section_kind) for c in chunks]
+            hashes = [sha256_text(passage_prefix + p) for p in passages]
+
+            vectors: np.ndarray | None = None
+            if encoder is not None:
+                ok, why = _compatible_cache(old_manifest, encoder.name, encoder.revision, encoder.dimension,
+                                            passage_prefix, settings)
+                cache = old_store.embeddings(encoder.dimension) if (ok and old_store) else {}
+                report.full_rebuild_reason = why
+                vectors = cls._embed(encoder, passages, hashes, cache, report, progress)
+            else:
+                report.lexical_only = True
+            report.papers = len(paper_list)
+            report.chunks = len(chunks)
+        finally:
+            if old_store:
+                old_store.close()
+
+        manifest = cls._write_generation(
+            index_dir, paper_list, chunks, hashes, vectors, encoder, settings, factory, parsed, papers, progress
+        )
+        cls._collect_garbage(index_dir, keep=manifest.data_dir)
         report.seconds = round(time.perf_counter() - t0, 3)
         idx = cls.load(index_dir, encoder=encoder, device=device, backend=backend, verify=False)
         idx.last_build = report
         return idx
+
+    @staticmethod
+    def _previous(index_dir: Path, keep_old: bool) -> tuple[IndexManifest | None, Store | None, dict[str, Paper]]:
+        """The index being replaced: its manifest, its store (the embedding cache) and its papers.
+
+        A damaged previous index must not block the build that repairs it: build
+        then starts from scratch with a DamagedIndexWarning (never reusing an
+        embedding from a store that fails its checksum). ``update`` needs the old
+        papers, so it fails instead.
+        """
+        if not (index_dir / MANIFEST).is_file():
+            return None, None, {}
+        store: Store | None = None
+        try:
+            manifest = read_manifest(index_dir)
+            _verify_files(index_dir, manifest, [STORE_FILE])
+            store = Store(index_dir / manifest.data_dir / STORE_FILE)
+            return manifest, store, store.papers()
+        except IndexCorruptedError as exc:
+            if store is not None:
+                store.close()
+            if keep_old:
+                raise IndexCorruptedError(
+                    f"{exc}; cannot update a damaged index, rebuild it with: digest-rag build <paths> --index {index_dir}"
+                ) from exc
+            try:
+                read_manifest(index_dir)
+            except IndexCorruptedError as why:
+                # Only the manifest vouches that the directory is ours; without one, insist on our layout.
+                _check_recoverable(index_dir, why)
+            warnings.warn(
+                f"the previous index is damaged ({' '.join(str(exc).split())}); rebuilding from scratch",
+                DamagedIndexWarning,
+                stacklevel=4,
+            )
+            return None, None, {}
 
     @staticmethod
     def _merge_papers(parsed: ParseResult, old: dict[str, Paper], keep_old: bool) -> dict[str, Paper]:
@@ -479,6 +647,8 @@ class DigestIndex:
                 vecs = encoder.encode_passages([passages[i] for i in part])
                 for i, v in zip(part, vecs, strict=True):
                     out[i] = v
+                if start == 0:
+                    _test_pause("encoding")
             if progress:
                 progress("encoding", len(order), len(order))
             fresh = {hashes[i]: out[i] for i in order}
@@ -519,6 +689,7 @@ class DigestIndex:
                 ids = np.array([c.id for c in chunks], dtype=np.int64)
                 fidx, used_factory = build_faiss(ids, vectors, factory)
                 save_faiss(fidx, tmp / FAISS_FILE)
+            _test_pause("writing")
             if progress:
                 progress("indexing", 1, 3)
             lex = LexicalIndex.build([c for c in chunks if c.section_kind != "title"], paper_map)
@@ -545,6 +716,8 @@ class DigestIndex:
                 chunk_count=len(chunks),
                 faiss_version=faiss.__version__ if vectors is not None else None,
                 index_type=used_factory,
+                search_param=search_param_of(fidx) if vectors is not None else None,
+                backend=encoder.backend if encoder else None,
                 lexical=True,
                 sources=sorted({p.source for p in papers}),
                 files=files,
@@ -557,9 +730,11 @@ class DigestIndex:
                 fh.write(manifest.model_dump_json(indent=2))
                 fh.flush()
                 os.fsync(fh.fileno())
+            _test_pause("swap")
             # The commit point: after this rename every reader sees the new generation.
             os.replace(mtmp, index_dir / MANIFEST)
             _fsync_dir(index_dir)
+            _test_pause("committed")
             if progress:
                 progress("indexing", 3, 3)
             return manifest
@@ -569,8 +744,21 @@ class DigestIndex:
 
     @staticmethod
     def _collect_garbage(index_dir: Path, keep: str) -> None:
+        """Delete generations other than ``keep`` (and leftovers of killed builds).
+
+        Only real directories named like our generations, inside the index
+        directory whose manifest was just committed, are ever deleted. A reader
+        that read the old manifest just before the commit reopens the new one
+        (see `load`).
+        """
         for p in index_dir.iterdir():
-            if p.is_dir() and p.name != keep and (p.name.startswith("gen-") or p.name.startswith(".tmp-gen-")):
+            if (
+                p.name != keep
+                and (p.name.startswith("gen-") or p.name.startswith(".tmp-gen-"))
+                and _OWN_NAMES.fullmatch(p.name)
+                and p.is_dir()
+                and not p.is_symlink()
+            ):
                 shutil.rmtree(p, ignore_errors=True)
 
     # ---------------------------------------------------------------- searching
@@ -592,7 +780,7 @@ class DigestIndex:
         tags: Sequence[str] | None = None,
         language: str | Sequence[str] | None = None,
         section: str | Sequence[str] | None = None,
-    ) -> list[SearchHit]:
+    ) -> SearchResults:
         """Papers that answer ``query``, best first, each once with its best chunk as snippet.
 
         ``mode`` is "hybrid" (default: dense and BM25 fused by reciprocal rank),
@@ -643,7 +831,7 @@ class DigestIndex:
             chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
             ranked = fuse_papers(rankings, {cid: c.paper_id for cid, c in chunks.items()})
         hits = aggregate(ranked, chunks, self.papers, k)
-        return [self._text_snippet(h) if h.section == "title" else h for h in hits]
+        return SearchResults((self._text_snippet(h) if h.section == "title" else h for h in hits), query=query, mode=mode)
 
     def _text_snippet(self, hit: SearchHit) -> SearchHit:
         """A hit found by its title passage alone shows the paper's opening text as snippet."""

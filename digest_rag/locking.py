@@ -73,10 +73,27 @@ class WriterLock:
         self.release()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
 def _read_holder(fd: int) -> str:
+    """Who holds the lock, from the lock file's content (written by the holder after locking)."""
     try:
         raw = os.pread(fd, 4096, 0).decode("utf-8", "replace")
         info = json.loads(raw)
-        return f"process {info.get('pid')} (started {info.get('started')})"
-    except (OSError, ValueError):
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        # Empty between the holder's flock and its write, or garbled: still locked, holder unknown.
         return "another process"
+    who = f"process {pid} (started {info.get('started')})"
+    if not _pid_alive(pid):
+        # The kernel drops a dead process's flock, so a forked child of it must still hold the file.
+        who += ", which has exited; a child process it forked may still hold the lock"
+    return who

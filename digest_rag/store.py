@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
-from .errors import IndexCorruptedError
+from .errors import IndexCorruptedError, IndexVersionError
 from .models import Chunk, Paper
 
 SCHEMA_VERSION = 1
@@ -88,13 +89,22 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # as_uri() percent-encodes, so paths holding '?', '#' or '%' still open read-only.
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        con: sqlite3.Connection | None = None
         try:
-            self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-            row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
+            if con is not None:
+                con.close()
             raise IndexCorruptedError(f"{path}: SQLite store is unreadable ({exc})") from exc
+        self.con = con
         if row is None or row[0] != str(SCHEMA_VERSION):
-            raise IndexCorruptedError(f"{path}: unknown store schema version {row[0] if row else None!r}")
+            con.close()
+            if row is None:
+                raise IndexCorruptedError(f"{path}: SQLite store has no schema version")
+            raise IndexVersionError(f"{path}: unknown store schema version {row[0]!r} (this digest_rag reads {SCHEMA_VERSION})")
 
     def close(self) -> None:
         """Close the connection."""
@@ -127,9 +137,20 @@ class Store:
                 rows += self._query(f"SELECT json FROM papers WHERE id IN ({','.join('?' * len(part))})", part)
         out = {}
         for (js,) in rows:
-            p = Paper.model_validate_json(js)
+            try:
+                p = Paper.model_validate_json(js)
+            except ValidationError as exc:
+                raise IndexCorruptedError(f"{self.path}: damaged paper record ({exc.errors()[0]['msg']})") from exc
             out[p.id] = p
         return out
+
+    def counts(self) -> tuple[int, int, int]:
+        """(papers, chunks, chunks other than title passages): compared with the manifest on load."""
+        papers = self._query("SELECT COUNT(*) FROM papers")[0][0]
+        chunks, text_chunks = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(section_kind != 'title'), 0) FROM chunks"
+        )[0]
+        return int(papers), int(chunks), int(text_chunks)
 
     def chunks(self, ids: Iterable[int] | None = None) -> dict[int, Chunk]:
         """Chunks by id (all when ``ids`` is None)."""
@@ -143,7 +164,10 @@ class Store:
                 part = id_list[i : i + 500]
                 rows += self._query(f"SELECT {cols} FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
         keys = ("id", "paper_id", "section_index", "section_kind", "language", "start", "end", "text")
-        return {r[0]: Chunk(**dict(zip(keys, r, strict=True))) for r in rows}
+        try:
+            return {r[0]: Chunk(**dict(zip(keys, r, strict=True))) for r in rows}
+        except ValidationError as exc:
+            raise IndexCorruptedError(f"{self.path}: damaged chunk record ({exc.errors()[0]['msg']})") from exc
 
     def first_text_chunk(self, paper_id: str) -> Chunk | None:
         """The paper's first chunk of real text (not its title passage)."""

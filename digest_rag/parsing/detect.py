@@ -23,9 +23,24 @@ SCORERS: dict[SourceFormat, Callable[[str], float]] = {
 }
 
 
+# Scorers read a bounded sample (whole lines from the head, plus the tail where notes keep their
+# tag line): a format shows in its first pages, and scoring a 50 MB file whole costs ~1 GB.
+SAMPLE_HEAD = 256_000
+SAMPLE_TAIL = 16_000
+
+
+def _sample(text: str) -> str:
+    if len(text) <= SAMPLE_HEAD + SAMPLE_TAIL:
+        return text
+    head = text[:SAMPLE_HEAD].rsplit("\n", 1)[0]
+    tail = text[-SAMPLE_TAIL:].split("\n", 1)[-1]
+    return f"{head}\n{tail}"
+
+
 def scores(text: str) -> dict[SourceFormat, float]:
-    """Every format's score for the text."""
-    return {fmt: fn(text) for fmt, fn in SCORERS.items()}
+    """Every format's score for the text (for huge texts, for a sample of its head and tail)."""
+    sample = _sample(text)
+    return {fmt: fn(sample) for fmt, fn in SCORERS.items()}
 
 
 def detect_format(text: str, path: str) -> SourceFormat:

@@ -1,0 +1,59 @@
+"""The SQLite store: read-only opening, odd paths, schema versions, damaged rows."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from digest_rag import IndexCorruptedError, IndexVersionError
+from digest_rag.store import Store
+
+
+def _store_copy(seed_index_dir: Path, dst: Path) -> Path:
+    src = next(seed_index_dir.glob("gen-*")) / "store.sqlite"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    return dst
+
+
+def test_odd_paths_open_read_only(seed_index_dir: Path, tmp_path: Path) -> None:
+    path = _store_copy(seed_index_dir, tmp_path / "a?b#c%20 d" / "store.sqlite")
+    store = Store(path)
+    papers, chunks, text_chunks = store.counts()
+    assert papers == 29 and chunks > text_chunks > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store.con.execute("DELETE FROM papers")
+    store.close()
+
+
+def test_schema_version_and_damaged_rows(seed_index_dir: Path, tmp_path: Path) -> None:
+    path = _store_copy(seed_index_dir, tmp_path / "s.sqlite")
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE papers SET json = ? WHERE id = (SELECT MIN(id) FROM papers)", ('{"id": 1}',))
+        con.execute("UPDATE chunks SET language = ? WHERE id = (SELECT MIN(id) FROM chunks)", ("klingon",))
+    con.close()
+    store = Store(path)
+    with pytest.raises(IndexCorruptedError, match="damaged paper record"):
+        store.papers()
+    with pytest.raises(IndexCorruptedError, match="damaged chunk record"):
+        store.chunks()
+    store.close()
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", ("99",))
+    con.close()
+    with pytest.raises(IndexVersionError, match="schema version '99'"):
+        Store(path)
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 5000)
+    with pytest.raises(IndexCorruptedError, match="store.sqlite"):
+        Store(path)
+    with pytest.raises(IndexCorruptedError):
+        Store(tmp_path / "missing.sqlite")
