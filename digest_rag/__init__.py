@@ -22,13 +22,20 @@ from .errors import (  # noqa: E402
     IndexCorruptedError,
     IndexLockedError,
     IndexNotFoundError,
+    IndexVersionError,
     ModelUnavailableError,
     ParseError,
     UnsafeIndexPathError,
     UsageError,
 )
-from .index import BuildReport, DigestIndex, ModelFallbackWarning, QueryTruncatedWarning  # noqa: E402
-from .models import Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, Section  # noqa: E402
+from .index import (  # noqa: E402
+    BuildReport,
+    DamagedIndexWarning,
+    DigestIndex,
+    ModelFallbackWarning,
+    QueryTruncatedWarning,
+)
+from .models import Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section  # noqa: E402
 from .parsing import ParseResult, Skip, parse_file, parse_paths  # noqa: E402
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "Chunk",
     "ChunkerSettings",
     "CorpusError",
+    "DamagedIndexWarning",
     "DigestIndex",
     "DigestRagError",
     "EmptyQueryError",
@@ -46,6 +54,7 @@ __all__ = [
     "IndexLockedError",
     "IndexManifest",
     "IndexNotFoundError",
+    "IndexVersionError",
     "ModelFallbackWarning",
     "ModelUnavailableError",
     "Paper",
@@ -53,6 +62,7 @@ __all__ = [
     "ParseResult",
     "QueryTruncatedWarning",
     "SearchHit",
+    "SearchResults",
     "Section",
     "Skip",
     "UnsafeIndexPathError",

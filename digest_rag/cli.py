@@ -1,6 +1,8 @@
 """The `digest-rag` command: parses arguments, calls the library, prints.
 
 Exit codes: 0 ok, 1 usage error, 2 data or index problem, 3 model unavailable.
+Results go to stdout; progress bars, warnings and errors go to stderr, so
+`--json` output can be piped as it is.
 """
 
 from __future__ import annotations
@@ -8,24 +10,80 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
+from .display import format_hits
 from .errors import DigestRagError
 from .index import DEFAULT_INDEX_DIR, DigestIndex
-from .models import SearchHit
+
+try:  # typer >= 0.24 vendors click; older releases use click itself
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_exc  # type: ignore[no-redef]
+
+
+
+class Mode(str, Enum):
+    """Search modes, as the CLI validates them (the library's SEARCH_MODES)."""
+
+    hybrid = "hybrid"
+    dense = "dense"
+    lexical = "lexical"
+
+
+Lang = Literal["ko", "en", "mixed"]
+Backend = Literal["torch", "onnx", "onnx-int8"]
+
+
+class _Group(TyperGroup):
+    """Makes command-line usage errors one line on stderr with exit code 1, as documented.
+
+    Click's default is a multi-line usage block and exit code 2, which would
+    collide with "2 = data or index problem".
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exc.NoArgsIsHelpError as exc:
+            typer.echo(exc.format_message())  # `digest-rag` alone: the help, not an error
+            sys.exit(0)
+        except _click_exc.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "digest-rag"
+            _err(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')")
+            sys.exit(1)
+        except _click_exc.ClickException as exc:
+            _err(f"error: {' '.join(exc.format_message().split())}")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _err("aborted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
-    help="Find ML papers across Korean and English digests.\n\nExit codes: 0 ok, 1 usage, 2 data or index problem, 3 model unavailable.",
+    help=(
+        "Find ML papers across Korean and English digests.\n\n"
+        "Example: digest-rag build corpus/ && digest-rag search \"스케일링 법칙에 대한 논문을 찾아줘\" -k 5\n\n"
+        "Exit codes: 0 ok, 1 usage, 2 data or index problem, 3 model unavailable."
+    ),
     rich_markup_mode=None,
 )
 
@@ -64,24 +122,49 @@ def _flush_warnings(caught: list[warnings.WarningMessage]) -> None:
             _err(f"warning: {text}")
 
 
-def _progress(quiet: bool) -> Callable[[str, int, int], None] | None:
-    if quiet or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
+_UNITS = {"parsing": "file", "chunking": "paper", "encoding": "passage", "indexing": "step"}
 
-    bars: dict[str, Any] = {}
 
-    def update(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
+class _ProgressBars:
+    """A tqdm bar per stage (count, rate, ETA) fed by the library's ``progress(stage, done, total)`` calls."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self._bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr, leave=True)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+            bar = self._bars[stage] = tqdm(
+                total=total, desc=f"{stage:<9}", unit=_UNITS.get(stage, "item"), file=sys.stderr,
+                dynamic_ncols=True, leave=True,
+            )
+        if bar.disable:  # closed: the stage already finished
+            return
+        if bar.total != total:
+            bar.total = total
+        if done > bar.n:
+            bar.update(done - bar.n)  # update() (not setting n) keeps tqdm's rate and ETA estimates right
         if done >= total:
             bar.close()
 
-    return update
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[_ProgressBars | None]:
+    """Progress bars on stderr, only when it is a terminal and not --quiet/--json."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    bars = _ProgressBars()
+    try:
+        yield bars
+    finally:
+        bars.close()
 
 
 def _quiet_libraries() -> None:
@@ -137,7 +220,7 @@ def build(
     factory: str = typer.Option(None, "--factory", help="FAISS factory string, e.g. 'IDMap2,HNSW32,Flat' (default: by size)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda or mps (default: auto)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Encoding batch size."),
-    backend: str = typer.Option("torch", "--backend", help="torch, onnx or onnx-int8."),
+    backend: Backend = typer.Option("torch", "--backend", help="Encoder runtime (onnx needs the 'onnx' extra)."),
     strict: bool = typer.Option(False, "--strict", help="Fail if any file is skipped."),
     wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -147,13 +230,13 @@ def build(
 
     Example: digest-rag build corpus/ --index indexes/default
     """
-    with _handled():
+    with _handled(), _progress(quiet or as_json) as bars:
         idx = DigestIndex.build(
             [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model, lexical_only=lexical_only,
             factory=factory, device=device, batch_size=batch_size, backend=backend, strict=strict, wait=wait,
-            progress=_progress(quiet or as_json),
+            progress=bars,
         )
-        _build_summary(idx, as_json)
+    _build_summary(idx, as_json)
 
 
 @app.command()
@@ -169,26 +252,16 @@ def update(
 
     Example: digest-rag update new-digest.txt --index indexes/default
     """
-    with _handled():
-        idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait,
-                                 progress=_progress(quiet or as_json))
-        _build_summary(idx, as_json)
+    with _handled(), _progress(quiet or as_json) as bars:
+        idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait, progress=bars)
+    _build_summary(idx, as_json)
 
 
-def _print_hits(hits: list[SearchHit]) -> None:
-    if not hits:
-        typer.echo("no matching papers")
-        return
-    for rank, h in enumerate(hits, 1):
-        p = h.paper
-        typer.echo(f"{rank:>2}. {p.title}")
-        if p.title_ko:
-            typer.echo(f"    {p.title_ko}")
-        meta = [p.date.isoformat() if p.date else "no date", f"score {h.score:.4f}", "+".join(h.modes)]
-        if p.tags:
-            meta.append(" ".join("#" + t for t in p.tags))
-        typer.echo("    " + " | ".join(meta))
-        typer.echo(f"    [{h.section}/{h.language}] {h.snippet}")
+def _use_color(flag: bool | None) -> bool:
+    """--color/--no-color win; otherwise colour only on a terminal, honouring NO_COLOR and TERM=dumb."""
+    if flag is not None:
+        return flag
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 @app.command()
@@ -196,25 +269,31 @@ def search(
     query: str = typer.Argument(..., help="The question, in Korean or English."),
     index: Path = IndexOpt,
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of papers."),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid, dense or lexical."),
+    mode: Mode = typer.Option(Mode.hybrid, "--mode", help="hybrid (E5 + BM25), dense (E5 only) or lexical (BM25 only)."),
     model: str = typer.Option(None, "--model", "-m", help="Query model (must match the index's)."),
     date_from: str = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD)."),
     date_to: str = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD)."),
     tag: list[str] = typer.Option(None, "--tag", help="Only papers with this tag (repeatable)."),
-    language: str = typer.Option(None, "--lang", help="Only matches in ko, en or mixed text."),
+    language: Lang = typer.Option(None, "--lang", help="Only matches in ko, en or mixed text."),
+    search_param: int = typer.Option(None, "--search-param", min=1,
+                                     help="FAISS recall knob: efSearch for HNSW, nprobe for IVF (default: the index's)."),
+    color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
 ) -> None:
-    """Search the index.
+    """Search the index: a ranked list with titles, date, tags, score and a highlighted snippet.
 
     Example: digest-rag search "긴 컨텍스트를 악용하는 탈옥 공격" --index indexes/default -k 5
     """
     with _handled():
-        idx = DigestIndex.load(index, model=model)
-        hits = idx.search(query, k=k, mode=mode, date_from=date_from, date_to=date_to, tags=tag or None, language=language)
+        idx = DigestIndex.load(index, model=model, search_param=search_param)
+        hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None, language=language)
         if as_json:
             typer.echo(json.dumps([h.to_record() for h in hits], ensure_ascii=False, indent=2))
         else:
-            _print_hits(hits)
+            width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+            use_color = _use_color(color)
+            # color= tells click not to strip the codes when --color is forced onto a pipe.
+            typer.echo(format_hits(hits, query, color=use_color, width=width), color=use_color)
 
 
 @app.command()
@@ -232,22 +311,42 @@ def info(
         if as_json:
             typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
             return
-        typer.echo(f"index       {data['index_dir']} (format {data['format_version']}, digest_rag {data['library_version']})")
-        typer.echo(f"built       {data['created_at']}")
-        typer.echo(f"model       {data['model'] or 'none (lexical-only)'}  dim {data['dimension']}  index {data['index_type']}")
-        typer.echo(f"papers      {data['papers']}  chunks {data['chunks']}  size {data['size_bytes'] / 1e6:.1f} MB")
-        typer.echo(f"dates       {data['date_from']} .. {data['date_to']}")
-        typer.echo("languages   " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_language"].items()))
-        typer.echo("sections    " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_section"].items()))
-        typer.echo("top tags    " + ", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]))
-        typer.echo("sources     " + ", ".join(f"{k} ({v})" for k, v in data["sources"].items()))
+        typer.echo(_format_info(data))
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover - loop always returns
+
+
+def _format_info(data: dict[str, Any]) -> str:
+    """The `info` text: one labelled line per fact, sources one per line."""
+    model = (f"{data['model']}  (dimension {data['dimension']}, FAISS {data['index_type']})" if data["model"]
+             else "none: lexical-only (BM25); rebuild with a model for dense and hybrid search")
+    sources = data["sources"]
+    lines = [
+        f"index       {data['index_dir']}  ({_human_size(data['size_bytes'])} on disk, format {data['format_version']}, "
+        f"digest_rag {data['library_version']})",
+        f"built       {data['created_at']}",
+        f"model       {model}",
+        f"papers      {data['papers']}, dated {data['date_from'] or '?'} .. {data['date_to'] or '?'}",
+        f"chunks      {data['chunks']}: " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_language"].items()),
+        "sections    " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_section"].items()),
+        "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
+        f"sources     {len(sources)} file(s)",
+    ]
+    lines += [f"            {n:>4} papers  {src}" for src, n in sources.items()]
+    return "\n".join(lines)
 
 
 @app.command("eval")
 def eval_cmd(
     queries: Path = typer.Argument(..., help="JSON Lines: {\"query\": ..., \"relevant\": [paper ids or English titles]}."),
     index: Path = IndexOpt,
-    mode: list[str] = typer.Option(None, "--mode", help="Modes to evaluate (repeatable; default: all three)."),
+    mode: list[Mode] = typer.Option(None, "--mode", help="Modes to evaluate (repeatable; default: all three)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Recall@1/5/10, MRR@10 and nDCG@10 per mode, beside a naive BM25 baseline.
@@ -258,16 +357,17 @@ def eval_cmd(
 
     with _handled():
         idx = DigestIndex.load(index)
-        report = evaluate_index(idx, queries, modes=mode or None)
+        report = evaluate_index(idx, queries, modes=[m.value for m in mode] if mode else None)
         if as_json:
             typer.echo(report.model_dump_json(indent=2))
         else:
             typer.echo(format_table(report.rows))
 
 
-def run() -> None:
-    """Console-script entry point."""
+def run() -> NoReturn:
+    """Console-script entry point; exits with the documented code (0 ok, 1 usage, 2 data/index, 3 model)."""
     app()
+    sys.exit(0)  # pragma: no cover - app() always exits
 
 
 if __name__ == "__main__":

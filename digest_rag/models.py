@@ -9,9 +9,13 @@ CLI as they are.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # pragma: no cover - pandas is optional, for to_frame() only
+    import pandas as pd
 
 SectionKind = Literal["summary", "abstract", "commentary", "key_points", "body"]
 # Chunks add "title": one short passage per paper holding only its titles (see chunking.py).
@@ -103,6 +107,36 @@ class SearchHit(BaseModel):
         }
 
 
+class SearchResults(list[SearchHit]):
+    """What `DigestIndex.search` returns: a plain list of SearchHit, best first, plus conversions.
+
+    Example:
+        >>> hits = index.search("스케일링 법칙", k=5)  # doctest: +SKIP
+        >>> hits.to_frame()[["title", "title_ko", "date", "score"]]  # doctest: +SKIP
+    """
+
+    def __init__(self, hits: Iterable[SearchHit] = (), *, query: str = "", mode: str = "") -> None:
+        super().__init__(hits)
+        self.query = query
+        self.mode = mode
+
+    def to_records(self) -> list[dict[str, object]]:
+        """One flat JSON-ready dict per hit (`SearchHit.to_record`), with its 1-based ``rank``."""
+        return [{"rank": i, **h.to_record()} for i, h in enumerate(self, 1)]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The hits as a pandas DataFrame, one row per paper (needs pandas: pip install 'digest-rag[pandas]')."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # optional dependency: the library itself never needs pandas
+            raise ImportError("SearchResults.to_frame needs pandas: pip install 'digest-rag[pandas]'") from exc
+        columns = ["rank", "paper_id", "title", "title_ko", "date", "authors", "tags", "urls", "score", "snippet",
+                   "section", "language", "modes", "source"]
+        frame = pd.DataFrame.from_records(self.to_records(), columns=columns)
+        frame["date"] = pd.to_datetime(frame["date"])  # real dates sort, filter and plot; missing ones are NaT
+        return frame
+
+
 class ChunkerSettings(BaseModel):
     """How sections are cut into chunks. Part of the manifest: changing it forces a rebuild."""
 
@@ -134,6 +168,12 @@ class IndexManifest(BaseModel):
     chunk_count: int
     faiss_version: str | None = None
     index_type: str | None = Field(default=None, description="FAISS factory string, None when lexical-only")
+    search_param: int | None = Field(
+        default=None, description="nprobe (IVF) or efSearch (HNSW) saved with the FAISS index; None for exact search"
+    )
+    backend: str | None = Field(
+        default=None, description="encoder backend that embedded the passages (torch, onnx, onnx-int8); informational"
+    )
     lexical: bool = True
     sources: list[str] = Field(default_factory=list)
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256, for integrity checks")

@@ -83,8 +83,13 @@ def build_random_model(
     matrix always has exactly that many rows, so cost matches the named shape.
     """
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel
+
+    try:  # sentence-transformers >= 6 moved the module classes
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # pragma: no cover - older releases
+        from sentence_transformers import models  # type: ignore[no-redef]
 
     shape = dict(shape or TINY_SHAPE)
     out = Path(output_dir)

@@ -105,3 +105,92 @@ def test_help_has_examples(runner: CliRunner) -> None:
     for cmd in ("build", "update", "search", "info", "eval"):
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0 and "Example: digest-rag" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "x", "--bogus"],  # unknown option
+        ["search"],  # missing argument
+        ["search", "x", "--mode", "semantic"],  # unknown --mode value
+        ["search", "x", "--lang", "de"],  # unknown --lang value
+        ["search", "x", "-k", "0"],  # out of range
+        ["serch", "x"],  # unknown command
+        ["build", "--backend", "tensorflow"],
+        ["eval", "q.jsonl", "--mode", "semantic"],
+    ],
+)
+def test_usage_errors_exit_1_with_one_line(runner: CliRunner, args: list[str]) -> None:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, (res.stdout, res.stderr)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and "--help" in res.stderr
+    assert res.stdout == ""
+
+
+def test_usage_error_exit_code_through_console_entry_point() -> None:
+    # The real process path (run() -> sys.exit), not only the in-process runner.
+    res = _run("search", "x", "--mode", "semantic")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "'semantic' is not one of 'hybrid', 'dense', 'lexical'" in res.stderr
+
+
+def test_no_arguments_prints_help(runner: CliRunner) -> None:
+    res = runner.invoke(app, [])
+    assert res.exit_code == 0 and "Exit codes: 0 ok, 1 usage" in res.stdout and "search" in res.stdout
+
+
+def test_console_script_installed() -> None:
+    script = Path(sys.executable).with_name("digest-rag")
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (not a venv install)")
+    res = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("digest-rag ")
+
+
+def test_search_text_is_readable_and_plain_when_piped(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
+                              "--mode", "lexical", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    first = res.stdout.split("\n\n")[0].splitlines()
+    assert first[0] == " 1. Many-shot Jailbreaking" and first[1].strip() == "다발성 탈옥"
+    assert first[2].strip().startswith("2024-04-01") and "score " in first[2]
+    assert first[3].strip().startswith("[") and "\x1b[" not in res.stdout  # not a terminal: no ANSI codes
+    assert res.stdout.count("\n\n") == 2  # three papers, a blank line between them
+
+
+def test_search_color_highlights_query_terms(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
+                              "--mode", "lexical", "-k", "1", "--color"])
+    assert res.exit_code == 0, res.output
+    assert "\x1b[1;33m컨텍스트\x1b[0m" in res.stdout  # the particle 를/가 stays outside the mark
+
+
+def test_search_param_flag(runner: CliRunner, seed_index_dir: Path) -> None:
+    args = ["search", "Gemma 2 지식 증류", "--index", str(seed_index_dir), "--mode", "dense", "-k", "2", "--json"]
+    res = runner.invoke(app, [*args, "--search-param", "64"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)) == 2
+    res = runner.invoke(app, [*args, "--search-param", "0"])
+    assert res.exit_code == 1
+
+
+def test_progress_bars_only_on_a_terminal(runner: CliRunner, seed_corpus: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from digest_rag.cli import _ProgressBars
+    from digest_rag.parsing import parse_paths
+
+    # Not a terminal (the runner's stderr): the build prints its summary and no bar.
+    res = runner.invoke(app, ["build", str(seed_corpus), "--index", str(tmp_path / "ix"), "--lexical-only"])
+    assert res.exit_code == 0, res.output
+    assert "%|" not in res.stderr and "indexed 29 papers" in res.stdout
+    # The bars themselves: one per stage, with counts and units, fed by the library's callbacks.
+    calls: list[tuple[str, int, int]] = []
+    parse_paths([seed_corpus], progress=lambda *a: calls.append(a))
+    assert calls[0] == ("parsing", 0, 4) and calls[-1] == ("parsing", 4, 4)
+    bars = _ProgressBars()
+    for stage, done, total in [*calls, ("encoding", 0, 300), ("encoding", 256, 300), ("encoding", 300, 300)]:
+        bars(stage, done, total)
+    bars.close()
+    err = capsys.readouterr().err
+    assert "parsing" in err and "4/4" in err and "file" in err
+    assert "encoding" in err and "300/300" in err and "passage" in err

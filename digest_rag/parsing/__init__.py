@@ -95,21 +95,28 @@ def _merge_into(first: Paper, later: Paper) -> Paper:
     )
 
 
-def parse_paths(paths: Iterable[str | Path], strict: bool = False) -> ParseResult:
+def parse_paths(
+    paths: Iterable[str | Path],
+    strict: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ParseResult:
     """Parse files and directories (recursively: *.txt, *.md, *.markdown, *.jsonl).
 
     Hidden files and README/LICENSE files are not read. Files that cannot be
     parsed become `Skip` entries with a one-line reason, or, with strict=True,
     a CorpusError listing them. Papers sharing an id are merged: the first by
     sorted path keeps its metadata, later copies add differing sections and
-    their tags/urls; each merge is noted in `merged`.
+    their tags/urls; each merge is noted in `merged`. ``progress``, when
+    given, is called as ``progress("parsing", files_done, files_total)``.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]  # a lone path is a common slip; a str would iterate by character
     files, skips = _expand(paths)
     result = ParseResult(skipped=skips)
     by_id: dict[str, int] = {}
-    for f in files:
+    for done, f in enumerate(files):
+        if progress:
+            progress("parsing", done, len(files))
         source = str(f)
         try:
             one = parse_file(f)
@@ -130,6 +137,8 @@ def parse_paths(paths: Iterable[str | Path], strict: bool = False) -> ParseResul
             else:
                 by_id[paper.id] = len(result.papers)
                 result.papers.append(paper)
+    if progress:
+        progress("parsing", len(files), len(files))
     if strict and result.skipped:
         listing = "; ".join(f"{s.source}: {s.reason}" for s in result.skipped)
         raise CorpusError(f"{len(result.skipped)} file(s) skipped in strict mode: {listing}")
