@@ -486,7 +486,7 @@ class DigestIndex:
         strict = kwargs.pop("strict", False)
         with WriterLock(index_dir, wait=kwargs.pop("wait", 0.0)):
             _test_pause("locked")
-            parsed = parse_paths(list(paths), strict=strict)
+            parsed = parse_paths(list(paths), strict=strict, progress=kwargs.get("progress"))
             return cls._write(parsed, index_dir, keep_old=True, **kwargs)
 
     @classmethod
