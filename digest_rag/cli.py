@@ -324,7 +324,9 @@ def _human_size(n: float) -> str:
 
 def _format_info(data: dict[str, Any]) -> str:
     """The `info` text: one labelled line per fact, sources one per line."""
-    model = (f"{data['model']}  (dimension {data['dimension']}, FAISS {data['index_type']})" if data["model"]
+    param = f", search param {data['search_param']}" if data.get("search_param") else ""
+    backend = f", built with {data['backend']}" if data.get("backend") else ""
+    model = (f"{data['model']}  (dimension {data['dimension']}, FAISS {data['index_type']}{param}{backend})" if data["model"]
              else "none: lexical-only (BM25); rebuild with a model for dense and hybrid search")
     sources = data["sources"]
     lines = [

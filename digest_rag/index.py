@@ -882,6 +882,8 @@ class DigestIndex:
             "model_revision": m.model_revision,
             "dimension": m.dimension,
             "index_type": m.index_type or "lexical-only",
+            "search_param": m.search_param,
+            "backend": m.backend,
             "papers": m.paper_count,
             "chunks": m.chunk_count,
             "size_bytes": size,

@@ -57,6 +57,8 @@ def test_info_json_lists_seed_papers(runner: CliRunner, seed_index_dir: Path) ->
 def test_info_text(runner: CliRunner, seed_index_dir: Path) -> None:
     res = runner.invoke(app, ["info", "--index", str(seed_index_dir)])
     assert res.exit_code == 0 and "papers      29" in res.stdout
+    # Exact index: no search parameter to show; the encoder backend is shown.
+    assert "FAISS IDMap2,Flat, built with torch)" in res.stdout and "search param" not in res.stdout
 
 
 def test_exit_codes(runner: CliRunner, seed_index_dir: Path, tmp_path: Path) -> None:

@@ -101,3 +101,4 @@ def test_search_param_applied_at_load(tmp_path: Path, corpus: Path, tiny_encoder
     assert search_param_of(default.faiss_index) == built.manifest.search_param
     title = next(iter(default.papers.values())).title
     assert default.search(title, k=3, mode="dense")
+    assert default.info()["search_param"] == 4

@@ -191,6 +191,7 @@ def test_info(seed_index: DigestIndex) -> None:
     assert info["papers"] == 29 and len(info["paper_list"]) == 29
     assert set(info["chunks_by_language"]) <= {"ko", "en", "mixed"}
     assert all(p["sections"] for p in info["paper_list"])
+    assert info["backend"] == "torch" and info["search_param"] is None and info["index_type"] == "IDMap2,Flat"
 
 
 def test_seed_corpus_parses_to_29(seed_corpus: Path) -> None:
