@@ -6,7 +6,12 @@ subprocess, after a short warm-up. Baseline: SentenceTransformer.encode with
 default settings. Agreement: mean/min cosine of each backend's embeddings with
 torch's on the same inputs.
 
-Usage: python benchmarks/bench_encode.py [--sample 256] [--batch-size 32]
+With --rounds N the backends run N times, interleaved and in a rotated order
+each round, and the table reports each backend's median chunks/s: on a shared
+2-core machine a single run swings by 2x, and interleaving spreads that noise
+over all backends alike instead of over whichever ran at a bad moment.
+
+Usage: python benchmarks/bench_encode.py [--sample 256] [--batch-size 32] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -76,6 +82,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--backends", nargs="+", default=["naive", "torch", "onnx", "onnx-int8"])
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; the table shows medians")
     args = ap.parse_args()
     model = e5_shaped_model()
     passages = sample_passages(model, args.sample)
@@ -88,25 +95,35 @@ def main() -> None:
         if b.startswith("onnx"):
             subprocess.run([sys.executable, "-c", f"from digest_rag.encoder import Encoder; Encoder.load({str(model)!r}, device='cpu', backend={b!r})"],
                            check=True, capture_output=True)
-    rows, embs = {}, {}
-    for b in args.backends:
-        emb_path = WORK / f"emb-{b}.npy"
-        res = subprocess.run([sys.executable, __file__, "child", b, str(model), str(passages), str(args.batch_size), str(emb_path)],
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(res.stderr[-2000:])
-        rows[b] = json.loads(res.stdout.strip().splitlines()[-1])
-        embs[b] = np.load(emb_path)
+    runs: dict[str, list[dict]] = {b: [] for b in args.backends}
+    embs: dict[str, np.ndarray] = {}
+    for r in range(args.rounds):
+        order = args.backends[r % len(args.backends):] + args.backends[:r % len(args.backends)]
+        for b in order:
+            emb_path = WORK / f"emb-{b}.npy"
+            res = subprocess.run([sys.executable, __file__, "child", b, str(model), str(passages), str(args.batch_size), str(emb_path)],
+                                 capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(res.stderr[-2000:])
+            runs[b].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            embs.setdefault(b, np.load(emb_path))
+        if args.rounds > 1:
+            print(f"# round {r + 1}: " + ", ".join(f"{b} {runs[b][-1]['chunks_per_s']}" for b in order), flush=True)
+    rows = {b: {"chunks_per_s": round(statistics.median(x["chunks_per_s"] for x in rs), 2),
+                "load_s": round(statistics.median(x["load_s"] for x in rs), 1),
+                "peak_rss_mib": max(x["peak_rss_mib"] for x in rs),
+                "spread": f"{min(x['chunks_per_s'] for x in rs)}-{max(x['chunks_per_s'] for x in rs)}"}
+            for b, rs in runs.items()}
     ref = embs.get("torch", embs.get("naive"))
     base = rows.get("naive", rows.get("torch"))["chunks_per_s"]
-    print("| backend | chunks/s | vs naive | vs torch | load s | peak RSS MiB | mean cos vs torch | min cos vs torch |")
-    print("|---|---|---|---|---|---|---|---|")
+    label = "median chunks/s" if args.rounds > 1 else "chunks/s"
+    print(f"| backend | {label} | min-max | vs naive | vs torch | load s | peak RSS MiB | mean cos vs torch | min cos vs torch |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for b, r in rows.items():
         cos = (embs[b] * ref).sum(1)
         vs_torch = r["chunks_per_s"] / rows["torch"]["chunks_per_s"] if "torch" in rows else float("nan")
-        print(f"| {b} | {r['chunks_per_s']} | {r['chunks_per_s'] / base:.2f}x | {vs_torch:.2f}x | {r['load_s']} | {r['peak_rss_mib']} | "
-              f"{cos.mean():.5f} | {cos.min():.5f} |")
-
+        print(f"| {b} | {r['chunks_per_s']} | {r['spread']} | {r['chunks_per_s'] / base:.2f}x | {vs_torch:.2f}x | {r['load_s']} | "
+              f"{r['peak_rss_mib']} | {cos.mean():.5f} | {cos.min():.5f} |")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "child":

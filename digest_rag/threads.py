@@ -11,8 +11,13 @@ FAISS is the exception at query time: it searches one query on one thread
 whatever the pool size (it parallelises over queries), so a larger OpenMP team
 only adds wake-up and barrier cost. On the 2-core benchmark machine a single
 exact query over 10k vectors took 0.32 ms with 1 thread and 6.3 ms with 2
-(BENCHMARKS.md). FAISS therefore runs with 1 thread, except inside
-:func:`faiss_build_threads` (training and adding, which do parallelise).
+(BENCHMARKS.md). FAISS therefore searches inside :func:`faiss_search_threads`
+(1 thread) and trains and adds inside :func:`faiss_build_threads` (all cores).
+
+Both are scoped, never a global "FAISS = 1 thread": the Linux wheels of torch
+and faiss-cpu share one OpenMP runtime, so ``faiss.omp_set_num_threads(1)``
+also drops torch to one thread. Set once at start-up, that silently halved
+torch encoding speed on 2 cores; the contexts restore the shared count on exit.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ def configure_threads(n: int | None = None, *, force: bool = False) -> int:
     """Size the torch and FAISS pools (once per process, unless ``force``); return the count.
 
     ONNX Runtime has no global pool: sessions take the count from
-    :func:`ort_session_options`.
+    :func:`ort_session_options`. FAISS searches narrow their pool to one
+    thread only for their duration (:func:`faiss_search_threads`).
     """
     global _configured
     if _configured is not None and not force and n is None:
@@ -86,7 +92,7 @@ def configure_threads(n: int | None = None, *, force: bool = False) -> int:
     try:
         import faiss
 
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(count)  # the same runtime as torch's where they share libgomp
     except ImportError:  # pragma: no cover
         pass
     _configured = count
@@ -95,7 +101,7 @@ def configure_threads(n: int | None = None, *, force: bool = False) -> int:
 
 @contextmanager
 def faiss_build_threads() -> Iterator[int]:
-    """Let FAISS use every core for the duration (k-means training, adding vectors), then back to 1."""
+    """Let FAISS use every core for the duration (k-means training, adding vectors)."""
     import faiss
 
     count = configure_threads()
@@ -103,7 +109,24 @@ def faiss_build_threads() -> Iterator[int]:
     try:
         yield count
     finally:
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(count)
+
+
+@contextmanager
+def faiss_search_threads() -> Iterator[None]:
+    """One OpenMP thread while FAISS answers a query, then the configured count again.
+
+    Restoring matters beyond FAISS: where torch shares the OpenMP runtime, the
+    count left behind is torch's too.
+    """
+    import faiss
+
+    count = configure_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(count)
 
 
 def ort_session_options(threads: int | None = None) -> object:

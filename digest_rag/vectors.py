@@ -168,9 +168,6 @@ def load_faiss(path: Path, mmap: bool = False) -> object:
         raise IndexCorruptedError(f"{path}: FAISS index file is missing")
     if path.stat().st_size < 16:
         raise IndexCorruptedError(f"{path}: FAISS index file is truncated ({path.stat().st_size} bytes)")
-    from .threads import configure_threads
-
-    configure_threads()  # single-threaded FAISS for queries; see threads.py
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
         return faiss.read_index(str(path), flags)
@@ -204,21 +201,24 @@ def search_faiss(
     """Top-k (chunk id, score) for one query vector; ``allowed`` restricts to those ids."""
     import faiss
 
+    from .threads import faiss_search_threads
+
     ntotal = int(index.ntotal)
     if ntotal == 0 or k <= 0:
         return []
     q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-    if allowed is not None:
-        if not allowed:
-            return []
-        # Filtering inside FAISS keeps k results even when few chunks pass the filter.
-        sel = faiss.IDSelectorBatch(np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
-        try:
-            scores, ids = index.search(q, min(k, ntotal), params=faiss.SearchParameters(sel=sel))
-        except (RuntimeError, TypeError):
-            scores, ids = index.search(q, ntotal)
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and int(i) in allowed]
-            return pairs[:k]
-    else:
-        scores, ids = index.search(q, min(k, ntotal))
+    if allowed is not None and not allowed:
+        return []
+    with faiss_search_threads():
+        if allowed is not None:
+            # Filtering inside FAISS keeps k results even when few chunks pass the filter.
+            sel = faiss.IDSelectorBatch(np.fromiter(allowed, dtype=np.int64, count=len(allowed)))
+            try:
+                scores, ids = index.search(q, min(k, ntotal), params=faiss.SearchParameters(sel=sel))
+            except (RuntimeError, TypeError):
+                scores, ids = index.search(q, ntotal)
+                pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and int(i) in allowed]
+                return pairs[:k]
+        else:
+            scores, ids = index.search(q, min(k, ntotal))
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
