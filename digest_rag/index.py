@@ -830,16 +830,20 @@ class DigestIndex:
         else:
             chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
             ranked = fuse_papers(rankings, {cid: c.paper_id for cid, c in chunks.items()})
-        hits = aggregate(ranked, chunks, self.papers, k)
-        return SearchResults((self._text_snippet(h) if h.section == "title" else h for h in hits), query=query, mode=mode)
+        from .display import query_terms
 
-    def _text_snippet(self, hit: SearchHit) -> SearchHit:
+        terms = query_terms(query)  # once per search, not once per snippet
+        hits = aggregate(ranked, chunks, self.papers, k, query=terms)
+        return SearchResults((self._text_snippet(h, terms) if h.section == "title" else h for h in hits),
+                             query=query, mode=mode)
+
+    def _text_snippet(self, hit: SearchHit, terms: frozenset[str]) -> SearchHit:
         """A hit found by its title passage alone shows the paper's opening text as snippet."""
         chunk = self.store.first_text_chunk(hit.paper.id)
         if chunk is None:
             return hit
         return hit.model_copy(update={
-            "snippet": make_snippet(chunk.text), "section": chunk.section_kind, "language": chunk.language,
+            "snippet": make_snippet(chunk.text, query=terms), "section": chunk.section_kind, "language": chunk.language,
             "chunk_id": chunk.id,
         })
 
