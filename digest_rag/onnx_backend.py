@@ -7,12 +7,17 @@ sentence-transformers 6 needs. The export here uses only torch's own ONNX
 exporter and ONNX Runtime, both already pinned compatibly:
 
 1. the Hugging Face encoder plus the model's pooling (mean or CLS) is traced
-   to ``model.onnx`` with dynamic batch and sequence axes (opset 17);
+   to ``model.onnx`` with dynamic batch and sequence axes (opset 17), with
+   transformers' *eager* attention: the SDPA path traces to a graph of
+   Where/IsNaN/Softmax nodes that ORT cannot fuse;
 2. ORT's transformer optimizer fuses attention / layer norm / GELU when it
    recognises the architecture (BERT, XLM-R: E5 is XLM-R) — skipped quietly
-   otherwise;
-3. for ``onnx-int8`` the optimised graph is dynamically quantised
-   (int8 weights, activations quantised per batch at run time).
+   otherwise. On the e5-small shape the fused graph encodes ~10% faster in
+   fp32 and ~20% faster in int8 than the unfused one;
+3. for ``onnx-int8`` the optimised graph's MatMul weights are dynamically
+   quantised (int8 weights, activations quantised per batch at run time).
+   The fused Attention op stays fp32: quantising it too (QAttention) was no
+   faster here and agreed less with torch (mean cosine 0.99989 vs 0.99994).
 
 Exports are cached, keyed by model name, revision, weight files and the
 export recipe, so they happen once per model: next to a writable local model
@@ -41,7 +46,7 @@ from .threads import ort_session_options
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: eager attention traced (fusable), int8 quantises MatMul only
 OPSET = 17
 CACHE_ENV = "DIGEST_RAG_CACHE"
 
@@ -149,6 +154,9 @@ def _export_fp32(st: Any, pooling: str, out: Path) -> None:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
+    # Eager attention for the trace only (see the module docstring); the caller's model is left as it was.
+    previous = getattr(hf.config, "_attn_implementation", None)
+    _set_attn(hf, "eager")
     ids = torch.ones((2, 8), dtype=torch.long)
     # A padded second row: with an all-ones mask transformers may skip building the attention mask,
     # and the tracer would bake that shortcut into the graph, ignoring padding forever after.
@@ -168,7 +176,20 @@ def _export_fp32(st: Any, pooling: str, out: Path) -> None:
         _optimise_in_place(tmp, hf.config)
         os.replace(tmp, out)
     finally:
+        if previous is not None:
+            _set_attn(hf, previous)
         tmp.unlink(missing_ok=True)
+
+
+def _set_attn(hf: Any, implementation: str) -> None:
+    setter = getattr(hf, "set_attn_implementation", None)
+    try:
+        if setter is not None:
+            setter(implementation)
+        else:  # older transformers: the config field is what the layers read
+            hf.config._attn_implementation = implementation
+    except Exception as exc:  # an architecture without eager attention: trace what it has
+        log.info("could not switch attention to %s for export: %s", implementation, exc)
 
 
 def _optimise_in_place(path: Path, config: Any) -> None:
@@ -198,7 +219,7 @@ def _quantise(src: Path, out: Path) -> None:
     try:
         # Fused ops from the optimizer (com.microsoft domain) have no ONNX shape inference; their
         # outputs are float32, which is what the quantiser needs to know.
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         os.replace(tmp, out)
     finally:

@@ -81,3 +81,23 @@ def test_index_with_onnx_backend(tmp_path: Path, seed_corpus: Path, model_copy: 
     # onnx fp32 embeddings equal torch's to float precision, so the cache stays valid across backends.
     again = DigestIndex.build([seed_corpus], index_dir=tmp_path / "ix", model=str(model_copy), backend="torch")
     assert again.last_build.encoded == 0 and again.manifest.backend == "torch"
+
+
+def test_export_fuses_attention_and_leaves_torch_model_as_it_was(tmp_path: Path, tiny_model: Path) -> None:
+    import onnx
+    from sentence_transformers import SentenceTransformer
+
+    import digest_rag.onnx_backend as ob
+
+    st = SentenceTransformer(str(tiny_model), device="cpu")
+    before = st[0].auto_model.config._attn_implementation
+    out = tmp_path / "m.onnx"
+    ob._export_fp32(st, "mean", out)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    # Eager attention traces to the pattern ORT's optimizer fuses; SDPA's trace (Where/IsNaN) is left unfused.
+    assert "Attention" in ops and "Softmax" not in ops
+    assert st[0].auto_model.config._attn_implementation == before
+    q = tmp_path / "m-q.onnx"
+    ob._quantise(out, q)
+    qops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert "MatMulInteger" in qops and "Attention" in qops and "QAttention" not in qops
