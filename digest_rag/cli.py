@@ -197,6 +197,12 @@ def _build_summary(index: DigestIndex, as_json: bool) -> None:
         typer.echo(json.dumps({"index": str(index.index_dir), **rep.model_dump()}, ensure_ascii=False))
         return
     kind = "lexical-only" if rep.lexical_only else f"{index.manifest.model_name} ({index.manifest.index_type})"
+    if rep.up_to_date:
+        typer.echo(
+            f"up to date: {rep.papers} papers, {rep.chunks} chunks in {index.index_dir} [{kind}]; no input file or "
+            f"option changed since {index.manifest.created_at}, nothing written ({rep.seconds:.1f}s; --force rebuilds)"
+        )
+        return
     typer.echo(
         f"indexed {rep.papers} papers, {rep.chunks} chunks into {index.index_dir} [{kind}] in {rep.seconds:.1f}s; "
         f"encoded {rep.encoded}, reused {rep.reused}; +{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)} papers"
@@ -223,6 +229,7 @@ def build(
     backend: Backend = typer.Option("torch", "--backend", help="Encoder runtime (onnx needs the 'onnx' extra)."),
     strict: bool = typer.Option(False, "--strict", help="Fail if any file is skipped."),
     wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when no input file or option changed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
 ) -> None:
@@ -234,7 +241,7 @@ def build(
         idx = DigestIndex.build(
             [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model, lexical_only=lexical_only,
             factory=factory, device=device, batch_size=batch_size, backend=backend, strict=strict, wait=wait,
-            progress=bars,
+            progress=bars, force=force,
         )
     _build_summary(idx, as_json)
 

@@ -99,6 +99,23 @@ def model_unavailable_message(name: str, looked: list[str], cause: str) -> str:
     )
 
 
+def model_identity(model: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:
+    """(name, revision) that ``Encoder.load(model)`` would report, found without loading the weights.
+
+    None when that cannot be known cheaply: a hub model not in the local
+    cache, or a path that does not exist. Used to tell whether an index is
+    already up to date before paying for a model load.
+    """
+    name = resolve_model_name(model)
+    path = Path(name)
+    if path.is_dir():
+        return name, _revision_of(path)
+    if path.exists() or _looks_like_path(name):
+        return None
+    revision = _hub_revision(name)
+    return (name, revision) if revision else None
+
+
 def _revision_of(path: Path) -> str:
     """A snapshot hash from the HF cache layout, else a fingerprint of the config files."""
     parts = path.resolve().parts
@@ -164,8 +181,9 @@ class Encoder:
 
         ``backend`` is "torch" (sentence-transformers as is), "onnx" (the same
         weights exported once to ONNX and run by ONNX Runtime) or "onnx-int8"
-        (that export with dynamically quantised int8 weights: about 2x faster
-        on CPU, embeddings within ~1% cosine of torch). See onnx_backend.py.
+        (that export with dynamically quantised int8 weights: 1.4x the
+        chunks/s of torch on a 2-core AVX2 CPU, mean cosine to torch 0.9999;
+        BENCHMARKS.md). See onnx_backend.py.
         """
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")

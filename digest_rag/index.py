@@ -17,6 +17,7 @@ rename, readers (and a crash) see the previous index, whole.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
 from .chunking import approx_token_count, chunk_papers, passage_text
-from .encoder import Encoder, resolve_model_name
+from .encoder import Encoder, model_identity, resolve_model_name
 from .errors import (
     CorpusError,
     DigestRagError,
@@ -51,7 +52,7 @@ from .errors import (
 from .lexical import LEXICAL_FILES, LexicalIndex
 from .locking import WriterLock
 from .models import SEARCH_MODES, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults
-from .parsing import ParseResult, parse_paths
+from .parsing import ParseResult, Skip, corpus_files, parse_paths
 from .search import aggregate, fuse_papers, make_snippet
 from .store import Store, write_store
 from .text import fingerprint, sha256_text
@@ -118,6 +119,9 @@ class BuildReport(BaseModel):
     merged: list[str] = Field(default_factory=list)
     full_rebuild_reason: str | None = None
     lexical_only: bool = False
+    up_to_date: bool = Field(
+        default=False, description="nothing to do: inputs and options as at the last build, nothing was written"
+    )
     seconds: float = 0.0
 
 
@@ -138,6 +142,16 @@ def _fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         _fsync_dir(Path(dirpath))
+
+
+@functools.lru_cache(maxsize=1)
+def _glossary_digest() -> str:
+    """Hash of the bundled glossary: BM25 documents depend on it, so a new glossary means a new build."""
+    from importlib import resources
+
+    from .analysis import _GLOSSARY_FILE
+
+    return hashlib.sha256(resources.files("digest_rag").joinpath("data", _GLOSSARY_FILE).read_bytes()).hexdigest()
 
 
 def _sha256_file(path: Path) -> str:
@@ -452,26 +466,108 @@ class DigestIndex:
         strict: bool = False,
         wait: float = 0.0,
         progress: ProgressCallback | None = None,
+        force: bool = False,
     ) -> DigestIndex:
         """Parse ``paths``, chunk, embed and write an index to ``index_dir``; return it loaded.
 
         Rebuilding over an existing index re-encodes only passages whose text
         changed (embeddings are cached by passage hash) unless the model or the
-        chunker settings changed. When no model is given and the default one
-        cannot be loaded, the index is built lexical-only with a warning; an
-        explicitly requested model that is unavailable raises ModelUnavailableError.
+        chunker settings changed. When no input file changed (same paths, same
+        bytes) and the model, backend and options are those of the last build,
+        nothing is parsed, loaded or written: the index is returned as it is,
+        with ``last_build.up_to_date`` set; ``force=True`` rebuilds anyway.
+        When no model is given and the default one cannot be loaded, the index
+        is built lexical-only with a warning; an explicitly requested model
+        that is unavailable raises ModelUnavailableError.
         """
         index_dir = Path(index_dir)
         _check_target(index_dir)
+        path_list = list(paths)
         # Lock before parsing: a second writer must fail fast, not after reading the whole corpus.
         with WriterLock(index_dir, wait=wait):
             _test_pause("locked")
-            parsed = parse_paths(list(paths), strict=strict, progress=progress)
+            t0 = time.perf_counter()
+            inputs = cls._inputs_fingerprint(
+                path_list, index_dir, model=model, encoder=encoder, lexical_only=lexical_only, chunker=chunker,
+                factory=factory, backend=backend, strict=strict,
+            )
+            if inputs is not None and not force:
+                current = cls._if_up_to_date(index_dir, inputs, encoder=encoder, device=device, backend=backend)
+                if current is not None:
+                    current.last_build.seconds = round(time.perf_counter() - t0, 3)
+                    return current
+            parsed = parse_paths(path_list, strict=strict, progress=progress)
             return cls._write(
                 parsed, index_dir, model=model, encoder=encoder, lexical_only=lexical_only, chunker=chunker,
                 factory=factory, device=device, batch_size=batch_size, backend=backend, progress=progress,
-                keep_old=False,
+                keep_old=False, inputs_fingerprint=inputs,
             )
+
+    @classmethod
+    def _inputs_fingerprint(
+        cls, paths: Sequence[str | Path], index_dir: Path, *, model: str | None, encoder: Encoder | None,
+        lexical_only: bool, chunker: ChunkerSettings | None, factory: str | None, backend: str, strict: bool,
+    ) -> str | None:
+        """A hash of everything a build's output depends on, or None when the model can't be pinned down cheaply.
+
+        Reading every input file costs a fraction of a second for thousands of
+        notes; parsing them, loading the model and re-tokenising for BM25 cost
+        tens of seconds, which is what an unchanged corpus saves.
+        """
+        if lexical_only:
+            identity: tuple[str, str] | None = ("", "")
+        elif encoder is not None:
+            identity = (encoder.name, encoder.revision)
+            backend = encoder.backend
+        else:
+            old_model = None
+            if model is None and not os.environ.get("DIGEST_RAG_MODEL"):
+                try:
+                    old_model = read_manifest(index_dir).model_name if (index_dir / MANIFEST).is_file() else None
+                except IndexCorruptedError:
+                    return None
+            identity = model_identity(model or old_model)
+        if identity is None:
+            return None
+        files, skips = corpus_files(paths)
+        h = hashlib.sha256()
+        options = {
+            "format": FORMAT_VERSION, "library": __version__, "glossary": _glossary_digest(),
+            "model": list(identity), "backend": backend, "lexical_only": lexical_only, "factory": factory,
+            "chunker": chunker.model_dump() if chunker else None, "strict": strict,
+            "missing": [s.source for s in skips],
+        }
+        h.update(json.dumps(options, sort_keys=True).encode())
+        for f in files:
+            try:
+                data = f.read_bytes()
+            except OSError:
+                return None  # let the real build report the unreadable file
+            h.update(b"\x00" + str(f.resolve()).encode() + b"\x00" + hashlib.sha256(data).digest())
+        return h.hexdigest()
+
+    @classmethod
+    def _if_up_to_date(
+        cls, index_dir: Path, inputs: str, *, encoder: Encoder | None, device: str | None, backend: str
+    ) -> DigestIndex | None:
+        """The existing index, checked, when it was built from exactly these inputs; else None."""
+        if not (index_dir / MANIFEST).is_file():
+            return None
+        try:
+            if read_manifest(index_dir).inputs_fingerprint != inputs:
+                return None
+            # verify=True: a damaged index is never "up to date"; the rebuild below repairs it.
+            current = cls.load(index_dir, encoder=encoder, device=device, backend=backend, verify=True)
+        except (IndexCorruptedError, IncompatibleModelError, ValidationError):
+            return None
+        m = current.manifest
+        # A builder killed between its commit and its clean-up leaves the old generation behind; we hold the lock.
+        cls._collect_garbage(index_dir, keep=m.data_dir)
+        current.last_build = BuildReport(
+            papers=m.paper_count, chunks=m.chunk_count, reused=m.chunk_count if m.model_name else 0,
+            lexical_only=m.model_name is None, up_to_date=True,
+        )
+        return current
 
     @classmethod
     def update(
@@ -505,6 +601,7 @@ class DigestIndex:
         backend: str = "torch",
         progress: ProgressCallback | None = None,
         keep_old: bool,
+        inputs_fingerprint: str | None = None,
     ) -> DigestIndex:
         """Write a new generation from ``parsed``; the caller holds the writer lock."""
         t0 = time.perf_counter()
@@ -557,7 +654,9 @@ class DigestIndex:
                 old_store.close()
 
         manifest = cls._write_generation(
-            index_dir, paper_list, chunks, hashes, vectors, encoder, settings, factory, parsed, papers, progress
+            index_dir, paper_list, chunks, hashes, vectors, encoder, settings, factory, parsed, papers, progress,
+            # A lexical-only fallback (model requested but unavailable) must not be taken for the requested build.
+            inputs_fingerprint if (encoder is not None or lexical_only) else None,
         )
         cls._collect_garbage(index_dir, keep=manifest.data_dir)
         report.seconds = round(time.perf_counter() - t0, 3)
@@ -672,6 +771,7 @@ class DigestIndex:
         parsed: ParseResult,
         paper_map: dict[str, Paper],
         progress: ProgressCallback | None,
+        inputs_fingerprint: str | None = None,
     ) -> IndexManifest:
         import faiss
 
@@ -712,6 +812,7 @@ class DigestIndex:
                 normalized=True,
                 chunker=settings,
                 corpus_fingerprint=fingerprint(p.model_dump_json() for p in papers),
+                inputs_fingerprint=inputs_fingerprint,
                 paper_count=len(papers),
                 chunk_count=len(chunks),
                 faiss_version=faiss.__version__ if vectors is not None else None,

@@ -164,6 +164,11 @@ class IndexManifest(BaseModel):
     normalized: bool = True
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
     corpus_fingerprint: str
+    inputs_fingerprint: str | None = Field(
+        default=None,
+        description="hash of the input files' bytes and the build options; a build with the same one has nothing to do "
+        "(None after `update`, whose inputs are not one build's)",
+    )
     paper_count: int
     chunk_count: int
     faiss_version: str | None = None

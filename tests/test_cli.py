@@ -196,3 +196,14 @@ def test_progress_bars_only_on_a_terminal(runner: CliRunner, seed_corpus: Path, 
     err = capsys.readouterr().err
     assert "parsing" in err and "4/4" in err and "file" in err
     assert "encoding" in err and "300/300" in err and "passage" in err
+
+
+def test_build_twice_says_up_to_date_and_force_rebuilds(runner: CliRunner, seed_corpus: Path, tmp_path: Path) -> None:
+    args = ["build", str(seed_corpus), "--index", str(tmp_path / "ix"), "--lexical-only"]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and res.stdout.startswith("up to date: 29 papers") and "--force" in res.stdout
+    res = runner.invoke(app, [*args, "--json"])
+    assert json.loads(res.stdout)["up_to_date"] is True
+    res = runner.invoke(app, [*args, "--force"])
+    assert res.exit_code == 0 and res.stdout.startswith("indexed 29 papers")

@@ -26,11 +26,13 @@ def corpus(tmp_path: Path, seed_corpus: Path) -> Path:
 def test_cache_hits_skip_the_encoder(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
     first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
     calls, texts = tiny_encoder.encode_calls, tiny_encoder.encoded_texts
-    again = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    # force: go through parsing and chunking (the up-to-date shortcut is tested below).
+    again = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder, force=True)
     # The model was never called: every passage came from the cache.
     assert tiny_encoder.encode_calls == calls and tiny_encoder.encoded_texts == texts
     assert again.last_build.encoded == 0 and again.last_build.reused == first.last_build.chunks
     assert again.last_build.full_rebuild_reason is None
+    assert not again.last_build.up_to_date and again.manifest.data_dir != first.manifest.data_dir
 
 
 def test_replaced_paper_reencodes_only_its_changed_chunks(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
@@ -102,3 +104,68 @@ def test_search_param_applied_at_load(tmp_path: Path, corpus: Path, tiny_encoder
     title = next(iter(default.papers.values())).title
     assert default.search(title, k=3, mode="dense")
     assert default.info()["search_param"] == 4
+
+
+def test_unchanged_inputs_are_up_to_date_and_nothing_is_written(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    assert first.manifest.inputs_fingerprint and not first.last_build.up_to_date
+    calls = tiny_encoder.encode_calls
+    (corpus / BLOG).touch()  # a new mtime with the same bytes is no change
+    again = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    rep = again.last_build
+    assert rep.up_to_date and rep.papers == first.last_build.papers and rep.chunks == first.last_build.chunks
+    assert rep.encoded == 0 and rep.reused == rep.chunks and tiny_encoder.encode_calls == calls
+    assert again.manifest == first.manifest
+    assert [p.name for p in (tmp_path / "ix").glob("gen-*")] == [first.manifest.data_dir]
+    assert again.search("LLaMA", k=1)
+
+
+def test_up_to_date_check_does_not_load_the_model(tmp_path: Path, corpus: Path, tiny_model: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    DigestIndex.build([corpus], index_dir=tmp_path / "ix", model=str(tiny_model))
+
+    def no_load(*_a: object, **_k: object) -> Encoder:
+        raise AssertionError("model loaded for an unchanged corpus")
+
+    monkeypatch.setattr(Encoder, "load", no_load)
+    again = DigestIndex.build([corpus], index_dir=tmp_path / "ix", model=str(tiny_model))
+    assert again.last_build.up_to_date
+    # No model given: the index's own model is the one that counts.
+    assert DigestIndex.build([corpus], index_dir=tmp_path / "ix").last_build.up_to_date
+
+
+@pytest.mark.parametrize("change", ["file", "new file", "removed file", "chunker", "factory", "lexical-only", "paths"])
+def test_any_input_or_option_change_rebuilds(tmp_path: Path, corpus: Path, tiny_encoder: Encoder, change: str) -> None:
+    first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    kwargs: dict[str, object] = {"encoder": tiny_encoder}
+    paths: list[Path] = [corpus]
+    if change == "file":
+        with open(corpus / BLOG, "a", encoding="utf-8") as fh:
+            fh.write("\nThe model is trained on public data only.\n")
+    elif change == "new file":
+        shutil.copy(corpus / BLOG, corpus / "copy-of-blog.txt")
+    elif change == "removed file":
+        (corpus / BLOG).unlink()
+    elif change == "chunker":
+        kwargs["chunker"] = ChunkerSettings(target_tokens=120, overlap_tokens=20)
+    elif change == "factory":
+        kwargs["factory"] = "IDMap2,HNSW16,Flat"
+    elif change == "lexical-only":
+        kwargs = {"lexical_only": True}
+    else:
+        paths = sorted(corpus.glob("*.txt"))[:2]
+    again = DigestIndex.build(paths, index_dir=tmp_path / "ix", **kwargs)
+    assert not again.last_build.up_to_date
+    assert again.manifest.data_dir != first.manifest.data_dir
+
+
+def test_update_then_build_is_not_mistaken_for_up_to_date(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(corpus / BLOG, extra / "other.txt")
+    updated = DigestIndex.update([extra / "other.txt"], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    assert updated.manifest.inputs_fingerprint is None
+    rebuilt = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    assert not rebuilt.last_build.up_to_date
+    assert all(p.source != str(extra / "other.txt") for p in rebuilt.papers.values())

@@ -16,7 +16,7 @@ from ._util import merge_unique
 from .base import ParseResult, Skip
 from .detect import detect_format
 
-__all__ = ["ParseResult", "Skip", "detect_format", "parse_file", "parse_paths", "PARSERS", "CORPUS_SUFFIXES"]
+__all__ = ["ParseResult", "Skip", "corpus_files", "detect_format", "parse_file", "parse_paths", "PARSERS", "CORPUS_SUFFIXES"]
 
 PARSERS: dict[SourceFormat, Callable[[str, str], list[Paper]]] = {
     "weekly": weekly.parse,
@@ -53,6 +53,11 @@ def parse_file(path: str | Path, format: SourceFormat | None = None) -> ParseRes
 
 def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
+
+
+def corpus_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
+    """The files :func:`parse_paths` reads for ``paths`` (sorted, de-duplicated) and skips for missing paths."""
+    return _expand(paths)
 
 
 def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
