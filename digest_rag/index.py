@@ -49,7 +49,7 @@ from .errors import (
     UnsafeIndexPathError,
     UsageError,
 )
-from .lexical import LEXICAL_FILES, LexicalIndex
+from .lexical import LEXICAL_FILES, LexicalIndex, analysis_cache_key
 from .locking import WriterLock
 from .models import SEARCH_MODES, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults
 from .parsing import ParseResult, Skip, corpus_files, parse_paths
@@ -119,6 +119,7 @@ class BuildReport(BaseModel):
     merged: list[str] = Field(default_factory=list)
     full_rebuild_reason: str | None = None
     lexical_only: bool = False
+    analysed: int = Field(default=0, description="texts analysed with Kiwi for BM25; the rest came from the token cache")
     up_to_date: bool = Field(
         default=False, description="nothing to do: inputs and options as at the last build, nothing was written"
     )
@@ -649,12 +650,14 @@ class DigestIndex:
                 report.lexical_only = True
             report.papers = len(paper_list)
             report.chunks = len(chunks)
+            token_cache = old_store.doc_tokens(analysis_cache_key()) if old_store else {}
         finally:
             if old_store:
                 old_store.close()
 
-        manifest = cls._write_generation(
+        manifest, report.analysed = cls._write_generation(
             index_dir, paper_list, chunks, hashes, vectors, encoder, settings, factory, parsed, papers, progress,
+            token_cache,
             # A lexical-only fallback (model requested but unavailable) must not be taken for the requested build.
             inputs_fingerprint if (encoder is not None or lexical_only) else None,
         )
@@ -771,8 +774,9 @@ class DigestIndex:
         parsed: ParseResult,
         paper_map: dict[str, Paper],
         progress: ProgressCallback | None,
+        token_cache: dict[str, list[str]],
         inputs_fingerprint: str | None = None,
-    ) -> IndexManifest:
+    ) -> tuple[IndexManifest, int]:
         import faiss
 
         index_dir.mkdir(parents=True, exist_ok=True)
@@ -783,7 +787,9 @@ class DigestIndex:
         try:
             if progress:
                 progress("indexing", 0, 3)
-            write_store(tmp / STORE_FILE, papers, chunks, hashes, vectors)
+            # BM25 first, in memory: the store keeps its tokens as the next build's cache.
+            lex = LexicalIndex.build([c for c in chunks if c.section_kind != "title"], paper_map, token_cache=token_cache)
+            write_store(tmp / STORE_FILE, papers, chunks, hashes, vectors, lex.token_entries, analysis_cache_key())
             used_factory = None
             if vectors is not None:
                 ids = np.array([c.id for c in chunks], dtype=np.int64)
@@ -792,7 +798,6 @@ class DigestIndex:
             _test_pause("writing")
             if progress:
                 progress("indexing", 1, 3)
-            lex = LexicalIndex.build([c for c in chunks if c.section_kind != "title"], paper_map)
             lex.save(tmp / LEXICAL_DIR)
             if progress:
                 progress("indexing", 2, 3)
@@ -838,7 +843,7 @@ class DigestIndex:
             _test_pause("committed")
             if progress:
                 progress("indexing", 3, 3)
-            return manifest
+            return manifest, lex.analysed_texts
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -15,7 +15,7 @@ file surfaces as `IndexCorruptedError` naming that file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .analysis import ANALYSIS_VERSION, document_tokens, query_terms
 from .errors import IndexCorruptedError
 from .models import Chunk, Paper
+from .text import sha256_text
 
 __all__ = ["FieldWeights", "LexicalIndex", "LEXICAL_FILES"]
 
@@ -63,7 +64,56 @@ class FieldWeights(BaseModel):
     b: float = Field(default=0.75, ge=0, le=1, description="BM25 length normalisation")
 
 
-def _paper_field_tokens(papers: dict[str, Paper], needed: Iterable[str]) -> dict[str, tuple[list[str], list[str], list[str]]]:
+def analysis_cache_key() -> str:
+    """What cached tokens depend on besides the text: analysis version, glossary bytes, Kiwi version."""
+    from importlib import metadata, resources
+
+    from .analysis import _GLOSSARY_FILE
+
+    try:
+        kiwi = metadata.version("kiwipiepy")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a dependency
+        kiwi = "unknown"
+    glossary = sha256_text(resources.files("digest_rag").joinpath("data", _GLOSSARY_FILE).read_text(encoding="utf-8"))
+    return f"{ANALYSIS_VERSION}|kiwipiepy-{kiwi}|glossary-{glossary[:16]}"
+
+
+class _TokenCache:
+    """BM25 documents' tokens by text hash: reuses a previous build's, records every text used.
+
+    Kiwi analysis of a whole corpus costs seconds; a rebuild that changed 1% of
+    the papers should pay for 1% of it. Keys are sha256 of the exact text, so
+    a cached entry can only be the analysis of identical text; the caller
+    passes a cache only when it was made with the same analysis (see
+    `analysis_cache_key`).
+    """
+
+    def __init__(self, previous: Mapping[str, list[str]] | None) -> None:
+        self.previous = previous or {}
+        self.used: dict[str, list[str]] = {}
+        self.analysed = 0
+
+    def tokens(self, texts: Sequence[str]) -> list[list[str]]:
+        keys = [sha256_text(t) for t in texts]
+        todo: dict[str, str] = {}
+        for k, t in zip(keys, texts, strict=True):
+            if k in self.used:
+                continue
+            if k in self.previous:
+                self.used[k] = self.previous[k]
+            else:
+                todo.setdefault(k, t)
+        if todo:
+            fresh = document_tokens(list(todo.values()))
+            self.used.update(zip(todo, fresh, strict=True))
+            self.analysed += len(todo)
+        # Copies: build() extends each document with its paper's field tokens.
+        return [list(self.used[k]) for k in keys]
+
+
+def _paper_field_tokens(
+    papers: dict[str, Paper], needed: Iterable[str], cache: _TokenCache
+) -> dict[str, tuple[list[str], list[str], list[str]]]:
     """(title tokens, tag tokens, author tokens) per paper id, analysed in one batch."""
     ids = sorted(set(needed) & set(papers))
     texts: list[str] = []
@@ -72,7 +122,7 @@ def _paper_field_tokens(papers: dict[str, Paper], needed: Iterable[str]) -> dict
         texts.append(" \n ".join(t for t in (p.title, p.title_ko or "") if t))
         texts.append(" \n ".join(p.tags))
         texts.append(" \n ".join(p.authors))
-    toks = document_tokens(texts)
+    toks = cache.tokens(texts)
     return {pid: (toks[3 * i], toks[3 * i + 1], toks[3 * i + 2]) for i, pid in enumerate(ids)}
 
 
@@ -85,6 +135,10 @@ class LexicalIndex:
         self.weights = weights
         self.analysis_version = ANALYSIS_VERSION
         self._pos = {int(cid): i for i, cid in enumerate(self.chunk_ids)}
+        #: Tokens of every text this index was built from, by text hash (set by `build`): the next build's cache.
+        self.token_entries: dict[str, list[str]] = {}
+        #: How many distinct texts `build` had to analyse (the rest came from its token cache).
+        self.analysed_texts = 0
 
     def __len__(self) -> int:
         return int(self.chunk_ids.shape[0])
@@ -95,10 +149,14 @@ class LexicalIndex:
         chunks: list[Chunk],
         papers: dict[str, Paper],
         weights: FieldWeights | None = None,
+        token_cache: Mapping[str, list[str]] | None = None,
     ) -> LexicalIndex:
         """Index `chunks`, each enriched with its paper's title/tags/authors per `weights`.
 
         Chunks whose paper is missing from `papers` are indexed on their text alone.
+        ``token_cache`` (text hash -> tokens, e.g. the previous build's
+        `token_entries`) skips analysing texts seen before; it must come from
+        the same analysis (`analysis_cache_key`).
         """
         weights = weights or FieldWeights()
         chunk_ids = np.array([c.id for c in chunks], dtype=np.int64)
@@ -106,8 +164,9 @@ class LexicalIndex:
             raise ValueError("chunk ids must be unique")
         if not chunks:
             return cls(None, chunk_ids, weights)
-        fields = _paper_field_tokens(papers, (c.paper_id for c in chunks))
-        corpus = document_tokens([c.text for c in chunks])
+        cache = _TokenCache(token_cache)
+        fields = _paper_field_tokens(papers, (c.paper_id for c in chunks), cache)
+        corpus = cache.tokens([c.text for c in chunks])
         for doc, c in zip(corpus, chunks, strict=True):
             title, tags, authors = fields.get(c.paper_id, ([], [], []))
             doc.extend(title * weights.title)
@@ -115,7 +174,10 @@ class LexicalIndex:
             doc.extend(authors * weights.authors)
         retriever = bm25s.BM25(k1=weights.k1, b=weights.b)
         retriever.index(corpus, show_progress=False)
-        return cls(retriever, chunk_ids, weights)
+        index = cls(retriever, chunk_ids, weights)
+        index.token_entries = cache.used
+        index.analysed_texts = cache.analysed
+        return index
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed chunk (aligned with `chunk_ids`) for `query`.

@@ -9,8 +9,9 @@ model, so a rebuild re-encodes only passages whose text changed.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ CREATE TABLE chunks (
 );
 CREATE INDEX chunks_paper ON chunks(paper_id);
 CREATE TABLE embeddings (passage_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE doc_tokens (text_hash TEXT PRIMARY KEY, tokens TEXT NOT NULL);
 """
 
 
@@ -52,8 +54,15 @@ def write_store(
     chunks: Sequence[Chunk],
     passage_hashes: Sequence[str],
     vectors: np.ndarray | None,
+    doc_tokens: Mapping[str, list[str]] | None = None,
+    analysis_key: str | None = None,
 ) -> None:
-    """Create a new store file at ``path`` (which must not exist) in one transaction."""
+    """Create a new store file at ``path`` (which must not exist) in one transaction.
+
+    ``doc_tokens`` (text hash -> BM25 tokens, made by the analysis named
+    ``analysis_key``) is the next build's token cache, as the embeddings are
+    its vector cache.
+    """
     con = sqlite3.connect(str(path))
     try:
         con.executescript(_SCHEMA)
@@ -78,6 +87,12 @@ def write_store(
                 con.executemany(
                     "INSERT OR IGNORE INTO embeddings VALUES (?, ?)",
                     ((h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(passage_hashes, vectors, strict=True)),
+                )
+            if doc_tokens and analysis_key:
+                con.execute("INSERT INTO meta VALUES ('analysis_key', ?)", (analysis_key,))
+                con.executemany(
+                    "INSERT INTO doc_tokens VALUES (?, ?)",
+                    ((h, json.dumps(toks, ensure_ascii=False)) for h, toks in doc_tokens.items()),
                 )
         con.execute("PRAGMA journal_mode=DELETE")
     finally:
@@ -216,6 +231,30 @@ class Store:
             if vec.shape[0] != dimension:
                 raise IndexCorruptedError(f"{self.path}: cached embedding of dimension {vec.shape[0]}, expected {dimension}")
             out[h] = vec
+        return out
+
+    def doc_tokens(self, analysis_key: str) -> dict[str, list[str]]:
+        """The BM25 token cache (text hash -> tokens), empty unless made by the analysis ``analysis_key``.
+
+        Stores written before the cache existed have no such table: empty too.
+        """
+        try:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
+            if row is None or row[0] != analysis_key:
+                return {}
+            rows = self.con.execute("SELECT text_hash, tokens FROM doc_tokens").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
+        out: dict[str, list[str]] = {}
+        for h, raw in rows:
+            try:
+                toks = json.loads(raw)
+            except ValueError:
+                return {}  # a cache is an optimisation: unreadable means rebuild the tokens
+            if isinstance(toks, list) and all(isinstance(t, str) for t in toks):
+                out[h] = toks
         return out
 
     def stats(self) -> dict[str, object]:

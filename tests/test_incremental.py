@@ -169,3 +169,20 @@ def test_update_then_build_is_not_mistaken_for_up_to_date(tmp_path: Path, corpus
     rebuilt = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
     assert not rebuilt.last_build.up_to_date
     assert all(p.source != str(extra / "other.txt") for p in rebuilt.papers.values())
+
+
+def test_bm25_tokens_come_from_the_previous_build(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    assert first.last_build.analysed > first.last_build.papers  # chunk texts plus title/tag/author texts
+    forced = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder, force=True)
+    assert forced.last_build.analysed == 0
+    lines = (corpus / BLOG).read_text(encoding="utf-8").splitlines()
+    i = max(range(len(lines)), key=lambda j: len(lines[j]))
+    lines[i] += " 이 문장은 토큰 캐시 테스트를 위해 추가되었다."
+    (corpus / BLOG).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    edited = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    # Only the chunks whose text changed (the same ones the encoder saw) are analysed again.
+    assert 0 < edited.last_build.analysed <= edited.last_build.encoded < edited.last_build.chunks // 10
+    for q in ("LLaMA", "토큰 캐시 테스트"):
+        assert edited.search(q, k=1, mode="lexical")
+    assert edited.search("토큰 캐시 테스트", k=1, mode="lexical")[0].paper.source.endswith(BLOG)

@@ -209,3 +209,27 @@ def test_inconsistent_arrays_raise(index: LexicalIndex, tmp_path: Path) -> None:
     np.save(tmp_path / "lexical.chunk_ids.npy", np.arange(3, dtype=np.int64), allow_pickle=False)
     with pytest.raises(IndexCorruptedError, match=r"lexical\.chunk_ids\.npy"):
         LexicalIndex.load(tmp_path)
+
+
+def test_token_cache_skips_analysis_and_gives_the_same_index(
+    chunks: list[Chunk], papers: dict[str, Paper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import digest_rag.lexical as lexical
+
+    first = LexicalIndex.build(chunks, papers)
+    # Every chunk text and every paper field text was analysed once, and is recorded for the next build.
+    assert first.analysed_texts == len(first.token_entries) > len(chunks)
+
+    def no_analysis(texts: list[str]) -> list[list[str]]:
+        raise AssertionError(f"analysed {len(texts)} texts that were cached")
+
+    monkeypatch.setattr(lexical, "document_tokens", no_analysis)
+    again = LexicalIndex.build(chunks, papers, token_cache=first.token_entries)
+    assert again.analysed_texts == 0 and again.token_entries == first.token_entries
+    for q in ("탈옥 공격", "SWE-Agent", "Gemma distillation"):
+        np.testing.assert_array_equal(again.scores(q), first.scores(q))
+    monkeypatch.undo()
+    # A changed chunk is analysed alone; entries no longer used are not carried forward.
+    edited = [*chunks[:-1], _chunk(chunks[-1].id, chunks[-1].paper_id, chunks[-1].text + " 새 문장.")]
+    third = LexicalIndex.build(edited, papers, token_cache=first.token_entries)
+    assert third.analysed_texts == 1 and len(third.token_entries) == len(first.token_entries)

@@ -57,3 +57,30 @@ def test_not_a_database(tmp_path: Path) -> None:
         Store(path)
     with pytest.raises(IndexCorruptedError):
         Store(tmp_path / "missing.sqlite")
+
+
+def test_token_cache_is_keyed_by_analysis(seed_index_dir: Path, tmp_path: Path) -> None:
+    from digest_rag.index import read_manifest
+    from digest_rag.lexical import analysis_cache_key
+
+    src = seed_index_dir / read_manifest(seed_index_dir).data_dir / "store.sqlite"
+    store = Store(src)
+    try:
+        cached = store.doc_tokens(analysis_cache_key())
+        assert cached and all(isinstance(v, list) for v in cached.values())
+        assert store.doc_tokens("another analysis") == {}
+    finally:
+        store.close()
+    # A store written before the cache existed: no table, no key -> an empty cache, not an error.
+    old = tmp_path / "old.sqlite"
+    shutil.copy(src, old)
+    con = sqlite3.connect(old)
+    con.execute("DROP TABLE doc_tokens")
+    con.execute("DELETE FROM meta WHERE key = 'analysis_key'")
+    con.commit()
+    con.close()
+    store = Store(old)
+    try:
+        assert store.doc_tokens(analysis_cache_key()) == {}
+    finally:
+        store.close()
