@@ -41,7 +41,7 @@ def corpus_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def weekly_file(corpus_dir: Path) -> Path:
-    return corpus_dir / "2024-04-weekly-top-ml-papers.txt"
+    return corpus_dir / "2024-04-weekly-top-papers-roundup.txt"
 
 
 @pytest.fixture(scope="session")
@@ -210,7 +210,7 @@ def test_parse_paths_seed_corpus(corpus_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "fmt"),
     [
-        ("2024-04-weekly-top-ml-papers.txt", "weekly"),
+        ("2024-04-weekly-top-papers-roundup.txt", "weekly"),
         ("2024-06-28-daily-digest.txt", "daily"),
         ("2024-02-13-daily-digest.txt", "daily"),
         ("2024-04-22-blog-llama-introduction.txt", "blog"),

@@ -623,7 +623,7 @@ def messy_corpus(tmp_path: Path, seed_corpus: Path) -> Path:
     daily = (seed_corpus / DAILY).read_text(encoding="utf-8").encode("cp949", "replace").decode("cp949")
     (tmp_path / "daily-utf8.txt").write_text(daily, encoding="utf-8")
     (out / "a-daily-cp949.txt").write_bytes(daily.encode("cp949"))
-    weekly = (seed_corpus / "2024-04-weekly-top-ml-papers.txt").read_text(encoding="utf-8")
+    weekly = (seed_corpus / "2024-04-weekly-top-papers-roundup.txt").read_text(encoding="utf-8")
     (out / "b-weekly-euc-kr.txt").write_bytes(weekly.encode("euc-kr", "replace"))
     (out / "c-daily-again.txt").write_text(daily, encoding="utf-8")  # the same papers, again
     (out / "empty.txt").write_bytes(b"")
