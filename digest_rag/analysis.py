@@ -28,6 +28,7 @@ readers write Korean translations and transliterations ("스케일링 법칙",
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -351,7 +352,7 @@ class Glossary:
     def load(cls, path: str | Path | None = None) -> Glossary:
         """Read a glossary file (default: the one bundled with the package)."""
         if path is None:
-            text = resources.files("digest_rag").joinpath("data", _GLOSSARY_FILE).read_text(encoding="utf-8")
+            text = bundled_glossary_text()
         else:
             text = Path(path).read_text(encoding="utf-8")
         return cls.from_lines(text.splitlines())
@@ -392,6 +393,12 @@ class Glossary:
             for t in self.concepts[cid]:
                 terms.setdefault(t, weight)
         return terms
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_glossary_text() -> str:
+    """The glossary file shipped with the package, as text."""
+    return resources.files("digest_rag").joinpath("data", _GLOSSARY_FILE).read_text(encoding="utf-8")
 
 
 _glossary: Glossary | None = None

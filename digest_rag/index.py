@@ -17,7 +17,6 @@ rename, readers (and a crash) see the previous index, whole.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import hashlib
 import json
 import logging
@@ -143,16 +142,6 @@ def _fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         _fsync_dir(Path(dirpath))
-
-
-@functools.lru_cache(maxsize=1)
-def _glossary_digest() -> str:
-    """Hash of the bundled glossary: BM25 documents depend on it, so a new glossary means a new build."""
-    from importlib import resources
-
-    from .analysis import _GLOSSARY_FILE
-
-    return hashlib.sha256(resources.files("digest_rag").joinpath("data", _GLOSSARY_FILE).read_bytes()).hexdigest()
 
 
 def _sha256_file(path: Path) -> str:
@@ -533,7 +522,7 @@ class DigestIndex:
         files, skips = corpus_files(paths)
         h = hashlib.sha256()
         options = {
-            "format": FORMAT_VERSION, "library": __version__, "glossary": _glossary_digest(),
+            "format": FORMAT_VERSION, "library": __version__, "analysis": analysis_cache_key(),
             "model": list(identity), "backend": backend, "lexical_only": lexical_only, "factory": factory,
             "chunker": chunker.model_dump() if chunker else None, "strict": strict,
             "missing": [s.source for s in skips],

@@ -14,6 +14,7 @@ file surfaces as `IndexCorruptedError` naming that file.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import bm25s
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .analysis import ANALYSIS_VERSION, document_tokens, query_terms
+from .analysis import ANALYSIS_VERSION, bundled_glossary_text, document_tokens, query_terms
 from .errors import IndexCorruptedError
 from .models import Chunk, Paper
 from .text import sha256_text
@@ -64,18 +65,16 @@ class FieldWeights(BaseModel):
     b: float = Field(default=0.75, ge=0, le=1, description="BM25 length normalisation")
 
 
+@functools.lru_cache(maxsize=1)
 def analysis_cache_key() -> str:
-    """What cached tokens depend on besides the text: analysis version, glossary bytes, Kiwi version."""
-    from importlib import metadata, resources
-
-    from .analysis import _GLOSSARY_FILE
+    """What analysed tokens depend on besides the text: analysis version, glossary bytes, Kiwi version."""
+    from importlib import metadata
 
     try:
         kiwi = metadata.version("kiwipiepy")
     except metadata.PackageNotFoundError:  # pragma: no cover - a dependency
         kiwi = "unknown"
-    glossary = sha256_text(resources.files("digest_rag").joinpath("data", _GLOSSARY_FILE).read_text(encoding="utf-8"))
-    return f"{ANALYSIS_VERSION}|kiwipiepy-{kiwi}|glossary-{glossary[:16]}"
+    return f"{ANALYSIS_VERSION}|kiwipiepy-{kiwi}|glossary-{sha256_text(bundled_glossary_text())[:16]}"
 
 
 class _TokenCache:
