@@ -8,6 +8,8 @@ with its nprobe exposed (see choose_factory and BENCHMARKS.md for the numbers).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -105,46 +107,196 @@ def build_faiss(ids: np.ndarray, vectors: np.ndarray, factory: str | None = None
     one raises UsageError. Approximate indexes get their default search
     parameter (:func:`default_search_param`), which FAISS saves with the index.
     """
-    import faiss
-
     from .threads import faiss_build_threads
 
     n, dim = vectors.shape if vectors.ndim == 2 else (0, 0)
-    factory = (factory or choose_factory(n, dim)).strip()
-    try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise UsageError(f"invalid FAISS factory string '{factory}': {_faiss_msg(exc)}") from exc
     x = np.ascontiguousarray(vectors, dtype=np.float32)
-    try:
-        with faiss_build_threads():
-            _train_and_add(index, factory, ids, x, seed)
-    except RuntimeError as exc:
-        hint = " (prefix it with 'IDMap2,' so it keeps chunk ids)" if "add_with_ids not implemented" in str(exc) else ""
-        raise UsageError(f"FAISS index '{factory}' cannot be built here: {_faiss_msg(exc)}{hint}") from exc
+    index, factory = new_index(n, dim, factory)
+    with _build_errors(factory), faiss_build_threads():
+        rows = training_rows(index, factory, n, seed)
+        train_index(index, x if rows is None else x[rows])
+        if n:
+            index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
     set_search_param(index, default_search_param(index))
     return index, factory
 
 
-def _train_and_add(index: object, factory: str, ids: np.ndarray, x: np.ndarray, seed: int) -> None:
-    n = x.shape[0]
-    if not index.is_trained:
-        if n == 0:
-            raise UsageError(f"FAISS index '{factory}' needs training vectors, and the corpus has none")
-        ivf = _ivf_of(index)
-        if ivf is not None and n < int(ivf.nlist):
-            raise UsageError(f"FAISS index '{factory}' has {ivf.nlist} lists but the corpus has only {n} vectors")
-        if ivf is not None:
-            ivf.cp.niter = KMEANS_ITERATIONS
-        limit = TRAIN_POINTS_PER_LIST * int(ivf.nlist) if ivf is not None else 100_000
-        train = x
-        if n > limit:
-            # A fixed-seed sample: training on all of a large corpus costs minutes and gains nothing.
-            pick = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
-            train = x[pick]
-        index.train(train)
-    if n:
-        index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
+def new_index(n_vectors: int, dimension: int, factory: str | None = None) -> tuple[object, str]:
+    """An empty, untrained FAISS index for ``factory`` (default: :func:`choose_factory`), and the factory used."""
+    import faiss
+
+    factory = (factory or choose_factory(n_vectors, dimension)).strip()
+    try:
+        return faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT), factory
+    except RuntimeError as exc:
+        raise UsageError(f"invalid FAISS factory string '{factory}': {_faiss_msg(exc)}") from exc
+
+
+@contextmanager
+def _build_errors(factory: str) -> Iterator[None]:
+    """FAISS's RuntimeErrors while training or adding, as a UsageError naming the factory."""
+    try:
+        yield
+    except RuntimeError as exc:
+        hint = " (prefix it with 'IDMap2,' so it keeps chunk ids)" if "add_with_ids not implemented" in str(exc) else ""
+        raise UsageError(f"FAISS index '{factory}' cannot be built here: {_faiss_msg(exc)}{hint}") from exc
+
+
+def training_rows(index: object, factory: str, n_vectors: int, seed: int = 1234) -> np.ndarray | None:
+    """Which of ``n_vectors`` rows train ``index``: None for all of them (or no training needed).
+
+    A fixed-seed sample, drawn from the row count alone, so a build that holds
+    its vectors in shards on many machines trains on exactly the rows a
+    single-process build would: training on all of a large corpus costs
+    minutes and gains nothing. Raises UsageError when there are too few rows.
+    """
+    if index.is_trained:
+        return None
+    if n_vectors == 0:
+        raise UsageError(f"FAISS index '{factory}' needs training vectors, and the corpus has none")
+    ivf = _ivf_of(index)
+    if ivf is not None and n_vectors < int(ivf.nlist):
+        raise UsageError(f"FAISS index '{factory}' has {ivf.nlist} lists but the corpus has only {n_vectors} vectors")
+    limit = TRAIN_POINTS_PER_LIST * int(ivf.nlist) if ivf is not None else 100_000
+    if n_vectors <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_vectors, size=limit, replace=False))
+
+
+def train_index(index: object, train: np.ndarray) -> None:
+    """Train ``index`` (k-means for IVF, with our iteration count) unless it needs no training."""
+    if index.is_trained:
+        return
+    ivf = _ivf_of(index)
+    if ivf is not None:
+        ivf.cp.niter = KMEANS_ITERATIONS
+    index.train(np.ascontiguousarray(train, dtype=np.float32))
+
+
+def add_shard(trained: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Add one shard of vectors to a copy of a trained, empty index; both travel serialised.
+
+    ``trained`` and the result are FAISS's own serialisation (uint8 arrays, no
+    pickle), so this runs unchanged in another process or on another machine
+    (the Ray engine ships it as a task).
+    """
+    import faiss
+
+    from .threads import faiss_build_threads
+
+    index = faiss.deserialize_index(trained)
+    with faiss_build_threads():
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    return faiss.serialize_index(index)
+
+
+ShardMapper = Callable[[Callable[..., np.ndarray], Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]], Iterable[np.ndarray]]
+
+
+def _serial_map(fn: Callable[..., np.ndarray], args: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Iterable[np.ndarray]:
+    return (fn(*a) for a in args)
+
+
+def merge_shards(
+    trained: object,
+    shards: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    mapper: ShardMapper | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> object:
+    """Fill copies of the trained, empty ``trained`` index with each (ids, vectors) shard, then merge them in order.
+
+    ``mapper(fn, args)`` runs :func:`add_shard` over the shards and yields the
+    results in shard order; by default in this process, one after another; the
+    Ray engine passes one that runs them as parallel tasks. Merging appends
+    each shard's inverted lists (or flat codes and id map) in shard order, so
+    contiguous shards in row order give exactly the index that one
+    ``add_with_ids`` of all rows gives: same ntotal, same lists, same results.
+    Indexes FAISS cannot merge (HNSW graphs) get all shards added at once in
+    this process instead. The result has its default search
+    parameter set. ``progress(done, total)`` counts merged shards.
+    """
+    import faiss
+
+    from .threads import faiss_build_threads
+
+    blob = faiss.serialize_index(trained)
+    if trained.ntotal:
+        raise UsageError("merge_shards needs a trained, empty index")
+    total = len(shards)
+    merged = faiss.deserialize_index(blob)
+    if not _mergeable(merged):
+        # One add of everything: an HNSW graph built in pieces would differ from the single-process one.
+        if shards:
+            with faiss_build_threads():
+                merged.add_with_ids(_gather([x for _ids, x in shards], None),
+                                    np.concatenate([np.asarray(ids, dtype=np.int64) for ids, _x in shards]))
+        if progress:
+            progress(total, total)
+    else:
+        results = (mapper or _serial_map)(add_shard, [(blob, ids, x) for ids, x in shards])
+        for done, part in enumerate(results, 1):
+            # merge_from moves the other index's entries, appending them after ours (add_id 0 keeps chunk ids).
+            merged.merge_from(faiss.deserialize_index(part), 0)
+            if progress:
+                progress(done, total)
+    set_search_param(merged, default_search_param(merged))
+    return merged
+
+
+def build_faiss_sharded(
+    shards: Sequence[tuple[np.ndarray, np.ndarray]],
+    factory: str | None = None,
+    *,
+    dimension: int | None = None,
+    seed: int = 1234,
+    mapper: ShardMapper | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[object, str]:
+    """:func:`build_faiss` over vectors held as (ids, vectors) shards, in row order; returns (index, factory).
+
+    Trains once, on the rows :func:`training_rows` picks from the whole
+    (the same fixed-seed sample a single-process build uses), then fills and
+    merges the shards with :func:`merge_shards` (``mapper`` runs the adds,
+    e.g. as Ray tasks). The index equals ``build_faiss`` of the concatenation.
+    """
+    from .threads import faiss_build_threads
+
+    n = sum(len(ids) for ids, _x in shards)
+    dim = dimension if dimension is not None else (int(shards[0][1].shape[1]) if shards else 0)
+    index, factory = new_index(n, dim, factory)
+    with _build_errors(factory):
+        rows = training_rows(index, factory, n, seed)
+        if not index.is_trained:
+            with faiss_build_threads():
+                train_index(index, _gather([x for _ids, x in shards], rows))
+        index = merge_shards(index, [s for s in shards if len(s[0])], mapper=mapper, progress=progress)
+    return index, factory
+
+
+def _gather(parts: Sequence[np.ndarray], rows: np.ndarray | None) -> np.ndarray:
+    """Rows (sorted indices into the concatenation of ``parts``) without concatenating everything."""
+    if rows is None:
+        return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts])
+    out = []
+    start = 0
+    for p in parts:
+        lo, hi = np.searchsorted(rows, [start, start + len(p)])
+        out.append(np.asarray(p[rows[lo:hi] - start], dtype=np.float32))
+        start += len(p)
+    return np.concatenate(out)
+
+
+def _mergeable(index: object) -> bool:
+    """Whether FAISS can merge_from two copies of this (empty) index: flat and IVF indexes can, HNSW cannot."""
+    import faiss
+
+    a, b = faiss.clone_index(index), faiss.clone_index(index)
+    try:
+        a.merge_from(b, 0)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _faiss_msg(exc: BaseException) -> str:

@@ -11,13 +11,16 @@ from digest_rag.errors import UsageError
 from digest_rag.vectors import (
     EXACT_LIMIT,
     build_faiss,
+    build_faiss_sharded,
     choose_factory,
     default_search_param,
     load_faiss,
+    new_index,
     save_faiss,
     search_faiss,
     search_param_of,
     set_search_param,
+    training_rows,
 )
 
 
@@ -111,3 +114,89 @@ def test_bad_search_param(clustered: tuple[np.ndarray, np.ndarray]) -> None:
     index, _ = build_faiss(ids, x, "IVF16,Flat")
     with pytest.raises(UsageError):
         set_search_param(index, 0)
+
+
+# ---------------------------------------------------------------- sharded builds
+@pytest.fixture(scope="module")
+def corpus_20k() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """20k clustered 32-d vectors with random int64 ids, and 50 queries near some of them."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((64, 32)).astype(np.float32)
+    x = centres[rng.integers(0, 64, 20_000)] + 0.6 * rng.standard_normal((20_000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = rng.choice(10**15, size=len(x), replace=False).astype(np.int64)
+    q = x[rng.choice(len(x), 50, replace=False)] + 0.1 * rng.standard_normal((50, 32)).astype(np.float32)
+    return ids, x, q
+
+
+def _shards(ids: np.ndarray, x: np.ndarray, sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append((ids[start : start + size], x[start : start + size]))
+        start += size
+    assert start == len(ids)
+    return out
+
+
+def _top10(index: object, queries: np.ndarray) -> list[list[int]]:
+    return [[i for i, _s in search_faiss(index, q, 10)] for q in queries]
+
+
+# Uneven shards, one of them empty: the merge must not care how the rows were cut.
+SHARD_SIZES = [5_000, 7_000, 0, 3_000, 5_000]
+
+
+@pytest.mark.parametrize("factory", ["IVF32,SQ8", "IVF16,Flat", "IDMap2,Flat"])
+def test_sharded_build_equals_single_add(corpus_20k: tuple[np.ndarray, np.ndarray, np.ndarray], factory: str) -> None:
+    import faiss
+
+    ids, x, queries = corpus_20k
+    single, _ = build_faiss(ids, x, factory)
+    sharded, used = build_faiss_sharded(_shards(ids, x, SHARD_SIZES), factory)
+    assert used == factory
+    assert sharded.ntotal == single.ntotal == len(ids)
+    assert search_param_of(sharded) == search_param_of(single)
+    assert _top10(sharded, queries) == _top10(single, queries)
+    # Same training sample, same seed, shards merged in row order: the very same index, byte for byte.
+    assert np.array_equal(faiss.serialize_index(sharded), faiss.serialize_index(single))
+
+
+def test_sharded_training_uses_the_single_process_sample(corpus_20k: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    ids, x, queries = corpus_20k
+    # 20k rows > 64 points x 64 lists: both builds train on the same fixed-seed sample of 4,096 rows.
+    rows = training_rows(new_index(len(x), 32, "IVF64,SQ8")[0], "IVF64,SQ8", len(x))
+    assert rows is not None and len(rows) == 64 * 64
+    single, _ = build_faiss(ids, x, "IVF64,SQ8")
+    sharded, _ = build_faiss_sharded(_shards(ids, x, [1_234, 18_766]), "IVF64,SQ8")
+    assert _top10(sharded, queries) == _top10(single, queries)
+
+
+def test_sharded_hnsw_falls_back_to_one_add(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, x = clustered
+    single, _ = build_faiss(ids, x, "IDMap2,HNSW16,Flat")
+    seen: list[tuple[int, int]] = []
+    sharded, _ = build_faiss_sharded(_shards(ids, x, [1_000, 3_000]), "IDMap2,HNSW16,Flat",
+                                     progress=lambda done, total: seen.append((done, total)))
+    assert sharded.ntotal == len(ids) and seen[-1] == (2, 2)
+    assert _top10(sharded, x[:20]) == _top10(single, x[:20])
+
+
+def test_merge_shards_runs_the_adds_through_the_mapper(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, x = clustered
+    calls: list[int] = []
+
+    def mapper(fn, args):  # noqa: ANN001, ANN202 - the ShardMapper shape
+        for a in args:
+            calls.append(len(a[1]))
+            yield fn(*a)
+
+    index, _ = build_faiss_sharded(_shards(ids, x, [2_500, 1_500]), "IVF16,Flat", mapper=mapper)
+    assert calls == [2_500, 1_500] and index.ntotal == len(ids)
+
+
+def test_sharded_errors_are_usage_errors(clustered: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, x = clustered
+    with pytest.raises(UsageError, match="IDMap2"):
+        build_faiss_sharded(_shards(ids, x, [4_000]), "HNSW16,Flat")
+    with pytest.raises(UsageError, match="lists"):
+        build_faiss_sharded(_shards(ids[:10], x[:10], [10]), "IVF64,Flat")
