@@ -18,7 +18,7 @@ Layout (inside an index directory)::
 
 API, in the order a build uses it::
 
-    identity = ModelIdentity(name=..., revision=..., dimension=384, passage_prefix="passage: ", variant="torch")
+    identity = ModelIdentity.of(encoder, encoder.backend)   # or of(model_files.inspect_model(...), backend)
     with EmbeddingCache.for_index(index_dir, identity) as cache:
         found = cache.lookup(hashes)          # {hash: vector} for the hashes cached, each verified
         for batch in misses:                  # encode the misses in batches ...
@@ -29,8 +29,8 @@ Keys. A passage is keyed by ``passage_hash`` = sha256 hex of the exact text
 the model reads (``passage_prefix + passage``: digest_rag.text.sha256_text),
 which does not depend on the backend or the machine. Vectors are kept in one
 database per ``ModelIdentity`` (model name, revision, dimension, passage
-prefix and numeric variant: the backend, since onnx-int8 vectors are close to
-torch's but not equal), so models, dimensions and prefixes are never mixed; a
+prefix and numeric precision: onnx-int8 vectors are close to torch's but not
+equal), so models, dimensions and prefixes are never mixed; a
 database whose recorded identity or format differs from its file name's is
 discarded.
 
@@ -93,13 +93,18 @@ CREATE TABLE IF NOT EXISTS vectors (
 """
 
 
+def precision_of(backend: str | None) -> str:
+    """The numeric variant a backend's vectors belong to: torch and fp32 ONNX agree to float precision
+    (mean cosine 1.00000, BENCHMARKS.md); int8 weights give close but different vectors."""
+    return "int8" if backend == "onnx-int8" else "float"
+
+
 class ModelIdentity(BaseModel):
     """Everything that decides a passage's vector besides its text.
 
-    ``variant`` names the numeric path (the encoder backend: "torch", "onnx",
-    "onnx-int8", plus "-fp16" when run in half precision), because two
-    backends give close but different vectors and an index must not depend on
-    which build happened to encode which passage.
+    ``variant`` is the numeric precision (`precision_of` the backend): an
+    index must not mix int8 vectors with float ones, nor depend on which build
+    happened to encode which passage.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -108,7 +113,7 @@ class ModelIdentity(BaseModel):
     revision: str = Field(min_length=1)
     dimension: int = Field(ge=1, le=65_536)
     passage_prefix: str
-    variant: str = Field(default="torch", min_length=1)
+    variant: str = Field(default="float", min_length=1)
 
     @property
     def key(self) -> str:
@@ -117,17 +122,17 @@ class ModelIdentity(BaseModel):
         return hashlib.sha256(raw).hexdigest()[:24]
 
     @classmethod
-    def of_encoder(cls, encoder: object) -> ModelIdentity:
-        """The identity of a loaded digest_rag.encoder.Encoder (duck-typed: no torch import here)."""
-        variant = str(getattr(encoder, "backend", "torch"))
-        if variant == "torch" and str(getattr(encoder, "device", "cpu")) == "cuda":
-            variant += "-fp16"  # Encoder.load halves the model on CUDA
+    def of(cls, model: object, backend: str | None) -> ModelIdentity:
+        """The identity of a loaded Encoder, or of `model_files.ModelFacts` plus the backend that would load it.
+
+        Duck-typed (name, revision, dimension, passage_prefix) so that no torch import is needed here.
+        """
         return cls(
-            name=str(encoder.name),  # type: ignore[attr-defined]
-            revision=str(encoder.revision),  # type: ignore[attr-defined]
-            dimension=int(encoder.dimension),  # type: ignore[attr-defined]
-            passage_prefix=str(encoder.passage_prefix),  # type: ignore[attr-defined]
-            variant=variant,
+            name=str(model.name),  # type: ignore[attr-defined]
+            revision=str(model.revision),  # type: ignore[attr-defined]
+            dimension=int(model.dimension),  # type: ignore[attr-defined]
+            passage_prefix=str(model.passage_prefix),  # type: ignore[attr-defined]
+            variant=precision_of(backend),
         )
 
 
@@ -580,4 +585,5 @@ __all__ = [
     "EmbeddingCache",
     "ModelIdentity",
     "clear_cache",
+    "precision_of",
 ]

@@ -177,7 +177,7 @@ def test_never_mixes_models_or_dimensions(tmp_path: Path) -> None:
         IDENT.model_copy(update={"name": "other"}),
         IDENT.model_copy(update={"revision": "local-def"}),
         IDENT.model_copy(update={"passage_prefix": ""}),
-        IDENT.model_copy(update={"variant": "onnx-int8"}),
+        IDENT.model_copy(update={"variant": "int8"}),
     ]
     assert len({IDENT.key, *(o.key for o in others)}) == 6
     for other in others:
