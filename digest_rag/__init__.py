@@ -10,12 +10,12 @@ with FAISS and BM25 (Korean morphology by Kiwi), and search in Korean or English
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .chunking import chunk_paper, chunk_papers  # noqa: E402
-from .encoder import DEFAULT_MODEL, Encoder, resolve_model_name  # noqa: E402
-from .errors import (  # noqa: E402
+from .build import BuildReport
+from .chunking import chunk_paper, chunk_papers
+from .encoder import DEFAULT_MODEL, Encoder, resolve_model_name
+from .errors import (
     CorpusError,
+    DamagedIndexWarning,
     DigestRagError,
     EmptyQueryError,
     IncompatibleModelError,
@@ -23,23 +23,30 @@ from .errors import (  # noqa: E402
     IndexLockedError,
     IndexNotFoundError,
     IndexVersionError,
+    ModelFallbackWarning,
     ModelUnavailableError,
     ParseError,
+    QueryTruncatedWarning,
     UnsafeIndexPathError,
     UsageError,
 )
-from .index import (  # noqa: E402
-    BuildReport,
-    DamagedIndexWarning,
-    DigestIndex,
-    ModelFallbackWarning,
-    QueryTruncatedWarning,
+from .index import DigestIndex
+from .models import (
+    BuildOptions,
+    Chunk,
+    ChunkerSettings,
+    IndexManifest,
+    Paper,
+    SearchHit,
+    SearchResults,
+    Section,
 )
-from .models import Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section  # noqa: E402
-from .parsing import ParseResult, Skip, parse_file, parse_paths  # noqa: E402
+from .parsing import ParseResult, Skip, parse_file, parse_paths
+from .version import __version__
 
 __all__ = [
     "DEFAULT_MODEL",
+    "BuildOptions",
     "BuildReport",
     "Chunk",
     "ChunkerSettings",

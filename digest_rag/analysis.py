@@ -48,7 +48,7 @@ __all__ = [
     "Glossary",
     "default_glossary",
     "document_tokens",
-    "query_terms",
+    "query_term_weights",
     "tokenize",
     "tokenize_many",
     "get_kiwi",
@@ -424,7 +424,7 @@ def document_tokens(texts: Sequence[str], glossary: Glossary | None = None) -> l
     return out
 
 
-def query_terms(text: str, glossary: Glossary | None = None, weight: float = EXPANSION_WEIGHT) -> dict[str, float]:
+def query_term_weights(text: str, glossary: Glossary | None = None, weight: float = EXPANSION_WEIGHT) -> dict[str, float]:
     """Weighted BM25 terms of a query: its tokens (1.0), its concept tokens
     (`CONCEPT_WEIGHT`) and the other forms of its glossary concepts (``weight``).
 

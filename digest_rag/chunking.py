@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from .models import Chunk, ChunkerSettings, Paper
+from .models import PASSAGE_PREFIX, Chunk, ChunkerSettings, Paper
 from .text import detect_language, stable_int64
 
 TokenCounter = Callable[[str], int]
@@ -33,15 +33,6 @@ def approx_token_count(text: str) -> int:
     non_ascii = sum(1 for c in text if ord(c) > 127 and not c.isspace())
     ascii_chars = sum(1 for c in text if ord(c) <= 127 and not c.isspace())
     return non_ascii + (ascii_chars + 2) // 3 + 2
-
-
-def tokenizer_counter(tokenizer: object) -> TokenCounter:
-    """Token counter from a Hugging Face tokenizer, without special tokens."""
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
-
-    return count
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -110,7 +101,7 @@ def chunk_paper(
     paper: Paper,
     settings: ChunkerSettings | None = None,
     count_tokens: TokenCounter | None = None,
-    passage_prefix: str = "passage: ",
+    passage_prefix: str = PASSAGE_PREFIX,
 ) -> list[Chunk]:
     """Cut every section of ``paper`` into chunks that respect sentence boundaries.
 
@@ -224,7 +215,7 @@ def chunk_papers(
     papers: Sequence[Paper],
     settings: ChunkerSettings | None = None,
     count_tokens: TokenCounter | None = None,
-    passage_prefix: str = "passage: ",
+    passage_prefix: str = PASSAGE_PREFIX,
 ) -> list[Chunk]:
     """`chunk_paper` over many papers, in order."""
     out: list[Chunk] = []

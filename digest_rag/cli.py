@@ -17,15 +17,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
-from . import __version__
 from .display import format_hits
 from .errors import DigestRagError
 from .index import DEFAULT_INDEX_DIR, DigestIndex
+from .models import SEARCH_MODES, Backend, Language
+from .version import __version__
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
     from typer._click import exceptions as _click_exc
@@ -33,17 +34,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as _click_exc  # type: ignore[no-redef]
 
 
-
-class Mode(str, Enum):
-    """Search modes, as the CLI validates them (the library's SEARCH_MODES)."""
-
-    hybrid = "hybrid"
-    dense = "dense"
-    lexical = "lexical"
-
-
-Lang = Literal["ko", "en", "mixed"]
-Backend = Literal["torch", "onnx", "onnx-int8"]
+# Click needs an Enum to list choices in --help; it is made from the library's SEARCH_MODES, not redefined.
+Mode = Enum("Mode", {m: m for m in SEARCH_MODES}, type=str)  # type: ignore[misc]
 
 
 class _Group(TyperGroup):
@@ -223,10 +215,10 @@ def build(
     index: Path = IndexOpt,
     model: str = typer.Option(None, "--model", "-m", help="Model name or local path (default: $DIGEST_RAG_MODEL, else intfloat/multilingual-e5-small)."),
     lexical_only: bool = typer.Option(False, "--lexical-only", help="No embeddings: BM25 only, no model needed."),
-    factory: str = typer.Option(None, "--factory", help="FAISS factory string, e.g. 'IDMap2,HNSW32,Flat' (default: by size)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda or mps (default: auto)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Encoding batch size."),
-    backend: Backend = typer.Option("torch", "--backend", help="Encoder runtime (onnx needs the 'onnx' extra)."),
+    factory: str = typer.Option(None, "--factory", help="FAISS factory string, e.g. 'IDMap2,HNSW32,Flat' (default: the index's, else by size)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda or mps (default: the index's, else auto)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Encoding batch size (default: the index's, else 32)."),
+    backend: Backend = typer.Option(None, "--backend", help="Encoder runtime: torch, onnx or onnx-int8 (default: the index's, else torch; onnx needs the 'onnx' extra)."),
     strict: bool = typer.Option(False, "--strict", help="Fail if any file is skipped."),
     wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when no input file or option changed."),
@@ -238,10 +230,11 @@ def build(
     Example: digest-rag build corpus/ --index indexes/default
     """
     with _handled(), _progress(quiet or as_json) as bars:
+        # An absent flag is None, so the index's saved option applies rather than the flag's default.
         idx = DigestIndex.build(
-            [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model, lexical_only=lexical_only,
-            factory=factory, device=device, batch_size=batch_size, backend=backend, strict=strict, wait=wait,
-            progress=bars, force=force,
+            [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
+            lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size, backend=backend,
+            strict=strict or None, wait=wait, progress=bars, force=force,
         )
     _build_summary(idx, as_json)
 
@@ -281,7 +274,7 @@ def search(
     date_from: str = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD)."),
     date_to: str = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD)."),
     tag: list[str] = typer.Option(None, "--tag", help="Only papers with this tag (repeatable)."),
-    language: Lang = typer.Option(None, "--lang", help="Only matches in ko, en or mixed text."),
+    language: Language = typer.Option(None, "--lang", help="Only matches in ko, en or mixed text."),
     search_param: int = typer.Option(None, "--search-param", min=1,
                                      help="FAISS recall knob: efSearch for HNSW, nprobe for IVF (default: the index's)."),
     color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
@@ -295,7 +288,7 @@ def search(
         idx = DigestIndex.load(index, model=model, search_param=search_param)
         hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None, language=language)
         if as_json:
-            typer.echo(json.dumps([h.to_record() for h in hits], ensure_ascii=False, indent=2))
+            typer.echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
         else:
             width = min(shutil.get_terminal_size((100, 24)).columns, 120)
             use_color = _use_color(color)

@@ -1,13 +1,8 @@
-"""Human-readable search results: query-term highlighting and terminal layout.
+"""Human-readable search results: highlighting and terminal layout.
 
-Highlighting finds the query's BM25 terms (``digest_rag.analysis.tokenize``)
-back in a snippet. Korean words carry particles and endings ("스케일링의",
-"법칙을", "학습했다"), so Hangul text is re-analysed with Kiwi and each
-morpheme whose form (nouns) or lemma (verbs, adjectives) is a query term is
-marked at its exact character offsets; the particle stays unmarked. Latin
-words are matched through the same normalisation as the index ("models"
-matches "model", "SWE-bench" matches "bench"), and the glossary's English
-forms of a Korean query term are marked too ("스케일링 법칙" marks "Scaling Laws").
+Where the query's words are in a text is `digest_rag.snippets.match_spans`'s
+job; this module only marks those spans (ANSI, markdown, brackets) and lays
+hits out for a terminal, wrapping by display width (Hangul takes two columns).
 
     >>> from digest_rag.display import highlight
     >>> highlight("스케일링 법칙을 따르는 모델", "스케일링 법칙", style="markdown")  # doctest: +SKIP
@@ -16,13 +11,12 @@ forms of a Korean query term are marked too ("스케일링 법칙" marks "Scalin
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from .analysis import get_kiwi, tokenize, tokenize_many
 from .models import SearchHit
+from .snippets import Span, highlight_terms, match_spans
 
 __all__ = [
     "HighlightStyle",
@@ -31,18 +25,9 @@ __all__ = [
     "format_hits",
     "highlight",
     "match_spans",
-    "query_terms",
 ]
 
 HighlightStyle = Literal["ansi", "markdown", "brackets", "none"]
-
-Span = tuple[int, int]
-
-# Same word shape the analyser uses for Latin text, so spans cover what BM25 matched.
-_LATIN_WORD = re.compile(r"[0-9A-Za-z\u00c0-\u024f]+(?:[-.'\u2019][0-9A-Za-z\u00c0-\u024f]+)*")
-_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\u4e00-\u9fff]")
-_NOUN_TAGS = frozenset({"NNG", "NNP", "XR", "SH"})
-_PRED_TAGS = frozenset({"VV", "VA"})
 
 _ANSI_MATCH = ("\x1b[1;33m", "\x1b[0m")  # bold yellow: readable on dark and light themes
 _ANSI_BOLD = ("\x1b[1m", "\x1b[0m")
@@ -53,71 +38,6 @@ _MARKS: dict[str, tuple[str, str]] = {
     "brackets": ("[", "]"),
     "none": ("", ""),
 }
-
-
-def query_terms(query: str) -> frozenset[str]:
-    """The normalised words of ``query`` that highlighting looks for: BM25's own query terms.
-
-    Where the analyser expands a query through its bilingual glossary
-    ("스케일링 법칙" -> "scaling", "law"), the expansions are highlighted too,
-    so an English snippet found by a Korean question shows why it matched.
-    """
-    try:
-        from .analysis import query_terms as _bm25_query_terms
-    except ImportError:  # an analyser without glossary expansion: the plain tokens
-        return frozenset(tokenize(query))
-    # Concept tokens ("ml:12") stand for phrases and never occur as words in text.
-    return frozenset(t for t in _bm25_query_terms(query) if ":" not in t)
-
-
-def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
-    matches = list(_LATIN_WORD.finditer(text))
-    if not matches:
-        return []
-    # Each Latin word alone never reaches Kiwi, so this is a cheap regex pass.
-    tokens = tokenize_many([m.group(0) for m in matches])
-    return [m.span() for m, toks in zip(matches, tokens, strict=True) if terms.intersection(toks)]
-
-
-def _korean_spans(text: str, terms: frozenset[str]) -> list[Span]:
-    if not _HANGUL.search(text):
-        return []
-    spans: list[Span] = []
-    for t in get_kiwi().tokenize(text):
-        tag = str(t.tag).split("-", 1)[0]
-        if tag in _NOUN_TAGS:
-            hit = t.form in terms
-        elif tag in _PRED_TAGS:
-            hit = (getattr(t, "lemma", None) or t.form + "다") in terms
-        else:
-            continue
-        if hit and _HANGUL.search(t.form):
-            spans.append((int(t.start), int(t.start) + int(t.len)))
-    return spans
-
-
-def _merge(spans: Iterable[Span]) -> list[Span]:
-    out: list[Span] = []
-    for start, end in sorted(spans):
-        if end <= start:
-            continue
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
-def match_spans(text: str, query: str | Iterable[str]) -> list[Span]:
-    """Sorted, non-overlapping ``(start, end)`` character spans of query terms in ``text``.
-
-    ``query`` is the question as typed, or an iterable of already-normalised
-    terms (as returned by :func:`query_terms`).
-    """
-    terms = query_terms(query) if isinstance(query, str) else frozenset(query)
-    if not terms or not text:
-        return []
-    return _merge([*_latin_spans(text, terms), *_korean_spans(text, terms)])
 
 
 def _apply(text: str, spans: Sequence[Span], marks: tuple[str, str], offset: int = 0) -> str:
@@ -224,5 +144,5 @@ def format_hits(hits: Sequence[SearchHit], query: str, *, color: bool = False, w
     """A ranked, readable list of hits (blank line between papers); "no matching papers" when empty."""
     if not hits:
         return "no matching papers"
-    terms = query_terms(query)
+    terms = highlight_terms(query)
     return "\n\n".join(format_hit(h, i, terms, color=color, width=width) for i, h in enumerate(hits, 1))

@@ -14,11 +14,12 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .errors import ModelUnavailableError, UsageError
+from .models import BACKENDS, PASSAGE_PREFIX, QUERY_PREFIX
 from .threads import configure_threads
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,6 @@ MODEL_ALIASES: dict[str, str] = {
     "e5-base": "intfloat/multilingual-e5-base",
     "e5-large": "intfloat/multilingual-e5-large",
 }
-QUERY_PREFIX = "query: "
-PASSAGE_PREFIX = "passage: "
-
-Backend = Literal["torch", "onnx", "onnx-int8"]
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
 
 
 def resolve_model_name(model: str | os.PathLike[str] | None = None) -> str:

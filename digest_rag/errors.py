@@ -1,4 +1,4 @@
-"""Typed exceptions. The CLI maps each family to one line and an exit code."""
+"""Typed exceptions and warnings. The CLI maps each exception family to one line and an exit code."""
 
 from __future__ import annotations
 
@@ -59,3 +59,15 @@ class ModelUnavailableError(DigestRagError):
     """The embedding model cannot be loaded (offline, no cache, bad path)."""
 
     exit_code = 3
+
+
+class ModelFallbackWarning(UserWarning):
+    """Hybrid search answered from the lexical side, or a build went lexical-only, because the encoder is unavailable."""
+
+
+class QueryTruncatedWarning(UserWarning):
+    """A query longer than the query length limit was cut."""
+
+
+class DamagedIndexWarning(UserWarning):
+    """A build found the previous index damaged and rebuilt from scratch (no embedding reuse)."""

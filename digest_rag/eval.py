@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import bm25s
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from .errors import ParseError, UsageError
+from .errors import DigestRagError, ParseError, UsageError
 from .models import Paper
 
 __all__ = [
@@ -289,10 +290,6 @@ def evaluate_index(
     lexical-only index, or with no model available) is reported as skipped
     in a warning rather than failing the whole report.
     """
-    import warnings
-
-    from .errors import DigestRagError
-
     queries = load_queries(queries_path)
     papers = list(index.papers.values())  # type: ignore[attr-defined]
     report = EvalReport(query_file=str(queries_path))

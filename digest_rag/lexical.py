@@ -24,7 +24,7 @@ import bm25s
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .analysis import ANALYSIS_VERSION, bundled_glossary_text, document_tokens, query_terms
+from .analysis import ANALYSIS_VERSION, bundled_glossary_text, document_tokens, query_term_weights
 from .errors import IndexCorruptedError
 from .models import Chunk, Paper
 from .text import sha256_text
@@ -183,9 +183,9 @@ class LexicalIndex:
 
         The query's own tokens count once each (a repeated word does not double
         its weight); glossary expansions into the other language count
-        `EXPANSION_WEIGHT` (see `analysis.query_terms`).
+        `EXPANSION_WEIGHT` (see `analysis.query_term_weights`).
         """
-        return self.term_scores(query_terms(query))
+        return self.term_scores(query_term_weights(query))
 
     def term_scores(self, terms: dict[str, float]) -> np.ndarray:
         """Weighted sum of the per-term BM25 scores of `terms` (token -> weight)."""

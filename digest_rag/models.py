@@ -9,24 +9,36 @@ CLI as they are.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - pandas is optional, for to_frame() only
     import pandas as pd
 
+# Every enumeration of the library, defined once. The tuples are derived from the Literal types so
+# the two can never disagree; the CLI, the parsers and the query checks all take them from here.
 SectionKind = Literal["summary", "abstract", "commentary", "key_points", "body"]
 # Chunks add "title": one short passage per paper holding only its titles (see chunking.py).
 ChunkKind = Literal["title", "summary", "abstract", "commentary", "key_points", "body"]
 Language = Literal["ko", "en", "mixed"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
 SourceFormat = Literal["weekly", "daily", "blog", "notes", "jsonl"]
+Backend = Literal["torch", "onnx", "onnx-int8"]
 
-SECTION_KINDS: tuple[str, ...] = ("summary", "abstract", "commentary", "key_points", "body")
-LANGUAGES: tuple[str, ...] = ("ko", "en", "mixed")
-SEARCH_MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
+SECTION_KINDS: tuple[str, ...] = get_args(SectionKind)
+CHUNK_KINDS: tuple[str, ...] = get_args(ChunkKind)
+LANGUAGES: tuple[str, ...] = get_args(Language)
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+SOURCE_FORMATS: tuple[str, ...] = get_args(SourceFormat)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+# The E5 instruction prefixes: every query and passage is embedded with one of them.
+QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
 
 
 class Section(BaseModel):
@@ -149,6 +161,49 @@ class ChunkerSettings(BaseModel):
     title_chunk: bool = Field(default=True, description="also embed one passage of the titles alone per paper")
 
 
+class BuildOptions(BaseModel):
+    """Every option that decides what a build writes. Saved in manifest.json and inherited by later builds.
+
+    ``None`` means "the default": for ``model``, $DIGEST_RAG_MODEL or
+    multilingual-e5-small (falling back to lexical-only with a warning when it
+    cannot be loaded); for ``chunker``, the default settings sized to the
+    model; for ``factory``, a FAISS index chosen by corpus size; for
+    ``device``, the best one available.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(default=None, description="model name, alias or local path")
+    backend: Backend = Field(default="torch", description="encoder runtime: torch, onnx or onnx-int8")
+    device: str | None = Field(default=None, description="cpu, cuda or mps")
+    batch_size: int = Field(default=32, ge=1, description="encoding batch size")
+    factory: str | None = Field(default=None, description="FAISS factory string")
+    chunker: ChunkerSettings | None = Field(default=None, description="how sections are cut into chunks")
+    lexical_only: bool = Field(default=False, description="no embeddings: BM25 only")
+    strict: bool = Field(default=False, description="fail when any input file is skipped")
+
+    @classmethod
+    def from_manifest(cls, manifest: IndexManifest) -> BuildOptions:
+        """The options an index was built with; a format-1 index (which did not save them) gets them inferred."""
+        if manifest.build_options is not None:
+            return manifest.build_options
+        return cls(model=manifest.model_name, backend=manifest.backend or "torch", chunker=manifest.chunker)
+
+    def overridden(self, overrides: Mapping[str, Any]) -> BuildOptions:
+        """These options with ``overrides`` applied; an unknown name or a bad value is a UsageError."""
+        unknown = sorted(set(overrides) - set(type(self).model_fields))
+        if unknown:
+            raise UsageError(
+                f"unknown build option(s) {', '.join(repr(u) for u in unknown)}; "
+                f"known: {', '.join(type(self).model_fields)}"
+            )
+        try:
+            return type(self).model_validate({**self.model_dump(), **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UsageError(f"build option {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+
+
 class IndexManifest(BaseModel):
     """manifest.json: what an index directory holds and how it was made."""
 
@@ -159,10 +214,13 @@ class IndexManifest(BaseModel):
     model_name: str | None = Field(description="None for a lexical-only index")
     model_revision: str | None = None
     dimension: int | None = None
-    query_prefix: str = "query: "
-    passage_prefix: str = "passage: "
+    query_prefix: str = QUERY_PREFIX
+    passage_prefix: str = PASSAGE_PREFIX
     normalized: bool = True
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
+    build_options: BuildOptions | None = Field(
+        default=None, description="the options of the build that wrote this index (None in format 1, which did not save them)"
+    )
     corpus_fingerprint: str
     inputs_fingerprint: str | None = Field(
         default=None,

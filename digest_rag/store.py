@@ -125,15 +125,6 @@ class Store:
         """Close the connection."""
         self.con.close()
 
-    def check(self) -> None:
-        """SQLite's own integrity check; raises IndexCorruptedError on any complaint."""
-        try:
-            res = self.con.execute("PRAGMA quick_check").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
-        if not res or res[0] != "ok":
-            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({res[0] if res else 'no answer'})")
-
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         try:
             return self.con.execute(sql, params).fetchall()

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from .text import read_text
+
 E5_SMALL_SHAPE: dict[str, int] = {
     "num_hidden_layers": 12,
     "hidden_size": 384,
@@ -139,8 +141,6 @@ def build_e5_shaped_model(output_dir: str | Path, texts: Iterable[str], *, seed:
 
 def corpus_texts(paths: Iterable[str | Path]) -> list[str]:
     """Lines of the given text files (directories expanded), for training a tokenizer."""
-    from .text import read_text
-
     out: list[str] = []
     for p in paths:
         path = Path(p)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexCorruptedError, UsageError
+from .threads import faiss_build_threads, faiss_search_threads
 
 EXACT_LIMIT = 100_000
 # ~2*sqrt(n) lists: each list holds ~sqrt(n)/2 vectors (500 at 1M), and k-means stays affordable on 2 cores.
@@ -107,8 +108,6 @@ def build_faiss(ids: np.ndarray, vectors: np.ndarray, factory: str | None = None
     one raises UsageError. Approximate indexes get their default search
     parameter (:func:`default_search_param`), which FAISS saves with the index.
     """
-    from .threads import faiss_build_threads
-
     n, dim = vectors.shape if vectors.ndim == 2 else (0, 0)
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     index, factory = new_index(n, dim, factory)
@@ -182,7 +181,6 @@ def add_shard(trained: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.n
     """
     import faiss
 
-    from .threads import faiss_build_threads
 
     index = faiss.deserialize_index(trained)
     with faiss_build_threads():
@@ -218,7 +216,6 @@ def merge_shards(
     """
     import faiss
 
-    from .threads import faiss_build_threads
 
     blob = faiss.serialize_index(trained)
     if trained.ntotal:
@@ -260,7 +257,6 @@ def build_faiss_sharded(
     merges the shards with :func:`merge_shards` (``mapper`` runs the adds,
     e.g. as Ray tasks). The index equals ``build_faiss`` of the concatenation.
     """
-    from .threads import faiss_build_threads
 
     n = sum(len(ids) for ids, _x in shards)
     dim = dimension if dimension is not None else (int(shards[0][1].shape[1]) if shards else 0)
@@ -353,7 +349,6 @@ def search_faiss(
     """Top-k (chunk id, score) for one query vector; ``allowed`` restricts to those ids."""
     import faiss
 
-    from .threads import faiss_search_threads
 
     ntotal = int(index.ntotal)
     if ntotal == 0 or k <= 0:

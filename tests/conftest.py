@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def seed_corpus() -> Path:
     return ROOT / "corpus"
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path, seed_corpus: Path) -> Path:
+    """A writable copy of the seed corpus, for tests that edit files between builds."""
+    out = tmp_path / "corpus"
+    shutil.copytree(seed_corpus, out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from digest_rag.analysis import (
     Glossary,
     default_glossary,
     document_tokens,
-    query_terms,
+    query_term_weights,
     tokenize,
     tokenize_many,
 )
@@ -180,20 +180,20 @@ def test_bundled_glossary_is_versioned_and_sizeable() -> None:
     ],
 )
 def test_bundled_glossary_expands_transliterations(query: str, english: set[str]) -> None:
-    terms = query_terms(query)
+    terms = query_term_weights(query)
     assert english <= set(terms)
     assert all(terms[e] == EXPANSION_WEIGHT for e in english)
 
 
 def test_query_terms_without_expansion_keeps_tokens() -> None:
-    terms = query_terms("스케일링 법칙", weight=0)
+    terms = query_term_weights("스케일링 법칙", weight=0)
     assert terms["스케일링"] == 1.0 and "scaling" not in terms
     assert any(t.startswith("ml:") for t in terms)  # concept tokens are analysis, always on
 
 
 def test_document_and_query_share_concept_tokens() -> None:
     doc = set(document_tokens(["We fit scaling laws for MoE."])[0])
-    query = {t for t in query_terms("스케일링 법칙에 대한 논문") if t.startswith("ml:")}
+    query = {t for t in query_term_weights("스케일링 법칙에 대한 논문") if t.startswith("ml:")}
     assert query and query <= doc
     other = set(document_tokens(["This attack follows a power law."])[0])
     assert not query & other

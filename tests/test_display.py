@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from digest_rag import SearchHit, SearchResults
-from digest_rag.display import display_width, format_hits, highlight, match_spans, query_terms
+from digest_rag.display import display_width, format_hits, highlight
+from digest_rag.snippets import highlight_terms, match_spans
 
 
 def test_korean_terms_highlighted_without_their_particles() -> None:
@@ -17,7 +18,7 @@ def test_korean_terms_highlighted_without_their_particles() -> None:
     assert "**스케일링** **법칙**을 따르는" in out
     assert "**스케일링**이" in out
     # Question words and particles of the query itself (논문, 찾다, 대하다) are not terms.
-    assert "논문" not in query_terms("스케일링 법칙에 대한 논문을 찾아줘")
+    assert "논문" not in highlight_terms("스케일링 법칙에 대한 논문을 찾아줘")
 
 
 def test_korean_predicates_match_by_lemma() -> None:
@@ -94,11 +95,7 @@ def test_to_frame_without_pandas_says_how_to_install(monkeypatch: pytest.MonkeyP
 
 
 def test_korean_query_highlights_english_glossary_forms() -> None:
-    from digest_rag import analysis
-
-    if not hasattr(analysis, "query_terms"):
-        pytest.skip("this analyser has no glossary expansion")
-    terms = query_terms("스케일링 법칙에 대한 논문을 찾아줘")
+    terms = highlight_terms("스케일링 법칙에 대한 논문을 찾아줘")
     if "scaling" not in terms:
         pytest.skip("the bundled glossary does not map 스케일링 법칙 to English")
     out = highlight("We fit Scaling Laws for MoE.", terms, style="brackets")

@@ -16,13 +16,6 @@ from digest_rag.models import ChunkerSettings
 BLOG = "2024-04-22-blog-llama-introduction.txt"
 
 
-@pytest.fixture()
-def corpus(tmp_path: Path, seed_corpus: Path) -> Path:
-    out = tmp_path / "corpus"
-    shutil.copytree(seed_corpus, out)
-    return out
-
-
 def test_cache_hits_skip_the_encoder(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
     first = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
     calls, texts = tiny_encoder.encode_calls, tiny_encoder.encoded_texts
@@ -79,8 +72,9 @@ def test_factory_override_recorded_and_searchable(tmp_path: Path, corpus: Path, 
     assert idx.manifest.index_type == "IDMap2,HNSW16,Flat" and idx.manifest.search_param == 64
     title = next(iter(idx.papers.values())).title
     assert idx.search(title, k=3, mode="dense")
-    # Rebuilding with a new factory re-uses every embedding.
-    flat = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder)
+    # Rebuilding with a new factory re-uses every embedding. (Since BuildOptions are saved with the index,
+    # a plain rebuild would keep HNSW16: the new factory is asked for explicitly.)
+    flat = DigestIndex.build([corpus], index_dir=tmp_path / "ix", encoder=tiny_encoder, factory="IDMap2,Flat")
     assert flat.manifest.index_type == "IDMap2,Flat" and flat.manifest.search_param is None
     assert flat.last_build.encoded == 0
 

@@ -98,7 +98,7 @@ def test_readme_cli_commands_run(readme: str, workspace: Path) -> None:
     assert {"build", "search", "info", "update", "eval"} <= ran
 
 
-@pytest.mark.filterwarnings("ignore::digest_rag.index.ModelFallbackWarning")  # offline on purpose
+@pytest.mark.filterwarnings("ignore::digest_rag.errors.ModelFallbackWarning")  # offline on purpose
 def test_readme_python_snippets_run(readme: str, workspace: Path) -> None:
     namespace: dict[str, object] = {"__name__": "readme"}
     blocks = _blocks(readme, "python")

@@ -60,7 +60,7 @@ def test_not_a_database(tmp_path: Path) -> None:
 
 
 def test_token_cache_is_keyed_by_analysis(seed_index_dir: Path, tmp_path: Path) -> None:
-    from digest_rag.index import read_manifest
+    from digest_rag.layout import read_manifest
     from digest_rag.lexical import analysis_cache_key
 
     src = seed_index_dir / read_manifest(seed_index_dir).data_dir / "store.sqlite"

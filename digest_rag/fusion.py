@@ -1,14 +1,13 @@
-"""Fusion of retrievers' chunk rankings and aggregation of chunks into papers."""
+"""Fusion of retrievers' chunk rankings, and aggregation of chunks into papers."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from .models import Chunk, Paper, SearchHit, SearchMode
+from .snippets import make_snippet
 
 RRF_K = 60
-SNIPPET_CHARS = 320
 
 
 def rrf_fuse(rankings: Mapping[str, Sequence[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float, list[str]]]:
@@ -67,63 +66,14 @@ def fuse_papers(
     return [(best_chunk[pid], score, sorted(found[pid])) for pid, score in order]
 
 
-# A sentence ends before this whitespace: Latin/CJK punctuation, or the Korean
-# declarative ending "다." that most commentary sentences close with.
-_SENTENCE_END = re.compile(r"[.!?。？！]\s")
-
-
-def _window_start(flat: str, spans: Sequence[tuple[int, int]], limit: int) -> int:
-    """Where a ``limit``-character window over ``flat`` shows the most query matches.
-
-    The window opens a little before its first match (a fifth of ``limit``) so
-    the reader sees what leads up to it, at the sentence start nearest to that
-    point when one is close enough, else at a word boundary.
-    """
-    lead = limit // 5
-    best, best_count = 0, -1
-    for first, _end in spans:
-        start = max(0, min(first - lead, len(flat) - limit))
-        count = sum(1 for a, b in spans if a >= start and b <= start + limit)
-        if count > best_count:  # strictly greater: ties keep the earliest window
-            best, best_count = start, count
-    if best == 0:
-        return 0
-    inside = [(a, b) for a, b in spans if a >= best and b <= best + limit]
-    first_in, last_in = inside[0][0], inside[-1][1]
-    # Moving the start earlier must not push the last counted match past the cut
-    # (which lands on the last space before ``limit``, hence the 2 characters).
-    floor = min(first_in, max(0, best - lead, last_in - limit + 2))
-    starts = [m.end() for m in _SENTENCE_END.finditer(flat, floor, first_in)]
-    if starts:
-        return min(starts, key=lambda i: abs(i - best))
-    space = flat.rfind(" ", floor, best + 1)
-    return space + 1 if space >= 0 else max(best, floor)
-
-
-def make_snippet(text: str, limit: int = SNIPPET_CHARS, query: str | Iterable[str] | None = None) -> str:
-    """The chunk text on one line, about ``limit`` characters, cut at word boundaries.
-
-    With ``query`` (the question, or terms from :func:`digest_rag.display.query_terms`),
-    a chunk longer than ``limit`` is shown around the passage with the most
-    query-term matches rather than from its start, with "…" marking what was
-    left out on either side; a chunk without matches is shown from its start.
-    """
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    start = 0
-    if query is not None:
-        from .display import match_spans  # display needs Kiwi; plain snippets must not
-
-        spans = match_spans(flat, query)
-        if spans:
-            start = _window_start(flat, spans, limit)
-    body = flat[start:]
-    prefix = "… " if start > 0 else ""
-    if len(body) <= limit:
-        return prefix + body
-    cut = body.rfind(" ", 0, limit)
-    return prefix + body[: cut if cut > limit // 2 else limit].rstrip() + " …"
+def rank_chunks(
+    rankings: Mapping[str, Sequence[tuple[int, float]]], chunk_paper: Mapping[int, str]
+) -> list[tuple[int, float, list[str]]]:
+    """(chunk id, score, retrievers) best first: one retriever's ranking as it is, several fused by paper."""
+    if len(rankings) == 1:
+        name, ranking = next(iter(rankings.items()))
+        return [(cid, score, [name]) for cid, score in ranking]
+    return fuse_papers(rankings, chunk_paper)
 
 
 def aggregate(

@@ -1,0 +1,142 @@
+"""The build pipeline's options (digest_rag.build / BuildOptions): saved with the index, inherited, overridden."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from digest_rag import BuildOptions, DigestIndex
+from digest_rag.cli import app
+from digest_rag.encoder import Encoder
+from digest_rag.errors import IndexVersionError, ModelFallbackWarning, UsageError
+from digest_rag.layout import MANIFEST, read_manifest
+from digest_rag.models import ChunkerSettings
+
+BLOG = "2024-04-22-blog-llama-introduction.txt"
+CUSTOM = ChunkerSettings(target_tokens=48, overlap_tokens=8, max_tokens=128)
+HNSW = "IDMap2,HNSW16,Flat"
+
+
+def _touch_blog(corpus: Path) -> None:
+    with open(corpus / BLOG, "a", encoding="utf-8") as fh:
+        fh.write("\nAn added closing sentence about tokenizer efficiency and grouped-query attention.\n")
+
+
+def test_update_and_rebuild_keep_custom_chunker_and_factory(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:
+    ix = tmp_path / "ix"
+    first = DigestIndex.build([corpus], index_dir=ix, model=str(tiny_model), chunker=CUSTOM, factory=HNSW)
+    default = DigestIndex.build([corpus], index_dir=tmp_path / "default", model=str(tiny_model))
+    # The custom settings matter: the same corpus gives more, smaller chunks.
+    assert first.manifest.chunk_count > default.manifest.chunk_count
+    _touch_blog(corpus)
+    upd = DigestIndex.update([corpus / BLOG], index_dir=ix)
+    assert upd.manifest.chunker == CUSTOM and upd.manifest.index_type == HNSW
+    assert upd.manifest.chunk_count >= first.manifest.chunk_count
+    assert upd.last_build.full_rebuild_reason is None and upd.last_build.encoded < upd.manifest.chunk_count / 4
+    again = DigestIndex.build([corpus], index_dir=ix, force=True)
+    assert again.manifest.chunker == CUSTOM and again.manifest.index_type == HNSW
+    assert again.manifest.model_name == str(tiny_model) and again.last_build.encoded == 0
+    for idx in (first, default, upd, again):
+        idx.close()
+
+
+def test_update_and_rebuild_keep_the_backend(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'digest-rag[onnx]')")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)  # the ONNX export is written beside the weights
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, model=str(model), backend="onnx").close()
+    _touch_blog(corpus)
+    upd = DigestIndex.update([corpus / BLOG], index_dir=ix)
+    assert upd.manifest.backend == "onnx" and upd.manifest.build_options.backend == "onnx"
+    assert upd.last_build.encoded < upd.manifest.chunk_count / 4
+    upd.close()
+    again = DigestIndex.build([corpus], index_dir=ix, force=True)
+    assert again.manifest.backend == "onnx" and again.last_build.encoded == 0
+    again.close()
+
+
+def test_explicit_override_wins_and_reencodes(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, encoder=tiny_encoder, chunker=CUSTOM).close()
+    over = DigestIndex.build([corpus], index_dir=ix, encoder=tiny_encoder, chunker=ChunkerSettings())
+    assert over.manifest.chunker == ChunkerSettings() and over.manifest.build_options.chunker == ChunkerSettings()
+    assert over.last_build.full_rebuild_reason == "chunker settings changed"
+    assert over.last_build.encoded > 0 and over.last_build.reused == 0
+    over.close()
+    # A factory override needs no new vectors.
+    flat = DigestIndex.build([corpus], index_dir=ix, encoder=tiny_encoder, factory="IDMap2,Flat")
+    assert flat.manifest.index_type == "IDMap2,Flat" and flat.last_build.encoded == 0
+    flat.close()
+
+
+def test_unknown_or_bad_option_is_a_usage_error(tmp_path: Path, corpus: Path) -> None:
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, lexical_only=True).close()
+    with pytest.raises(UsageError, match="unknown build option.*'chunkr'"):
+        DigestIndex.update([corpus / BLOG], index_dir=ix, chunkr=CUSTOM)
+    with pytest.raises(UsageError, match="unknown build option.*'bogus'"):
+        DigestIndex.build([corpus], index_dir=ix, bogus=1)
+    with pytest.raises(UsageError, match="batch_size"):
+        DigestIndex.build([corpus], index_dir=ix, batch_size=0)
+    with pytest.raises(UsageError, match="backend"):
+        DigestIndex.build([corpus], index_dir=ix, backend="tensorflow")
+    res = CliRunner().invoke(app, ["update", str(corpus / BLOG), "--index", str(ix), "--chunker", "x"])
+    assert res.exit_code == 1 and "No such option" in res.output and "Traceback" not in res.output
+
+
+def test_build_options_round_trip_through_the_manifest(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, model=str(tiny_model), chunker=CUSTOM, factory=HNSW,
+                      batch_size=7, strict=False).close()
+    saved = read_manifest(ix).build_options
+    assert saved == BuildOptions(model=str(tiny_model), backend="torch", batch_size=7, factory=HNSW, chunker=CUSTOM)
+    raw = json.loads((ix / MANIFEST).read_text(encoding="utf-8"))["build_options"]
+    assert BuildOptions.model_validate(raw) == saved
+    assert BuildOptions.model_validate_json(saved.model_dump_json()) == saved
+
+
+def test_previous_format_version_loads_and_updates(tmp_path: Path, corpus: Path, tiny_encoder: Encoder) -> None:
+    """Format 1 (digest_rag 0.1) saved no build options: it still loads, searches and updates, its
+    options inferred from the manifest; an unknown future version is refused with the rebuild message."""
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, encoder=tiny_encoder, chunker=CUSTOM).close()
+    raw = json.loads((ix / MANIFEST).read_text(encoding="utf-8"))
+    raw["format_version"] = 1
+    del raw["build_options"]
+    (ix / MANIFEST).write_text(json.dumps(raw), encoding="utf-8")
+    old = DigestIndex.load(ix)
+    assert old.manifest.format_version == 1 and old.manifest.build_options is None
+    assert old.search("Many-shot jailbreaking", k=1, mode="lexical")[0].paper.title == "Many-shot Jailbreaking"
+    old.close()
+    _touch_blog(corpus)
+    upd = DigestIndex.update([corpus / BLOG], index_dir=ix, encoder=tiny_encoder)
+    assert upd.manifest.format_version == 2 and upd.manifest.chunker == CUSTOM
+    assert upd.last_build.full_rebuild_reason is None
+    upd.close()
+    raw["format_version"] = 99
+    (ix / MANIFEST).write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(IndexVersionError, match="rebuild the index"):
+        DigestIndex.load(ix)
+
+
+def test_update_keeps_a_lexical_only_index_lexical(
+    tmp_path: Path, corpus: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, lexical_only=True).close()
+    monkeypatch.setenv("DIGEST_RAG_MODEL", str(tiny_model))  # must not turn the index dense behind the user's back
+    _touch_blog(corpus)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelFallbackWarning)
+        upd = DigestIndex.update([corpus / BLOG], index_dir=ix)
+    assert upd.manifest.model_name is None and upd.last_build.lexical_only and upd.last_build.encoded == 0
+    upd.close()
+    dense = DigestIndex.update([corpus / BLOG], index_dir=ix, model=str(tiny_model))  # asked for explicitly
+    assert dense.manifest.model_name == str(tiny_model)
+    dense.close()

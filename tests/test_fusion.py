@@ -1,0 +1,39 @@
+"""Fusion of rankings and aggregation of chunks into papers (digest_rag.fusion)."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest_rag.fusion import aggregate, fuse_papers, rrf_fuse
+from digest_rag.models import Chunk, Paper
+
+
+def chunk(cid: int, pid: str, text: str = "text", kind: str = "summary") -> Chunk:
+    return Chunk(id=cid, paper_id=pid, section_index=-1 if kind == "title" else 0, section_kind=kind,
+                 language="en", text=text, start=0, end=len(text))
+
+
+def test_rrf_rewards_agreement_and_reports_retrievers() -> None:
+    fused = rrf_fuse({"dense": [(1, 0.9), (2, 0.8)], "lexical": [(2, 7.0), (3, 5.0)]})
+    assert [cid for cid, _s, _n in fused] == [2, 1, 3]
+    assert fused[0][2] == ["dense", "lexical"] and fused[1][2] == ["dense"]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_fuse_papers_counts_each_paper_once_per_retriever() -> None:
+    # Paper "a" has three chunks high in the dense list; "b" is first in both lists.
+    owner = {1: "a", 2: "a", 3: "a", 4: "b", 5: "c"}
+    fused = fuse_papers({"dense": [(4, 1.0), (1, 0.9), (2, 0.8), (3, 0.7)], "lexical": [(4, 9.0), (5, 8.0), (1, 1.0)]}, owner)
+    assert [owner[cid] for cid, _s, _n in fused] == ["b", "a", "c"]
+    assert fused[0][1] == pytest.approx(2 / 61)  # rank 1 in both, not more for extra chunks
+
+
+def test_aggregate_one_hit_per_paper_and_no_title_snippet() -> None:
+    papers = {p: Paper(id=p, title=f"Paper {p}") for p in "ab"}
+    chunks = {1: chunk(1, "a", "Paper a", kind="title"), 2: chunk(2, "a", "body of a"), 3: chunk(3, "b", "body of b"),
+              4: chunk(4, "a", "more of a")}
+    hits = aggregate([(1, 0.9, ["dense"]), (3, 0.8, ["lexical"]), (2, 0.7, ["dense"]), (4, 0.6, ["lexical"])], chunks, papers, k=5)
+    assert [h.paper.id for h in hits] == ["a", "b"]
+    assert hits[0].score == 0.9 and hits[0].snippet == "body of a" and hits[0].chunk_id == 2
+    assert hits[0].modes == ["dense", "lexical"]
+    assert len(aggregate([(3, 0.8, ["lexical"]), (2, 0.7, ["dense"])], chunks, papers, k=1)) == 1
