@@ -64,6 +64,9 @@ class Paper(BaseModel):
     source: str = Field(default="", description="file the paper was read from")
     format: SourceFormat | None = None
     sections: list[Section] = Field(default_factory=list)
+    title_from_filename: bool = Field(
+        default=False, description="the note had no title line: the title was taken from its file name"
+    )
 
     @property
     def display_title(self) -> str:

@@ -19,6 +19,9 @@ URL_RE = re.compile(r"https?://[^\s<>\"'()\[\]{}]+")
 # "#tag #tag-two #tag_3" and nothing else; "# Heading" (with a space) is not a tag line.
 TAG_LINE_RE = re.compile(r"^\s*#[^\s#]+(?:\s+#[^\s#]+)*\s*$")
 URL_LINE_RE = re.compile(r"^\s*<?https?://\S+>?\s*$")
+# Lines are cut to this many characters before structural patterns look at them: no heading,
+# title or byline is longer, and it bounds the work any pattern can do on a hostile line.
+MAX_MATCH_LINE = 4096
 
 
 def guard(func: Callable[[str, str], T]) -> Callable[[str, str], T]:
@@ -66,7 +69,7 @@ def find_urls(text: str) -> list[str]:
 
 def is_tag_line(line: str) -> bool:
     """True for a line made only of '#tag' words."""
-    return bool(TAG_LINE_RE.match(line))
+    return len(line) <= MAX_MATCH_LINE and bool(TAG_LINE_RE.match(line))
 
 
 def tags_of(line: str) -> list[str]:
@@ -76,7 +79,7 @@ def tags_of(line: str) -> list[str]:
 
 def is_url_line(line: str) -> bool:
     """True for a line holding a single URL and nothing else."""
-    return bool(URL_LINE_RE.match(line))
+    return len(line) <= MAX_MATCH_LINE and bool(URL_LINE_RE.match(line))
 
 
 def merge_unique(*lists: Iterable[str]) -> list[str]:

@@ -26,6 +26,7 @@ from ..errors import ParseError
 from ..models import Paper
 from ..text import arxiv_ids, detect_language, has_hangul, make_paper_id
 from ._util import (
+    MAX_MATCH_LINE,
     find_urls,
     guard,
     is_tag_line,
@@ -37,9 +38,12 @@ from ._util import (
     tags_of,
     trailing_parenthetical,
 )
+from .notes_newer import english_block, is_newer_note, italic_title_line, parse_newer
 
 _PREFIX_RE = re.compile(r"^(?P<d>\d{6})(?:\s+|$)")
-_ATX_RE = re.compile(r"^#{1,6}\s+(?P<t>\S.*?)\s*#*\s*$")
+# The heading text is trimmed of closing '#'s in Python (`_atx_heading`): the pattern that did it
+# ("\S.*?\s*#*\s*$") backtracked cubically on a long first line of spaces.
+_ATX_RE = re.compile(r"^#{1,6}\s+(?P<t>\S.*)$")
 _SETEXT_RE = re.compile(r"^\s*(=+|-+)\s*$")
 _LEADING_URL_RE = re.compile(r"^\s*<?https?://\S+>?\s+")
 _MAX_TITLE_LINES = 3
@@ -48,6 +52,16 @@ _MD_LINK_RE = re.compile(r"^\[(?P<t>[^\]]+)\]\((?P<u>https?://[^)\s]+)\)$")
 _LINKISH_RE = re.compile(r"^(?:https?://\S+|[\w-]+(?:\.[\w-]+)+/?)$")
 # "English Title (https://arxiv.org/abs/...) 코멘트": the link right after the title is the paper's own.
 _OWN_LINK_RE = re.compile(r"^\s*(?:<?https?://\S+|[^\uac00-\ud7a3()]{3,200}\(\s*https?://[^)\s]+\s*\))")
+
+
+def _atx_heading(line: str) -> str | None:
+    """'## Title ##' -> 'Title'; None when the line is not an ATX heading."""
+    m = _ATX_RE.match(line[:MAX_MATCH_LINE])
+    if not m:
+        return None
+    # As the old pattern did: drop trailing spaces and '#'s, keeping at least one character.
+    text = m.group("t").rstrip()
+    return text.rstrip("#").rstrip() or text[0]
 
 
 def _yymmdd(digits: str) -> _dt.date | None:
@@ -134,6 +148,8 @@ def parse(text: str, source: str) -> list[Paper]:
     if not any(ln.strip() for ln in raw):
         raise ParseError(f"{source}: empty note")
     name_title, date = _name_parts(source)
+    if is_newer_note(text):
+        return parse_newer(text, source, name_title, date)
     tags: list[str] = []
     lines: list[str] = []
     for ln in raw:
@@ -150,10 +166,10 @@ def parse(text: str, source: str) -> list[Paper]:
     k = 0
     # A heading on the first line names the note (reviews, essays).
     first = nonempty[0]
-    atx = _ATX_RE.match(lines[first])
+    atx = _atx_heading(lines[first])
     if atx:
-        heading, drop, k = atx.group("t"), {first}, 1
-    elif len(nonempty) > 1 and nonempty[1] == first + 1 and _SETEXT_RE.match(lines[first + 1]):
+        heading, drop, k = atx, {first}, 1
+    elif len(nonempty) > 1 and nonempty[1] == first + 1 and _SETEXT_RE.match(lines[first + 1][:MAX_MATCH_LINE]):
         heading, drop, k = lines[first].strip(), {first, first + 1}, 2
     if heading is not None:
         hm = _PREFIX_RE.match(heading)
@@ -194,6 +210,7 @@ def parse(text: str, source: str) -> list[Paper]:
             title, title_ko = name_title, heading
         else:
             title = heading
+    from_name = title is None
     if title is None:
         if not name_title or name_title.isdigit():
             raise ParseError(f"{source}: no title line and the file name holds only a date")
@@ -221,6 +238,7 @@ def parse(text: str, source: str) -> list[Paper]:
             format="notes",
             source=source,
             sections=[sec],
+            title_from_filename=from_name,
         )
     ]
 
@@ -236,9 +254,13 @@ def score(text: str) -> float:
         value += 0.35
     if any(_title_block(lines, i) and trailing_parenthetical(lines[i]) for i in range(min(4, len(lines)))):
         value += 0.15
+    if any(italic_title_line(ln) for ln in lines[:4]):
+        value += 0.15  # the newer notes' "*Title* (Authors)"
     if any(is_tag_line(ln) for ln in lines[-3:]):
         value += 0.2
-    if _ATX_RE.match(lines[0]):
+    if english_block(text):
+        value += 0.2
+    if _atx_heading(lines[0]):
         value += 0.2
     if detect_language(text) != "en":
         value += 0.1
