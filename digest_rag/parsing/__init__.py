@@ -48,7 +48,28 @@ def parse_file(path: str | Path, format: SourceFormat | None = None) -> ParseRes
         raise ParseError(f"{source}: no papers found ({fmt} format)")
     # Parsers already set these; re-stamping keeps the contract when called with a forced format.
     papers = [p.model_copy(update={"source": source, "format": fmt}) for p in papers]
+    _check_unicode(papers, source)
     return ParseResult(papers=papers, files={source: fmt})
+
+
+def _check_unicode(papers: list[Paper], source: str) -> None:
+    """Refuse papers holding text that cannot be written as UTF-8 (lone surrogates).
+
+    Decoded files cannot hold any, but JSON escapes and undecodable file names can; SQLite,
+    JSON output and terminals would fail on them far from their cause, so the file is skipped here.
+    """
+    for p in papers:
+        try:
+            p.model_dump_json()
+        except ValueError as exc:  # pydantic's serialisation error on a lone surrogate
+            if "surrogate" not in str(exc):
+                raise
+            raise ParseError(f"{_printable(source)}: paper {p.id[:60]!r} holds text that is not valid Unicode") from None
+
+
+def _printable(text: str) -> str:
+    """The text with anything that cannot be written as UTF-8 shown as an escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _is_hidden(rel: Path) -> bool:
@@ -79,7 +100,7 @@ def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
         elif p.is_file():
             files.append(p)  # named explicitly: parsed whatever its name
         else:
-            skips.append(Skip(source=str(p), reason="no such file or directory"))
+            skips.append(Skip(source=_printable(str(p)), reason="no such file or directory"))
     unique = sorted(set(files), key=lambda f: str(f))
     return unique, skips
 
@@ -123,6 +144,10 @@ def parse_paths(
         if progress:
             progress("parsing", done, len(files))
         source = str(f)
+        if _printable(source) != source:
+            # A file name with bytes that are not UTF-8 would carry surrogates into every record.
+            result.skipped.append(Skip(source=_printable(source), reason="file name is not valid UTF-8; rename the file"))
+            continue
         try:
             one = parse_file(f)
         except ParseError as exc:

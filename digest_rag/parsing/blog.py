@@ -15,9 +15,11 @@ import re
 from ..errors import ParseError
 from ..models import Paper, Section
 from ..text import arxiv_ids, detect_language, has_hangul, make_paper_id
-from ._util import find_urls, guard, make_date, safe_score, section
+from ._util import MAX_MATCH_LINE, find_urls, guard, make_date, safe_score, section
 
-_HEADER_RE = re.compile(r"^(?P<title>.+?)\s+본문\s*$")
+# "<post title> 본문" (the page header). Lines are cut to MAX_MATCH_LINE first, and the pattern
+# has no lazy group before the whitespace run: "(.+?)\s+본문" was quadratic on long runs of spaces.
+_HEADER_RE = re.compile(r"^(?P<title>.*\S)\s+본문\s*$")
 _BYLINE_RE = re.compile(
     r"^(?P<author>[^\s\d][^\s]{0,30})\s+(?P<y>\d{4})\.\s*(?P<m>\d{1,2})\.\s*(?P<d>\d{1,2})\.?\s*(?:\d{1,2}:\d{2})?\s*(?P<rest>.*)$"
 )
@@ -25,12 +27,17 @@ _DATE_ANY_RE = re.compile(r"(\d{4})\.\s*(\d{1,2})\.\s*(\d{1,2})\.")
 _RELATED_RE = re.compile(r"카테고리의 다른 글\s*$")
 _WEEKDAYS_RE = re.compile(r"^\s*일\s*\|\s*월\s*\|\s*화\s*\|")
 # Calendar rows: only digits, pipes, dashes and spaces ("1 | 2 | 3 |", "---|---|").
-_TABLE_ROW_RE = re.compile(r"^[\s\d|\-:]*\|[\s\d|\-:]*$")
+_TABLE_ROW_RE = re.compile(r"^[\s\d\-:]*\|[\s\d|\-:]*$")  # the first run excludes '|': no backtracking over pipes
 _COUNTER_RE = re.compile(r"^\s*-\s*(Today|Total|Yesterday)\b.*$", re.I)
 
 
 def _is_calendar_line(line: str) -> bool:
+    line = line[:MAX_MATCH_LINE]
     return bool(_WEEKDAYS_RE.match(line) or _TABLE_ROW_RE.match(line))
+
+
+def _header(line: str) -> re.Match[str] | None:
+    return _HEADER_RE.match(line.strip()[:MAX_MATCH_LINE])
 
 
 def _english_title(post_title: str) -> str:
@@ -49,14 +56,14 @@ def _english_title(post_title: str) -> str:
 
 def _find_header(lines: list[str]) -> int | None:
     for i, line in enumerate(lines):
-        if _HEADER_RE.match(line.strip()):
+        if _header(line):
             return i
     return None
 
 
 def _strip_top_chrome(lines: list[str]) -> list[str]:
     """Without a '... 본문' header: drop the calendar rows and the tag cloud up to '- Total'."""
-    last_counter = max((i for i, ln in enumerate(lines[:200]) if _COUNTER_RE.match(ln)), default=-1)
+    last_counter = max((i for i, ln in enumerate(lines[:200]) if _COUNTER_RE.match(ln[:MAX_MATCH_LINE])), default=-1)
     out = lines[last_counter + 1 :]
     return [ln for ln in out if not _is_calendar_line(ln)]
 
@@ -69,7 +76,7 @@ def parse(text: str, source: str) -> list[Paper]:
     author: str | None = None
     date: _dt.date | None = None
     if header is not None:
-        hm = _HEADER_RE.match(lines[header].strip())
+        hm = _header(lines[header])
         assert hm is not None
         post_title = hm.group("title").strip()
         body = lines[header + 1 :]
@@ -94,7 +101,7 @@ def parse(text: str, source: str) -> list[Paper]:
             title_skipped = True  # the post title repeated under the header
             continue
         if date is None and not content:
-            bm = _BYLINE_RE.match(s)
+            bm = _BYLINE_RE.match(s[:MAX_MATCH_LINE])
             if bm:
                 date = make_date(int(bm.group("y")), int(bm.group("m")), int(bm.group("d")))
                 author = bm.group("author")
@@ -136,11 +143,11 @@ def parse(text: str, source: str) -> list[Paper]:
 @safe_score
 def score(text: str) -> float:
     """How much the text looks like a blog post page (0..1)."""
-    lines = text.split("\n")
+    lines = [ln[:MAX_MATCH_LINE] for ln in text.split("\n")]
     value = 0.0
     if any(_WEEKDAYS_RE.match(ln) for ln in lines[:20]):
         value += 0.3
-    if any(_HEADER_RE.match(ln.strip()) for ln in lines[:300]):
+    if any(_header(ln) for ln in lines[:300]):
         value += 0.3
     if any(_RELATED_RE.search(ln) for ln in lines):
         value += 0.25

@@ -34,10 +34,33 @@ def _str_list(value: Any, field: str, split_re: str) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
+def _check_unicode(obj: Any, where: str = "") -> None:
+    """Refuse strings that cannot be written as UTF-8 (lone surrogates from '\\ud800' escapes).
+
+    json.loads accepts such escapes, but SQLite, JSON output and terminals cannot encode the
+    result; refusing the record here keeps that text out of everything downstream.
+    """
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{where or 'a value'} holds text that is not valid Unicode (lone surrogate {obj[exc.start]!r})"
+            ) from None
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_unicode(key, "a key")
+            _check_unicode(value, f"'{key}'")
+    elif isinstance(obj, list):
+        for value in obj:
+            _check_unicode(value, where)
+
+
 def _record(obj: Any, source: str) -> Paper:
     """One JSON object -> Paper; ValueError explains what is wrong."""
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
+    _check_unicode(obj)
     title = obj.get("title")
     if not isinstance(title, str) or not title.strip():
         raise ValueError("missing or empty 'title'")

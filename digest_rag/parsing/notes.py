@@ -51,7 +51,9 @@ _MD_LINK_RE = re.compile(r"^\[(?P<t>[^\]]+)\]\((?P<u>https?://[^)\s]+)\)$")
 # "(https://...)" or "(huggingface.co)" after a title is a link, not an author list.
 _LINKISH_RE = re.compile(r"^(?:https?://\S+|[\w-]+(?:\.[\w-]+)+/?)$")
 # "English Title (https://arxiv.org/abs/...) 코멘트": the link right after the title is the paper's own.
-_OWN_LINK_RE = re.compile(r"^\s*(?:<?https?://\S+|[^\uac00-\ud7a3()]{3,200}\(\s*https?://[^)\s]+\s*\))")
+# The title alternative starts at a non-space: "\s*" giving back spaces to "[^...]{3,200}" made
+# a long run of spaces cost 200 steps per space.
+_OWN_LINK_RE = re.compile(r"^\s*(?:<?https?://\S+|(?=\S)[^\uac00-\ud7a3()]{3,200}\(\s*https?://[^)\s]+\s*\))")
 
 
 def _atx_heading(line: str) -> str | None:
@@ -198,10 +200,10 @@ def parse(text: str, source: str) -> list[Paper]:
         else:
             # "https://arxiv.org/abs/... 코멘트" or "Title (https://arxiv...) 를 구현해봤다": a link
             # opening the first line is the paper's own; links deeper in commentary cite others.
-            own = _OWN_LINK_RE.match(lines[idx])
+            own = _OWN_LINK_RE.match(lines[idx][:MAX_MATCH_LINE])
             if own:
                 head_ids += arxiv_ids(own.group(0))
-            lines[idx] = _LEADING_URL_RE.sub("", lines[idx])
+            lines[idx] = _LEADING_URL_RE.sub("", lines[idx], count=1)
     if heading is not None or review:
         # Reviews cite many papers: the file's own name/heading is its identity, not a link.
         head_ids = []

@@ -45,7 +45,8 @@ from ._util import (
 )
 
 # "<english>", "</english>", "< English >": the commentary's English version.
-_ENGLISH_TAG_RE = re.compile(r"(<\s*/?\s*english\s*>)", re.I)
+# One optional group between the whitespace runs: "<\s*/?\s*" was quadratic on "<" + spaces.
+_ENGLISH_TAG_RE = re.compile(r"(<\s*(?:/\s*)?english\s*>)", re.I)
 _QUOTE_RE = re.compile(r"^[ \t]{0,3}>")
 # Opening emphasis of an italic/bold title: "*T", "**T", "_T", "***T" (not a "* bullet").
 _ITALIC_OPEN_RE = re.compile(r"^[ \t]*(\*{1,3}|_{1,3})(?=[^\s*_])")
@@ -102,14 +103,14 @@ def _is_wikilink_line(line: str) -> bool:
 
 
 def _unquote(line: str) -> str:
-    """'> text' -> 'text', '>> text' -> 'text', '>' -> ''."""
+    """'> text' -> 'text', '>> text' -> 'text', '>' -> '' (one index pass: hostile '>>>>...' lines are long)."""
     s = line.lstrip(" \t")
-    while s.startswith(">"):
-        s = s[1:]
-        if s.startswith(" "):
-            s = s[1:]
-        s = s.lstrip("\t") if s.startswith("\t") else s
-    return s
+    i, n = 0, len(s)
+    while i < n and s[i] == ">":
+        i += 1
+        if i < n and s[i] in " \t":
+            i += 1
+    return s[i:]
 
 
 _SPACES_RE = re.compile(r"[ \t]*")
