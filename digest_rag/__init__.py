@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .build import BuildReport
 from .chunking import chunk_paper, chunk_papers
+from .corpus_report import CorpusReport, inspect_corpus
 from .encoder import DEFAULT_MODEL, Encoder, resolve_model_name
 from .errors import (
     CorpusError,
@@ -50,6 +51,7 @@ __all__ = [
     "BuildReport",
     "Chunk",
     "ChunkerSettings",
+    "CorpusReport",
     "CorpusError",
     "DamagedIndexWarning",
     "DigestIndex",
@@ -77,6 +79,7 @@ __all__ = [
     "__version__",
     "chunk_paper",
     "chunk_papers",
+    "inspect_corpus",
     "parse_file",
     "parse_paths",
     "resolve_model_name",

@@ -314,6 +314,22 @@ def info(
         typer.echo(_format_info(data))
 
 
+@app.command()
+def inspect(
+    paths: list[Path] = typer.Argument(..., help="Digest files or directories, as `build` would read them."),
+    as_json: bool = typer.Option(False, "--json", help="The whole report as one JSON document."),
+) -> None:
+    """Show how a corpus is read, without building: formats, sections, missing titles/authors, skips.
+
+    Example: digest-rag inspect corpus/ corpus/2024-06-28-daily-digest.txt --json
+    """
+    from .corpus_report import format_report, inspect_corpus
+
+    with _handled():
+        report = inspect_corpus([str(p) for p in paths])
+        typer.echo(report.model_dump_json(indent=2) if as_json else format_report(report))
+
+
 def _human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
