@@ -129,6 +129,16 @@ def test_emphasis_in_commentary_is_not_a_title() -> None:
     assert p.title == "Real Title" and "*Just Emphasis*" in _text(p, "commentary", "ko")
 
 
+def test_authors_on_their_own_line_and_a_link_opening_the_note() -> None:
+    for gap in ("\n", "\n\n"):
+        text = f"https://arxiv.org/abs/2501.00001\n\n*A Title: Wrapped?*{gap}(Jane Doe, Bo Li)\n\n> Abs.\n\n코멘트.\n"
+        (p,) = notes.parse(text, "papers/250101 X.md")
+        assert (p.title, p.authors) == ("A Title: Wrapped?", ["Jane Doe", "Bo Li"])
+    (p,) = notes.parse("https://arxiv.org/abs/2501.00002 링크 뒤 코멘트.\n\n> 인용.\n", "papers/250101 Linked.md")
+    assert (p.id, p.title, p.title_from_filename) == ("2501.00002", "Linked", True)
+    assert _text(p, "commentary", "ko") == "링크 뒤 코멘트."
+
+
 def test_date_only_file_name_without_title_is_a_parse_error() -> None:
     with pytest.raises(ParseError):
         notes.parse("> An abstract only.\n\n코멘트.\n", "papers/250101.md")

@@ -48,6 +48,7 @@ from ._util import (
 # One optional group between the whitespace runs: "<\s*/?\s*" was quadratic on "<" + spaces.
 _ENGLISH_TAG_RE = re.compile(r"(<\s*(?:/\s*)?english\s*>)", re.I)
 _QUOTE_RE = re.compile(r"^[ \t]{0,3}>")
+_LEADING_URL_RE = re.compile(r"^[ \t]*<?(?P<u>https?://[^\s<>]+)>?[ \t]+(?=\S)")
 # Opening emphasis of an italic/bold title: "*T", "**T", "_T", "***T" (not a "* bullet").
 _ITALIC_OPEN_RE = re.compile(r"^[ \t]*(\*{1,3}|_{1,3})(?=[^\s*_])")
 _WIKILINKS_RE = re.compile(r"(?:\[\[[^\[\]\n]+\]\][ \t,;]*)+")
@@ -194,10 +195,13 @@ def _italic_title(lines: list[str], i: int, lenient: bool = False) -> _Title | N
     if not title or has_hangul(title) or len(re.findall(r"[A-Za-z]", title)) < 2:
         return None  # emphasis inside Korean commentary, not a paper title
     if not rest:
-        # Authors on the next line: "*Title*\n(A, B)".
-        if j < len(lines) and lines[j].strip().startswith("(") and len(lines[j]) <= _MAX_TITLE_LINE and not has_hangul(lines[j]):
-            rest = lines[j].strip()
-            j += 1
+        # Authors on the next line, or after one blank line: "*Title*\n(A, B)".
+        k = j + 1 if j + 1 < len(lines) and not lines[j].strip() else j
+        nxt = lines[k].strip() if k < len(lines) else ""
+        if nxt.startswith("(") and len(nxt) <= _MAX_TITLE_LINE and not has_hangul(nxt):
+            if k == j or (nxt.endswith(")") and _leading_group(nxt)[1] == ""):
+                rest = nxt
+                j = k + 1
     authors: list[str] = []
     links: list[str] = []
     tail = rest
@@ -375,6 +379,12 @@ def _read(lines: list[str]) -> list[_Draft]:
             last = cur.commentary if title.tail else None
             i = title.end
             continue
+        if not cur.started() and not cur.own_urls:
+            # "https://arxiv.org/abs/... 코멘트": a link opening the note is the paper's own.
+            lead = _LEADING_URL_RE.match(line[:MAX_MATCH_LINE])
+            if lead:
+                cur.own_urls.append(lead.group("u"))
+                line = line[lead.end() :]
         cur.commentary.append(line)
         last = cur.commentary
         i += 1
