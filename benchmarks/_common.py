@@ -58,3 +58,42 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+BASELINE_COMMIT = "e0e9ee5"  # the code before issue 14 (fast CLI): "today's figures" in bench_cli / bench_peers
+
+
+def baseline_tree(commit: str = BASELINE_COMMIT) -> Path:
+    """A git worktree of ``commit`` (created once under WORK), to run the old code beside the current one."""
+    path = WORK / f"baseline-{commit}"
+    if not (path / "digest_rag" / "__init__.py").is_file():
+        WORK.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), commit],
+                       check=True, capture_output=True)
+    return path
+
+
+def code_env(tree: Path, **extra: str) -> dict[str, str]:
+    """Environment running the digest_rag of ``tree`` (PYTHONPATH first), offline."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(extra)
+    return env
+
+
+def timed_process(cmd: list[str], env: dict[str, str], timeout: float = 600) -> tuple[float, float, str]:
+    """Run ``cmd``; (wall seconds, peak RSS MiB, stdout). Raises on a non-zero exit.
+
+    Measured by /usr/bin/time (GNU time): a tiny parent, so the child's peak RSS is
+    its own, not inherited from a large benchmark process across fork+exec.
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        res = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, *cmd], env=env, capture_output=True,
+                             text=True, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:6])}... exited {res.returncode}: {res.stderr.strip()[-800:]}")
+        wall, kib = tf.read().split()[-2:]
+    return float(wall), int(kib) / 1024, res.stdout

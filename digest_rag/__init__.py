@@ -10,40 +10,72 @@ with FAISS and BM25 (Korean morphology by Kiwi), and search in Korean or English
 
 from __future__ import annotations
 
-from .build import BuildReport
-from .chunking import chunk_paper, chunk_papers
-from .corpus_report import CorpusReport, inspect_corpus
-from .encoder import DEFAULT_MODEL, Encoder, resolve_model_name
-from .errors import (
-    CorpusError,
-    DamagedIndexWarning,
-    DigestRagError,
-    EmptyQueryError,
-    IncompatibleModelError,
-    IndexCorruptedError,
-    IndexLockedError,
-    IndexNotFoundError,
-    IndexVersionError,
-    ModelFallbackWarning,
-    ModelUnavailableError,
-    ParseError,
-    QueryTruncatedWarning,
-    UnsafeIndexPathError,
-    UsageError,
-)
-from .index import DigestIndex
-from .models import (
-    BuildOptions,
-    Chunk,
-    ChunkerSettings,
-    IndexManifest,
-    Paper,
-    SearchHit,
-    SearchResults,
-    Section,
-)
-from .parsing import ParseResult, Skip, parse_file, parse_paths
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time names load on first use
+    from .build import BuildReport
+    from .chunking import chunk_paper, chunk_papers
+    from .corpus_report import CorpusReport, inspect_corpus
+    from .encoder import DEFAULT_MODEL, Encoder, resolve_model_name
+    from .errors import (
+        CorpusError,
+        DamagedIndexWarning,
+        DigestRagError,
+        EmptyQueryError,
+        IncompatibleModelError,
+        IndexCorruptedError,
+        IndexLockedError,
+        IndexNotFoundError,
+        IndexVersionError,
+        ModelFallbackWarning,
+        ModelUnavailableError,
+        ParseError,
+        QueryTruncatedWarning,
+        UnsafeIndexPathError,
+        UsageError,
+    )
+    from .index import DigestIndex
+    from .models import BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section
+    from .parsing import ParseResult, Skip, parse_file, parse_paths
+
+# Public name -> the submodule defining it, imported on first access (PEP 562): `import digest_rag` or
+# `from digest_rag.cli import ...` must not pay for the build pipeline, the encoder, FAISS wrappers or the
+# parsers that a given command never touches (a lexical `digest-rag search` process starts much faster).
+_LAZY: dict[str, str] = {
+    "BuildReport": "build",
+    **dict.fromkeys(("chunk_paper", "chunk_papers"), "chunking"),
+    **dict.fromkeys(("CorpusReport", "inspect_corpus"), "corpus_report"),
+    **dict.fromkeys(("DEFAULT_MODEL", "Encoder", "resolve_model_name"), "encoder"),
+    **dict.fromkeys(
+        ("CorpusError", "DamagedIndexWarning", "DigestRagError", "EmptyQueryError", "IncompatibleModelError",
+         "IndexCorruptedError", "IndexLockedError", "IndexNotFoundError", "IndexVersionError", "ModelFallbackWarning",
+         "ModelUnavailableError", "ParseError", "QueryTruncatedWarning", "UnsafeIndexPathError", "UsageError"),
+        "errors",
+    ),
+    "DigestIndex": "index",
+    **dict.fromkeys(
+        ("BuildOptions", "Chunk", "ChunkerSettings", "IndexManifest", "Paper", "SearchHit", "SearchResults", "Section"),
+        "models",
+    ),
+    **dict.fromkeys(("ParseResult", "Skip", "parse_file", "parse_paths"), "parsing"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -29,14 +29,20 @@ readers write Korean translations and transliterations ("스케일링 법칙",
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import re
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .cachedir import cache_root
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kiwipiepy import Kiwi
@@ -350,12 +356,45 @@ class Glossary:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Glossary:
-        """Read a glossary file (default: the one bundled with the package)."""
+        """Read a glossary file (default: the one bundled with the package).
+
+        Compiling a glossary analyses every form with Kiwi (seconds, Kiwi's
+        start-up included); the result is cached as JSON under
+        ``$DIGEST_RAG_CACHE/analysis``, keyed by the file's text and everything
+        its analysis depends on, so later processes load it instead.
+        """
         if path is None:
             text = bundled_glossary_text()
         else:
             text = Path(path).read_text(encoding="utf-8")
-        return cls.from_lines(text.splitlines())
+        return _compiled_glossary(text)
+
+    def to_json(self) -> str:
+        """The compiled glossary as JSON (what `from_json` reads back)."""
+        return json.dumps({
+            "format": _COMPILED_FORMAT,
+            "version": self.version,
+            "concepts": [sorted(c) for c in self.concepts],
+            "keys": {k: sorted(v) for k, v in self.keys.items()},
+            "max_key": self.max_key,
+        }, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Glossary:
+        """A glossary saved by `to_json`; ValueError when ``raw`` is not one."""
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("format") != _COMPILED_FORMAT:
+            raise ValueError("not a compiled glossary of this format")
+        if set(data) - {"format"} != {f.name for f in fields(cls)}:
+            raise ValueError("compiled glossary fields differ from this Glossary's")
+        concepts, keys = data["concepts"], data["keys"]
+        if not (isinstance(concepts, list) and all(isinstance(c, list) and all(isinstance(t, str) for t in c) for c in concepts)
+                and isinstance(keys, dict) and all(isinstance(v, list) and all(isinstance(i, int) for i in v)
+                                                   for v in keys.values())
+                and isinstance(data["max_key"], int) and isinstance(data["version"], str)):
+            raise ValueError("malformed compiled glossary")
+        return cls(version=data["version"], concepts=[frozenset(c) for c in concepts],
+                   keys={k: set(v) for k, v in keys.items()}, max_key=data["max_key"])
 
     def match(self, tokens: Sequence[str]) -> list[int]:
         """Concept ids named in ``tokens``: greedy longest match, left to right.
@@ -395,6 +434,50 @@ class Glossary:
         return terms
 
 
+_COMPILED_FORMAT = 1
+
+
+def _compiled_glossary_path(text: str) -> Path:
+    """Cache file of the compiled ``text``: keyed by the text, the analysis version, Kiwi's version and this module."""
+    from importlib import metadata
+
+    try:
+        kiwi = metadata.version("kiwipiepy")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a dependency
+        kiwi = "unknown"
+    h = hashlib.sha256(f"{_COMPILED_FORMAT}|{ANALYSIS_VERSION}|kiwipiepy-{kiwi}|".encode())
+    try:
+        # The analysis code itself: an edit to the tokenizer that forgot to bump ANALYSIS_VERSION
+        # must not leave a stale compiled glossary behind.
+        h.update(Path(__file__).read_bytes())
+    except OSError:  # pragma: no cover - a zipped install: the version string has to do
+        pass
+    h.update(text.encode("utf-8"))
+    return cache_root() / "analysis" / f"glossary-{h.hexdigest()[:32]}.json"
+
+
+def _compiled_glossary(text: str) -> Glossary:
+    """``Glossary.from_lines(text)``, read from the cache when it was compiled before (written there if not)."""
+    path = _compiled_glossary_path(text)
+    try:
+        return Glossary.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # absent, unreadable or foreign: compile it (a cache only ever costs time)
+    gloss = Glossary.from_lines(text.splitlines())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".glossary-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(gloss.to_json())
+            os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only cache directory: compile per process, as before
+    return gloss
+
+
 @functools.lru_cache(maxsize=1)
 def bundled_glossary_text() -> str:
     """The glossary file shipped with the package, as text."""
@@ -406,7 +489,7 @@ _glossary_lock = threading.Lock()
 
 
 def default_glossary() -> Glossary:
-    """The bundled glossary, loaded (and analysed with Kiwi) once per process."""
+    """The bundled glossary, loaded once per process (compiled with Kiwi once per version: `Glossary.load`)."""
     global _glossary
     if _glossary is None:
         with _glossary_lock:

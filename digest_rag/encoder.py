@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -183,11 +183,14 @@ class Encoder:
         """
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-        configure_threads()
         name = resolve_model_name(model)
+        path = Path(name)
+        if backend != "torch":
+            fast = _load_onnx_export(name, path, device, backend)
+            if fast is not None:
+                return cls(fast.model, name, fast.revision, fast.device, batch_size=batch_size, backend=backend)
         dev = device or auto_device()
         looked: list[str] = []
-        path = Path(name)
         if path.is_dir():
             looked.append(f"local directory {path}")
             st = _load_st(str(path), dev, backend, local_only=True, name=name, looked=looked)
@@ -199,6 +202,7 @@ class Encoder:
         else:
             st = _load_from_hub_or_cache(name, dev, backend, looked)
             revision = _hub_revision(name) or "unknown"
+        configure_threads()  # after the load: torch is imported by now, so its pool is sized too
         if backend != "torch":
             from .onnx_backend import onnx_model_from
 
@@ -255,6 +259,38 @@ class Encoder:
     def encode_passages(self, passages: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Embed passages with the passage prefix; returns (n, dim) normalised float32."""
         return self._encode([self.passage_prefix + p for p in passages], show_progress=show_progress)
+
+
+class _Exported(NamedTuple):
+    model: Any
+    revision: str
+    device: str
+
+
+def _load_onnx_export(name: str, path: Path, device: str | None, backend: str) -> _Exported | None:
+    """An existing ONNX export opened without torch or sentence-transformers; None when there is none yet.
+
+    Query processes on an onnx index take this path: loading the model through
+    sentence-transformers costs seconds of imports for weights ONNX Runtime
+    does not use. The first load of a model (no export yet) returns None and
+    goes through sentence-transformers, which exports.
+    """
+    from .onnx_backend import default_device, load_exported
+
+    if path.is_dir():
+        model_dir: Path | None = path
+        files_dir: Path | None = path
+        revision: str | None = _revision_of(path)
+    elif path.exists() or _looks_like_path(name):
+        return None
+    else:
+        model_dir, files_dir, revision = None, _hub_snapshot(name), _hub_revision(name)
+    if revision is None or files_dir is None:
+        return None
+    dev = device or default_device()
+    configure_threads()
+    model = load_exported(name, revision, model_dir, files_dir, int8=backend == "onnx-int8", device=dev)
+    return _Exported(model, revision, dev) if model is not None else None
 
 
 def _load_st(path_or_name: str, device: str, backend: str, *, local_only: bool, name: str, looked: list[str]) -> Any:
@@ -315,13 +351,17 @@ def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     return _HUB_PROBE
 
 
-def _hub_revision(name: str) -> str | None:
+def _hub_snapshot(name: str) -> Path | None:
+    """The local hub-cache snapshot directory of ``name`` (None when it is not cached)."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(name, "config.json")
     except Exception:
         return None
-    if isinstance(found, str):
-        return _revision_of(Path(found).parent)
-    return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _hub_revision(name: str) -> str | None:
+    snapshot = _hub_snapshot(name)
+    return _revision_of(snapshot) if snapshot is not None else None

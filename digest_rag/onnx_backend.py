@@ -25,6 +25,14 @@ directory (``<model>/onnx/digest_rag-<key>*.onnx``), else (hub cache, read-only
 directories) under ``$DIGEST_RAG_CACHE`` (default ``~/.cache/digest_rag``).
 Files are written to a temporary name and renamed, so concurrent processes
 never read a half-written export.
+
+Beside each export lie ``digest_rag-<key>.tokenizer.json`` (the model's
+`tokenizers` tokenizer) and ``digest_rag-<key>.json`` (pooling, maximum
+length, dimension, padding): with them `load_exported` opens the export with
+ONNX Runtime and `tokenizers` alone, so a query process on an onnx index
+never imports torch, transformers or sentence-transformers (seconds of
+start-up). Tokenisation goes through the same `tokenizers` object on both
+paths, so the vectors are the same whichever path loaded the model.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .cachedir import cache_root
 from .errors import ModelUnavailableError
 from .threads import ort_session_options
 
@@ -48,16 +57,6 @@ log = logging.getLogger(__name__)
 
 EXPORT_VERSION = 2  # 2: eager attention traced (fusable), int8 quantises MatMul only
 OPSET = 17
-CACHE_ENV = "DIGEST_RAG_CACHE"
-
-
-def cache_root() -> Path:
-    """Where exports of read-only models go: $DIGEST_RAG_CACHE, else $XDG_CACHE_HOME/digest_rag, else ~/.cache/digest_rag."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "digest_rag"
 
 
 def _require_ort() -> Any:
@@ -70,6 +69,11 @@ def _require_ort() -> Any:
             "the onnx backends need ONNX Runtime, which is not installed. "
             "Fix: pip install 'digest-rag[onnx]' (or onnxruntime onnx), or use --backend torch."
         ) from exc
+
+
+def default_device() -> str:
+    """"cuda" when ONNX Runtime can run on a GPU here, else "cpu" (asked of ORT, not torch)."""
+    return "cuda" if "CUDAExecutionProvider" in _require_ort().get_available_providers() else "cpu"
 
 
 def _pooling_mode(st: Any) -> str:
@@ -86,6 +90,28 @@ def _pooling_mode(st: Any) -> str:
     return "mean"
 
 
+def pooling_from_files(model_dir: Path) -> str | None:
+    """The pooling mode a saved sentence-transformers directory declares (as `_pooling_mode` reads it loaded).
+
+    None when the directory does not say (no modules.json, unreadable configs).
+    """
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+        for module in modules[1:]:
+            cfg_file = model_dir / str(module.get("path", "")) / "config.json"
+            if not module.get("path") or not cfg_file.is_file():
+                continue
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+            mode = cfg.get("pooling_mode")
+            if mode is None:
+                mode = "cls" if cfg.get("pooling_mode_cls_token") else "mean" if cfg.get("pooling_mode_mean_tokens") else None
+            if mode is not None:
+                return str(mode)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return None
+
+
 def _weights_stamp(model_dir: Path | None) -> str:
     """Cheap identity of the weight files (name, size, mtime): a rewritten checkpoint gets a new export."""
     if model_dir is None or not model_dir.is_dir():
@@ -97,13 +123,21 @@ def _weights_stamp(model_dir: Path | None) -> str:
     return ";".join(parts)
 
 
+def _torch_version() -> str:
+    """torch's version from its package metadata: the key must be computable without importing torch."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch").split("+")[0]
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
 def export_key(name: str, revision: str, model_dir: Path | None, pooling: str) -> str:
     """The cache key of an export: what was exported and how."""
-    import torch
-
     payload = json.dumps(
         {"v": EXPORT_VERSION, "name": name, "revision": revision, "weights": _weights_stamp(model_dir),
-         "pooling": pooling, "opset": OPSET, "torch": torch.__version__.split("+")[0]},
+         "pooling": pooling, "opset": OPSET, "torch": _torch_version()},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -227,6 +261,114 @@ def _quantise(src: Path, out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+SIDECAR_FORMAT = 1
+
+
+def _export_files(where: Path, key: str, int8: bool) -> tuple[Path, Path, Path]:
+    """(onnx file, sidecar metadata, tokenizer) of the export ``key`` in ``where``."""
+    onnx = where / (f"digest_rag-{key}-qint8.onnx" if int8 else f"digest_rag-{key}.onnx")
+    return onnx, where / f"digest_rag-{key}.json", where / f"digest_rag-{key}.tokenizer.json"
+
+
+def _write_atomic(final: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=".json", dir=final.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _tokenizer_settings(hf_tok: Any, max_seq_length: int) -> dict[str, Any]:
+    """How sentence-transformers' calls truncate and pad with this Hugging Face tokenizer."""
+    return {
+        "max_seq_length": max_seq_length,
+        "pad_id": int(hf_tok.pad_token_id if hf_tok.pad_token_id is not None else 0),
+        "pad_type_id": int(getattr(hf_tok, "pad_token_type_id", 0) or 0),
+        "pad_token": str(hf_tok.pad_token or "[PAD]"),
+        "padding_side": str(getattr(hf_tok, "padding_side", "right")),
+        "truncation_side": str(getattr(hf_tok, "truncation_side", "right")),
+    }
+
+
+def _write_sidecar(st: Any, where: Path, key: str, pooling: str) -> None:
+    """Save what `load_exported` needs to run the export without sentence-transformers (best effort)."""
+    hf_tok = st.tokenizer
+    backend = getattr(hf_tok, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer: no `tokenizers` twin, the query path keeps loading the model
+        return
+    _, meta_path, tok_path = _export_files(where, key, False)
+    get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    meta = {"format": SIDECAR_FORMAT, "pooling": pooling, "dimension": int(get_dim()),
+            **_tokenizer_settings(hf_tok, int(st.max_seq_length))}
+    try:
+        from tokenizers import Tokenizer
+
+        plain = Tokenizer.from_str(backend.to_str())
+        plain.no_truncation()
+        plain.no_padding()
+        _write_atomic(tok_path, plain.to_str())
+        _write_atomic(meta_path, json.dumps(meta, indent=1))  # last: its presence means the pair is complete
+    except (OSError, ImportError, ValueError) as exc:
+        log.info("ONNX sidecar not written (%s); query processes will load the model", exc)
+
+
+def _read_sidecar(meta_path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    need = {"pooling": str, "max_seq_length": int, "dimension": int, "pad_id": int, "pad_type_id": int, "pad_token": str}
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        return None
+    if not all(isinstance(meta.get(k), t) for k, t in need.items()):
+        return None
+    return meta
+
+
+class FastTokenizer:
+    """A `tokenizers` tokenizer set up as sentence-transformers calls its Hugging Face twin.
+
+    Batches are truncated to ``max_seq_length`` (longest first) and padded to
+    their longest member; calling it like a Hugging Face tokenizer
+    (``tok(text, add_special_tokens=False)["input_ids"]``) is enough for
+    `Encoder.count_tokens`.
+    """
+
+    def __init__(self, serialized: str, meta: dict[str, Any]) -> None:
+        from tokenizers import Tokenizer
+
+        self._plain = Tokenizer.from_str(serialized)
+        self._plain.no_truncation()
+        self._plain.no_padding()
+        self._batch = Tokenizer.from_str(serialized)
+        self._batch.enable_truncation(max_length=int(meta["max_seq_length"]), strategy="longest_first",
+                                      direction=str(meta.get("truncation_side", "right")))
+        self._batch.enable_padding(direction=str(meta.get("padding_side", "right")), pad_id=int(meta["pad_id"]),
+                                   pad_type_id=int(meta["pad_type_id"]), pad_token=str(meta["pad_token"]))
+
+    def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask), int64 arrays of shape (len(texts), longest)."""
+        encs = self._batch.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encs], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+        return ids, mask
+
+    def __call__(self, text: str, add_special_tokens: bool = True, **_: Any) -> dict[str, list[int]]:
+        return {"input_ids": self._plain.encode(text, add_special_tokens=add_special_tokens).ids}
+
+
+def _fast_tokenizer_of(st: Any, max_seq_length: int) -> FastTokenizer | None:
+    """The `tokenizers` twin of a loaded model's tokenizer (None for slow tokenizers)."""
+    hf_tok = st.tokenizer
+    backend = getattr(hf_tok, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    return FastTokenizer(backend.to_str(), _tokenizer_settings(hf_tok, max_seq_length))
+
+
 def ensure_export(st: Any, name: str, revision: str, model_dir: Path | None, *, int8: bool) -> Path:
     """The cached ONNX file for this model (exporting it first if needed); returns its path."""
     _require_ort()
@@ -249,7 +391,42 @@ def ensure_export(st: Any, name: str, revision: str, model_dir: Path | None, *, 
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelUnavailableError(f"could not export '{name}' to ONNX ({first}); use --backend torch") from exc
+    if _read_sidecar(_export_files(where, key, int8)[1]) is None:
+        _write_sidecar(st, where, key, pooling)
     return int8_path if int8 else fp32
+
+
+def load_exported(name: str, revision: str, model_dir: Path | None, files_dir: Path | None, *, int8: bool,
+                  device: str) -> OnnxSentenceModel | None:
+    """Open an existing export with ONNX Runtime and `tokenizers` only; None when there is none to open.
+
+    ``model_dir`` is the local model directory (part of the export key, None
+    for hub models); ``files_dir`` is where the model's files can be read
+    (that directory, or the hub cache snapshot). None means: load the model
+    and export through `onnx_model_from`, which also writes what this needs.
+    """
+    if files_dir is None:
+        return None
+    pooling = pooling_from_files(files_dir)
+    if pooling not in ("mean", "cls"):
+        return None
+    key = export_key(name, revision, model_dir, pooling)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name.strip("/"))[-80:]
+    places = ([model_dir / "onnx"] if model_dir is not None else []) + [cache_root() / "onnx" / f"{safe}-{key}"]
+    for where in places:
+        onnx_path, meta_path, tok_path = _export_files(where, key, int8)
+        if not (onnx_path.is_file() and tok_path.is_file()):
+            continue
+        meta = _read_sidecar(meta_path)
+        if meta is None or meta["pooling"] != pooling:
+            continue
+        try:
+            tokenizer = FastTokenizer(tok_path.read_text(encoding="utf-8"), meta)
+        except Exception as exc:  # tokenizers raises plain Exception on a bad file; a cache miss, not an error
+            log.info("ONNX sidecar tokenizer %s unusable (%s); loading the model instead", tok_path, exc)
+            continue
+        return OnnxSentenceModel(onnx_path, tokenizer, int(meta["max_seq_length"]), int(meta["dimension"]), device=device)
+    return None
 
 
 class OnnxSentenceModel:
@@ -259,14 +436,17 @@ class OnnxSentenceModel:
     so each batch pads to about its own length, then returned in input order.
     """
 
-    def __init__(self, onnx_path: Path, tokenizer: Any, max_seq_length: int, dimension: int, device: str = "cpu") -> None:
+    def __init__(self, onnx_path: Path, tokenizer: FastTokenizer, max_seq_length: int, dimension: int,
+                 device: str = "cpu", hf_tokenizer: Any = None) -> None:
         ort = _require_ort()
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(onnx_path), sess_options=ort_session_options(), providers=providers)
         self.onnx_path = onnx_path
-        self.tokenizer = tokenizer
+        self._fast = tokenizer
+        #: The Hugging Face tokenizer when the model was loaded, else the `tokenizers` one (same token counts).
+        self.tokenizer: Any = hf_tokenizer if hf_tokenizer is not None else tokenizer
         self.max_seq_length = max_seq_length
         self._dimension = dimension
 
@@ -289,9 +469,8 @@ class OnnxSentenceModel:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), batch_size):
             part = order[start : start + batch_size]
-            enc = self.tokenizer([texts[i] for i in part], padding=True, truncation=True,
-                                 max_length=self.max_seq_length, return_tensors="np")
-            feed = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+            ids, mask = self._fast.encode_batch([texts[i] for i in part])
+            feed = {"input_ids": ids, "attention_mask": mask}
             (emb,) = self.session.run(["sentence_embedding"], feed)
             out[part] = emb
         if normalize_embeddings:
@@ -305,4 +484,7 @@ def onnx_model_from(st: Any, name: str, revision: str, model_dir: Path | None, *
     """Export (once) and open the ONNX twin of a loaded SentenceTransformer."""
     path = ensure_export(st, name, revision, model_dir, int8=int8)
     get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
-    return OnnxSentenceModel(path, st.tokenizer, int(st.max_seq_length), int(get_dim()), device=device)
+    fast = _fast_tokenizer_of(st, int(st.max_seq_length))
+    if fast is None:
+        raise ModelUnavailableError(f"the onnx backends need a fast (Rust) tokenizer; '{name}' has none: use --backend torch")
+    return OnnxSentenceModel(path, fast, int(st.max_seq_length), int(get_dim()), device=device, hf_tokenizer=st.tokenizer)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 THREADS_ENV = "DIGEST_RAG_THREADS"
 
 _configured: int | None = None
+_torch_configured = False
 
 
 def physical_cores() -> int:
@@ -69,26 +71,22 @@ def thread_count() -> int:
 def configure_threads(n: int | None = None, *, force: bool = False) -> int:
     """Size the torch and FAISS pools (once per process, unless ``force``); return the count.
 
+    torch is configured only once something else has imported it (the torch
+    encoder backend): importing it here would cost a lexical or ONNX query
+    process seconds of start-up for a pool it never uses. A later call after
+    torch arrives configures it then.
     ONNX Runtime has no global pool: sessions take the count from
     :func:`ort_session_options`. FAISS searches narrow their pool to one
     thread only for their duration (:func:`faiss_search_threads`).
     """
-    global _configured
+    global _configured, _torch_configured
     if _configured is not None and not force and n is None:
+        if not _torch_configured and "torch" in sys.modules:
+            _torch_configured = _configure_torch(_configured)
         return _configured
     count = n if n is not None and n > 0 else thread_count()
-    try:
-        import torch
-
-        if torch.get_num_threads() != count:
-            torch.set_num_threads(count)
-        # Inter-op parallelism only helps graphs with independent branches; a BERT encoder has none.
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass  # can only be set once, before any parallel work; harmless when already set
-    except ImportError:  # pragma: no cover - torch comes with sentence-transformers
-        pass
+    if "torch" in sys.modules:
+        _torch_configured = _configure_torch(count)
     try:
         import faiss
 
@@ -97,6 +95,19 @@ def configure_threads(n: int | None = None, *, force: bool = False) -> int:
         pass
     _configured = count
     return count
+
+
+def _configure_torch(count: int) -> bool:
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    # Inter-op parallelism only helps graphs with independent branches; a BERT encoder has none.
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # can only be set once, before any parallel work; harmless when already set
+    return True
 
 
 @contextmanager

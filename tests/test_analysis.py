@@ -197,3 +197,24 @@ def test_document_and_query_share_concept_tokens() -> None:
     assert query and query <= doc
     other = set(document_tokens(["This attack follows a power law."])[0])
     assert not query & other
+
+
+def test_compiled_glossary_is_cached_and_loaded_without_kiwi(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import digest_rag.analysis as an
+
+    monkeypatch.setenv("DIGEST_RAG_CACHE", str(tmp_path))
+    src = tmp_path / "g.tsv"
+    src.write_text("# version: 3\n스케일링 법칙 | 확장 법칙\tscaling law\n탈옥\tjailbreak\n", encoding="utf-8")
+    fresh = Glossary.load(src)
+    cached = list((tmp_path / "analysis").glob("glossary-*.json"))
+    assert len(cached) == 1
+    # Loading again reads the compiled state: no analysis (hence no Kiwi) at all.
+    monkeypatch.setattr(an, "tokenize_many", lambda _texts: pytest.fail("glossary analysed again"))
+    assert Glossary.load(src) == fresh and fresh.version == "3"
+    # A damaged cache file only costs a recompile; a changed file gets its own entry.
+    monkeypatch.undo()
+    monkeypatch.setenv("DIGEST_RAG_CACHE", str(tmp_path))
+    cached[0].write_text("{not json", encoding="utf-8")
+    assert Glossary.load(src) == fresh
+    src.write_text("# version: 4\n탈옥\tjailbreak\n", encoding="utf-8")
+    assert Glossary.load(src).version == "4" and len(list((tmp_path / "analysis").glob("glossary-*.json"))) == 2

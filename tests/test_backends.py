@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,33 @@ def test_export_lives_next_to_model_and_happens_once(model_copy: Path, monkeypat
     monkeypatch.setattr(ob, "_export_fp32", no_export)
     monkeypatch.setattr(ob, "_quantise", no_export)
     assert _load(model_copy, "onnx-int8").encode_queries(["again"]).shape[0] == 1
+
+
+_FAST_LOAD = """
+import json, sys
+import numpy as np
+from digest_rag.encoder import Encoder
+enc = Encoder.load(sys.argv[1], backend=sys.argv[2])
+np.save(sys.argv[3], enc.encode_passages(json.loads(sys.argv[4])))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers"))
+print(json.dumps({"heavy": heavy, "model": type(enc.model).__name__, "tokens": enc.count_tokens(sys.argv[5])}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_existing_export_loads_without_torch_and_gives_the_same_vectors(model_copy: Path, tmp_path: Path,
+                                                                        backend: str) -> None:
+    # The first load exports through sentence-transformers; a later process opens the export with
+    # ONNX Runtime and `tokenizers` alone (what a query process on an onnx index does).
+    enc = _load(model_copy, backend)
+    expected = enc.encode_passages(TEXTS)
+    out = tmp_path / "v.npy"
+    res = subprocess.run([sys.executable, "-c", _FAST_LOAD, str(model_copy), backend, str(out), json.dumps(TEXTS),
+                          TEXTS[0]], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report == {"heavy": [], "model": "OnnxSentenceModel", "tokens": enc.count_tokens(TEXTS[0])}
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
 
 
 def test_hub_snapshot_exports_to_cache_dir(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
