@@ -17,10 +17,10 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import bm25s
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,9 @@ from .analysis import ANALYSIS_VERSION, bundled_glossary_text, document_tokens, 
 from .errors import IndexCorruptedError
 from .models import Chunk, Paper
 from .text import sha256_text
+
+if TYPE_CHECKING:  # pragma: no cover - bm25s (and scipy under it) is imported only to build an index
+    import bm25s
 
 __all__ = ["FieldWeights", "LexicalIndex", "LEXICAL_FILES"]
 
@@ -125,15 +128,37 @@ def _paper_field_tokens(
     return {pid: (toks[3 * i], toks[3 * i + 1], toks[3 * i + 2]) for i, pid in enumerate(ids)}
 
 
+@dataclass
+class _LoadedBM25:
+    """What searching and saving read of a `bm25s.BM25`, as loaded from disk.
+
+    Loading builds this instead of a `bm25s.BM25`: importing bm25s pulls in
+    scipy (a large share of a query process's start-up), and the search only
+    needs the vocabulary and the CSR score matrix, which stay memory-mapped.
+    """
+
+    vocab_dict: dict[str, int]
+    scores: dict[str, Any]
+    k1: float
+    b: float
+    delta: float
+    method: str
+    idf_method: Any
+    dtype: str
+    int_dtype: str
+
+
 class LexicalIndex:
     """A bm25s index whose documents are chunks; search returns chunk ids."""
 
-    def __init__(self, retriever: bm25s.BM25 | None, chunk_ids: np.ndarray, weights: FieldWeights) -> None:
+    def __init__(self, retriever: bm25s.BM25 | _LoadedBM25 | None, chunk_ids: np.ndarray, weights: FieldWeights) -> None:
         self._bm25 = retriever
         self.chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
         self.weights = weights
         self.analysis_version = ANALYSIS_VERSION
-        self._pos = {int(cid): i for i, cid in enumerate(self.chunk_ids)}
+        self._pos_map: dict[int, int] | None = None
+        #: The directory the index was loaded from (None when built in memory), for error messages.
+        self.directory: Path | None = None
         #: Tokens of every text this index was built from, by text hash (set by `build`): the next build's cache.
         self.token_entries: dict[str, list[str]] = {}
         #: How many distinct texts `build` had to analyse (the rest came from its token cache).
@@ -141,6 +166,13 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         return int(self.chunk_ids.shape[0])
+
+    @property
+    def _pos(self) -> dict[int, int]:
+        """Chunk id -> row, built on first use (filtered searches only: a million-entry dict costs 100+ MB)."""
+        if self._pos_map is None:
+            self._pos_map = {int(cid): i for i, cid in enumerate(self.chunk_ids.tolist())}
+        return self._pos_map
 
     @classmethod
     def build(
@@ -171,6 +203,8 @@ class LexicalIndex:
             doc.extend(title * weights.title)
             doc.extend(tags * weights.tags)
             doc.extend(authors * weights.authors)
+        import bm25s
+
         retriever = bm25s.BM25(k1=weights.k1, b=weights.b)
         retriever.index(corpus, show_progress=False)
         index = cls(retriever, chunk_ids, weights)
@@ -202,8 +236,13 @@ class LexicalIndex:
             if tid is None or not 0 <= tid < n_terms or w <= 0:
                 continue
             lo, hi = int(indptr[tid]), int(indptr[tid + 1])
+            docs = indices[lo:hi]
+            # The arrays are memory-mapped and checked where they are read, not scanned whole at load:
+            # a damaged posting list is an IndexCorruptedError, never an IndexError or a wrong answer.
+            if not 0 <= lo <= hi <= data.shape[0] or (docs.size and (int(docs.min()) < 0 or int(docs.max()) >= n)):
+                raise IndexCorruptedError(f"{self.directory or 'lexical index'}: posting list of {tok!r} out of range")
             # A term's postings name each document once, so plain fancy-index += is exact.
-            out[indices[lo:hi]] += np.float32(w) * data[lo:hi]
+            out[docs] += np.float32(w) * data[lo:hi]
         return out
 
     def search(self, query: str, k: int = 100, allowed: set[int] | None = None) -> list[tuple[int, float]]:
@@ -227,6 +266,12 @@ class LexicalIndex:
         candidates = np.flatnonzero(scores > 0)
         if candidates.size == 0:
             return []
+        if candidates.size > k:
+            # Keep only scores >= the k-th largest (ties included) before sorting: at a million
+            # documents most of them match a common word, and a full sort costs more than the scoring.
+            cand_scores = scores[candidates]
+            kth = np.partition(cand_scores, cand_scores.size - k)[cand_scores.size - k]
+            candidates = candidates[cand_scores >= kth]
         # Stable order on ties (chunk order) keeps results reproducible.
         order = candidates[np.lexsort((candidates, -scores[candidates]))][:k]
         return [(int(self.chunk_ids[i]), float(scores[i])) for i in order]
@@ -238,6 +283,8 @@ class LexicalIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self._bm25 is not None:
+            import bm25s
+
             sc = self._bm25.scores
             data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
             vocab: dict[str, int] = dict(self._bm25.vocab_dict)
@@ -321,16 +368,18 @@ class LexicalIndex:
             raise bad(_INDICES, "not an integer array matching the data array")
         if int(indptr[-1]) != data.shape[0] or (indptr.shape[0] > 1 and np.any(np.diff(indptr) < 0)):
             raise bad(_INDPTR, "pointers do not match the data array")
-        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= max(num_docs, 1)):
-            raise bad(_INDICES, "document index out of range")
+        # Document numbers inside the posting lists are checked per term when a query reads them
+        # (term_scores): a scan here would read every posting of a million-document index per process.
         n_terms = indptr.shape[0] - 1
         if vocab and sum(1 for v in vocab.values() if 0 <= v < n_terms) < n_terms:
             raise bad(_VOCAB, f"vocabulary does not cover the {n_terms} indexed terms")
 
-        retriever: bm25s.BM25 | None = None
+        retriever: _LoadedBM25 | None = None
         if num_docs:
             try:
-                retriever = bm25s.BM25(
+                retriever = _LoadedBM25(
+                    vocab_dict=vocab,
+                    scores={"data": data, "indices": indices, "indptr": indptr, "num_docs": int(num_docs)},
                     k1=float(params["k1"]),
                     b=float(params["b"]),
                     delta=float(params["delta"]),
@@ -341,15 +390,12 @@ class LexicalIndex:
                 )
             except (KeyError, ValueError, TypeError) as exc:
                 raise bad(_PARAMS, f"bad BM25 parameters ({exc})") from exc
-            retriever.vocab_dict = vocab
-            retriever.unique_token_ids_set = set(vocab.values())
-            retriever.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": int(num_docs)}
-            # BM25L/BM25+ need an extra array we never write; refuse them.
-            if retriever.method in getattr(retriever, "methods_requiring_nonoccurrence", ()):
+            # BM25L/BM25+ need an extra array we never write; refuse them (bm25s's methods_requiring_nonoccurrence).
+            if retriever.method in ("bm25l", "bm25+"):
                 raise bad(_PARAMS, f"unsupported BM25 method {retriever.method!r}")
-            retriever.nonoccurrence_array = None
         index = cls(retriever, chunk_ids, weights)
         index.analysis_version = analysis
+        index.directory = directory
         return index
 
 
@@ -364,7 +410,8 @@ def _read_json(path: Path) -> Any:
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        arr = np.load(path, allow_pickle=False)
+        # Memory-mapped: a search reads the pages of the terms it asks for, not the whole file.
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError as exc:
         raise IndexCorruptedError(f"{path}: missing lexical index file") from exc
     except (OSError, ValueError, EOFError) as exc:

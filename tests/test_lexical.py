@@ -233,3 +233,14 @@ def test_token_cache_skips_analysis_and_gives_the_same_index(
     edited = [*chunks[:-1], _chunk(chunks[-1].id, chunks[-1].paper_id, chunks[-1].text + " 새 문장.")]
     third = LexicalIndex.build(edited, papers, token_cache=first.token_entries)
     assert third.analysed_texts == 1 and len(third.token_entries) == len(first.token_entries)
+
+
+def test_top_k_selection_matches_a_full_sort_with_ties(index: LexicalIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    # search() narrows to scores >= the k-th largest before sorting; ties must still break by chunk order.
+    rng = np.random.default_rng(0)
+    fake = rng.integers(0, 4, size=len(index)).astype(np.float32)
+    monkeypatch.setattr(index, "scores", lambda _q: fake)
+    pos = np.flatnonzero(fake > 0)
+    full = pos[np.lexsort((pos, -fake[pos]))]
+    for k in (1, 2, 3, len(index)):
+        assert index.search("q", k) == [(int(index.chunk_ids[i]), float(fake[i])) for i in full[:k]]
