@@ -2,9 +2,10 @@
 
     python benchmarks/synth_papers.py --papers 1000000 --out /tmp/digest_rag_bench/synth-1m.jsonl
 
-Each paper has an id, an English and a Korean title, a date, 2-3 tags, 2 authors, a two-sentence English
-abstract and a one-sentence Korean summary (about 400 characters in all), built from fixed ML word lists with
+Each paper has an id, an English and a Korean title, a date, 2-3 tags, 2 authors, and one short section:
+a two-sentence English abstract (even ids) or a one-sentence Korean summary (odd ids), built from fixed ML word lists with
 a seeded random generator: the same N always gives the same file, so builds and queries are reproducible.
+English titles are unique; abstracts and summaries come from a pool of ABSTRACT_POOL variants.
 The word lists are small on purpose: a realistic BM25 vocabulary has a few thousand frequent terms, and every
 query term matches many documents, which is the expensive case for a lexical search at scale.
 """
@@ -50,33 +51,43 @@ TAGS = ["LLM", "NLP", "CV", "RL", "Safety", "Efficiency", "Retrieval", "Agents",
 SURNAMES = ["Kim", "Lee", "Park", "Choi", "Smith", "Wang", "Zhang", "Garcia", "Müller", "Tanaka", "Nguyen",
             "Brown", "Silva", "Jung", "Kang", "Chen", "Singh", "Cohen"]
 INITIALS = "ABCDEFGHJKLMNPRSTWY"
+#: Distinct abstract/summary variants (see `_variant`).
+ABSTRACT_POOL = 20_000
+
+
+def _variant(pool: int, i: int, salt: int) -> random.Random:
+    """The generator of variant ``i % pool``: texts repeat across papers, as boilerplate phrasing does.
+
+    Repetition keeps a 1M-paper build affordable (the index analyses each distinct text once) without
+    changing what a search at that scale costs: posting lists are as long as with unique texts.
+    """
+    return random.Random(salt * 1_000_003 + i % pool)
 
 
 def paper(i: int, rng: random.Random) -> dict[str, object]:
     """The i-th synthetic paper (JSON object in digest_rag's JSONL schema)."""
-    t = rng.randrange(len(EN_TOPICS))
-    t2 = rng.randrange(len(EN_TOPICS))
-    noun = rng.randrange(len(EN_NOUNS))
-    verb = rng.choice(EN_VERBS)
-    res = rng.randrange(len(EN_RESULTS))
-    gain = rng.randint(2, 60)
+    v = _variant(ABSTRACT_POOL, rng.randrange(ABSTRACT_POOL), 1)
+    t, t2 = v.randrange(len(EN_TOPICS)), v.randrange(len(EN_TOPICS))
+    noun, verb, res, gain = v.randrange(len(EN_NOUNS)), v.choice(EN_VERBS), v.randrange(len(EN_RESULTS)), v.randint(2, 60)
+    abstract = (
+        f"We study {EN_TOPICS[t]} for {EN_NOUNS[noun]} and show that combining it with {EN_TOPICS[t2]} "
+        f"{verb} {EN_RESULTS[res]} by {gain}% on {v.randint(3, 12)} benchmarks. "
+        f"Our analysis of {v.randint(1, 70)}B-parameter models explains when {EN_TOPICS[t2]} helps."
+    )
+    summary = (
+        f"이 논문은 {KO_TOPICS[t]}와 {KO_TOPICS[t2]}를 결합해 {KO_NOUNS[noun % len(KO_NOUNS)]}의 "
+        f"{KO_RESULTS[res % len(KO_RESULTS)]}을 {gain}% {v.choice(KO_VERBS)}."
+    )
     year = rng.randint(2015, 2025)
     return {
         "id": f"synth-{i:07d}",
         "title": f"{EN_TOPICS[t].title()} {verb} {EN_NOUNS[noun]} ({i})",
-        "title_ko": f"{KO_TOPICS[t]}로 {KO_NOUNS[noun % len(KO_NOUNS)]}을 {rng.choice(KO_VERBS)}",
+        "title_ko": f"{KO_TOPICS[t]}로 {KO_NOUNS[noun % len(KO_NOUNS)]}을 {KO_VERBS[res % len(KO_VERBS)]}",
         "date": f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
         "tags": rng.sample(TAGS, rng.randint(2, 3)),
         "authors": [f"{rng.choice(INITIALS)}. {rng.choice(SURNAMES)}" for _ in range(2)],
-        "abstract_en": (
-            f"We study {EN_TOPICS[t]} for {EN_NOUNS[noun]} and show that combining it with {EN_TOPICS[t2]} "
-            f"{verb} {EN_RESULTS[res]} by {gain}% on {rng.randint(3, 12)} benchmarks. "
-            f"Our analysis of {rng.randint(1, 70)}B-parameter models explains when {EN_TOPICS[t2]} helps."
-        ),
-        "summary_ko": (
-            f"이 논문은 {KO_TOPICS[t]}와 {KO_TOPICS[t2]}를 결합해 {KO_NOUNS[noun % len(KO_NOUNS)]}의 "
-            f"{KO_RESULTS[res % len(KO_RESULTS)]}을 {gain}% {rng.choice(KO_VERBS)}."
-        ),
+        # One short section per paper, English or Korean: two chunks in the store (title + text), one BM25 document.
+        **({"abstract_en": abstract} if i % 2 == 0 else {"summary_ko": summary}),
     }
 
 
