@@ -97,3 +97,22 @@ def timed_process(cmd: list[str], env: dict[str, str], timeout: float = 600) -> 
             raise RuntimeError(f"{' '.join(cmd[:6])}... exited {res.returncode}: {res.stderr.strip()[-800:]}")
         wall, kib = tf.read().split()[-2:]
     return float(wall), int(kib) / 1024, res.stdout
+
+
+#: A script timing `DigestIndex.search` in one process: argv index, mode, repeat, JSON list of queries;
+#: one warm-up pass (encoder load, caches), then prints the per-query milliseconds as a JSON list.
+IN_PROCESS_SEARCH = """
+import json, sys, time
+from digest_rag import DigestIndex
+index, mode, repeat, queries = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+idx = DigestIndex.load(index)
+for q in queries:
+    idx.search(q, k=10, mode=mode)
+ms = []
+for _ in range(repeat):
+    for q in queries:
+        t = time.perf_counter()
+        idx.search(q, k=10, mode=mode)
+        ms.append((time.perf_counter() - t) * 1000)
+print(json.dumps(ms))
+"""

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     BASELINE_COMMIT,
+    IN_PROCESS_SEARCH,
     ROOT,
     WORK,
     baseline_tree,
@@ -46,21 +47,6 @@ QUERY = "긴 컨텍스트를 악용하는 탈옥 공격"
 TARGETS = {"lexical": 1.0, "onnx-int8": 2.5, "torch": 5.0}  # seconds per CLI search process (issue 14)
 P50_TARGETS = {"hybrid": 50.0, "lexical": 15.0}  # ms in-process p50 at ml-papers size (issue 14)
 
-_IN_PROCESS = """
-import json, sys, time
-from digest_rag import DigestIndex
-index, mode, repeat, queries = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-idx = DigestIndex.load(index)
-for q in queries:
-    idx.search(q, k=10, mode=mode)
-ms = []
-for _ in range(repeat):
-    for q in queries:
-        t = time.perf_counter()
-        idx.search(q, k=10, mode=mode)
-        ms.append((time.perf_counter() - t) * 1000)
-print(json.dumps(ms))
-"""
 
 
 def cli(tree: Path, *args: str, timeout: float = 3600) -> None:
@@ -153,7 +139,7 @@ def main() -> None:
     for mode, kind in (("hybrid", "torch"), ("lexical", "lexical"), ("hybrid", "onnx-int8")):
         res = {}
         for tag, tree in codes.items():
-            _, _, out = timed_process([sys.executable, "-c", _IN_PROCESS, str(indexes[tag][kind]), mode,
+            _, _, out = timed_process([sys.executable, "-c", IN_PROCESS_SEARCH, str(indexes[tag][kind]), mode,
                                        str(args.repeat), json.dumps(QUERIES, ensure_ascii=False)], code_env(tree))
             ms = sorted(json.loads(out.strip().splitlines()[-1]))
             res[tag] = (statistics.median(ms), ms[int(0.95 * (len(ms) - 1))])
