@@ -275,18 +275,16 @@ def _load_onnx_export(name: str, path: Path, device: str | None, backend: str) -
     does not use. The first load of a model (no export yet) returns None and
     goes through sentence-transformers, which exports.
     """
+    from .model_files import model_dir as files_of
     from .onnx_backend import default_device, load_exported
 
-    if path.is_dir():
-        model_dir: Path | None = path
-        files_dir: Path | None = path
-        revision: str | None = _revision_of(path)
-    elif path.exists() or _looks_like_path(name):
+    files_dir = files_of(name)  # the local directory, or the hub-cache snapshot
+    if files_dir is None:
         return None
-    else:
-        model_dir, files_dir, revision = None, _hub_snapshot(name), _hub_revision(name)
-    if revision is None or files_dir is None:
+    revision = _revision_of(path) if path.is_dir() else _hub_revision(name)
+    if revision is None:
         return None
+    model_dir = path if path.is_dir() else None  # part of the export key, as in Encoder.load's export path
     dev = device or default_device()
     configure_threads()
     model = load_exported(name, revision, model_dir, files_dir, int8=backend == "onnx-int8", device=dev)
@@ -351,17 +349,13 @@ def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     return _HUB_PROBE
 
 
-def _hub_snapshot(name: str) -> Path | None:
-    """The local hub-cache snapshot directory of ``name`` (None when it is not cached)."""
+def _hub_revision(name: str) -> str | None:
     try:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(name, "config.json")
     except Exception:
         return None
-    return Path(found).parent if isinstance(found, str) else None
-
-
-def _hub_revision(name: str) -> str | None:
-    snapshot = _hub_snapshot(name)
-    return _revision_of(snapshot) if snapshot is not None else None
+    if isinstance(found, str):
+        return _revision_of(Path(found).parent)
+    return None

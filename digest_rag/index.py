@@ -9,13 +9,13 @@ snippets.py. See docs/ARCHITECTURE.md for the path of a build and of a query.
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .build import BuildOutcome, BuildReport, ProgressCallback, build_index, update_index
-from .encoder import Encoder
 from .errors import IndexCorruptedError, ModelFallbackWarning, ModelUnavailableError
 from .fusion import aggregate, rank_chunks
 from .generation import OpenGeneration, open_generation
@@ -24,8 +24,58 @@ from .models import ChunkerSettings, IndexManifest, Paper, SearchResults
 from .query import CANDIDATES, check_k, check_mode, clean_query, make_filters
 from .retrievers import DenseRetriever, LexicalRetriever, Retriever, lexical_only_error
 from .snippets import highlight_terms, opening_snippet
+from .store import Store
+
+if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build() and update() only:
+    # a search process need not load parsing, chunking, FAISS building and the embedding cache
+    from .build import BuildOutcome, BuildReport, ProgressCallback
+    from .encoder import Encoder
 
 __all__ = ["DEFAULT_INDEX_DIR", "DigestIndex"]
+
+#: Parsed papers a loaded index keeps for later searches (a shell or server asks about the same papers often).
+PAPER_CACHE_SIZE = 4096
+
+
+class _PaperLookup(Mapping[str, Paper]):
+    """The papers of a search's candidate chunks: membership from their ids, records parsed when read.
+
+    A search touches a few hundred candidate chunks but shows ``k`` papers;
+    loading every paper of the index (all of them parsed from JSON: 25 s and
+    GBs at a million papers) or even every candidate's is wasted work.
+    """
+
+    def __init__(self, store: Store, ids: Iterable[str], cache: OrderedDict[str, Paper], lock: threading.Lock) -> None:
+        self._store = store
+        self._ids = store.paper_ids(ids)
+        self._cache = cache
+        self._lock = lock
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._ids
+
+    def __getitem__(self, pid: str) -> Paper:
+        if pid not in self._ids:
+            raise KeyError(pid)
+        with self._lock:
+            paper = self._cache.get(pid)
+            if paper is not None:
+                self._cache.move_to_end(pid)
+                return paper
+        paper = self._store.papers([pid]).get(pid)
+        if paper is None:  # deleted under us: the store is read-only, so this is damage
+            raise IndexCorruptedError(f"{self._store.path}: paper {pid!r} vanished while searching")
+        with self._lock:
+            self._cache[pid] = paper
+            while len(self._cache) > PAPER_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return paper
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def _explicit(**options: Any) -> dict[str, Any]:
@@ -52,9 +102,12 @@ class DigestIndex:
         model: str | None = None,
         encoder: Encoder | None = None,
         device: str | None = None,
-        backend: str = "torch",
+        backend: str | None = None,
     ) -> None:
         self.index_dir = index_dir
+        # Queries are encoded by the runtime that embedded the passages unless told otherwise: an onnx-int8
+        # index answers through ONNX Runtime alone, without importing torch.
+        backend = backend or manifest.backend or "torch"
         self.manifest = manifest
         self.store = generation.store
         self.faiss_index = generation.faiss_index
@@ -66,6 +119,8 @@ class DigestIndex:
                                         encoder=encoder)
         self.lexical_retriever = LexicalRetriever(generation.lexical) if generation.lexical is not None else None
         self._papers: dict[str, Paper] | None = None
+        self._paper_cache: OrderedDict[str, Paper] = OrderedDict()
+        self._paper_lock = threading.Lock()
         self.last_build: BuildReport | None = None
 
     # ------------------------------------------------------------------ opening
@@ -77,11 +132,13 @@ class DigestIndex:
         model: str | None = None,
         encoder: Encoder | None = None,
         device: str | None = None,
-        backend: str = "torch",
+        backend: str | None = None,
         verify: bool = True,
         search_param: int | None = None,
     ) -> DigestIndex:
         """Open an index directory. The query encoder loads lazily on the first dense search.
+
+        ``backend`` (torch, onnx, onnx-int8) defaults to the one the index was built with.
 
         ``model`` (or $DIGEST_RAG_MODEL) may name the query model explicitly; it
         must be the model the index was built with. ``verify`` checks every
@@ -161,6 +218,8 @@ class DigestIndex:
         """
         overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
                               batch_size=batch_size, backend=backend, strict=strict, **unknown)
+        from .build import build_index
+
         outcome = build_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress,
                               force=force)
         return cls._from_outcome(Path(index_dir), outcome, device=device, backend=backend)
@@ -191,6 +250,8 @@ class DigestIndex:
         """
         overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
                               batch_size=batch_size, backend=backend, strict=strict, **unknown)
+        from .build import update_index
+
         outcome = update_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress)
         return cls._from_outcome(Path(index_dir), outcome, device=device, backend=backend)
 
@@ -198,7 +259,7 @@ class DigestIndex:
     def _from_outcome(cls, index_dir: Path, outcome: BuildOutcome, *, device: str | None,
                       backend: str | None) -> DigestIndex:
         """The index a build just committed (or found up to date), with the build's encoder for queries."""
-        backend = outcome.encoder.backend if outcome.encoder else backend or "torch"
+        backend = outcome.encoder.backend if outcome.encoder else backend
         if outcome.opened is not None:
             manifest = read_manifest(index_dir)
             try:
@@ -269,7 +330,9 @@ class DigestIndex:
         chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
         ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()})
         terms = highlight_terms(query)  # once per search, not once per snippet
-        hits = aggregate(ranked, chunks, self.papers, k, query=terms)
+        papers: Mapping[str, Paper] = self._papers if self._papers is not None else _PaperLookup(
+            self.store, {c.paper_id for c in chunks.values()}, self._paper_cache, self._paper_lock)
+        hits = aggregate(ranked, chunks, papers, k, query=terms)
         return SearchResults(
             (opening_snippet(h, self.store.first_text_chunk(h.paper.id), terms) if h.section == "title" else h
              for h in hits),

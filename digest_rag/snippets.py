@@ -52,7 +52,9 @@ def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
 
 
 def _korean_spans(text: str, terms: frozenset[str]) -> list[Span]:
-    if not _HANGUL.search(text):
+    # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
+    # start in a fresh process) has nothing to find.
+    if not _HANGUL.search(text) or not any(_HANGUL.search(t) for t in terms):
         return []
     spans: list[Span] = []
     for t in get_kiwi().tokenize(text):

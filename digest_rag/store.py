@@ -150,6 +150,15 @@ class Store:
             out[p.id] = p
         return out
 
+    def paper_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are papers of this store (no record is parsed)."""
+        id_list = list(dict.fromkeys(ids))
+        found: set[str] = set()
+        for i in range(0, len(id_list), 500):
+            part = id_list[i : i + 500]
+            found.update(r[0] for r in self._query(f"SELECT id FROM papers WHERE id IN ({','.join('?' * len(part))})", part))
+        return found
+
     def counts(self) -> tuple[int, int, int]:
         """(papers, chunks, chunks other than title passages): compared with the manifest on load."""
         papers = self._query("SELECT COUNT(*) FROM papers")[0][0]
