@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .cachedir import cache_root
 from .errors import DigestRagError, IndexCorruptedError, IndexNotFoundError, IndexVersionError, UnsafeIndexPathError
 from .lexical import LEXICAL_FILES
 from .models import IndexManifest
@@ -108,8 +109,25 @@ def required_files(manifest: IndexManifest) -> list[str]:
     return names
 
 
+def _verified_marker(f: Path, digest: str) -> Path | None:
+    """The cache file recording that ``f``, as it is now, has sha256 ``digest``.
+
+    Hashing every file on every load costs seconds per search at a million
+    papers (GBs of store). A file's identity is its device, inode, size, mtime
+    and ctime: any write changes the ctime (which user space cannot set back),
+    so a file whose identity matches a marker is the file that was hashed.
+    """
+    try:
+        st = f.stat()
+        where = f.resolve()
+    except OSError:
+        return None
+    key = f"{where}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{digest}"
+    return cache_root() / "verified" / hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
 def verify_files(index_dir: Path, manifest: IndexManifest, names: Iterable[str]) -> None:
-    """Check that each named file exists and matches its manifest sha256."""
+    """Check that each named file exists and matches its manifest sha256 (hashed once per file version)."""
     gen = index_dir / manifest.data_dir
     for name in names:
         f = gen / name
@@ -118,12 +136,21 @@ def verify_files(index_dir: Path, manifest: IndexManifest, names: Iterable[str])
             raise IndexCorruptedError(f"{index_dir / MANIFEST}: does not list {name}; manifest and files disagree")
         if not f.is_file():
             raise IndexCorruptedError(f"{f}: file listed in the manifest is missing")
+        marker = _verified_marker(f, digest)
+        if marker is not None and marker.is_file():
+            continue  # this very file (same inode, size, mtime and ctime) matched this checksum before
         try:
             actual = sha256_file(f)
         except OSError as exc:
             raise IndexCorruptedError(f"{f}: cannot read ({exc.strerror or exc})") from exc
         if actual != digest:
             raise IndexCorruptedError(f"{f}: checksum mismatch (file altered or truncated); rebuild the index")
+        if marker is not None:
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+            except OSError:
+                pass  # a read-only cache: verify again next time
 
 
 def check_target(index_dir: Path) -> None:
