@@ -1,22 +1,22 @@
 """One `digest-rag search` process, and in-process query latency: today's code (e0e9ee5) against the current tree.
 
-Both codes run in the same invocation, interleaved round by round (baseline, current, baseline, ...), each
-from its own source tree (the baseline from a `git worktree` of e0e9ee5 under /tmp/digest_rag_bench), on
-indexes each code built itself over the same corpus (seeds + ml-papers) with the same model
-(random weights, multilingual-e5-small's exact shape: `_common.e5_shaped_model`):
+Both codes run in the same invocation, interleaved round by round (baseline, current, current, baseline, ...),
+each from its own source tree (the baseline from a `git worktree` of e0e9ee5 under /tmp/digest_rag_bench),
+on the same index files: built once by the baseline code (the current code reads that format) over seeds +
+ml-papers with the same model (random weights, multilingual-e5-small's exact shape: `_common.e5_shaped_model`):
 
 * lexical: `build --lexical-only`;
-* torch: a hybrid index (the baseline builds it cold; the current code rebuilds a copy with --force, every
-  embedding reused from the copied store, so both hold the same vectors);
-* onnx-int8: a copy of each torch index rebuilt with `--backend onnx-int8` (vectors reused; queries encoded
-  by the int8 export).
+* torch: a hybrid index;
+* onnx-int8: a copy of the torch index rebuilt with `--backend onnx-int8` (vectors reused from the store).
+  The baseline encodes queries with torch whatever the index's backend (as it did); the current code with
+  the index's backend (ONNX Runtime + tokenizers, no torch).
 
 Rows: wall time and peak RSS of one `python -m digest_rag.cli search QUERY --index DIR -k 5` process
 (one warm-up run per row and code, not counted; median over --rounds), then in-process `DigestIndex.search`
 p50 / p95 over 10 queries x --repeat after a warm-up pass (hybrid on the torch index, lexical on the
 lexical index).
 
-Usage: python benchmarks/bench_cli.py [--rounds 5] [--repeat 5] [--fresh] [--prepare-only [baseline|current]]
+Usage: python benchmarks/bench_cli.py [--rounds 5] [--repeat 5] [--prepare-only]
 """
 
 from __future__ import annotations
@@ -53,25 +53,20 @@ def cli(tree: Path, *args: str, timeout: float = 3600) -> None:
     timed_process([sys.executable, "-m", "digest_rag.cli", *args], code_env(tree), timeout=timeout)
 
 
-def prepare(tag: str, tree: Path, model: Path, fresh: bool) -> dict[str, Path]:
-    """The three indexes of one code version (built once, reused unless ``fresh``)."""
-    base = WORK / f"cli-{tag}"
+def prepare(tree: Path, model: Path) -> dict[str, Path]:
+    """The three indexes, built once by the baseline code and read by both codes (both read its format)."""
+    base = WORK / f"cli-baseline-{BASELINE_COMMIT}"
     paths = {"lexical": base / "lexical", "torch": base / "torch", "onnx-int8": base / "onnx-int8"}
-    if fresh and not tag.startswith("baseline-"):  # the baseline's code never changes: its indexes stay valid
-        shutil.rmtree(base, ignore_errors=True)
     inputs = [str(p) for p in corpora()]
     if not (paths["lexical"] / "manifest.json").is_file():
-        print(f"# {tag}: building the lexical index", file=sys.stderr)
+        print("# building the lexical index", file=sys.stderr)
         cli(tree, "build", *inputs, "--index", str(paths["lexical"]), "--lexical-only", "-q")
     if not (paths["torch"] / "manifest.json").is_file():
-        source = WORK / f"cli-baseline-{BASELINE_COMMIT}" / "torch"
-        if tag != f"baseline-{BASELINE_COMMIT}" and (source / "manifest.json").is_file():
-            shutil.copytree(source, paths["torch"])  # its store's embeddings make this build encode nothing
-        print(f"# {tag}: building the torch index", file=sys.stderr)
+        print("# building the torch index", file=sys.stderr)
         cli(tree, "build", *inputs, "--index", str(paths["torch"]), "--model", str(model), "--force", "-q")
     if not (paths["onnx-int8"] / "manifest.json").is_file():
-        shutil.copytree(paths["torch"], paths["onnx-int8"])
-        print(f"# {tag}: building the onnx-int8 index", file=sys.stderr)
+        shutil.copytree(paths["torch"], paths["onnx-int8"])  # its store's embeddings: nothing is re-encoded
+        print("# building the onnx-int8 index", file=sys.stderr)
         cli(tree, "build", *inputs, "--index", str(paths["onnx-int8"]), "--model", str(model),
             "--backend", "onnx-int8", "--force", "-q")
     return paths
@@ -90,20 +85,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="CLI processes per row and code")
     ap.add_argument("--repeat", type=int, default=5, help="passes over the 10 queries in-process")
-    ap.add_argument("--fresh", action="store_true", help="rebuild the current code's indexes")
-    ap.add_argument("--prepare-only", nargs="*", default=None, metavar="CODE",
-                    help="only build the indexes (of the named codes: baseline, current; default both)")
+    ap.add_argument("--prepare-only", action="store_true", help="only build the indexes")
     ap.add_argument("--skip-in-process", action="store_true")
     args = ap.parse_args()
 
     model = e5_shaped_model()
     codes = {f"baseline-{BASELINE_COMMIT}": baseline_tree(), "current": ROOT}
-    if args.prepare_only is not None:
-        for tag, tree in codes.items():
-            if not args.prepare_only or tag.split("-")[0] in args.prepare_only:
-                prepare(tag, tree, model, args.fresh)
+    shared = prepare(codes[f"baseline-{BASELINE_COMMIT}"], model)
+    if args.prepare_only:
         return
-    indexes = {tag: prepare(tag, tree, model, args.fresh) for tag, tree in codes.items()}
+    indexes = {tag: shared for tag in codes}
     kinds = ["lexical", "onnx-int8", "torch"]
     wall: dict[tuple[str, str], list[float]] = {}
     rss: dict[tuple[str, str], list[float]] = {}

@@ -9,12 +9,12 @@ Query rows (issue 14), each system in its own processes, interleaved round by ro
 * one CLI hybrid search process: `python -m digest_rag.cli search Q --index DIR -k 5` against a minimal txtai
   script (`Embeddings().load(DIR); print(search(Q, 5))`), wall time and peak RSS (/usr/bin/time).
 
-Passages: the text chunks of digest_rag's torch index of seeds + ml-papers that benchmarks/bench_cli.py
+Passages: the text chunks of the torch index of seeds + ml-papers that benchmarks/bench_cli.py
 prepares (cut by digest_rag's chunker); model: the e5-shaped random model (`_common.e5_shaped_model`), with
 E5's "query: " / "passage: " prefixes on both sides. txtai's indexes are built once under
 /tmp/digest_rag_bench/peers and reused. txtai is in the `bench` extra only (`pip install 'digest-rag[bench]'`).
 
-Usage: python benchmarks/bench_peers.py [--rounds 5] [--repeat 5]   (run bench_cli.py --prepare-only current first)
+Usage: python benchmarks/bench_peers.py [--rounds 5] [--repeat 5]   (run python benchmarks/bench_cli.py --prepare-only first)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import IN_PROCESS_SEARCH, ROOT, WORK, code_env, e5_shaped_model, machine, timed_process  # noqa: E402
+from _common import BASELINE_COMMIT, IN_PROCESS_SEARCH, ROOT, WORK, code_env, e5_shaped_model, machine, timed_process  # noqa: E402
 from bench_query import QUERIES  # noqa: E402
 
 QUERY = QUERIES[0]
@@ -82,9 +82,9 @@ def p50(out: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", type=Path, default=WORK / "cli-current" / "torch",
+    ap.add_argument("--index", type=Path, default=WORK / f"cli-baseline-{BASELINE_COMMIT}" / "torch",
                     help="digest_rag hybrid (torch) index over seeds + ml-papers (bench_cli.py builds it)")
-    ap.add_argument("--lexical-index", type=Path, default=WORK / "cli-current" / "lexical")
+    ap.add_argument("--lexical-index", type=Path, default=WORK / f"cli-baseline-{BASELINE_COMMIT}" / "lexical")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
