@@ -93,7 +93,7 @@ def main() -> None:
     except ImportError:
         sys.exit("txtai is not installed: pip install 'digest-rag[bench]'")
     if not (args.index / "manifest.json").is_file():
-        sys.exit(f"no index at {args.index}: run python benchmarks/bench_cli.py --prepare-only current first")
+        sys.exit(f"no index at {args.index}: run python benchmarks/bench_cli.py --prepare-only first")
     env = code_env(ROOT)
     model = e5_shaped_model()
     hybrid_dir, bm25_dir = PEERS / "txtai-hybrid", PEERS / "txtai-bm25"
