@@ -87,12 +87,16 @@ def timed_process(cmd: list[str], env: dict[str, str], timeout: float = 600) -> 
 
     Measured by /usr/bin/time (GNU time): a tiny parent, so the child's peak RSS is
     its own, not inherited from a large benchmark process across fork+exec.
+    The process runs in the source tree named by the env's PYTHONPATH (see `code_env`):
+    ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH,
+    so running elsewhere could import another checkout's digest_rag.
     """
     import tempfile
 
+    cwd = env.get("PYTHONPATH") or None
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         res = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", tf.name, *cmd], env=env, capture_output=True,
-                             text=True, timeout=timeout)
+                             text=True, timeout=timeout, cwd=cwd)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:6])}... exited {res.returncode}: {res.stderr.strip()[-800:]}")
         wall, kib = tf.read().split()[-2:]
