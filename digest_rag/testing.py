@@ -13,6 +13,7 @@ measured with it are the real model's.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -152,3 +153,35 @@ def corpus_texts(paths: Iterable[str | Path]) -> list[str]:
                 except Exception:
                     continue
     return out
+
+
+#: Top-level packages a query process on a lexical or ONNX index must never import (seconds of start-up).
+HEAVY_MODULES: tuple[str, ...] = ("torch", "sentence_transformers", "transformers")
+
+_IMPORT_PROBE = """
+import atexit, json, os, runpy, sys
+heavy = tuple(json.loads(os.environ["PROBE_HEAVY"]))
+def _report():
+    with open(os.environ["PROBE_OUT"], "w") as f:
+        json.dump(sorted(m for m in sys.modules if m.split(".")[0] in heavy), f)
+atexit.register(_report)
+sys.argv = ["digest-rag", *sys.argv[1:]]
+runpy.run_module("digest_rag.cli", run_name="__main__")
+"""
+
+
+def cli_heavy_imports(args: Iterable[str], scratch: Path,
+                      timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``digest-rag ARGS`` in a fresh interpreter; (CompletedProcess, the HEAVY_MODULES it imported).
+
+    The list is read from ``sys.modules`` at the process's exit, so it covers every import the command made.
+    """
+    import json
+    import os
+    import sys
+
+    out = Path(scratch) / "heavy-modules.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROBE_OUT": str(out), "PROBE_HEAVY": json.dumps(HEAVY_MODULES)}
+    res = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *args], capture_output=True, text=True,
+                         timeout=timeout, env=env)
+    return res, json.loads(out.read_text()) if out.is_file() else ["<no report: the process died>"]

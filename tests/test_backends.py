@@ -108,6 +108,13 @@ def test_index_with_onnx_backend(tmp_path: Path, seed_corpus: Path, model_copy: 
     title = next(iter(idx.papers.values())).title
     hits = DigestIndex.load(tmp_path / "ix", backend="onnx").search(title, k=3, mode="dense")
     assert hits and hits[0].paper.title == title
+    # A query process on this index encodes through ONNX Runtime + tokenizers, never importing torch.
+    from digest_rag.testing import cli_heavy_imports
+
+    res, heavy = cli_heavy_imports(["search", title, "--index", str(tmp_path / "ix"), "-k", "3", "--json"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    hits = json.loads(res.stdout)
+    assert heavy == [] and hits and any("dense" in h["modes"] for h in hits)
     # onnx fp32 embeddings equal torch's to float precision, so the cache stays valid across backends.
     again = DigestIndex.build([seed_corpus], index_dir=tmp_path / "ix", model=str(model_copy), backend="torch")
     assert again.last_build.encoded == 0 and again.manifest.backend == "torch"

@@ -209,29 +209,12 @@ def test_build_twice_says_up_to_date_and_force_rebuilds(runner: CliRunner, seed_
     assert res.exit_code == 0 and res.stdout.startswith("indexed 29 papers")
 
 
-# Run the CLI in a subprocess and report, at exit, which heavy modules the process imported.
-_IMPORT_PROBE = """
-import atexit, json, os, runpy, sys
-def _report():
-    with open(os.environ["PROBE_OUT"], "w") as f:
-        json.dump(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers")), f)
-atexit.register(_report)
-sys.argv = ["digest-rag", *sys.argv[1:]]
-runpy.run_module("digest_rag.cli", run_name="__main__")
-"""
-
-
-def _heavy_imports(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    out = tmp_path / "modules.json"
-    res = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *args], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "PROBE_OUT": str(out)})
-    return res, json.loads(out.read_text())
-
-
 def test_lexical_search_process_never_imports_torch(seed_index_dir: Path, tmp_path: Path) -> None:
     # A lexical question needs Kiwi, BM25 and SQLite only; torch/sentence-transformers cost seconds of start-up.
-    res, heavy = _heavy_imports(tmp_path, "search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
-                                "--mode", "lexical", "-k", "3", "--json")
+    from digest_rag.testing import cli_heavy_imports
+
+    res, heavy = cli_heavy_imports(["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
+                                    "--mode", "lexical", "-k", "3", "--json"], tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["title"] == "Many-shot Jailbreaking"
     assert heavy == []
