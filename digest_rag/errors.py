@@ -51,6 +51,10 @@ class UnsafeIndexPathError(IndexError_):
     """Refusing to overwrite a directory that is not a digest_rag index."""
 
 
+class IndexWriteError(IndexError_):
+    """The index could not be written (disk full, no permission, read-only file system); the old one is intact."""
+
+
 class IncompatibleModelError(IndexError_):
     """The query encoder's model or dimension differs from the index's."""
 

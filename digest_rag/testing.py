@@ -14,6 +14,7 @@ measured with it are the real model's.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -185,3 +186,28 @@ def cli_heavy_imports(args: Iterable[str], scratch: Path,
     res = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *args], capture_output=True, text=True,
                          timeout=timeout, env=env)
     return res, json.loads(out.read_text()) if out.is_file() else ["<no report: the process died>"]
+
+
+def wait_paused(proc: subprocess.Popen[str], stage: str, timeout: float = 120.0) -> None:
+    """Wait until a build run with DIGEST_RAG_TEST_PAUSE_AT=<stage> has printed its pause line and stopped.
+
+    The build prints ``paused at <stage>`` on stderr and stops itself with
+    SIGSTOP; this returns once the kernel reports the process stopped (state
+    T), so a signal sent next lands at exactly that stage. Raises
+    AssertionError (a test failure) when the process exits first or the
+    timeout passes.
+    """
+    assert proc.stderr is not None, "start the build with stderr=subprocess.PIPE, text=True"
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"build exited (rc={proc.wait()}) before stage {stage}: {''.join(seen)[-2000:]}")
+        seen.append(line)
+        if f"paused at {stage}" in line:
+            break
+        assert time.monotonic() < deadline, f"no pause at {stage}"
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":
+        assert time.monotonic() < deadline, f"build never stopped at {stage}"
+        time.sleep(0.01)

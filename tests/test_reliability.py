@@ -38,6 +38,7 @@ from digest_rag import (
 from digest_rag.cli import app
 from digest_rag.locking import WriterLock, lock_path
 from digest_rag.parsing import parse_paths
+from digest_rag.testing import wait_paused
 
 QUERIES = ["긴 컨텍스트를 악용하는 탈옥 공격", "Gemma 2 지식 증류", "scaling laws for language models", "LoRA 파인튜닝"]
 DAILY = "2024-06-28-daily-digest.txt"
@@ -68,24 +69,6 @@ def _answers(index_dir: Path, encoder: object | None = None) -> list[tuple[str, 
         ]
     finally:
         idx.close()
-
-
-def _wait_stopped(proc: subprocess.Popen[str], stage: str, timeout: float = 120.0) -> None:
-    """Wait for the build's pause line, then until the kernel reports it stopped (state T)."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen: list[str] = []
-    while True:
-        line = proc.stderr.readline()
-        if not line:
-            pytest.fail(f"build exited (rc={proc.wait()}) before stage {stage}: {''.join(seen)[-2000:]}")
-        seen.append(line)
-        if f"paused at {stage}" in line:
-            break
-        assert time.monotonic() < deadline, f"no pause at {stage}"
-    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":
-        assert time.monotonic() < deadline, f"build never stopped at {stage}"
-        time.sleep(0.01)
 
 
 def _copy_index(src: Path, dst: Path) -> Path:
@@ -142,7 +125,7 @@ def test_build_killed_at_every_stage_leaves_the_old_index(
         procs[stage] = (ix, proc)
     try:
         for stage, (_ix, proc) in procs.items():
-            _wait_stopped(proc, stage)
+            wait_paused(proc, stage)
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -183,7 +166,7 @@ def test_first_build_killed_then_rebuilt(tmp_path: Path, seed_corpus: Path) -> N
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env(DIGEST_RAG_TEST_PAUSE_AT="swap"),
     )
     try:
-        _wait_stopped(proc, "swap")
+        wait_paused(proc, "swap")
     finally:
         proc.kill()
         proc.wait()
@@ -207,7 +190,7 @@ def test_two_builders_one_fails_fast_naming_the_holder_one_waits(
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(DIGEST_RAG_TEST_PAUSE_AT="locked"),
     )
     try:
-        _wait_stopped(holder, "locked")
+        wait_paused(holder, "locked")
         t0 = time.monotonic()
         second = subprocess.run(
             _cli("build", str(seed_corpus), "--index", str(dense_copy), "--lexical-only", "-q"),
