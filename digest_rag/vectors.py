@@ -29,6 +29,10 @@ KMEANS_ITERATIONS = 10
 NPROBE_FRACTION = 64
 MIN_NPROBE = 16
 DEFAULT_EF_SEARCH = 64
+# The largest efSearch (HNSW) or nprobe (IVF) accepted: FAISS allocates per-query work of that size,
+# so 2e9 took a minute and 16 GB on a 133-vector index, and 2**31 overflowed into a traceback. The
+# largest IVF has MAX_NLIST lists, so nprobe never needs more; efSearch above the vector count is cut to it.
+MAX_SEARCH_PARAM = MAX_NLIST
 
 
 def ivf_lists(n_vectors: int) -> int:
@@ -318,29 +322,43 @@ def load_faiss(path: Path, mmap: bool = False) -> object:
         raise IndexCorruptedError(f"{path}: FAISS index file is truncated ({path.stat().st_size} bytes)")
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
-        return faiss.read_index(str(path), flags)
+        index = faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()
         raise IndexCorruptedError(f"{path}: FAISS index is unreadable ({(msg[-1] if msg else 'read error')[:160]})") from exc
+    set_search_param(index, None)  # the saved efSearch/nprobe, within bounds
+    return index
 
 
 def set_search_param(index: object, value: int | None) -> None:
     """Set efSearch (HNSW) or nprobe (IVF) on an index, wherever it sits in the wrapper chain.
 
-    None leaves the index as saved; exact indexes ignore the value. A value
-    below 1 raises UsageError.
+    ``value`` must be an integer from 1 to MAX_SEARCH_PARAM (65,536), else
+    UsageError. nprobe is cut to the number of lists and efSearch to the number
+    of vectors (more visits nothing new); exact indexes ignore the value. None
+    keeps the saved value, cut to those same bounds (a forged file cannot make
+    searches unbounded either).
     """
-    if value is None:
-        return
-    if int(value) < 1:
-        raise UsageError(f"search parameter must be a positive integer (got {value})")
+    if value is not None:
+        value = check_search_param(value)
     ivf = _ivf_of(index)
     if ivf is not None:
-        ivf.nprobe = int(min(int(value), int(ivf.nlist)))
+        saved = int(ivf.nprobe) if value is None else value
+        ivf.nprobe = int(max(1, min(saved, int(ivf.nlist), MAX_SEARCH_PARAM)))
         return
     hnsw = _hnsw_of(index)
     if hnsw is not None:
-        hnsw.efSearch = int(value)
+        saved = int(hnsw.efSearch) if value is None else value
+        hnsw.efSearch = int(max(1, min(saved, max(int(index.ntotal), 1), MAX_SEARCH_PARAM)))
+
+
+def check_search_param(value: object) -> int:
+    """``value`` as a search parameter: an integer from 1 to MAX_SEARCH_PARAM, else UsageError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UsageError(f"search parameter must be an integer (got {value!r})")
+    if not 1 <= int(value) <= MAX_SEARCH_PARAM:
+        raise UsageError(f"search parameter must be between 1 and {MAX_SEARCH_PARAM} (got {value})")
+    return int(value)
 
 
 def search_faiss(

@@ -10,6 +10,7 @@ import pytest
 from digest_rag.errors import UsageError
 from digest_rag.vectors import (
     EXACT_LIMIT,
+    MAX_SEARCH_PARAM,
     build_faiss,
     build_faiss_sharded,
     choose_factory,
@@ -200,3 +201,40 @@ def test_sharded_errors_are_usage_errors(clustered: tuple[np.ndarray, np.ndarray
         build_faiss_sharded(_shards(ids, x, [4_000]), "HNSW16,Flat")
     with pytest.raises(UsageError, match="lists"):
         build_faiss_sharded(_shards(ids[:10], x[:10], [10]), "IVF64,Flat")
+
+
+def test_search_param_is_bounded(clustered: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    """Issue 16 item 5: efSearch 2**31 was an OverflowError traceback, 2e9 a minute and 16 GB per search."""
+    import faiss
+
+    ids, x = clustered
+    index, _ = build_faiss(ids[:133], x[:133], "IDMap2,HNSW16,Flat")
+    for bad in (2_147_483_648, 2_000_000_000, MAX_SEARCH_PARAM + 1, 0, -5):
+        with pytest.raises(UsageError, match=f"between 1 and {MAX_SEARCH_PARAM}"):
+            set_search_param(index, bad)
+    for bad in (5.5, "64", True, None.__class__):
+        with pytest.raises(UsageError, match="must be an integer"):
+            set_search_param(index, bad)  # type: ignore[arg-type]
+    assert search_param_of(index) == 64  # refused values changed nothing
+    # Up to the documented maximum is accepted; efSearch past the vector count visits nothing more.
+    set_search_param(index, MAX_SEARCH_PARAM)
+    assert search_param_of(index) == 133
+    set_search_param(index, np.int64(100))
+    assert search_param_of(index) == 100
+    # A file whose saved efSearch is absurd is cut to the bounds on load.
+    faiss.downcast_index(index.index).hnsw.efSearch = 2_000_000_000
+    save_faiss(index, tmp_path / "forged.faiss")
+    loaded = load_faiss(tmp_path / "forged.faiss")
+    assert search_param_of(loaded) == 133
+    assert search_faiss(loaded, x[7], 5)[0][0] == int(ids[7])
+
+
+def test_cli_search_param_beyond_the_maximum_is_one_line(seed_index_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from digest_rag.cli import app
+
+    for bad in ("2147483648", "2000000000", "99999999999999999999999"):
+        res = CliRunner().invoke(app, ["search", "Gemma 2", "--index", str(seed_index_dir), "--search-param", bad])
+        assert res.exit_code == 1, (res.output, res.exception)
+        assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and str(MAX_SEARCH_PARAM) in res.stderr
