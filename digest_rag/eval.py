@@ -110,6 +110,10 @@ def load_queries(path: str | Path) -> list[EvalQuery]:
             queries.append(EvalQuery.model_validate(json.loads(line)))
         except json.JSONDecodeError as exc:
             raise ParseError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from exc
+        except ValueError as exc:  # valid JSON that Python refuses, e.g. an integer of 5,000 digits
+            raise ParseError(f"{p}:{lineno}: not a query record ({exc})") from exc
+        except RecursionError as exc:
+            raise ParseError(f"{p}:{lineno}: not a query record (JSON nested too deeply)") from exc
         except ValidationError as exc:
             errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
             raise ParseError(f"{p}:{lineno}: bad query record ({errs})") from exc

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 from pydantic import BaseModel, ConfigDict, Field
 
 from .analysis import ANALYSIS_VERSION, bundled_glossary_text, document_tokens, query_term_weights
@@ -344,7 +347,8 @@ class LexicalIndex:
         data = _read_npy(directory / _DATA)
         indices = _read_npy(directory / _INDICES)
         indptr = _read_npy(directory / _INDPTR)
-        chunk_ids = _read_npy(directory / _CHUNK_IDS)
+        count = meta.get("chunk_count")
+        chunk_ids = _read_npy(directory / _CHUNK_IDS, length=count if isinstance(count, int) else None)
 
         def bad(name: str, why: str) -> IndexCorruptedError:
             return IndexCorruptedError(f"{directory / name}: {why}")
@@ -388,7 +392,7 @@ class LexicalIndex:
                     dtype=str(params["dtype"]),
                     int_dtype=str(params["int_dtype"]),
                 )
-            except (KeyError, ValueError, TypeError) as exc:
+            except (KeyError, ValueError, TypeError, OverflowError) as exc:
                 raise bad(_PARAMS, f"bad BM25 parameters ({exc})") from exc
             # BM25L/BM25+ need an extra array we never write; refuse them (bm25s's methods_requiring_nonoccurrence).
             if retriever.method in ("bm25l", "bm25+"):
@@ -404,17 +408,41 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise IndexCorruptedError(f"{path}: missing lexical index file") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, bad UTF-8, an integer of 5,000 digits
         raise IndexCorruptedError(f"{path}: unreadable or not JSON ({exc})") from exc
+    except RecursionError as exc:  # "[[[[..." 200k deep
+        raise IndexCorruptedError(f"{path}: not a lexical index file (JSON nested too deeply)") from exc
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_npy(path: Path, length: int | None = None) -> np.ndarray:
+    """One 1-d array from a .npy file, its header checked against the file size before anything is allocated.
+
+    A forged header can announce 1e10 elements in a 100-byte file; numpy would
+    try to allocate them first. The data that follows the header must be
+    exactly shape x itemsize bytes (and ``length`` elements when given).
+    """
     try:
+        with open(path, "rb") as fh:
+            version = npy_format.read_magic(fh)
+            if version == (1, 0):
+                shape, _fortran, dtype = npy_format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _fortran, dtype = npy_format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            if dtype.hasobject:
+                raise ValueError("object arrays are not allowed")
+            items = math.prod(shape)
+            data_bytes = os.fstat(fh.fileno()).st_size - fh.tell()
+            if len(shape) != 1 or items * dtype.itemsize != data_bytes:
+                raise ValueError(f"header announces shape {shape} of {dtype}, the file holds {data_bytes} data bytes")
+            if length is not None and items != length:
+                raise ValueError(f"{items} elements, expected {length}")
         # Memory-mapped: a search reads the pages of the terms it asks for, not the whole file.
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError as exc:
         raise IndexCorruptedError(f"{path}: missing lexical index file") from exc
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, TypeError, MemoryError) as exc:
         # ValueError covers truncated data, bad headers and pickled object arrays.
         raise IndexCorruptedError(f"{path}: damaged .npy array ({exc})") from exc
     if not isinstance(arr, np.ndarray):

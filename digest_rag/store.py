@@ -251,7 +251,7 @@ class Store:
         for h, raw in rows:
             try:
                 toks = json.loads(raw)
-            except ValueError:
+            except (ValueError, TypeError, RecursionError):
                 return {}  # a cache is an optimisation: unreadable means rebuild the tokens
             if isinstance(toks, list) and all(isinstance(t, str) for t in toks):
                 out[h] = toks

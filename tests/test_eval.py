@@ -135,6 +135,27 @@ def test_load_queries_bad_line(tmp_path: Path, bad: str) -> None:
         load_queries(f)
 
 
+@pytest.mark.parametrize("bad", ["[" * 200_000, '{"query": "x", "relevant": ["a"], "n": 1' + "0" * 5000 + "}"])
+def test_load_queries_hostile_line(tmp_path: Path, bad: str) -> None:
+    """Issue 16 item 6: a deeply nested query file was a RecursionError traceback."""
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"query": "ok", "relevant": ["a"]}\n' + bad + "\n", encoding="utf-8")
+    with pytest.raises(ParseError, match=r"q\.jsonl:2"):
+        load_queries(f)
+
+
+def test_eval_cli_hostile_query_file_is_one_line(tmp_path: Path, seed_index_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from digest_rag.cli import app
+
+    f = tmp_path / "q.jsonl"
+    f.write_text("[" * 200_000 + "\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["eval", str(f), "--index", str(seed_index_dir), "--mode", "lexical"])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and "q.jsonl:1" in res.stderr
+
+
 def test_load_queries_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ParseError):
         load_queries(tmp_path / "nope.jsonl")

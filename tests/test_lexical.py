@@ -211,6 +211,53 @@ def test_inconsistent_arrays_raise(index: LexicalIndex, tmp_path: Path) -> None:
         LexicalIndex.load(tmp_path)
 
 
+def _forged_npy(path: Path, shape: tuple[int, ...], descr: str = "<f4", data: bytes = b"\0" * 64) -> None:
+    import io
+
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    path.write_bytes(buf.getvalue() + data)
+
+
+@pytest.mark.parametrize("name", [n for n in LEXICAL_FILES if n.endswith(".npy")])
+@pytest.mark.parametrize("shape", [(10**10,), (10**6, 10**6), (3,), (0,), (16, 1)])
+def test_forged_npy_header_is_refused_before_allocating(
+    index: LexicalIndex, tmp_path: Path, name: str, shape: tuple[int, ...]
+) -> None:
+    """Issue 16 item 6: a header asking for 1e10 elements was a MemoryError traceback."""
+    import resource
+
+    index.save(tmp_path)
+    descr = "<i8" if name in ("lexical.chunk_ids.npy", "lexical.indptr.npy") else "<f4"
+    _forged_npy(tmp_path / name, shape, descr)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(IndexCorruptedError, match=name.replace(".", r"\.")):
+        LexicalIndex.load(tmp_path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing big allocated
+
+
+@pytest.mark.parametrize("name", [n for n in LEXICAL_FILES if n.endswith(".json")])
+@pytest.mark.parametrize("text", ["[" * 200_000, '{"a":' * 100_000, '{"num_docs": 1' + "0" * 5000 + "}",
+                                  '{"k1": 1e999999}'])
+def test_hostile_json_is_corruption(index: LexicalIndex, tmp_path: Path, name: str, text: str) -> None:
+    """Issue 16 item 6: a deeply nested vocab JSON was a RecursionError traceback."""
+    index.save(tmp_path)
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(IndexCorruptedError, match=name.replace(".", r"\.")):
+        LexicalIndex.load(tmp_path)
+
+
+def test_huge_bm25_parameter_is_corruption(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path)
+    params = json.loads((tmp_path / "lexical.params.json").read_text(encoding="utf-8"))
+    params["k1"] = 10**400  # float() of it overflows
+    (tmp_path / "lexical.params.json").write_text(json.dumps(params), encoding="utf-8")
+    with pytest.raises(IndexCorruptedError, match=r"lexical\.params\.json"):
+        LexicalIndex.load(tmp_path)
+
+
 def test_token_cache_skips_analysis_and_gives_the_same_index(
     chunks: list[Chunk], papers: dict[str, Paper], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -84,3 +84,21 @@ def test_token_cache_is_keyed_by_analysis(seed_index_dir: Path, tmp_path: Path) 
         assert store.doc_tokens(analysis_cache_key()) == {}
     finally:
         store.close()
+
+
+def test_hostile_token_cache_row_is_ignored(seed_index_dir: Path, tmp_path: Path) -> None:
+    """Issue 16 item 6: a cached token list nested 200k deep was a RecursionError traceback in the next build."""
+    from digest_rag.index import read_manifest
+    from digest_rag.lexical import analysis_cache_key
+
+    copy = tmp_path / "store.sqlite"
+    shutil.copy(seed_index_dir / read_manifest(seed_index_dir).data_dir / "store.sqlite", copy)
+    con = sqlite3.connect(copy)
+    con.execute("UPDATE doc_tokens SET tokens = ? WHERE rowid = (SELECT MIN(rowid) FROM doc_tokens)", ("[" * 200_000,))
+    con.commit()
+    con.close()
+    store = Store(copy)
+    try:
+        assert store.doc_tokens(analysis_cache_key()) == {}  # a cache: unreadable means analyse again
+    finally:
+        store.close()
