@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
@@ -115,13 +117,40 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> str:
 
 
 def read_text(path: str | Path) -> str:
-    """Read a corpus file with `decode_bytes`; missing files raise ParseError."""
+    """Read a corpus file with `decode_bytes`; a missing file or one that is not a regular file raises ParseError.
+
+    The file is opened non-blocking and checked before reading: opening a FIFO
+    named as a corpus file would otherwise wait forever for a writer.
+    """
     p = Path(path)
     try:
-        data = p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ParseError(f"{p}: cannot read file ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            kind = file_kind(os.fstat(fh.fileno()).st_mode)
+            if kind != "regular file":
+                raise ParseError(f"{p}: is {kind}, not a regular file")
+            data = fh.read()
     except OSError as exc:
         raise ParseError(f"{p}: cannot read file ({exc.strerror or exc})") from exc
     return decode_bytes(data, str(p))
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, in words: "regular file", "directory", "a FIFO (named pipe)", ..."""
+    if stat.S_ISREG(mode):
+        return "regular file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def clean_inline(text: str) -> str:

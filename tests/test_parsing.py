@@ -387,3 +387,24 @@ def test_parsers_raise_only_parse_error(module: object, text: str) -> None:
     except ParseError:
         return
     assert all(isinstance(p, Paper) for p in papers)
+
+
+def test_a_fifo_named_on_the_command_line_is_reported_as_one(tmp_path: Path, seed_corpus: Path) -> None:
+    """Issue 16 item 7: a FIFO was reported as "no such file or directory" (and parse_file would block on it)."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from digest_rag.cli import app
+
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    (tmp_path / "link.txt").symlink_to(tmp_path / "gone.txt")
+    res = parse_paths([fifo, tmp_path / "link.txt", tmp_path / "missing.txt"])
+    assert [s.reason for s in res.skipped] == [
+        "a FIFO (named pipe), not a regular file", "dangling symbolic link", "no such file or directory"]
+    with pytest.raises(ParseError, match="FIFO"):
+        parse_file(fifo)  # returns at once: opened non-blocking, refused before reading
+    out = CliRunner().invoke(app, ["build", str(seed_corpus), str(fifo), "--index", str(tmp_path / "ix"),
+                                   "--lexical-only"])
+    assert out.exit_code == 0 and "pipe.txt: a FIFO (named pipe), not a regular file" in out.stdout, out.output

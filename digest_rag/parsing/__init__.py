@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import CorpusError, ParseError
 from ..models import Paper, Section, SourceFormat
-from ..text import read_text
+from ..text import file_kind, read_text
 from . import blog, daily, jsonl, notes, weekly
 from ._util import merge_unique
 from .base import ParseResult, Skip
@@ -72,6 +72,17 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _not_a_file(p: Path) -> str:
+    """Why a path named on the command line is neither a file nor a directory to read."""
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        return "dangling symbolic link" if p.is_symlink() else "no such file or directory"
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    return f"{file_kind(mode)}, not a regular file"
+
+
 def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
@@ -100,7 +111,7 @@ def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
         elif p.is_file():
             files.append(p)  # named explicitly: parsed whatever its name
         else:
-            skips.append(Skip(source=_printable(str(p)), reason="no such file or directory"))
+            skips.append(Skip(source=_printable(str(p)), reason=_not_a_file(p)))
     unique = sorted(set(files), key=lambda f: str(f))
     return unique, skips
 
