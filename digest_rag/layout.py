@@ -76,8 +76,10 @@ def read_manifest(index_dir: Path) -> IndexManifest:
         raise IndexNotFoundError(f"{mpath}: no manifest; this is not a digest_rag index (build one with: digest-rag build --index {index_dir})")
     try:
         raw = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, bad UTF-8, a 5,000-digit integer
         raise IndexCorruptedError(f"{mpath}: manifest is not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # "[[[[..." 200k deep
+        raise IndexCorruptedError(f"{mpath}: manifest is not a digest_rag manifest (JSON nested too deeply)") from exc
     if not isinstance(raw, dict) or raw.get("format_version") not in READABLE_FORMAT_VERSIONS:
         got = raw.get("format_version") if isinstance(raw, dict) else None
         raise IndexVersionError(

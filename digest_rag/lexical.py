@@ -414,6 +414,28 @@ def _read_json(path: Path) -> Any:
         raise IndexCorruptedError(f"{path}: not a lexical index file (JSON nested too deeply)") from exc
 
 
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """(shape, dtype) from an open .npy file's header, leaving the file at the first data byte.
+
+    numpy parses the header as a Python literal: a hostile one raises
+    SyntaxError, tokenize.TokenError, RecursionError or MemoryError as well as
+    ValueError. Each is a damaged header here.
+    """
+    try:
+        version = npy_format.read_magic(fh)
+        if version == (1, 0):
+            shape, _fortran, dtype = npy_format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _fortran, dtype = npy_format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise ValueError(f"bad header ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})") from exc
+    return tuple(shape), dtype
+
+
 def _read_npy(path: Path, length: int | None = None) -> np.ndarray:
     """One 1-d array from a .npy file, its header checked against the file size before anything is allocated.
 
@@ -423,13 +445,7 @@ def _read_npy(path: Path, length: int | None = None) -> np.ndarray:
     """
     try:
         with open(path, "rb") as fh:
-            version = npy_format.read_magic(fh)
-            if version == (1, 0):
-                shape, _fortran, dtype = npy_format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _fortran, dtype = npy_format.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
+            shape, dtype = _npy_header(fh)
             if dtype.hasobject:
                 raise ValueError("object arrays are not allowed")
             items = math.prod(shape)
