@@ -36,6 +36,7 @@ from .errors import (
     IndexCorruptedError,
     ModelFallbackWarning,
     ModelUnavailableError,
+    index_write_errors,
 )
 from .generation import OpenGeneration, PendingGeneration, collect_garbage, open_generation, pause_point
 from .layout import (
@@ -50,7 +51,7 @@ from .layout import (
     verify_files,
 )
 from .lexical import LexicalIndex, analysis_cache_key
-from .locking import WriterLock
+from .locking import WriterLock, real_index_dir
 from .models import PASSAGE_PREFIX, QUERY_PREFIX, BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper
 from .parsing import ParseResult, corpus_files, parse_paths
 from .store import Store, write_store
@@ -106,6 +107,8 @@ def build_index(
     force: bool = False,
 ) -> BuildOutcome:
     """Build ``index_dir`` from ``paths`` (every paper not in them is dropped); options inherit the index's."""
+    # Resolved once: every writer of one real directory takes one lock and writes there, however it was named.
+    index_dir = real_index_dir(index_dir)
     check_target(index_dir)
     path_list = list(paths)
     # Lock before parsing: a second writer must fail fast, not after reading the whole corpus.
@@ -135,6 +138,7 @@ def update_index(
     progress: ProgressCallback | None = None,
 ) -> BuildOutcome:
     """Add or replace the papers of ``paths`` in an existing index, keeping every other paper and its options."""
+    index_dir = real_index_dir(index_dir)
     manifest = read_manifest(index_dir)
     options = _options(BuildOptions.from_manifest(manifest), overrides)
     with WriterLock(index_dir, wait=wait):
@@ -446,7 +450,8 @@ def write_generation(
 ) -> tuple[IndexManifest, int]:
     """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
     how many texts Kiwi analysed."""
-    with PendingGeneration(index_dir) as gen:
+    # A full disk (or quota, read-only mount) before the commit: one typed line, the old index untouched.
+    with index_write_errors(index_dir), PendingGeneration(index_dir) as gen:
         if progress:
             progress("indexing", 0, 3)
         # BM25 first, in memory: the store keeps its tokens as the next build's cache.

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class DigestRagError(Exception):
     """Base class of every error digest_rag raises on purpose."""
@@ -17,6 +23,10 @@ class UsageError(DigestRagError, ValueError):
 
 class EmptyQueryError(UsageError):
     """The query is empty or only whitespace."""
+
+
+class IndexClosedError(UsageError):
+    """The index was closed (`DigestIndex.close`, or the end of its ``with`` block); load it again to search."""
 
 
 class ParseError(DigestRagError, ValueError):
@@ -75,3 +85,32 @@ class QueryTruncatedWarning(UserWarning):
 
 class DamagedIndexWarning(UserWarning):
     """A build found the previous index damaged and rebuilt from scratch (no embedding reuse)."""
+
+
+# OS failures that say "this place cannot take the index now", not "digest_rag has a bug".
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+_SQLITE_WRITE_ERRORS = ("database or disk is full", "disk i/o error", "readonly database", "unable to open database")
+
+
+@contextmanager
+def index_write_errors(index_dir: Path) -> Iterator[None]:
+    """Turn a full disk, quota, read-only or permission failure while writing an index into IndexWriteError.
+
+    Use it only around writes that happen before the commit point, so that the
+    message's promise holds: the previous index is unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        where = exc.filename or index_dir
+        raise IndexWriteError(
+            f"{where}: cannot write the index ({exc.strerror or exc}); the previous index at {index_dir} is unchanged"
+        ) from exc
+    except sqlite3.OperationalError as exc:
+        if not any(msg in str(exc).lower() for msg in _SQLITE_WRITE_ERRORS):
+            raise
+        raise IndexWriteError(
+            f"{index_dir}: cannot write the index's SQLite store ({exc}); the previous index is unchanged"
+        ) from exc

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import IndexCorruptedError, ModelFallbackWarning, ModelUnavailableError
+from .errors import IndexClosedError, IndexCorruptedError, ModelFallbackWarning, ModelUnavailableError
 from .fusion import aggregate, rank_chunks
 from .generation import OpenGeneration, open_generation
 from .layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
@@ -122,6 +122,7 @@ class DigestIndex:
         self._paper_cache: OrderedDict[str, Paper] = OrderedDict()
         self._paper_lock = threading.Lock()
         self.last_build: BuildReport | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -172,8 +173,15 @@ class DigestIndex:
         return self.dense.encoder
 
     def close(self) -> None:
-        """Release the SQLite connection."""
+        """Release the SQLite connection. Searching afterwards raises IndexClosedError; closing twice is fine."""
+        self._closed = True
         self._generation.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexClosedError(
+                f"the index {self.index_dir} was closed; open it again with DigestIndex.load({str(self.index_dir)!r})"
+            )
 
     def __enter__(self) -> DigestIndex:
         return self
@@ -276,6 +284,7 @@ class DigestIndex:
     @property
     def papers(self) -> dict[str, Paper]:
         """All papers in the index, by id."""
+        self._check_open()
         if self._papers is None:
             self._papers = self.store.papers()
         return self._papers
@@ -311,6 +320,7 @@ class DigestIndex:
         kind. When the encoder cannot be loaded, hybrid search warns
         (ModelFallbackWarning) and answers from BM25.
         """
+        self._check_open()
         mode = check_mode(mode)
         query = clean_query(query)
         k = check_k(k)
@@ -342,6 +352,7 @@ class DigestIndex:
     # --------------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""
+        self._check_open()
         m = self.manifest
         gen = self.index_dir / m.data_dir
         chunk_counts: dict[str, int] = {}

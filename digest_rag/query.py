@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -31,7 +31,7 @@ def check_mode(mode: Any) -> str:
 def check_k(k: Any) -> int:
     """``k`` as a positive int; strings, floats and booleans are refused, not coerced."""
     if isinstance(k, bool) or not isinstance(k, int):
-        raise UsageError(f"k must be a whole number of papers, at least 1 (got {k!r})")
+        raise UsageError(f"k must be a whole number of papers, at least 1 (got {_short(k)})")
     if k < 1:
         raise UsageError(f"k must be at least 1 (got {k})")
     return k
@@ -70,23 +70,42 @@ class Filters(BaseModel):
 
 
 def _as_date(value: Any, name: str) -> _dt.date | None:
-    if value is None or isinstance(value, _dt.date):
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):  # a date too, but its isoformat() would not compare with dates
+        return value.date()
+    if isinstance(value, _dt.date):
         return value
     try:
-        return _dt.date.fromisoformat(str(value))
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return _dt.date.fromisoformat(value.strip())
     except ValueError as exc:
-        raise UsageError(f"{name} must be a date like 2024-06-28 (got {value!r})") from exc
+        raise UsageError(f"{name} must be a date like 2024-06-28 (got {_short(value)})") from exc
 
 
 def _names(value: str | Sequence[str] | None, what: str, allowed: Sequence[str] | None) -> tuple[str, ...]:
     # A lone string is one name, never a sequence of letters ("llm" is the tag llm, not l, l, m).
-    names = (value,) if isinstance(value, str) else tuple(value or ())
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        names: tuple[Any, ...] = (value,)
+    elif isinstance(value, (bytes, bytearray, dict)) or not isinstance(value, Iterable):
+        raise UsageError(f"{what} must be a string or a list of strings (got {_short(value)})")
+    else:
+        names = tuple(value)
     for name in names:
         if not isinstance(name, str):
-            raise UsageError(f"{what} must be strings (got {name!r})")
+            raise UsageError(f"{what} must be strings (got {_short(name)})")
         if allowed is not None and name not in allowed:
-            raise UsageError(f"unknown {what} {name!r}; choose from {', '.join(allowed)}")
+            raise UsageError(f"unknown {what} {_short(name)}; choose from {', '.join(allowed)}")
     return names
+
+
+def _short(value: Any) -> str:
+    """repr of a caller's value, cut: a hostile 10,000-character value is not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def make_filters(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexCorruptedError, UsageError
+from .errors import IndexCorruptedError, IndexWriteError, UsageError
 from .threads import faiss_build_threads, faiss_search_threads
 
 EXACT_LIMIT = 100_000
@@ -306,10 +306,13 @@ def _faiss_msg(exc: BaseException) -> str:
 
 
 def save_faiss(index: object, path: Path) -> None:
-    """Write the index with FAISS's own format (no pickle)."""
+    """Write the index with FAISS's own format (no pickle); a failed write (full disk) raises IndexWriteError."""
     import faiss
 
-    faiss.write_index(index, str(path))
+    try:
+        faiss.write_index(index, str(path))
+    except RuntimeError as exc:  # FAISS reports a short fwrite (ENOSPC, EFBIG) as a RuntimeError
+        raise IndexWriteError(f"{path}: cannot write the FAISS index ({_faiss_msg(exc)})") from exc
 
 
 def load_faiss(path: Path, mmap: bool = False) -> object:

@@ -140,3 +140,85 @@ def test_update_keeps_a_lexical_only_index_lexical(
     dense = DigestIndex.update([corpus / BLOG], index_dir=ix, model=str(tiny_model))  # asked for explicitly
     assert dense.manifest.model_name == str(tiny_model)
     dense.close()
+
+
+# ----------------------------------------------------------------- a full disk (issue 16 item 6)
+
+
+def _answers(ix: Path) -> list[list[str]]:
+    with DigestIndex.load(ix) as idx:
+        return [[h.paper.id for h in idx.search(q, k=5, mode="lexical")] for q in ("Gemma 2", "탈옥 공격", "LoRA")]
+
+
+def _assert_disk_full_is_one_line_and_harmless(ix: Path, corpus: Path, before: list[list[str]]) -> None:
+    from digest_rag import IndexWriteError
+
+    with pytest.raises(IndexWriteError, match="previous index .*unchanged"):
+        DigestIndex.build([corpus], index_dir=ix, lexical_only=True, force=True)
+    res = CliRunner().invoke(app, ["build", str(corpus), "--index", str(ix), "--lexical-only", "--force"])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
+    assert _answers(ix) == before
+    assert not [p.name for p in ix.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_sqlite_disk_full_is_a_typed_error(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's "database or disk is full" (here from a page cap, SQLite's own way to get it) was a traceback."""
+    import sqlite3
+
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, lexical_only=True).close()
+    before = _answers(ix)
+    real = sqlite3.connect
+
+    def capped(*args: object, **kwargs: object) -> sqlite3.Connection:
+        con = real(*args, **kwargs)  # type: ignore[arg-type]
+        con.execute("PRAGMA max_page_count = 8")
+        return con
+
+    import digest_rag.store as store_mod
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", capped)
+    _assert_disk_full_is_one_line_and_harmless(ix, corpus, before)
+
+
+def test_enospc_writing_arrays_is_a_typed_error(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    import numpy as np
+
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, lexical_only=True).close()
+    before = _answers(ix)
+
+    def full(file: object, *_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+
+    monkeypatch.setattr(np, "save", full)
+    _assert_disk_full_is_one_line_and_harmless(ix, corpus, before)
+
+
+def test_a_really_full_file_system(tmp_path: Path, corpus: Path) -> None:
+    """The same on a real 2 MiB tmpfs, when this process may mount one (root on Linux)."""
+    import os
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        small = tmp_path / "small-corpus"
+        small.mkdir()
+        shutil.copy(corpus / BLOG, small / BLOG)
+        ix = mnt / "ix"
+        DigestIndex.build([small], index_dir=ix, lexical_only=True).close()
+        before = _answers(ix)
+        st = os.statvfs(mnt)
+        with open(mnt / "filler", "wb") as fh:  # leave ~64 KiB: the whole seed corpus needs more
+            fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 64 * 1024))
+        _assert_disk_full_is_one_line_and_harmless(ix, corpus, before)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -196,3 +196,21 @@ def test_info(seed_index: DigestIndex) -> None:
 
 def test_seed_corpus_parses_to_29(seed_corpus: Path) -> None:
     assert len(parse_paths([seed_corpus]).papers) == 29
+
+
+def test_search_after_close_says_closed(seed_index_dir: Path) -> None:
+    """Issue 16 item 7: a search after close() said the index was corrupted."""
+    from digest_rag import IndexClosedError, IndexCorruptedError
+
+    idx = DigestIndex.load(seed_index_dir)
+    assert idx.search("Gemma 2", k=1, mode="lexical")
+    idx.close()
+    idx.close()  # twice is fine
+    for use in (lambda: idx.search("Gemma 2", k=1, mode="lexical"), idx.info, lambda: idx.papers):
+        with pytest.raises(IndexClosedError, match="was closed; open it again") as err:
+            use()
+        assert not isinstance(err.value, IndexCorruptedError)
+    with DigestIndex.load(seed_index_dir) as again:
+        pass
+    with pytest.raises(IndexClosedError):
+        again.search("Gemma 2", mode="lexical")

@@ -176,19 +176,19 @@ def test_lock_path_that_is_a_directory_or_fifo(tmp_path: Path, small_corpus: Pat
 def test_index_that_is_a_dangling_symlink(tmp_path: Path, small_corpus: Path) -> None:
     target = tmp_path / "nowhere" / "idx"
     (tmp_path / "ix").symlink_to(target)
-    res = CliRunner().invoke(app, ["build", str(small_corpus), "--index", str(tmp_path / "ix"), "--lexical-only"])
-    _one_line_exit_2(res, "dangling symbolic link")
-    for cmd in (["update", str(small_corpus / DAILY)], ["search", "Gemma"], ["info"]):
+    for cmd in (["build", str(small_corpus), "--lexical-only"], ["update", str(small_corpus / DAILY)]):
+        _one_line_exit_2(CliRunner().invoke(app, [*cmd, "--index", str(tmp_path / "ix")]), "dangling symbolic link")
+    for cmd in (["search", "Gemma"], ["info"]):
         _one_line_exit_2(CliRunner().invoke(app, [*cmd, "--index", str(tmp_path / "ix")]), "no such index directory")
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / ".idx.lock").exists()
 
 
 def test_index_under_a_regular_file(tmp_path: Path, small_corpus: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
-    res = CliRunner().invoke(app, ["build", str(small_corpus), "--lexical-only", "--index",
-                                   str(tmp_path / "file.txt" / "idx")])
-    _one_line_exit_2(res, "file.txt is not a directory")
-    for cmd in (["update", str(small_corpus / DAILY)], ["search", "Gemma"], ["info"]):
+    for cmd in (["build", str(small_corpus), "--lexical-only"], ["update", str(small_corpus / DAILY)]):
+        res = CliRunner().invoke(app, [*cmd, "--index", str(tmp_path / "file.txt" / "idx")])
+        _one_line_exit_2(res, "file.txt is not a directory")
+    for cmd in (["search", "Gemma"], ["info"]):
         res = CliRunner().invoke(app, [*cmd, "--index", str(tmp_path / "file.txt" / "idx")])
         _one_line_exit_2(res, "no such index directory")
     assert (tmp_path / "file.txt").read_text() == "x"

@@ -408,3 +408,24 @@ def test_a_fifo_named_on_the_command_line_is_reported_as_one(tmp_path: Path, see
     out = CliRunner().invoke(app, ["build", str(seed_corpus), str(fifo), "--index", str(tmp_path / "ix"),
                                    "--lexical-only"])
     assert out.exit_code == 0 and "pipe.txt: a FIFO (named pipe), not a regular file" in out.stdout, out.output
+
+
+def test_a_link_out_of_the_corpus_directory_is_skipped(tmp_path: Path, seed_corpus: Path) -> None:
+    """Threat model: a hostile corpus directory cannot make a build read (and index) a file elsewhere."""
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    daily = "2024-06-28-daily-digest.txt"
+    shutil.copy(seed_corpus / daily, corpus / daily)
+    outside = tmp_path / "private"
+    outside.mkdir()
+    shutil.copy(seed_corpus / "2024-02-13-daily-digest.txt", outside / "secret.txt")
+    (corpus / "a-link.txt").symlink_to(outside / "secret.txt")
+    (corpus / "same.txt").symlink_to(corpus / daily)  # inside: fine (merged with its target)
+    (corpus / "dir-link").symlink_to(outside, target_is_directory=True)
+    res = parse_paths([corpus])
+    assert [(Path(s.source).name, s.reason) for s in res.skipped] == [
+        ("a-link.txt", "symbolic link to a file outside the corpus directory")]
+    assert set(res.files) == {str(corpus / daily), str(corpus / "same.txt")}
+    assert parse_paths([corpus / "a-link.txt"]).papers  # named explicitly: the user's choice

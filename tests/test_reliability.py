@@ -676,3 +676,37 @@ def test_huge_corpus_file_parses_in_bounded_time_and_memory(tmp_path: Path, seed
     n = len(parse_paths([seed_corpus / DAILY]).papers)
     assert stats["papers"] == n and stats["skipped"] == 0 and stats["merged"] > 1000
     assert stats["s"] < 60 and stats["rss_mb"] < 600
+
+
+def test_build_repairs_a_deeply_nested_manifest(tmp_path: Path, seed_corpus: Path) -> None:
+    """Issue 16 item 6: a manifest of 200k '[' was a RecursionError traceback, and build could not repair it."""
+    ix = tmp_path / "ix"
+    DigestIndex.build([seed_corpus], index_dir=ix, lexical_only=True).close()
+    (ix / "manifest.json").write_text("[" * 200_000)
+    with pytest.raises(IndexCorruptedError, match="nested too deeply"):
+        DigestIndex.load(ix)
+    res = CliRunner().invoke(app, ["search", "Gemma 2", "--index", str(ix), "--mode", "lexical"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "manifest.json" in res.stderr
+    res = CliRunner().invoke(app, ["build", str(seed_corpus), "--index", str(ix), "--lexical-only"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "warning: the previous index is damaged" in res.stderr
+    with DigestIndex.load(ix) as idx:
+        assert idx.manifest.paper_count == 29
+
+
+def test_foreign_files_inside_an_index_are_kept(tmp_path: Path, seed_corpus: Path, smaller_corpus: Path) -> None:
+    """Issue 16 item 7: the README promised a refusal that never came; now it promises these are kept."""
+    ix = tmp_path / "ix"
+    DigestIndex.build([seed_corpus], index_dir=ix, lexical_only=True).close()
+    (ix / "notes.txt").write_text("mine")
+    (ix / "backup").mkdir()
+    (ix / "backup" / "gen-old").mkdir()
+    (ix / "gen-notes").write_text("named like ours, but a file")
+    for corpus in (smaller_corpus, seed_corpus):
+        res = CliRunner().invoke(app, ["build", str(corpus), "--index", str(ix), "--lexical-only"])
+        assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["update", str(seed_corpus / DAILY), "--index", str(ix)])
+    assert res.exit_code == 0, res.output
+    assert (ix / "notes.txt").read_text() == "mine" and (ix / "backup" / "gen-old").is_dir()
+    assert (ix / "gen-notes").read_text() == "named like ours, but a file"
+    assert DigestIndex.load(ix).manifest.paper_count == 29

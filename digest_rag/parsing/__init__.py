@@ -93,12 +93,18 @@ def corpus_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
 
 
 def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
-    """Files to parse (sorted, de-duplicated) and skips for paths that do not exist."""
+    """Files to parse (sorted, de-duplicated) and skips for paths that cannot be read.
+
+    Directories are walked without following links to directories (pathlib's
+    rglob) and links to files outside them are skipped; a file named
+    explicitly is read wherever it is.
+    """
     files: list[Path] = []
     skips: list[Skip] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            root = p.resolve()
             for f in p.rglob("*"):
                 rel = f.relative_to(p)
                 if (
@@ -107,6 +113,10 @@ def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
                     and not _is_hidden(rel)
                     and f.stem.lower() not in _IGNORED_STEMS
                 ):
+                    # A corpus directory is untrusted: a link in it must not pull in a file from elsewhere.
+                    if f.is_symlink() and not f.resolve().is_relative_to(root):
+                        skips.append(Skip(source=str(f), reason="symbolic link to a file outside the corpus directory"))
+                        continue
                     files.append(f)
         elif p.is_file():
             files.append(p)  # named explicitly: parsed whatever its name
