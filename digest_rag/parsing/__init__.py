@@ -115,7 +115,8 @@ def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
                 ):
                     # A corpus directory is untrusted: a link in it must not pull in a file from elsewhere.
                     if f.is_symlink() and not f.resolve().is_relative_to(root):
-                        skips.append(Skip(source=str(f), reason="symbolic link to a file outside the corpus directory"))
+                        skips.append(Skip(source=_printable(str(f)),
+                                          reason="symbolic link to a file outside the corpus directory"))
                         continue
                     files.append(f)
         elif p.is_file():
