@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from importlib import metadata
 import sys
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def main() -> None:
                     cell.setdefault(name + " rss", []).append(rss)
         print(f"# round {r + 1}/{args.rounds} done", file=sys.stderr)
 
-    print(f"# machine: {machine()}; txtai {__import__('txtai').__version__}; {args.rounds} rounds interleaved; median (min-max)")
+    print(f"# machine: {machine()}; txtai {metadata.version('txtai')}; {args.rounds} rounds interleaved; median (min-max)")
     print("| query row | digest_rag | txtai | digest_rag / txtai | target | met? |")
     print("|---|---|---|---|---|---|")
 
