@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from importlib import metadata
 import sys
+from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
