@@ -116,8 +116,8 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> str:
     raise ParseError(f"{source}: not UTF-8, CP949 or EUC-KR text; re-save it as UTF-8")
 
 
-def read_text(path: str | Path) -> str:
-    """Read a corpus file with `decode_bytes`; a missing file or one that is not a regular file raises ParseError.
+def read_bytes(path: str | Path) -> bytes:
+    """A corpus file's bytes; a missing file or one that is not a regular file raises ParseError.
 
     The file is opened non-blocking and checked before reading: opening a FIFO
     named as a corpus file would otherwise wait forever for a writer.
@@ -132,10 +132,14 @@ def read_text(path: str | Path) -> str:
             kind = file_kind(os.fstat(fh.fileno()).st_mode)
             if kind != "regular file":
                 raise ParseError(f"{p}: is {kind}, not a regular file")
-            data = fh.read()
+            return fh.read()
     except OSError as exc:
         raise ParseError(f"{p}: cannot read file ({exc.strerror or exc})") from exc
-    return decode_bytes(data, str(p))
+
+
+def read_text(path: str | Path) -> str:
+    """Read a corpus file (`read_bytes`) and decode it with `decode_bytes`."""
+    return decode_bytes(read_bytes(path), str(Path(path)))
 
 
 def file_kind(mode: int) -> str:

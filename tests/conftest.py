@@ -75,3 +75,19 @@ def seed_index(seed_index_dir: Path) -> Iterator[object]:
     idx = DigestIndex.load(seed_index_dir)
     yield idx
     idx.close()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[object]:
+    """One local Ray instance (2 CPUs) for every Ray test of the session; skips when ray is not installed."""
+    import logging
+
+    ray = pytest.importorskip("ray", reason='ray is not installed (pip install "digest-rag[ray]")')
+    pytest.importorskip("ray.data", reason='Ray Data is not installed (pip install "digest-rag[ray]")')
+    # Workers are separate processes: they must import this checkout's digest_rag, offline like the tests.
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()

@@ -5,18 +5,19 @@ Public API: `parse_file`, `parse_paths`, `detect_format`, `ParseResult`, `Skip`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..errors import CorpusError, ParseError
 from ..models import Paper, Section, SourceFormat
-from ..text import file_kind, read_text
+from ..text import decode_bytes, file_kind, read_text
 from . import blog, daily, jsonl, notes, weekly
 from ._util import merge_unique
 from .base import ParseResult, Skip
 from .detect import detect_format
 
-__all__ = ["ParseResult", "Skip", "corpus_files", "detect_format", "parse_file", "parse_paths", "PARSERS", "CORPUS_SUFFIXES"]
+__all__ = ["ParseResult", "Skip", "check_strict", "combine_parsed", "corpus_files", "detect_format", "file_name_error", "parse_bytes", "parse_file",
+           "parse_paths", "parse_text", "PARSERS", "CORPUS_SUFFIXES"]
 
 PARSERS: dict[SourceFormat, Callable[[str, str], list[Paper]]] = {
     "weekly": weekly.parse,
@@ -36,8 +37,16 @@ def parse_file(path: str | Path, format: SourceFormat | None = None) -> ParseRes
     Raises ParseError when the file cannot be read, decoded, recognised or
     yields no paper; `parse_paths` turns those into `Skip` entries instead.
     """
-    source = str(path)
-    text = read_text(path)
+    return parse_text(read_text(path), str(path), format)
+
+
+def parse_bytes(data: bytes, source: str, format: SourceFormat | None = None) -> ParseResult:
+    """`parse_file` for a file's bytes already read (by a build's driver, for a worker elsewhere)."""
+    return parse_text(decode_bytes(data, source), source, format)
+
+
+def parse_text(text: str, source: str, format: SourceFormat | None = None) -> ParseResult:
+    """Parse the decoded text of the file ``source``; raises ParseError like `parse_file`."""
     if not text.strip():
         raise ParseError(f"{source}: empty file")
     fmt: SourceFormat = format or detect_format(text, source)
@@ -160,20 +169,46 @@ def parse_paths(
     if isinstance(paths, (str, Path)):
         paths = [paths]  # a lone path is a common slip; a str would iterate by character
     files, skips = _expand(paths)
-    result = ParseResult(skipped=skips)
+
+    def outcomes() -> Iterator[tuple[str, ParseResult | ParseError]]:
+        for done, f in enumerate(files):
+            if progress:
+                progress("parsing", done, len(files))
+            bad_name = file_name_error(f)
+            if bad_name is not None:
+                yield _printable(str(f)), bad_name
+                continue
+            try:
+                yield str(f), parse_file(f)
+            except ParseError as exc:
+                yield str(f), exc
+
+    result = combine_parsed(outcomes(), skips)
+    if progress:
+        progress("parsing", len(files), len(files))
+    return check_strict(result, strict)
+
+
+def file_name_error(path: str | Path) -> ParseError | None:
+    """A ParseError when the file's name is not valid UTF-8 (it would carry surrogates into every record)."""
+    source = str(path)
+    if _printable(source) == source:
+        return None
+    return ParseError(f"{_printable(source)}: file name is not valid UTF-8; rename the file")
+
+
+def combine_parsed(outcomes: Iterable[tuple[str, ParseResult | ParseError]], skips: Iterable[Skip] = ()) -> ParseResult:
+    """One ParseResult from per-file outcomes, in the order given (sorted paths, as `parse_paths` reads them).
+
+    Failed files become `Skip` entries with a one-line reason; papers sharing an
+    id are merged into the first. Any engine that parses files elsewhere
+    feeds its outcomes through here, so merging is the same everywhere.
+    """
+    result = ParseResult(skipped=list(skips))
     by_id: dict[str, int] = {}
-    for done, f in enumerate(files):
-        if progress:
-            progress("parsing", done, len(files))
-        source = str(f)
-        if _printable(source) != source:
-            # A file name with bytes that are not UTF-8 would carry surrogates into every record.
-            result.skipped.append(Skip(source=_printable(source), reason="file name is not valid UTF-8; rename the file"))
-            continue
-        try:
-            one = parse_file(f)
-        except ParseError as exc:
-            reason = " ".join(str(exc).split()) or "cannot parse"
+    for source, one in outcomes:
+        if isinstance(one, ParseError):
+            reason = " ".join(str(one).split()) or "cannot parse"
             # The source is already in Skip.source; keep the reason short.
             if reason.startswith(source + ":"):
                 reason = reason[len(source) + 1 :].strip() or reason
@@ -189,8 +224,11 @@ def parse_paths(
             else:
                 by_id[paper.id] = len(result.papers)
                 result.papers.append(paper)
-    if progress:
-        progress("parsing", len(files), len(files))
+    return result
+
+
+def check_strict(result: ParseResult, strict: bool) -> ParseResult:
+    """``result``, or with strict=True a CorpusError listing its skipped files if any."""
     if strict and result.skipped:
         listing = "; ".join(f"{s.source}: {s.reason}" for s in result.skipped)
         raise CorpusError(f"{len(result.skipped)} file(s) skipped in strict mode: {listing}")

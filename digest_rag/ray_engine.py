@@ -1,0 +1,372 @@
+"""The Ray engine: a build's parse, chunk and embed stages on a Ray cluster, its FAISS index from merged shards.
+
+What runs where:
+
+- the **driver** (the process that called ``build``/``update``) lists and
+  reads the input files (so workers need no shared filesystem), merges the
+  parsed papers, looks every chunk's passage hash up in the embedding cache,
+  writes new embeddings through the cache, trains the FAISS index on the
+  fixed-seed sample, writes the store and the lexical index, and commits the
+  generation under the writer lock, exactly as the local engine does;
+- **Ray Data tasks** parse files (one row per file);
+- a **Ray Data actor pool** chunks papers (each actor loads the tokenizer once);
+- a **Ray Data actor pool of encoders** embeds only the cache misses
+  (``map_batches``; each actor loads the model once with the build's backend,
+  device and batch size, and may hold ``gpus_per_worker`` GPUs);
+- **Ray tasks** add contiguous shards of the vectors to copies of the trained
+  FAISS index; the driver merges them in order (:func:`vectors.merge_shards`),
+  which gives the single-process index byte for byte.
+
+Every stage's results come back tagged with their position and are put back
+in order, so chunk ids, chunk order and the index are those of a local
+build. Ray retries a task or restarts an actor whose worker died; a killed
+driver leaves the previous generation in place (nothing is committed before
+the manifest swap), and embeddings already written to the cache are reused by
+the next build.
+
+Ray is an optional extra (``pip install "digest-rag[ray]"``); without it
+:func:`import_ray` raises a UsageError with that hint.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .chunking import TokenCounter, approx_token_count, chunk_papers
+from .errors import ParseError, UsageError
+from .models import Chunk, ChunkerSettings, Paper
+from .parsing import ParseResult, check_strict, combine_parsed, corpus_files, parse_bytes
+from .text import read_bytes
+
+log = logging.getLogger(__name__)
+
+RAY_INSTALL_HINT = 'the ray engine needs Ray Data, which is not installed; install it with: pip install "digest-rag[ray]"'
+# Rows per FAISS shard: below this, shipping a shard costs more than adding it.
+SHARD_ROWS = 50_000
+# Environment the workers need to behave like the driver (offline hub, caches, thread counts).
+_FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
+                  "DIGEST_RAG_CACHE", "DIGEST_RAG_MODEL")
+
+ProgressCallback = Callable[[str, int, int], None]
+_PER_PAPER = TypeAdapter(list[list[Chunk]])
+
+
+class RayOptions(BaseModel):
+    """Where and how wide a Ray build runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str | None = Field(
+        default=None,
+        description="Ray cluster to join ('auto', 'HOST:6379' or 'ray://HOST:10001'); None starts a local instance "
+        "(or joins the one $RAY_ADDRESS names, or uses the one this process already initialised)",
+    )
+    workers: int | None = Field(default=None, ge=1, description="encoder (and chunker) actors; default: one per node, "
+                                "or cluster GPUs / gpus_per_worker")
+    gpus_per_worker: float = Field(default=0.0, ge=0.0, description="GPUs each encoder actor holds (0: CPU encoding)")
+
+
+class EncoderSpec(BaseModel):
+    """What a worker needs to load the very encoder the driver would: same model, backend, device, batch size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    backend: str = "torch"
+    device: str | None = None
+    batch_size: int = 32
+
+
+def import_ray() -> ModuleType:
+    """The ``ray`` module with Ray Data, or a UsageError with the install hint (CLI exit 1)."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data is a separate extra of ray
+    except ImportError as exc:
+        raise UsageError(RAY_INSTALL_HINT) from exc
+    return ray
+
+
+def encode_step(batch_size: int) -> int:
+    """Passages per encode call, the same for both engines so batches (and so vectors) match."""
+    return max(batch_size * 8, 256)
+
+
+# ------------------------------------------------------------------------------ worker side
+# Module-level functions and classes: Ray ships them by reference, workers import digest_rag.
+
+
+@functools.lru_cache(maxsize=4)
+def _token_counter(spec_json: str) -> TokenCounter:
+    """The model's token counter, loaded once per worker process (on CPU, whatever the encoders use)."""
+    from .encoder import Encoder
+
+    spec = EncoderSpec.model_validate_json(spec_json)
+    return Encoder.load(spec.model, device="cpu", backend="torch").count_tokens
+
+
+def _parse_chunk_row(row: dict[str, Any], settings_json: str, spec_json: str, prefix: str) -> dict[str, Any]:
+    """Parse one file and chunk its papers (the driver re-chunks the few that merging with another file changes)."""
+    source = str(row["source"])
+    try:
+        result = parse_bytes(bytes(row["data"]), source)
+    except ParseError as exc:
+        return {"i": row["i"], "source": source, "result": "", "chunks": "[]", "error": str(exc)}
+    settings = ChunkerSettings.model_validate_json(settings_json)
+    count = _token_counter(spec_json) if spec_json else approx_token_count
+    chunks = [chunk_papers([p], settings, count, prefix) for p in result.papers]
+    return {"i": row["i"], "source": source, "result": result.model_dump_json(),
+            "chunks": _PER_PAPER.dump_json(chunks).decode(), "error": ""}
+
+
+class _Embedder:
+    """One encoder per actor, loaded once; embeds batches of passages (the model prefix is added here)."""
+
+    def __init__(self, spec_json: str, threads: int) -> None:
+        from .encoder import Encoder
+        from .threads import configure_threads
+
+        # Ray gives each actor `threads` CPUs; torch would otherwise size itself to the whole node.
+        configure_threads(threads, force=True)
+        spec = EncoderSpec.model_validate_json(spec_json)
+        self.encoder = Encoder.load(spec.model, device=spec.device, batch_size=spec.batch_size, backend=spec.backend)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vecs = self.encoder.encode_passages([str(t) for t in batch["text"]])
+        return {"i": batch["i"], "vec": vecs}
+
+
+# ------------------------------------------------------------------------------ driver side
+
+
+class ParsedChunks(BaseModel):
+    """What the parse stage returns: the merged ParseResult, and the chunks its tasks cut, by (source, paper id)."""
+
+    parsed: ParseResult
+    chunked: dict[tuple[str, str], tuple[Paper, list[Chunk]]] = Field(default_factory=dict)
+
+    def chunks_for(self, papers: Sequence[Paper], settings: ChunkerSettings, count: TokenCounter | None,
+                   passage_prefix: str = "passage: ") -> list[Chunk]:
+        """``chunk_papers(papers, ...)``, taking each paper's chunks from the tasks when it is the paper they cut.
+
+        Papers merged from several files, and papers kept from an older index
+        (``update``), are chunked here: chunking is a pure function of the
+        paper, so the result is the local engine's either way.
+        """
+        out: list[Chunk] = []
+        for p in papers:
+            done = self.chunked.get((p.source, p.id))
+            out.extend(done[1] if done is not None and done[0] == p else
+                       chunk_papers([p], settings, count, passage_prefix))
+        return out
+
+
+
+
+class RayEngine:
+    """A connection to a Ray cluster and the build stages that run on it.
+
+    Use as a context manager: it joins (or starts) Ray on entry and shuts
+    down only an instance it started itself.
+
+    Example:
+        >>> with RayEngine(RayOptions(workers=2)) as engine:  # doctest: +SKIP
+        ...     parsed = engine.parse(["corpus"])
+    """
+
+    def __init__(self, options: RayOptions | None = None) -> None:
+        self.options = options or RayOptions()
+        self._ray = import_ray()
+        self._started = False
+
+    # -------------------------------------------------------------- connection
+    def __enter__(self) -> RayEngine:
+        ray = self._ray
+        if not ray.is_initialized():
+            env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+            runtime_env: dict[str, Any] = {"env_vars": env}
+            package = str(Path(__file__).resolve().parent)
+            if self.options.address:
+                # Another machine's workers get this very digest_rag (its dependencies must be installed there).
+                runtime_env["py_modules"] = [package]
+            else:
+                env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(package).parent), os.environ.get("PYTHONPATH")) if p)
+            try:
+                ray.init(address=self.options.address, runtime_env=runtime_env, include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = self.options.address or "a local Ray instance"
+                raise UsageError(f"cannot start or join Ray at {where}: {' '.join(str(exc).split())[:200]}") from exc
+            self._started = True
+        ctx = self._ray.data.DataContext.get_current()
+        # Our own progress callback reports the stages; results are put back in order by position anyway.
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        ctx.execution_options.preserve_order = True
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def _resources(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self._ray.cluster_resources().items()}
+
+    def workers(self) -> int:
+        """Actors per pool: the option, else cluster GPUs / gpus_per_worker, else one per node."""
+        if self.options.workers:
+            return self.options.workers
+        res = self._resources()
+        if self.options.gpus_per_worker > 0:
+            gpus = res.get("GPU", 0.0)
+            if gpus < self.options.gpus_per_worker:
+                raise UsageError(f"the Ray cluster has {gpus:g} GPUs; --gpus-per-worker {self.options.gpus_per_worker:g} needs more")
+            return max(1, int(gpus // self.options.gpus_per_worker))
+        nodes = sum(1 for n in self._ray.nodes() if n.get("Alive"))
+        return max(1, nodes)
+
+    def cpus_per_worker(self) -> int:
+        """CPUs each encoder actor takes (and sizes torch's threads to): the cluster's share per worker."""
+        cpus = self._resources().get("CPU", 1.0)
+        return max(1, int(cpus // self.workers()))
+
+    # ------------------------------------------------------------------ stages
+    def parse_and_chunk(
+        self,
+        paths: Iterable[str | Path],
+        settings: ChunkerSettings,
+        spec: EncoderSpec | None,
+        passage_prefix: str = "passage: ",
+        *,
+        strict: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> ParsedChunks:
+        """`parsing.parse_paths` with each file parsed, and its papers chunked, by a Ray task.
+
+        The driver reads the files (workers need no shared filesystem) and
+        merges the outcomes in path order exactly as ``parse_paths`` does.
+        With an encoder ``spec`` tasks count tokens with the model's tokenizer
+        (loaded once per worker process); without one (lexical-only) with the
+        approximate count.
+        """
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        files, skips = corpus_files(paths)
+        outcomes: dict[int, tuple[str, ParseResult | ParseError]] = {}
+        chunked: dict[tuple[str, str], tuple[Paper, list[Chunk]]] = {}
+        rows = []
+        for i, f in enumerate(files):
+            try:
+                rows.append({"i": i, "source": str(f), "data": read_bytes(f)})
+            except ParseError as exc:
+                outcomes[i] = (str(f), exc)
+        if progress:
+            progress("parsing", len(outcomes), len(files))
+        if rows:
+            ds = self._ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * self.workers()))
+            kwargs = {"settings_json": settings.model_dump_json(), "spec_json": spec.model_dump_json() if spec else "",
+                      "prefix": passage_prefix}
+            for row in ds.map(_parse_chunk_row, fn_kwargs=kwargs).iter_rows():
+                source = str(row["source"])
+                if row["error"]:
+                    outcomes[int(row["i"])] = (source, ParseError(row["error"]))
+                else:
+                    one = ParseResult.model_validate_json(row["result"])
+                    outcomes[int(row["i"])] = (source, one)
+                    for paper, chunks in zip(one.papers, _PER_PAPER.validate_json(row["chunks"]), strict=True):
+                        chunked.setdefault((source, paper.id), (paper, chunks))
+                if progress:
+                    progress("parsing", len(outcomes), len(files))
+        result = combine_parsed((outcomes[i] for i in range(len(files))), skips)
+        return ParsedChunks(parsed=check_strict(result, strict), chunked=chunked)
+
+    def embed(
+        self,
+        passages: Sequence[str],
+        spec: EncoderSpec,
+        on_batch: Callable[[np.ndarray, np.ndarray], None],
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Embed ``passages`` (without model prefix) on the encoder actor pool; returns how many were encoded.
+
+        ``on_batch(positions, vectors)`` is called on the driver as each batch
+        arrives (in any order), so the caller writes it through the embedding
+        cache at once: what was embedded before a crash is not embedded again.
+        """
+        total = len(passages)
+        if not total:
+            return 0
+        step = encode_step(spec.batch_size)
+        workers = self.workers()
+        rows = [{"i": i, "text": t} for i, t in enumerate(passages)]
+        ds = self._ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(total / step)))
+        gpus = self.options.gpus_per_worker
+        cpus = self.cpus_per_worker()
+        ds = ds.map_batches(
+            _Embedder, batch_size=step, batch_format="numpy",
+            compute=self._ray.data.ActorPoolStrategy(size=min(workers, math.ceil(total / step))),
+            num_cpus=cpus, num_gpus=gpus or None,
+            fn_constructor_kwargs={"spec_json": spec.model_dump_json(), "threads": cpus},
+        )
+        done = 0
+        if progress:
+            progress("encoding", 0, total)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            on_batch(np.asarray(batch["i"], dtype=np.int64), np.asarray(batch["vec"], dtype=np.float32))
+            done += len(batch["i"])
+            if progress:
+                progress("encoding", done, total)
+        return done
+
+    def build_faiss(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        factory: str | None = None,
+        *,
+        shard_rows: int = SHARD_ROWS,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[object, str]:
+        """`vectors.build_faiss` with the shards added by Ray tasks and merged here: the same index."""
+        from .vectors import build_faiss_sharded
+
+        n = len(ids)
+        step = max(1, shard_rows)
+        shards = [(ids[s : s + step], vectors[s : s + step]) for s in range(0, n, step)] or [(ids, vectors)]
+
+        def report(done: int, total: int) -> None:
+            if progress:
+                progress("merging", done, total)
+
+        return build_faiss_sharded(shards, factory, dimension=int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+                                   # One shard gains nothing from a round trip through the cluster.
+                                   mapper=self._map_tasks if len(shards) > 1 else None, progress=report)
+
+    def _map_tasks(self, fn: Callable[..., np.ndarray], args: Sequence[tuple[Any, ...]]) -> Iterator[np.ndarray]:
+        """Run ``fn(*a)`` for each ``a`` as Ray tasks; yield results in order. Equal arguments are shipped once."""
+        ray = self._ray
+        remote = ray.remote(max_retries=3)(fn)
+        refs: dict[int, Any] = {}
+        calls = []
+        for a in args:
+            put = []
+            for v in a:
+                if id(v) not in refs:
+                    refs[id(v)] = ray.put(v)
+                put.append(refs[id(v)])
+            calls.append(remote.remote(*put))
+        for ref in calls:
+            yield ray.get(ref)
+
