@@ -108,10 +108,19 @@ def encode_step(batch_size: int) -> int:
 
 @functools.lru_cache(maxsize=4)
 def _token_counter(spec_json: str) -> TokenCounter:
-    """The model's token counter, loaded once per worker process (on CPU, whatever the encoders use)."""
-    from .encoder import Encoder
+    """The model's token counter, made once per worker process.
+
+    From the model's tokenizer.json alone when `model_files` can read it (no
+    torch, no weights), else from the loaded model on CPU: the same counts either way.
+    """
+    from .model_files import inspect_model, token_counter
 
     spec = EncoderSpec.model_validate_json(spec_json)
+    facts = inspect_model(spec.model)
+    if facts is not None:
+        return token_counter(facts)
+    from .encoder import Encoder
+
     return Encoder.load(spec.model, device="cpu", backend="torch").count_tokens
 
 
