@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from .chunking import approx_token_count, chunk_papers, passage_text
+from .chunking import approx_token_count, passage_text
 from .encoder import MODEL_ENV, Encoder, model_identity
+from .engines import BuildEngine, LocalEngine, open_engine
 from .errors import (
     CorpusError,
     DamagedIndexWarning,
@@ -53,10 +54,10 @@ from .layout import (
 from .lexical import LexicalIndex, analysis_cache_key
 from .locking import WriterLock, real_index_dir
 from .models import PASSAGE_PREFIX, QUERY_PREFIX, BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper
-from .parsing import ParseResult, corpus_files, parse_paths
+from .parsing import ParseResult, corpus_files
 from .store import Store, write_store
 from .text import fingerprint, sha256_text
-from .vectors import build_faiss, save_faiss, search_param_of
+from .vectors import save_faiss, search_param_of
 from .version import __version__
 
 __all__ = ["BuildOptions", "BuildOutcome", "BuildReport", "ProgressCallback", "build_index", "update_index"]
@@ -123,9 +124,10 @@ def build_index(
                 current.report.seconds = round(time.perf_counter() - t0, 3)
                 current.encoder = encoder
                 return current
-        parsed = parse_paths(path_list, strict=options.strict, progress=progress)
-        return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
-                      progress=progress, keep_old=False, inputs=inputs)
+        with open_engine(options) as engine:
+            parsed = engine.parse(path_list, options.strict, progress)
+            return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
+                                 progress=progress, keep_old=False, inputs=inputs, engine=engine)
 
 
 def update_index(
@@ -147,9 +149,10 @@ def update_index(
         lexical_only = options.lexical_only or (
             manifest.model_name is None and "model" not in overrides and encoder is None
         )
-        parsed = parse_paths(list(paths), strict=options.strict, progress=progress)
-        return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=lexical_only, progress=progress,
-                      keep_old=True, inputs=None)
+        with open_engine(options) as engine:
+            parsed = engine.parse(list(paths), options.strict, progress)
+            return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=lexical_only,
+                                 progress=progress, keep_old=True, inputs=None, engine=engine)
 
 
 def _options(previous: BuildOptions | None, overrides: Mapping[str, Any]) -> BuildOptions:
@@ -241,8 +244,13 @@ def _index_papers(
     progress: ProgressCallback | None,
     keep_old: bool,
     inputs: str | None,
+    engine: BuildEngine,
 ) -> BuildOutcome:
-    """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock."""
+    """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
+
+    ``engine`` runs the chunking, the encoding of cache misses and the FAISS
+    build (here, or on a Ray cluster); everything else happens here.
+    """
     t0 = time.perf_counter()
     report = BuildReport(skipped=[s.model_dump() for s in parsed.skipped], merged=list(parsed.merged))
     old_manifest, old_store, old_papers = _previous_index(index_dir, keep_old)
@@ -263,14 +271,14 @@ def _index_papers(
             settings = settings.model_copy(update={"max_tokens": encoder.max_seq_length})
         passage_prefix = encoder.passage_prefix if encoder else PASSAGE_PREFIX
         paper_list = [papers[pid] for pid in sorted(papers)]
-        chunks, passages, hashes = _chunk(paper_list, papers, settings, encoder, passage_prefix, progress)
+        chunks, passages, hashes = _chunk(paper_list, papers, settings, encoder, passage_prefix, progress, engine)
 
         vectors: np.ndarray | None = None
         if encoder is not None:
             ok, why = reusable_embeddings(old_manifest, encoder, settings)
             cache = old_store.embeddings(encoder.dimension) if (ok and old_store) else {}
             report.full_rebuild_reason = why
-            vectors = embed_passages(encoder, passages, hashes, cache, report, progress)
+            vectors = embed_passages(encoder, passages, hashes, cache, report, progress, engine)
         else:
             report.lexical_only = True
         report.papers = len(paper_list)
@@ -285,7 +293,7 @@ def _index_papers(
     saved = options if encoder is None else options.model_copy(update={"model": encoder.name, "backend": encoder.backend})
     manifest, report.analysed = write_generation(
         index_dir, paper_list, papers, chunks, hashes, vectors, encoder, settings, saved, progress, token_cache,
-        inputs if fingerprint_ok else None,
+        inputs if fingerprint_ok else None, engine,
     )
     collect_garbage(index_dir, keep=manifest.data_dir)
     report.seconds = round(time.perf_counter() - t0, 3)
@@ -352,15 +360,11 @@ def _load_encoder(options: BuildOptions, old: IndexManifest | None) -> Encoder |
 
 def _chunk(
     paper_list: list[Paper], papers: Mapping[str, Paper], settings: ChunkerSettings, encoder: Encoder | None,
-    passage_prefix: str, progress: ProgressCallback | None,
+    passage_prefix: str, progress: ProgressCallback | None, engine: BuildEngine,
 ) -> tuple[list[Chunk], list[str], list[str]]:
     """Chunks of every paper, the passage each embeds, and that passage's hash (the embedding cache key)."""
     count = encoder.count_tokens if encoder else approx_token_count
-    if progress:
-        progress("chunking", 0, len(paper_list))
-    chunks = chunk_papers(paper_list, settings, count, passage_prefix)
-    if progress:
-        progress("chunking", len(paper_list), len(paper_list))
+    chunks = engine.chunk(paper_list, settings, count, passage_prefix, encoder.name if encoder else None, progress)
     ids = [c.id for c in chunks]
     if len(set(ids)) != len(ids):
         raise CorpusError("chunk id collision; two papers share an id and position")
@@ -397,12 +401,13 @@ def reusable_embeddings(old: IndexManifest | None, encoder: Encoder, chunker: Ch
 
 def embed_passages(
     encoder: Encoder, passages: Sequence[str], hashes: Sequence[str], cache: Mapping[str, np.ndarray],
-    report: BuildReport, progress: ProgressCallback | None,
+    report: BuildReport, progress: ProgressCallback | None, engine: BuildEngine | None = None,
 ) -> np.ndarray:
     """Vectors of ``passages``: from ``cache`` (by passage hash) where present, encoded in batches otherwise.
 
-    Identical passages are encoded once. ``report.encoded`` / ``report.reused``
-    count what was encoded and what came from the cache.
+    Identical passages are encoded once, by ``engine`` (default: here).
+    ``report.encoded`` / ``report.reused`` count what was encoded and what
+    came from the cache.
     """
     out = np.zeros((len(passages), encoder.dimension), dtype=np.float32)
     todo: dict[str, int] = {}
@@ -414,18 +419,16 @@ def embed_passages(
     report.reused = len(passages) - sum(1 for h in hashes if h in todo)
     if todo:
         order = list(todo.values())
-        step = max(encoder.batch_size * 8, 256)
-        for start in range(0, len(order), step):
-            part = order[start : start + step]
-            if progress:
-                progress("encoding", start, len(order))
-            vecs = encoder.encode_passages([passages[i] for i in part])
-            for i, v in zip(part, vecs, strict=True):
-                out[i] = v
-            if start == 0:
+        batches = 0
+
+        def on_batch(positions: np.ndarray, vecs: np.ndarray) -> None:
+            nonlocal batches
+            out[[order[p] for p in positions]] = vecs
+            batches += 1
+            if batches == 1:
                 pause_point("encoding")
-        if progress:
-            progress("encoding", len(order), len(order))
+
+        (engine or LocalEngine()).encode(encoder, [passages[i] for i in order], on_batch, progress)
         fresh = {hashes[i]: out[i] for i in order}
         for i, h in enumerate(hashes):
             if h in fresh:
@@ -447,6 +450,7 @@ def write_generation(
     progress: ProgressCallback | None,
     token_cache: dict[str, list[str]],
     inputs: str | None,
+    engine: BuildEngine | None = None,
 ) -> tuple[IndexManifest, int]:
     """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
     how many texts Kiwi analysed."""
@@ -461,7 +465,8 @@ def write_generation(
         if vectors is not None:
             import faiss
 
-            fidx, used_factory = build_faiss(np.array([c.id for c in chunks], dtype=np.int64), vectors, options.factory)
+            fidx, used_factory = (engine or LocalEngine()).build_faiss(
+                np.array([c.id for c in chunks], dtype=np.int64), vectors, options.factory, progress)
             save_faiss(fidx, gen.path / FAISS_FILE)
             search_param, faiss_version = search_param_of(fidx), faiss.__version__
         pause_point("writing")

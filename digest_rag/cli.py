@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 from .display import format_hits
 from .errors import DigestRagError
 from .index import DEFAULT_INDEX_DIR, DigestIndex
-from .models import SEARCH_MODES, Backend, Language
+from .models import SEARCH_MODES, Backend, Engine, Language
 from .version import __version__
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
@@ -114,7 +114,7 @@ def _flush_warnings(caught: list[warnings.WarningMessage]) -> None:
             _err(f"warning: {text}")
 
 
-_UNITS = {"parsing": "file", "chunking": "paper", "encoding": "passage", "indexing": "step"}
+_UNITS = {"parsing": "file", "chunking": "paper", "encoding": "passage", "merging": "shard", "indexing": "step"}
 
 
 class _ProgressBars:
@@ -209,6 +209,12 @@ def _build_summary(index: DigestIndex, as_json: bool) -> None:
             typer.echo(f"  {s['source']}: {s['reason']}")
 
 
+EngineOpt = typer.Option("local", "--engine", help="Where to parse, chunk and embed: local, or ray (a Ray cluster; needs the 'ray' extra).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray instance).")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Ray encoder actors (default: one per node, or per GPU share).")
+GpusOpt = typer.Option(None, "--gpus-per-worker", min=0.0, help="GPUs each Ray encoder actor holds (default 0: CPU).")
+
+
 @app.command()
 def build(
     paths: list[Path] = typer.Argument(None, help="Digest files or directories (default: corpus/)."),
@@ -222,6 +228,10 @@ def build(
     strict: bool = typer.Option(False, "--strict", help="Fail if any file is skipped."),
     wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when no input file or option changed."),
+    engine: Engine = EngineOpt,
+    ray_address: str = RayAddressOpt,
+    workers: int = WorkersOpt,
+    gpus_per_worker: float = GpusOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
 ) -> None:
@@ -234,7 +244,8 @@ def build(
         idx = DigestIndex.build(
             [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
             lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size, backend=backend,
-            strict=strict or None, wait=wait, progress=bars, force=force,
+            strict=strict or None, wait=wait, progress=bars, force=force, engine=engine, ray_address=ray_address,
+            workers=workers, gpus_per_worker=gpus_per_worker,
         )
     _build_summary(idx, as_json)
 
@@ -245,6 +256,10 @@ def update(
     index: Path = IndexOpt,
     model: str = typer.Option(None, "--model", "-m", help="Model name or local path (default: the index's)."),
     wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
+    engine: Engine = EngineOpt,
+    ray_address: str = RayAddressOpt,
+    workers: int = WorkersOpt,
+    gpus_per_worker: float = GpusOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the update report as JSON."),
 ) -> None:
@@ -253,7 +268,8 @@ def update(
     Example: digest-rag update new-digest.txt --index indexes/default
     """
     with _handled(), _progress(quiet or as_json) as bars:
-        idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait, progress=bars)
+        idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait, progress=bars,
+                                 engine=engine, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
     _build_summary(idx, as_json)
 
 

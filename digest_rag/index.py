@@ -208,6 +208,10 @@ class DigestIndex:
         wait: float = 0.0,
         progress: ProgressCallback | None = None,
         force: bool = False,
+        engine: str | None = None,
+        ray_address: str | None = None,
+        workers: int | None = None,
+        gpus_per_worker: float | None = None,
         **unknown: Any,
     ) -> DigestIndex:
         """Parse ``paths``, chunk, embed and write an index to ``index_dir``; return it loaded.
@@ -223,9 +227,16 @@ class DigestIndex:
         the index is built lexical-only with a warning; an explicitly requested
         model that is unavailable raises ModelUnavailableError. An unknown
         option raises UsageError.
+
+        ``engine="ray"`` parses, chunks and embeds on a Ray cluster (the
+        ``ray`` extra): ``ray_address`` joins a running one (default: start a
+        local instance), ``workers`` encoder actors each holding
+        ``gpus_per_worker`` GPUs. The index written is the one the local
+        engine writes, and either reuses the other's embedding cache.
         """
         overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
-                              batch_size=batch_size, backend=backend, strict=strict, **unknown)
+                              batch_size=batch_size, backend=backend, strict=strict, engine=engine,
+                              ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker, **unknown)
         from .build import build_index
 
         outcome = build_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress,
@@ -249,15 +260,21 @@ class DigestIndex:
         strict: bool | None = None,
         wait: float = 0.0,
         progress: ProgressCallback | None = None,
+        engine: str | None = None,
+        ray_address: str | None = None,
+        workers: int | None = None,
+        gpus_per_worker: float | None = None,
         **unknown: Any,
     ) -> DigestIndex:
         """Add or replace the papers of ``paths`` in an existing index, keeping every other paper.
 
         The index keeps its options and its kind (a lexical-only index stays
-        lexical-only unless ``model`` is given); options work as in `build`.
+        lexical-only unless ``model`` is given); options work as in `build`,
+        ``engine`` and its options included (they are never inherited).
         """
         overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
-                              batch_size=batch_size, backend=backend, strict=strict, **unknown)
+                              batch_size=batch_size, backend=backend, strict=strict, engine=engine,
+                              ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker, **unknown)
         from .build import update_index
 
         outcome = update_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress)

@@ -28,6 +28,8 @@ Language = Literal["ko", "en", "mixed"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
 SourceFormat = Literal["weekly", "daily", "blog", "notes", "jsonl"]
 Backend = Literal["torch", "onnx", "onnx-int8"]
+# Where a build parses, chunks and embeds: in this process, or on a Ray cluster (digest_rag.engines).
+Engine = Literal["local", "ray"]
 
 SECTION_KINDS: tuple[str, ...] = get_args(SectionKind)
 CHUNK_KINDS: tuple[str, ...] = get_args(ChunkKind)
@@ -35,6 +37,7 @@ LANGUAGES: tuple[str, ...] = get_args(Language)
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 SOURCE_FORMATS: tuple[str, ...] = get_args(SourceFormat)
 BACKENDS: tuple[str, ...] = get_args(Backend)
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 # The E5 instruction prefixes: every query and passage is embedded with one of them.
 QUERY_PREFIX = "query: "
@@ -184,12 +187,18 @@ class BuildOptions(BaseModel):
     chunker: ChunkerSettings | None = Field(default=None, description="how sections are cut into chunks")
     lexical_only: bool = Field(default=False, description="no embeddings: BM25 only")
     strict: bool = Field(default=False, description="fail when any input file is skipped")
+    # Where the build ran. Saved for the record, never inherited (see ENGINE_OPTIONS): both engines
+    # write the same index, and a cluster address is only good for the run that used it.
+    engine: Engine = Field(default="local", description="where parse, chunk and embed run: local or ray")
+    ray_address: str | None = Field(default=None, description="Ray cluster to join (ray engine; default: a local instance)")
+    workers: int | None = Field(default=None, ge=1, description="Ray encoder actors (default: one per node or per GPU share)")
+    gpus_per_worker: float = Field(default=0.0, ge=0.0, description="GPUs each Ray encoder actor holds")
 
     @classmethod
     def from_manifest(cls, manifest: IndexManifest) -> BuildOptions:
         """The options an index was built with; a format-1 index (which did not save them) gets them inferred."""
         if manifest.build_options is not None:
-            return manifest.build_options
+            return manifest.build_options.model_copy(update=ENGINE_DEFAULTS)
         return cls(model=manifest.model_name, backend=manifest.backend or "torch", chunker=manifest.chunker)
 
     def overridden(self, overrides: Mapping[str, Any]) -> BuildOptions:
@@ -205,6 +214,10 @@ class BuildOptions(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             raise UsageError(f"build option {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+
+
+# The engine options a later build does not inherit from the manifest: where to run is the caller's choice.
+ENGINE_DEFAULTS: dict[str, Any] = {"engine": "local", "ray_address": None, "workers": None, "gpus_per_worker": 0.0}
 
 
 class IndexManifest(BaseModel):

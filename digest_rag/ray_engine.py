@@ -8,11 +8,11 @@ What runs where:
   writes new embeddings through the cache, trains the FAISS index on the
   fixed-seed sample, writes the store and the lexical index, and commits the
   generation under the writer lock, exactly as the local engine does;
-- **Ray Data tasks** parse files (one row per file);
-- a **Ray Data actor pool** chunks papers (each actor loads the tokenizer once);
+- **Ray Data tasks** parse files (one row per file), then chunk the merged
+  papers (each worker process makes the tokenizer's counter once);
 - a **Ray Data actor pool of encoders** embeds only the cache misses
-  (``map_batches``; each actor loads the model once with the build's backend,
-  device and batch size, and may hold ``gpus_per_worker`` GPUs);
+  (``map_batches``; each actor loads the model once with the build's backend
+  and batch size, on ``device``, and may hold ``gpus_per_worker`` GPUs);
 - **Ray tasks** add contiguous shards of the vectors to copies of the trained
   FAISS index; the driver merges them in order (:func:`vectors.merge_shards`),
   which gives the single-process index byte for byte.
@@ -37,20 +37,26 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .chunking import TokenCounter, approx_token_count, chunk_papers
+from .engines import encode_step
 from .errors import ParseError, UsageError
 from .models import Chunk, ChunkerSettings, Paper
 from .parsing import ParseResult, check_strict, combine_parsed, corpus_files, parse_bytes
 from .text import read_bytes
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .encoder import Encoder
+
 log = logging.getLogger(__name__)
 
 RAY_INSTALL_HINT = 'the ray engine needs Ray Data, which is not installed; install it with: pip install "digest-rag[ray]"'
+# Papers per chunking task at most: enough to amortise a task, small enough to spread over workers.
+PAPERS_PER_TASK = 256
 # Rows per FAISS shard: below this, shipping a shard costs more than adding it.
 SHARD_ROWS = 50_000
 # Environment the workers need to behave like the driver (offline hub, caches, thread counts).
@@ -58,7 +64,7 @@ _FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_OFF
                   "DIGEST_RAG_CACHE", "DIGEST_RAG_MODEL")
 
 ProgressCallback = Callable[[str, int, int], None]
-_PER_PAPER = TypeAdapter(list[list[Chunk]])
+_CHUNKS = TypeAdapter(list[Chunk])
 
 
 class RayOptions(BaseModel):
@@ -74,6 +80,8 @@ class RayOptions(BaseModel):
     workers: int | None = Field(default=None, ge=1, description="encoder (and chunker) actors; default: one per node, "
                                 "or cluster GPUs / gpus_per_worker")
     gpus_per_worker: float = Field(default=0.0, ge=0.0, description="GPUs each encoder actor holds (0: CPU encoding)")
+    device: str | None = Field(default=None, description="the encoders' device; default cuda when actors hold GPUs, "
+                               "else cpu (an actor without a GPU share must not use one)")
 
 
 class EncoderSpec(BaseModel):
@@ -95,11 +103,6 @@ def import_ray() -> ModuleType:
     except ImportError as exc:
         raise UsageError(RAY_INSTALL_HINT) from exc
     return ray
-
-
-def encode_step(batch_size: int) -> int:
-    """Passages per encode call, the same for both engines so batches (and so vectors) match."""
-    return max(batch_size * 8, 256)
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -124,18 +127,23 @@ def _token_counter(spec_json: str) -> TokenCounter:
     return Encoder.load(spec.model, device="cpu", backend="torch").count_tokens
 
 
-def _parse_chunk_row(row: dict[str, Any], settings_json: str, spec_json: str, prefix: str) -> dict[str, Any]:
-    """Parse one file and chunk its papers (the driver re-chunks the few that merging with another file changes)."""
+def _parse_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Parse one file's bytes; a ParseError comes back as its message (the driver makes it a Skip)."""
     source = str(row["source"])
     try:
         result = parse_bytes(bytes(row["data"]), source)
     except ParseError as exc:
-        return {"i": row["i"], "source": source, "result": "", "chunks": "[]", "error": str(exc)}
+        return {"i": row["i"], "source": source, "result": "", "error": str(exc)}
+    return {"i": row["i"], "source": source, "result": result.model_dump_json(), "error": ""}
+
+
+def _chunk_batch(batch: dict[str, np.ndarray], settings_json: str, spec_json: str, prefix: str) -> dict[str, np.ndarray]:
+    """Chunk a batch of papers (JSON); without a model spec (lexical-only) with the approximate token count."""
     settings = ChunkerSettings.model_validate_json(settings_json)
     count = _token_counter(spec_json) if spec_json else approx_token_count
-    chunks = [chunk_papers([p], settings, count, prefix) for p in result.papers]
-    return {"i": row["i"], "source": source, "result": result.model_dump_json(),
-            "chunks": _PER_PAPER.dump_json(chunks).decode(), "error": ""}
+    out = [_CHUNKS.dump_json(chunk_papers([Paper.model_validate_json(str(p))], settings, count, prefix)).decode()
+           for p in batch["paper"]]
+    return {"i": batch["i"], "chunks": np.array(out, dtype=object)}
 
 
 class _Embedder:
@@ -156,30 +164,6 @@ class _Embedder:
 
 
 # ------------------------------------------------------------------------------ driver side
-
-
-class ParsedChunks(BaseModel):
-    """What the parse stage returns: the merged ParseResult, and the chunks its tasks cut, by (source, paper id)."""
-
-    parsed: ParseResult
-    chunked: dict[tuple[str, str], tuple[Paper, list[Chunk]]] = Field(default_factory=dict)
-
-    def chunks_for(self, papers: Sequence[Paper], settings: ChunkerSettings, count: TokenCounter | None,
-                   passage_prefix: str = "passage: ") -> list[Chunk]:
-        """``chunk_papers(papers, ...)``, taking each paper's chunks from the tasks when it is the paper they cut.
-
-        Papers merged from several files, and papers kept from an older index
-        (``update``), are chunked here: chunking is a pure function of the
-        paper, so the result is the local engine's either way.
-        """
-        out: list[Chunk] = []
-        for p in papers:
-            done = self.chunked.get((p.source, p.id))
-            out.extend(done[1] if done is not None and done[0] == p else
-                       chunk_papers([p], settings, count, passage_prefix))
-        return out
-
-
 
 
 class RayEngine:
@@ -252,29 +236,17 @@ class RayEngine:
         return max(1, int(cpus // self.workers()))
 
     # ------------------------------------------------------------------ stages
-    def parse_and_chunk(
-        self,
-        paths: Iterable[str | Path],
-        settings: ChunkerSettings,
-        spec: EncoderSpec | None,
-        passage_prefix: str = "passage: ",
-        *,
-        strict: bool = False,
-        progress: ProgressCallback | None = None,
-    ) -> ParsedChunks:
-        """`parsing.parse_paths` with each file parsed, and its papers chunked, by a Ray task.
+    def parse(self, paths: Iterable[str | Path], strict: bool = False,
+              progress: ProgressCallback | None = None) -> ParseResult:
+        """`parsing.parse_paths` with each file parsed by a Ray Data task: the same ParseResult.
 
         The driver reads the files (workers need no shared filesystem) and
         merges the outcomes in path order exactly as ``parse_paths`` does.
-        With an encoder ``spec`` tasks count tokens with the model's tokenizer
-        (loaded once per worker process); without one (lexical-only) with the
-        approximate count.
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
         files, skips = corpus_files(paths)
         outcomes: dict[int, tuple[str, ParseResult | ParseError]] = {}
-        chunked: dict[tuple[str, str], tuple[Paper, list[Chunk]]] = {}
         rows = []
         for i, f in enumerate(files):
             try:
@@ -285,30 +257,50 @@ class RayEngine:
             progress("parsing", len(outcomes), len(files))
         if rows:
             ds = self._ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * self.workers()))
-            kwargs = {"settings_json": settings.model_dump_json(), "spec_json": spec.model_dump_json() if spec else "",
-                      "prefix": passage_prefix}
-            for row in ds.map(_parse_chunk_row, fn_kwargs=kwargs).iter_rows():
-                source = str(row["source"])
-                if row["error"]:
-                    outcomes[int(row["i"])] = (source, ParseError(row["error"]))
-                else:
-                    one = ParseResult.model_validate_json(row["result"])
-                    outcomes[int(row["i"])] = (source, one)
-                    for paper, chunks in zip(one.papers, _PER_PAPER.validate_json(row["chunks"]), strict=True):
-                        chunked.setdefault((source, paper.id), (paper, chunks))
+            for row in ds.map(_parse_row).iter_rows():
+                one = ParseError(row["error"]) if row["error"] else ParseResult.model_validate_json(row["result"])
+                outcomes[int(row["i"])] = (str(row["source"]), one)
                 if progress:
                     progress("parsing", len(outcomes), len(files))
         result = combine_parsed((outcomes[i] for i in range(len(files))), skips)
-        return ParsedChunks(parsed=check_strict(result, strict), chunked=chunked)
+        return check_strict(result, strict)
 
-    def embed(
-        self,
-        passages: Sequence[str],
-        spec: EncoderSpec,
-        on_batch: Callable[[np.ndarray, np.ndarray], None],
-        progress: ProgressCallback | None = None,
-    ) -> int:
-        """Embed ``passages`` (without model prefix) on the encoder actor pool; returns how many were encoded.
+    def chunk(self, papers: Sequence[Paper], settings: ChunkerSettings, count: TokenCounter | None = None,
+              passage_prefix: str = "passage: ", model: str | None = None,
+              progress: ProgressCallback | None = None) -> list[Chunk]:
+        """`chunking.chunk_papers` in Ray Data tasks: the same chunks, in paper order.
+
+        Workers count tokens with ``model``'s tokenizer (made once per worker
+        process, from tokenizer.json when possible); without a model
+        (lexical-only) with the approximate count. ``count`` is the driver's
+        counter, unused here (the local engine's).
+        """
+        if not papers:
+            return []
+        rows = [{"i": i, "paper": p.model_dump_json()} for i, p in enumerate(papers)]
+        blocks = min(len(rows), max(4 * self.workers(), math.ceil(len(rows) / PAPERS_PER_TASK)))
+        ds = self._ray.data.from_items(rows, override_num_blocks=blocks)
+        kwargs = {"settings_json": settings.model_dump_json(), "prefix": passage_prefix,
+                  "spec_json": EncoderSpec(model=model).model_dump_json() if model else ""}
+        per_paper: dict[int, str] = {}
+        if progress:
+            progress("chunking", 0, len(papers))
+        for batch in ds.map_batches(_chunk_batch, batch_size=None, batch_format="numpy", fn_kwargs=kwargs).iter_batches(
+                batch_size=None, batch_format="numpy"):
+            for i, js in zip(batch["i"], batch["chunks"], strict=True):
+                per_paper[int(i)] = str(js)
+            if progress:
+                progress("chunking", len(per_paper), len(papers))
+        return [c for i in range(len(papers)) for c in _CHUNKS.validate_json(per_paper[i])]
+
+    def encoder_spec(self, encoder: Encoder) -> EncoderSpec:
+        """What the actors load: the driver's model, backend and batch size, on the workers' device."""
+        device = self.options.device or ("cuda" if self.options.gpus_per_worker > 0 else "cpu")
+        return EncoderSpec(model=encoder.name, backend=encoder.backend, device=device, batch_size=encoder.batch_size)
+
+    def encode(self, encoder: Encoder, passages: Sequence[str], on_batch: Callable[[np.ndarray, np.ndarray], None],
+               progress: ProgressCallback | None = None) -> None:
+        """Embed ``passages`` (without model prefix) on an actor pool of encoders.
 
         ``on_batch(positions, vectors)`` is called on the driver as each batch
         arrives (in any order), so the caller writes it through the embedding
@@ -316,17 +308,16 @@ class RayEngine:
         """
         total = len(passages)
         if not total:
-            return 0
+            return
+        spec = self.encoder_spec(encoder)
         step = encode_step(spec.batch_size)
-        workers = self.workers()
         rows = [{"i": i, "text": t} for i, t in enumerate(passages)]
         ds = self._ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(total / step)))
-        gpus = self.options.gpus_per_worker
         cpus = self.cpus_per_worker()
         ds = ds.map_batches(
             _Embedder, batch_size=step, batch_format="numpy",
-            compute=self._ray.data.ActorPoolStrategy(size=min(workers, math.ceil(total / step))),
-            num_cpus=cpus, num_gpus=gpus or None,
+            compute=self._ray.data.ActorPoolStrategy(size=min(self.workers(), math.ceil(total / step))),
+            num_cpus=cpus, num_gpus=self.options.gpus_per_worker or None,
             fn_constructor_kwargs={"spec_json": spec.model_dump_json(), "threads": cpus},
         )
         done = 0
@@ -337,16 +328,15 @@ class RayEngine:
             done += len(batch["i"])
             if progress:
                 progress("encoding", done, total)
-        return done
 
     def build_faiss(
         self,
         ids: np.ndarray,
         vectors: np.ndarray,
         factory: str | None = None,
+        progress: ProgressCallback | None = None,
         *,
         shard_rows: int = SHARD_ROWS,
-        progress: ProgressCallback | None = None,
     ) -> tuple[object, str]:
         """`vectors.build_faiss` with the shards added by Ray tasks and merged here: the same index."""
         from .vectors import build_faiss_sharded
