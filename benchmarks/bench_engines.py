@@ -13,7 +13,10 @@ included. Runs, in order:
 - lexical-only cold builds (no model at all): the engine's fixed cost plus parsing and BM25.
 
 Ray's own start-up (`ray.init()` of a local instance and shutdown, nothing
-else) is timed separately. Run it alone on the machine: the encodes take
+else) is timed separately. Besides wall time, the CPU seconds of the build's
+process tree (RUSAGE_CHILDREN: every descendant that was reaped, Ray's node
+and worker processes included) and the load average when it started are
+printed, since on a shared machine wall time depends on the neighbours. Run it alone on the machine: the encodes take
 minutes on 2 cores and anything else running skews the ratio.
 
 Usage: python benchmarks/bench_engines.py [--workers 1 2] [--skip-cold]
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -38,17 +43,21 @@ def _build(label: str, index: Path, args: list[str], rows: list[dict[str, object
         shutil.rmtree(index, ignore_errors=True)
     cmd = [sys.executable, "-m", "digest_rag", "build", *[str(c) for c in corpora()], "--index", str(index), "--json",
            *args]
+    load = os.getloadavg()[0]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     secs = time.perf_counter() - t
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if res.returncode != 0:
         print(f"# {label}: FAILED (exit {res.returncode}): {res.stderr.strip().splitlines()[-1:]}", flush=True)
         return float("nan")
     r = json.loads(res.stdout)
-    rows.append({"label": label, "seconds": secs, "papers": r["papers"], "chunks": r["chunks"], "encoded": r["encoded"],
-                 "reused": r["reused"]})
-    print(f"# {label}: {secs:.1f}s, papers {r['papers']}, chunks {r['chunks']}, encoded {r['encoded']}, "
-          f"reused {r['reused']}", flush=True)
+    rows.append({"label": label, "seconds": secs, "cpu": cpu, "load": load, "papers": r["papers"], "chunks": r["chunks"],
+                 "encoded": r["encoded"], "reused": r["reused"]})
+    print(f"# {label}: {secs:.1f}s wall, {cpu:.1f}s CPU, load {load:.1f}, papers {r['papers']}, chunks {r['chunks']}, "
+          f"encoded {r['encoded']}, reused {r['reused']}", flush=True)
     return secs
 
 
@@ -90,10 +99,11 @@ def main() -> None:
     lexical[label] = _build(f"lexical-only, {label}", base / "lex-ray", ["--lexical-only", *extra], rows)
 
     print()
-    print("| build | seconds | papers | chunks | encoded | reused |")
-    print("|---|---|---|---|---|---|")
+    print("| build | wall s | CPU s (process tree) | load avg at start | papers | chunks | encoded | reused |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['label']} | {r['seconds']:.1f} | {r['papers']} | {r['chunks']} | {r['encoded']} | {r['reused']} |")
+        print(f"| {r['label']} | {r['seconds']:.1f} | {r['cpu']:.1f} | {r['load']:.1f} | {r['papers']} | {r['chunks']} | "
+              f"{r['encoded']} | {r['reused']} |")
     print()
     for name, group in (("cold", cold), ("all cached", cached), ("lexical-only", lexical)):
         if "local" in group:

@@ -43,7 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .chunking import TokenCounter, approx_token_count, chunk_papers
-from .engines import encode_step
+from .engines import ProgressCallback, encode_step
 from .errors import ParseError, UsageError
 from .models import Chunk, ChunkerSettings, Paper
 from .parsing import ParseResult, check_strict, combine_parsed, corpus_files, parse_bytes
@@ -63,7 +63,6 @@ SHARD_ROWS = 50_000
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
                   "DIGEST_RAG_CACHE", "DIGEST_RAG_MODEL")
 
-ProgressCallback = Callable[[str, int, int], None]
 _CHUNKS = TypeAdapter(list[Chunk])
 
 
@@ -77,7 +76,7 @@ class RayOptions(BaseModel):
         description="Ray cluster to join ('auto', 'HOST:6379' or 'ray://HOST:10001'); None starts a local instance "
         "(or joins the one $RAY_ADDRESS names, or uses the one this process already initialised)",
     )
-    workers: int | None = Field(default=None, ge=1, description="encoder (and chunker) actors; default: one per node, "
+    workers: int | None = Field(default=None, ge=1, description="encoder actors; default: one per node, "
                                 "or cluster GPUs / gpus_per_worker")
     gpus_per_worker: float = Field(default=0.0, ge=0.0, description="GPUs each encoder actor holds (0: CPU encoding)")
     device: str | None = Field(default=None, description="the encoders' device; default cuda when actors hold GPUs, "
@@ -189,7 +188,7 @@ class RayEngine:
             env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
             runtime_env: dict[str, Any] = {"env_vars": env}
             package = str(Path(__file__).resolve().parent)
-            if self.options.address:
+            if self.options.address or os.environ.get("RAY_ADDRESS"):
                 # Another machine's workers get this very digest_rag (its dependencies must be installed there).
                 runtime_env["py_modules"] = [package]
             else:
