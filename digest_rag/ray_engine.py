@@ -46,7 +46,7 @@ from .chunking import TokenCounter, approx_token_count, chunk_papers
 from .engines import ProgressCallback, encode_step
 from .errors import ParseError, UsageError
 from .models import Chunk, ChunkerSettings, Paper
-from .parsing import ParseResult, check_strict, combine_parsed, corpus_files, parse_bytes
+from .parsing import ParseResult, check_strict, combine_parsed, corpus_files, file_name_error, parse_bytes
 from .text import read_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -248,6 +248,10 @@ class RayEngine:
         outcomes: dict[int, tuple[str, ParseResult | ParseError]] = {}
         rows = []
         for i, f in enumerate(files):
+            bad_name = file_name_error(f)
+            if bad_name is not None:
+                outcomes[i] = (str(f).encode("utf-8", "backslashreplace").decode("utf-8"), bad_name)
+                continue
             try:
                 rows.append({"i": i, "source": str(f), "data": read_bytes(f)})
             except ParseError as exc:

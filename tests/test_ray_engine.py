@@ -37,7 +37,8 @@ QUERIES = [
 def engine(ray_local: object):  # noqa: ANN201 - RayEngine, imported after the skip
     from digest_rag.ray_engine import RayEngine, RayOptions
 
-    with RayEngine(RayOptions(workers=2)) as eng:
+    # One encoder actor: each actor is a process that imports torch and loads the model (CI time).
+    with RayEngine(RayOptions(workers=1)) as eng:
         yield eng
 
 
