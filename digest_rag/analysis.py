@@ -61,12 +61,12 @@ __all__ = [
 ]
 
 #: Version of the bundled glossary file (its "# version:" header must match).
-GLOSSARY_VERSION = "1"
+GLOSSARY_VERSION = "2"
 
 #: Stored with every lexical index; a mismatch means the index must be rebuilt.
 #: It names the glossary too: expansion changes which documents a stored
 #: index returns, so an index must be rebuilt (and re-evaluated) with it.
-ANALYSIS_VERSION = f"ko-kiwi-0.24+latin-v1+ml-concepts-v1+gloss-{GLOSSARY_VERSION}"
+ANALYSIS_VERSION = f"ko-kiwi-0.24+latin-v2+compounds-v1+numbers-v1+ml-concepts-v2+gloss-{GLOSSARY_VERSION}"
 
 #: Weight of a glossary expansion relative to a word the user typed (1.0).
 #: Chosen on held-out cross-lingual checks, not the dev queries (docs/EVAL.md).
@@ -112,11 +112,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # newlines is pathological; cut long input into segments of about this size.
 _KIWI_SEGMENT = 2000
 
-#: Also emit space-less noun runs joined ("다발"+"성" -> "다발성"). Measured on
-#: eval/dev_queries.jsonl (50 queries): off R@1 0.78 / MRR@10 0.813 / R@10 0.90,
-#: on R@1 0.76 / MRR@10 0.806 / R@10 0.92 -- off by default, it costs precision.
-JOIN_COMPOUNDS = False
-
 _kiwi: Kiwi | None = None
 _kiwi_lock = threading.Lock()
 
@@ -129,8 +124,45 @@ def get_kiwi() -> Kiwi:
             if _kiwi is None:
                 from kiwipiepy import Kiwi
 
-                _kiwi = Kiwi()
+                kiwi = Kiwi()
+                _register_glossary_words(kiwi, bundled_glossary_text())
+                _kiwi = kiwi
     return _kiwi
+
+
+_HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]+")
+_PRED_START = frozenset({"VV", "VA", "VX", "XSV", "XSA"})
+
+
+def _register_glossary_words(kiwi: Kiwi, glossary_text: str) -> None:
+    """Teach Kiwi the glossary's Korean words it would otherwise cut wrongly.
+
+    Kiwi reads an unknown loanword by guessing ("미스트랄" -> 미스트 + 이 + 랄,
+    "디퓨전" -> 디퓨저 + ㄴ), so the word, its particles and its glossary entry
+    never line up. Each word of a Korean glossary form that Kiwi does not
+    already read as nouns spelling the word is added as a proper noun; words
+    it reads as a verb or adjective ("줄이다", "빠른") are left alone. The
+    glossary is part of `ANALYSIS_VERSION`, so indexes follow any change.
+    """
+    words: set[str] = set()
+    for line in glossary_text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or "\t" not in line:
+            continue
+        for form in line.split("\t", 1)[0].split("|"):
+            words.update(w for w in form.split() if _HANGUL_WORD.fullmatch(w) and not w.endswith("다"))
+    ordered = sorted(words)
+    # Alone and with an object particle ("제미나이" is read right, "제미나이를" is not).
+    probes = ordered + [w + ("을" if _has_batchim(w[-1]) else "를") for w in ordered]
+    analysed = list(kiwi.tokenize(probes))
+    for i, word in enumerate(ordered):
+        alone, with_particle = analysed[i], analysed[i + len(ordered)]
+        tags = [str(t.tag).split("-", 1)[0] for t in alone]
+        if not tags or tags[0] in _PRED_START:
+            continue
+        nouns = [t for t in with_particle if int(t.start) < len(word)]
+        if all(str(t.tag).split("-", 1)[0] in _NOUN_TAGS for t in nouns) and "".join(t.form for t in nouns) == word:
+            continue
+        kiwi.add_user_word(word, "NNP")
 
 
 def _normalize(text: str) -> str:
@@ -154,34 +186,80 @@ def _latin_token(word: str) -> str:
     return w
 
 
-def _latin_tokens(text: str) -> list[str]:
-    out: list[str] = []
+def _latin_tokens(text: str) -> list[tuple[int, str]]:
+    """(position, token) of every Latin/number word of ``text``."""
+    out: list[tuple[int, str]] = []
     for m in _LATIN_WORD.finditer(text):
         raw = m.group(0)
+        pos = m.start()
         parts = [p for p in _PART_SPLIT.split(raw) if p]
         if len(parts) > 1:
             joined = _latin_token(raw)
             if joined:
-                out.append(joined)
+                out.append((pos, joined))
             # Dots inside numbers ("12.29", "3.5") are decimals: do not split
             # them into meaningless digit fragments.
             if "-" in raw:
                 for p in raw.split("-"):
                     tok = _latin_token(p)
                     if tok and tok not in _EN_STOP:
-                        out.append(tok)
+                        out.append((pos, tok))
             continue
         tok = _latin_token(raw)
         if tok and tok not in _EN_STOP:
-            out.append(tok)
+            out.append((pos, tok))
     return out
 
 
-def _segments(text: str) -> list[str]:
-    """Pieces of Hangul-bearing text small enough for Kiwi, cut at whitespace."""
+# ------------------------------------------------------------------ numbers
+# "70억", "2조", "1.5만", "천억" and "7 billion", "2T" name the same quantities;
+# each gets one canonical token written the way English model cards write it
+# ("7b", "2t", "15k", "100b"). English "7B" already analyses to "7b", so a
+# Korean "70억" meets it; "7 billion" gets "7b" added the same way.
+_KO_SMALL = {"십": 10, "백": 100, "천": 1000}
+_KO_BIG = {"만": 10**4, "억": 10**8, "조": 10**12}
+_KO_NUMBER = re.compile(
+    r"(?<![0-9.])(?:(\d+(?:\.\d+)?)\s?([십백천])?\s?([만억조])|(\d+(?:\.\d+)?)\s?천(?![만억조])|([십백천])([만억조]))"
+)
+_EN_SCALE = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "bn": 10**9}
+_EN_NUMBER = re.compile(r"(?<![0-9.])(\d+(?:\.\d+)?)\s?(thousand|million|billion|trillion|bn)\b", re.IGNORECASE)
+_SCALES = ((10**12, "t"), (10**9, "b"), (10**6, "m"), (10**3, "k"))
+
+
+def number_token(value: float) -> str | None:
+    """The canonical token of a large quantity: 7e9 -> "7b", 1.5e4 -> "15k"; None below 1000."""
+    for size, suffix in _SCALES:
+        if value >= size:
+            mantissa = f"{value / size:.3f}".rstrip("0").rstrip(".")
+            return mantissa + suffix
+    return None
+
+
+def _number_tokens(text: str) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    for m in _KO_NUMBER.finditer(text):
+        digits, small, big, digits_thousand, small_only, big_only = m.groups()
+        if digits_thousand is not None:
+            value = float(digits_thousand) * 1000
+        elif small_only is not None:
+            value = float(_KO_SMALL[small_only] * _KO_BIG[big_only])
+        else:
+            value = float(digits) * (_KO_SMALL[small] if small else 1) * _KO_BIG[big]
+        tok = number_token(value)
+        if tok:
+            out.append((m.start(), tok))
+    for m in _EN_NUMBER.finditer(text):
+        tok = number_token(float(m.group(1)) * _EN_SCALE[m.group(2).lower()])
+        if tok:
+            out.append((m.start(), tok))
+    return out
+
+
+def _segments(text: str) -> list[tuple[int, str]]:
+    """(offset, piece) of Hangul-bearing text small enough for Kiwi, cut at whitespace."""
     if len(text) <= _KIWI_SEGMENT:
-        return [text] if _HANGUL_OR_HANJA.search(text) else []
-    segs: list[str] = []
+        return [(0, text)] if _HANGUL_OR_HANJA.search(text) else []
+    segs: list[tuple[int, str]] = []
     start = 0
     n = len(text)
     while start < n:
@@ -195,52 +273,140 @@ def _segments(text: str) -> list[str]:
                 end = cut
         seg = text[start:end]
         if _HANGUL_OR_HANJA.search(seg):
-            segs.append(seg)
+            segs.append((start, seg))
         start = end
     return segs
 
 
-def _korean_tokens(morphs: Iterable[object]) -> list[str]:
-    out: list[str] = []
-    # Run of nouns written without spaces ("테스트셋" -> 테스트 + 셋, "다발성"
-    # -> 다발 + 성): the parts are always emitted, and when
-    # JOIN_COMPOUNDS is on the joined word is emitted as well.
+# Pronouns are dropped except "자기" (self), which opens ML compounds:
+# 자기 지도 학습 (self-supervised), 자기 회귀, 자기 일관성.
+_KEEP_NP = frozenset({"자기"})
+# Particles Kiwi sometimes leaves glued to a loanword it does not know
+# ("미스트랄이" as one noun), by what the stem must end with: a consonant
+# (batchim) or a vowel. Korean picks the particle's form by that sound, so the
+# check keeps real words such as 전문가 (ends in 가 after a consonant) whole.
+# 도/만 are left out: too many nouns end in them (정확도, 유사도).
+_AFTER_CONSONANT = ("이나", "으로", "이", "을", "은", "과")
+_AFTER_VOWEL = ("로", "가", "를", "는", "와")
+_AFTER_ANY = ("에서", "에게", "의", "에")
+
+
+def _has_batchim(syllable: str) -> bool:
+    code = ord(syllable) - 0xAC00
+    return 0 <= code < 11172 and code % 28 != 0
+
+
+def _strip_particle(form: str) -> str | None:
+    """``form`` without a trailing particle that agrees with its stem's sound, None if none."""
+    for group, need in ((_AFTER_ANY, None), (_AFTER_CONSONANT, True), (_AFTER_VOWEL, False)):
+        for particle in group:
+            stem = form[: -len(particle)]
+            if form.endswith(particle) and len(stem) >= 2 and (need is None or _has_batchim(stem[-1]) == need):
+                return stem
+    return None
+
+
+@dataclass
+class _Analysed:
+    """One text's analysis. ``seq``: (position, token) of the words, which go into
+    the bag of words and are matched against glossary phrases in text order;
+    ``match_only``: suffixes the glossary phrases see but the bag does not;
+    ``extra``: bag-only tokens (whole compounds, canonical numbers)."""
+
+    seq: list[tuple[int, str]] = field(default_factory=list)
+    match_only: list[tuple[int, str]] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    def bag(self) -> list[str]:
+        return [t for _p, t in sorted(self.seq, key=lambda pt: pt[0])] + self.extra
+
+    def sequence(self) -> list[str]:
+        return [t for _p, t in sorted(self.seq + self.match_only, key=lambda pt: pt[0])]
+
+
+def _korean_tokens(morphs: Iterable[object], offset: int, text: str, out: _Analysed) -> None:
+    """Content morphemes of one Kiwi-analysed segment into ``out``.
+
+    A run of nouns written without spaces (a compound: "준지도학습",
+    "다발성", "제미나이") gives its parts *and* the whole word: the parts
+    meet text that spaces the compound ("강화 학습"), the whole word keeps its
+    own meaning. A prefix (XPN: 준-, 비-, 초-) is fused to the noun it modifies
+    so "준지도" never reads as the bare "지도" (which means *map* as often as
+    *supervision*); a suffix (XSN: -성, -이) lives only in the whole word and in
+    the sequence glossary phrases are matched on, so "준지도 학습" reaches
+    *semi-supervised learning* and "제미나이를" reaches *Gemini*.
+    """
     run: list[str] = []
     run_end = -1
+    prefix: tuple[str, int] | None = None  # (form, end offset) of a pending XPN
 
     def flush() -> None:
-        if JOIN_COMPOUNDS and len(run) > 1:
+        if len(run) > 1:
             joined = "".join(run)
             if joined not in _KO_STOP:
-                out.append(joined)
+                out.extra.append(joined)
         run.clear()
 
     for t in morphs:
         tag = str(t.tag).split("-", 1)[0]  # type: ignore[attr-defined]
         start = int(t.start)  # type: ignore[attr-defined]
-        if tag in _NOUN_TAGS or tag == "XSN":
-            form = t.form  # type: ignore[attr-defined]
-            # Latin/digit forms are handled by the regex path; keep Hangul/Hanja only.
-            if not _HANGUL_OR_HANJA.search(form):
-                flush()
-                continue
-            if start != run_end:
-                flush()
-            if tag != "XSN" or run:
-                run.append(form)
-            run_end = start + int(t.len)  # type: ignore[attr-defined]
-            if tag == "XSN":
-                continue  # suffixes only count as part of a compound
-        elif tag in _PRED_TAGS:
+        end = start + int(t.len)  # type: ignore[attr-defined]
+        form = t.form  # type: ignore[attr-defined]
+        pos = offset + start
+        if start != run_end:
             flush()
-            form = getattr(t, "lemma", None) or (t.form + "다")  # type: ignore[attr-defined]
-        else:
+        if tag == "XPN":
+            prefix = (form, end)
+            run_end = end
+            continue
+        fused = prefix[0] if prefix is not None and prefix[1] == start else ""
+        prefix = None
+        if not (tag in _NOUN_TAGS or tag == "XSN" or (tag == "NP" and form in _KEEP_NP)):
+            flush()
+            if tag in _PRED_TAGS:
+                lemma = getattr(t, "lemma", None) or (form + "다")
+                if lemma not in _KO_STOP:
+                    out.seq.append((pos, lemma))
+            continue
+        # Latin/digit forms are handled by the regex path; keep Hangul/Hanja only.
+        if not _HANGUL_OR_HANJA.search(form):
             flush()
             continue
-        if form not in _KO_STOP:
-            out.append(form)
+        run_end = end
+        if tag == "XSN":
+            if run:
+                run.append(form)
+                out.match_only.append((pos, form))
+            continue
+        form = fused + form
+        run.append(form)
+        if form in _KO_STOP:
+            continue
+        out.seq.append((pos, form))
+        at_word_end = end >= len(text) or not _HANGUL_OR_HANJA.match(text[end])
+        if at_word_end and not fused and len(form) >= 3 and tag in ("NNG", "NNP"):
+            stem = _strip_particle(form)
+            if stem is not None:
+                out.seq.append((pos, stem))
     flush()
-    return out
+
+
+def _analyse_many(texts: Sequence[str]) -> list[_Analysed]:
+    norm = [_normalize(t) if isinstance(t, str) else "" for t in texts]
+    results = [_Analysed(seq=_latin_tokens(t), extra=[tok for _p, tok in _number_tokens(t)]) for t in norm]
+    owners: list[tuple[int, int, str]] = []
+    segments: list[str] = []
+    for i, t in enumerate(norm):
+        for off, seg in _segments(t):
+            owners.append((i, off, seg))
+            segments.append(seg)
+    if segments:
+        kiwi = get_kiwi()
+        # Kiwi's iterable form analyses the batch with its worker threads.
+        analysed = kiwi.tokenize(segments) if len(segments) > 1 else [kiwi.tokenize(segments[0])]
+        for (owner, off, seg), morphs in zip(owners, analysed, strict=True):
+            _korean_tokens(morphs, off, seg, results[owner])
+    return results
 
 
 def tokenize(text: str) -> list[str]:
@@ -253,22 +419,11 @@ def tokenize(text: str) -> list[str]:
 
 
 def tokenize_many(texts: Sequence[str]) -> list[list[str]]:
-    """`tokenize` for many texts at once, sending all Korean segments to Kiwi in one batch."""
-    norm = [_normalize(t) if isinstance(t, str) else "" for t in texts]
-    results = [_latin_tokens(t) for t in norm]
-    owners: list[int] = []
-    segments: list[str] = []
-    for i, t in enumerate(norm):
-        for seg in _segments(t):
-            owners.append(i)
-            segments.append(seg)
-    if segments:
-        kiwi = get_kiwi()
-        # Kiwi's iterable form analyses the batch with its worker threads.
-        analysed = kiwi.tokenize(segments) if len(segments) > 1 else [kiwi.tokenize(segments[0])]
-        for owner, morphs in zip(owners, analysed, strict=True):
-            results[owner].extend(_korean_tokens(morphs))
-    return results
+    """`tokenize` for many texts at once, sending all Korean segments to Kiwi in one batch.
+
+    Tokens come in text order, then the extra whole-compound and number tokens.
+    """
+    return [a.bag() for a in _analyse_many(texts)]
 
 
 # --------------------------------------------------------------------- glossary
@@ -306,11 +461,22 @@ class Glossary:
     concepts: list[frozenset[str]] = field(default_factory=list)
     keys: dict[str, set[int]] = field(default_factory=dict)
     max_key: int = 0
+    #: Keys that name their concept only in context: key -> tokens of which one
+    #: must occur elsewhere in the same text (a query, a chunk).
+    senses: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def from_lines(cls, lines: Iterable[str], version: str = "unversioned") -> Glossary:
-        """Parse TSV lines ``korean forms<TAB>english forms`` (forms separated by ``|``; ``#`` comments)."""
-        rows: list[list[str]] = []
+        """Parse TSV lines ``korean forms<TAB>english forms[<TAB>context words]``.
+
+        Forms are separated by ``|``; ``#`` starts a comment line. The optional
+        third column makes the concept's one-word Korean forms ambiguous: they
+        name the concept only when one of the context words (either language)
+        occurs in the same text. "정렬" is *alignment* next to 선호, 보상, 모델,
+        and *sorting* elsewhere; multi-word forms and English forms are
+        specific enough to fire alone.
+        """
+        rows: list[tuple[list[str], list[str], list[str]]] = []
         for raw in lines:
             m = _VERSION_LINE.match(raw.strip())
             if m:
@@ -320,25 +486,27 @@ class Glossary:
             if not line or line.startswith("#"):
                 continue
             cols = line.split("\t")
-            if len(cols) != 2:
-                raise ValueError(f"glossary line needs exactly two tab-separated columns: {line!r}")
-            forms = [f.strip() for col in cols for f in col.split("|") if f.strip()]
-            if forms:
-                rows.append(forms)
-        flat = [f for forms in rows for f in forms]
-        analysed = dict(zip(flat, tokenize_many(flat), strict=True))
+            if len(cols) not in (2, 3):
+                raise ValueError(f"glossary line needs two tab-separated columns (plus optional context words): {line!r}")
+            ko, en = ([f.strip() for f in col.split("|") if f.strip()] for col in cols[:2])
+            ctx = [f.strip() for f in cols[2].split("|") if f.strip()] if len(cols) == 3 else []
+            if ko or en:
+                rows.append((ko, en, ctx))
+        flat = sorted({f for ko, en, ctx in rows for f in (*ko, *en, *ctx)})
+        analysed = dict(zip(flat, _analyse_many(flat), strict=True))
         gloss = cls(version=version)
         # Analysis can drop a suffix ("학습률" -> 학습, "검증기" -> 검증), so two
         # forms may share a key. The shortest surface form owns the key: the
         # bare word "학습" means training, not learning *rate*.
         owner_len: dict[str, int] = {}
-        for forms in rows:
+        for ko, en, ctx in rows:
             cid = len(gloss.concepts)
             tokens: set[str] = set()
-            for f in forms:
-                toks = analysed[f]
+            context = frozenset(t for c in ctx for t in analysed[c].bag())
+            for f in (*ko, *en):
+                toks = analysed[f].bag()
                 tokens.update(toks)
-                parts = _match_tokens(toks)
+                parts = _match_tokens(analysed[f].sequence())
                 key = _key(parts)
                 if not key:
                     continue
@@ -347,6 +515,9 @@ class Glossary:
                 if best is None or size < best:
                     owner_len[key] = size
                     gloss.keys[key] = {cid}
+                    gloss.senses.pop(key, None)
+                    if context and f in ko and " " not in f:
+                        gloss.senses[key] = context
                 elif size == best:
                     gloss.keys[key].add(cid)
                 # +1: a form analysed as one token may be split in context.
@@ -377,6 +548,7 @@ class Glossary:
             "concepts": [sorted(c) for c in self.concepts],
             "keys": {k: sorted(v) for k, v in self.keys.items()},
             "max_key": self.max_key,
+            "senses": {k: sorted(v) for k, v in self.senses.items()},
         }, ensure_ascii=False)
 
     @classmethod
@@ -391,28 +563,50 @@ class Glossary:
         if not (isinstance(concepts, list) and all(isinstance(c, list) and all(isinstance(t, str) for t in c) for c in concepts)
                 and isinstance(keys, dict) and all(isinstance(v, list) and all(isinstance(i, int) for i in v)
                                                    for v in keys.values())
-                and isinstance(data["max_key"], int) and isinstance(data["version"], str)):
+                and isinstance(data["max_key"], int) and isinstance(data["version"], str)
+                and isinstance(data["senses"], dict)
+                and all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in data["senses"].values())):
             raise ValueError("malformed compiled glossary")
         return cls(version=data["version"], concepts=[frozenset(c) for c in concepts],
-                   keys={k: set(v) for k, v in keys.items()}, max_key=data["max_key"])
+                   keys={k: set(v) for k, v in keys.items()}, max_key=data["max_key"],
+                   senses={k: frozenset(v) for k, v in data["senses"].items()})
 
-    def match(self, tokens: Sequence[str]) -> list[int]:
-        """Concept ids named in ``tokens``: greedy longest match, left to right.
+    def match(self, tokens: Sequence[str], context: Iterable[str] | None = None) -> list[int]:
+        """Concept ids named in ``tokens`` (a text's `sequence`): greedy longest match, left to right.
 
         Longest match first means "스케일링 법칙" is read as the concept
         *scaling law*, not as *scaling* plus a bare "법칙" (law), which would
-        also pull in every "power law".
+        also pull in every "power law". An ambiguous key (see `from_lines`)
+        counts only when one of its context words is among ``context``
+        (default: ``tokens``) outside the matched phrase.
         """
         seq = _match_tokens(tokens)
+        ctx: set[str] | None = None
         found: list[int] = []
+        # `tokenize` appends a compound's whole word after its parts; when the
+        # parts already named a phrase, its whole word is the same mention.
+        joined: set[str] = set()
         i = 0
         while i < len(seq):
+            if seq[i] in joined:
+                i += 1
+                continue
             for n in range(min(self.max_key, len(seq) - i), 0, -1):
-                ids = self.keys.get(_key(seq[i : i + n]))
-                if ids:
-                    found.extend(sorted(ids))
-                    i += n
-                    break
+                key = _key(seq[i : i + n])
+                ids = self.keys.get(key)
+                if not ids:
+                    continue
+                need = self.senses.get(key)
+                if need is not None:
+                    if ctx is None:
+                        ctx = set(context if context is not None else seq)
+                    if not (need & (ctx - set(seq[i : i + n]))):
+                        continue
+                found.extend(sorted(ids))
+                if n > 1:
+                    joined.add(key)
+                i += n
+                break
             else:
                 i += 1
         return found
@@ -421,14 +615,19 @@ class Glossary:
         """The index token standing for concept ``cid`` (":" never occurs in analysed words)."""
         return f"ml:{cid}"
 
-    def annotate(self, tokens: Sequence[str]) -> list[str]:
-        """Concept tokens for the glossary concepts named in ``tokens`` (a document's or a query's)."""
-        return [self.concept_token(c) for c in self.match(tokens)]
+    def annotate(self, tokens: Sequence[str], context: Iterable[str] | None = None) -> list[str]:
+        """Concept tokens for the glossary concepts named in ``tokens`` (a document's or a query's sequence)."""
+        return [self.concept_token(c) for c in self.match(tokens, context)]
 
-    def expand(self, tokens: Sequence[str], weight: float = EXPANSION_WEIGHT) -> dict[str, float]:
-        """Query term weights: each typed token 1.0, other forms of matched concepts ``weight``."""
+    def expand(
+        self, tokens: Sequence[str], weight: float = EXPANSION_WEIGHT, sequence: Sequence[str] | None = None
+    ) -> dict[str, float]:
+        """Query term weights: each typed token 1.0, other forms of matched concepts ``weight``.
+
+        Concepts are matched on ``sequence`` (the text's `sequence`; default ``tokens``).
+        """
         terms = dict.fromkeys(tokens, 1.0)
-        for cid in self.match(tokens):
+        for cid in self.match(tokens if sequence is None else sequence, tokens):
             for t in self.concepts[cid]:
                 terms.setdefault(t, weight)
         return terms
@@ -501,9 +700,11 @@ def default_glossary() -> Glossary:
 def document_tokens(texts: Sequence[str], glossary: Glossary | None = None) -> list[list[str]]:
     """`tokenize_many` plus the glossary's concept tokens: what the BM25 index stores per text."""
     gloss = glossary or default_glossary()
-    out = tokenize_many(texts)
-    for toks in out:
-        toks.extend(gloss.annotate(toks))
+    out: list[list[str]] = []
+    for a in _analyse_many(texts):
+        toks = a.bag()
+        toks.extend(gloss.annotate(a.sequence(), toks))
+        out.append(toks)
     return out
 
 
@@ -515,8 +716,9 @@ def query_term_weights(text: str, glossary: Glossary | None = None, weight: floa
     expansion off (concept tokens stay: they are part of the index's analysis).
     """
     gloss = glossary or default_glossary()
-    tokens = tokenize(text)
-    terms = gloss.expand(tokens, weight) if weight > 0 else dict.fromkeys(tokens, 1.0)
-    for c in gloss.annotate(tokens):
+    a = _analyse_many([text])[0]
+    tokens, seq = a.bag(), a.sequence()
+    terms = gloss.expand(tokens, weight, seq) if weight > 0 else dict.fromkeys(tokens, 1.0)
+    for c in gloss.annotate(seq, tokens):
         terms[c] = max(terms.get(c, 0.0), CONCEPT_WEIGHT)
     return terms

@@ -218,3 +218,92 @@ def test_compiled_glossary_is_cached_and_loaded_without_kiwi(tmp_path, monkeypat
     assert Glossary.load(src) == fresh
     src.write_text("# version: 4\n탈옥\tjailbreak\n", encoding="utf-8")
     assert Glossary.load(src).version == "4" and len(list((tmp_path / "analysis").glob("glossary-*.json"))) == 2
+
+
+# ------------------------------------------------------------ issue 12: analysis fixes
+# Each ranking test is a corpus where the fix decides the order: with the
+# analysis before it (particles glued to loanwords, prefixes dropped, numbers
+# with Korean units unread) the other document comes first.
+
+
+def _rank(texts: list[str], query: str) -> list[int]:
+    from digest_rag.lexical import FieldWeights, LexicalIndex
+    from digest_rag.models import Chunk
+
+    chunks = [
+        Chunk(id=i, paper_id=f"p{i}", section_index=0, section_kind="body", language="mixed",
+              text=t, start=0, end=len(t))
+        for i, t in enumerate(texts)
+    ]
+    index = LexicalIndex.build(chunks, {}, FieldWeights(title=0, tags=0, authors=0))
+    return [cid for cid, _s in index.search(query, 10)]
+
+
+def test_particle_after_loanword_is_removed() -> None:
+    assert "미스트랄" in tokenize("미스트랄이")  # Kiwi alone reads 미스트 + 이 + 랄
+    assert "제미나이" in tokenize("제미나이를")
+    assert "딥마인드" in tokenize("딥마인드가")
+    assert "lora" in tokenize("LoRA를") and "트랜스포머" in tokenize("트랜스포머의")
+    # The particle check follows the stem's sound: 전문가 is a word, not 전문 + 가.
+    assert "전문" not in tokenize("전문가")
+    assert tokenize("미스트랄이") == tokenize("미스트랄")
+
+
+def test_particle_after_loanword_decides_ranking() -> None:
+    texts = ["Mistral 7B shows strong performance.", "이 모델의 성능은 벤치마크에서 좋았다."]
+    assert _rank(texts, "미스트랄의 성능")[0] == 0
+
+
+def test_latin_and_korean_keep_text_order_for_phrases() -> None:
+    # "오픈AI": 오픈 + ai in that order spells the glossary form.
+    assert "openai" in query_terms("오픈AI가 만든 모델")
+
+
+def test_compound_keeps_whole_word_and_parts() -> None:
+    toks = tokenize("강화학습에서 다발성 탈옥")
+    assert {"강화", "학습", "강화학습", "다발", "다발성", "탈옥"} <= set(toks)
+    # A prefix stays on its noun: 준지도 never degrades to 지도 (supervision / map).
+    assert "지도" not in tokenize("준지도 학습") and "준지도" in tokenize("준지도학습으로")
+    assert "semi-supervised" in query_terms("준지도 학습")
+    assert "semi-supervised" in query_terms("준지도학습으로")
+
+
+def test_compound_prefix_decides_ranking() -> None:
+    texts = ["Supervised learning of image classifiers on labeled data.",
+             "We study semi-supervised learning with pseudo-labels on unlabeled data."]
+    assert _rank(texts, "준지도 학습")[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "token"),
+    [("70억 파라미터", "7b"), ("2조 토큰", "2t"), ("1.5만 개", "15k"), ("천억 개", "100b"), ("3천억", "300b"),
+     ("5천 개", "5k"), ("7 billion parameters", "7b"), ("1.5 trillion tokens", "1.5t"), ("175B", "175b")],
+)
+def test_numbers_with_units_get_english_forms(text: str, token: str) -> None:
+    assert token in tokenize(text)
+
+
+def test_number_token() -> None:
+    from digest_rag.analysis import number_token
+
+    assert number_token(7e9) == "7b" and number_token(1.5e4) == "15k" and number_token(999) is None
+
+
+def test_korean_number_decides_ranking() -> None:
+    texts = ["A model with 70 layers, 2 heads and many parameters per token.", "A 7 billion parameter model on 2T tokens."]
+    assert _rank(texts, "70억 파라미터 모델")[0] == 1
+    assert _rank(texts, "2조 토큰으로 학습한 모델")[0] == 1
+
+
+def test_sense_needs_supporting_context() -> None:
+    g = Glossary.from_lines(["정렬\talignment\t선호 | 모델 | preference", "선호\tpreference"])
+    assert g.match(tokenize("모델 정렬")) == [0]
+    assert g.match(tokenize("배열 정렬 알고리즘")) == []
+    assert g.match(tokenize("alignment")) == [0]  # English forms are unambiguous
+    assert "alignment" not in query_terms("배열 정렬 알고리즘")
+    assert "alignment" in query_terms("선호 정렬")
+
+
+def test_glossary_rejects_four_columns() -> None:
+    with pytest.raises(ValueError, match="two tab-separated"):
+        Glossary.from_lines(["a\tb\tc\td"])
