@@ -125,35 +125,46 @@ def get_kiwi() -> Kiwi:
                 from kiwipiepy import Kiwi
 
                 kiwi = Kiwi()
-                _register_glossary_words(kiwi, bundled_glossary_text())
+                for word in bundled_user_words():
+                    kiwi.add_user_word(word, "NNP")
                 _kiwi = kiwi
     return _kiwi
 
 
 _HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]+")
 _PRED_START = frozenset({"VV", "VA", "VX", "XSV", "XSA"})
+_INFLECTED_END = frozenset("다의에한인된은는을를")
 
 
-def _register_glossary_words(kiwi: Kiwi, glossary_text: str) -> None:
-    """Teach Kiwi the glossary's Korean words it would otherwise cut wrongly.
+_USER_WORDS_FILE = "kiwi_user_words.txt"
+
+
+def glossary_user_words(glossary_text: str, kiwi: Kiwi) -> list[str]:
+    """The glossary's Korean words that ``kiwi`` (a plain `Kiwi()`) would cut wrongly.
 
     Kiwi reads an unknown loanword by guessing ("미스트랄" -> 미스트 + 이 + 랄,
-    "디퓨전" -> 디퓨저 + ㄴ), so the word, its particles and its glossary entry
-    never line up. Each word of a Korean glossary form that Kiwi does not
-    already read as nouns spelling the word is added as a proper noun; words
-    it reads as a verb or adjective ("줄이다", "빠른") are left alone. The
-    glossary is part of `ANALYSIS_VERSION`, so indexes follow any change.
+    "제미나이를" -> 제미나 + 이 + 를), so the word, its particles and its
+    glossary entry never line up. A word of a Korean glossary form that Kiwi
+    does not read as nouns spelling the word, alone and before a particle,
+    is listed; words it reads as a verb or adjective ("줄이다", "빠른") are not.
+    `get_kiwi` adds the list (data/kiwi_user_words.txt, kept in step with the
+    glossary by a test) as proper nouns. It is stored, not computed at start-up,
+    because adding words after Kiwi has analysed anything makes it rebuild
+    its model, which doubles its start-up time.
     """
     words: set[str] = set()
     for line in glossary_text.splitlines():
         if not line.strip() or line.lstrip().startswith("#") or "\t" not in line:
             continue
         for form in line.split("\t", 1)[0].split("|"):
-            words.update(w for w in form.split() if _HANGUL_WORD.fullmatch(w) and not w.endswith("다"))
+            # Not: verbs ("줄이다"), one-syllable words, inflected forms ("규모의", "가능한").
+            words.update(
+                w for w in form.split() if _HANGUL_WORD.fullmatch(w) and len(w) > 1 and w[-1] not in _INFLECTED_END
+            )
     ordered = sorted(words)
-    # Alone and with an object particle ("제미나이" is read right, "제미나이를" is not).
     probes = ordered + [w + ("을" if _has_batchim(w[-1]) else "를") for w in ordered]
     analysed = list(kiwi.tokenize(probes))
+    out: list[str] = []
     for i, word in enumerate(ordered):
         alone, with_particle = analysed[i], analysed[i + len(ordered)]
         tags = [str(t.tag).split("-", 1)[0] for t in alone]
@@ -162,7 +173,15 @@ def _register_glossary_words(kiwi: Kiwi, glossary_text: str) -> None:
         nouns = [t for t in with_particle if int(t.start) < len(word)]
         if all(str(t.tag).split("-", 1)[0] in _NOUN_TAGS for t in nouns) and "".join(t.form for t in nouns) == word:
             continue
-        kiwi.add_user_word(word, "NNP")
+        out.append(word)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_user_words() -> tuple[str, ...]:
+    """The stored `glossary_user_words` of the bundled glossary."""
+    text = resources.files("digest_rag").joinpath("data", _USER_WORDS_FILE).read_text(encoding="utf-8")
+    return tuple(w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#"))
 
 
 def _normalize(text: str) -> str:

@@ -307,3 +307,12 @@ def test_sense_needs_supporting_context() -> None:
 def test_glossary_rejects_four_columns() -> None:
     with pytest.raises(ValueError, match="two tab-separated"):
         Glossary.from_lines(["a\tb\tc\td"])
+
+
+def test_stored_kiwi_user_words_match_the_glossary() -> None:
+    from kiwipiepy import Kiwi
+
+    from digest_rag.analysis import bundled_glossary_text, bundled_user_words, glossary_user_words
+
+    # Regenerate data/kiwi_user_words.txt with the command in its header when this fails.
+    assert list(bundled_user_words()) == glossary_user_words(bundled_glossary_text(), Kiwi())
