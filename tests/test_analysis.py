@@ -256,7 +256,7 @@ def test_particle_after_loanword_decides_ranking() -> None:
 
 def test_latin_and_korean_keep_text_order_for_phrases() -> None:
     # "오픈AI": 오픈 + ai in that order spells the glossary form.
-    assert "openai" in query_terms("오픈AI가 만든 모델")
+    assert "openai" in query_term_weights("오픈AI가 만든 모델")
 
 
 def test_compound_keeps_whole_word_and_parts() -> None:
@@ -264,8 +264,8 @@ def test_compound_keeps_whole_word_and_parts() -> None:
     assert {"강화", "학습", "강화학습", "다발", "다발성", "탈옥"} <= set(toks)
     # A prefix stays on its noun: 준지도 never degrades to 지도 (supervision / map).
     assert "지도" not in tokenize("준지도 학습") and "준지도" in tokenize("준지도학습으로")
-    assert "semi-supervised" in query_terms("준지도 학습")
-    assert "semi-supervised" in query_terms("준지도학습으로")
+    assert "semi-supervised" in query_term_weights("준지도 학습")
+    assert "semi-supervised" in query_term_weights("준지도학습으로")
 
 
 def test_compound_prefix_decides_ranking() -> None:
@@ -300,8 +300,8 @@ def test_sense_needs_supporting_context() -> None:
     assert g.match(tokenize("모델 정렬")) == [0]
     assert g.match(tokenize("배열 정렬 알고리즘")) == []
     assert g.match(tokenize("alignment")) == [0]  # English forms are unambiguous
-    assert "alignment" not in query_terms("배열 정렬 알고리즘")
-    assert "alignment" in query_terms("선호 정렬")
+    assert "alignment" not in query_term_weights("배열 정렬 알고리즘")
+    assert "alignment" in query_term_weights("선호 정렬")
 
 
 def test_glossary_rejects_four_columns() -> None:
