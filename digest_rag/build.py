@@ -51,7 +51,7 @@ from .layout import (
     read_manifest,
     verify_files,
 )
-from .lexical import LexicalIndex, analysis_cache_key
+from .lexical import LexicalIndex, analysis_cache_key, lexical_chunks
 from .locking import WriterLock, real_index_dir
 from .models import PASSAGE_PREFIX, QUERY_PREFIX, BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper
 from .parsing import ParseResult, corpus_files
@@ -459,7 +459,7 @@ def write_generation(
         if progress:
             progress("indexing", 0, 3)
         # BM25 first, in memory: the store keeps its tokens as the next build's cache.
-        lex = LexicalIndex.build([c for c in chunks if c.section_kind != "title"], paper_map, token_cache=token_cache)
+        lex = LexicalIndex.build(lexical_chunks(chunks), paper_map, token_cache=token_cache)
         write_store(gen.path / STORE_FILE, paper_list, chunks, hashes, vectors, lex.token_entries, analysis_cache_key())
         used_factory = search_param = faiss_version = None
         if vectors is not None:

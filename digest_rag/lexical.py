@@ -35,7 +35,7 @@ from .text import sha256_text
 if TYPE_CHECKING:  # pragma: no cover - bm25s (and scipy under it) is imported only to build an index
     import bm25s
 
-__all__ = ["FieldWeights", "LexicalIndex", "LEXICAL_FILES"]
+__all__ = ["FieldWeights", "LexicalIndex", "LEXICAL_FILES", "lexical_chunks"]
 
 _FORMAT = 1
 _META = "lexical.json"
@@ -129,6 +129,19 @@ def _paper_field_tokens(
         texts.append(" \n ".join(p.authors))
     toks = cache.tokens(texts)
     return {pid: (toks[3 * i], toks[3 * i + 1], toks[3 * i + 2]) for i, pid in enumerate(ids)}
+
+
+def lexical_chunks(chunks: Iterable[Chunk]) -> list[Chunk]:
+    """The chunks BM25 indexes: all but title passages, and the title passage of a paper with nothing else.
+
+    Every chunk's BM25 document already carries its paper's title (`FieldWeights`),
+    so a separate title document would only duplicate it, except for a paper
+    that has no text besides its title (an English-only note of a title and a
+    link): without its title passage such a paper could never be found by BM25.
+    """
+    chunks = list(chunks)
+    has_text = {c.paper_id for c in chunks if c.section_kind != "title"}
+    return [c for c in chunks if c.section_kind != "title" or c.paper_id not in has_text]
 
 
 @dataclass

@@ -160,10 +160,15 @@ class Store:
         return found
 
     def counts(self) -> tuple[int, int, int]:
-        """(papers, chunks, chunks other than title passages): compared with the manifest on load."""
+        """(papers, chunks, chunks the BM25 index holds): compared with the manifest on load.
+
+        BM25 holds every chunk but title passages, except the title passage of a
+        paper with no other text (see `lexical.lexical_chunks`).
+        """
         papers = self._query("SELECT COUNT(*) FROM papers")[0][0]
         chunks, text_chunks = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(section_kind != 'title'), 0) FROM chunks"
+            "SELECT COUNT(*), COALESCE(SUM(section_kind != 'title' OR NOT EXISTS ("
+            "SELECT 1 FROM chunks d WHERE d.paper_id = c.paper_id AND d.section_kind != 'title')), 0) FROM chunks c"
         )[0]
         return int(papers), int(chunks), int(text_chunks)
 

@@ -291,3 +291,27 @@ def test_top_k_selection_matches_a_full_sort_with_ties(index: LexicalIndex, monk
     full = pos[np.lexsort((pos, -fake[pos]))]
     for k in (1, 2, 3, len(index)):
         assert index.search("q", k) == [(int(index.chunk_ids[i]), float(fake[i])) for i in full[:k]]
+
+
+def test_title_only_paper_is_searchable() -> None:
+    # A paper whose note is only its English title still gets a BM25 document
+    # (its title passage); papers with text are indexed by their text chunks only.
+    from digest_rag.lexical import lexical_chunks
+
+    def chunk(cid: int, pid: str, kind: str, text: str) -> Chunk:
+        return Chunk(id=cid, paper_id=pid, section_index=0, section_kind=kind, language="en",
+                     text=text, start=0, end=len(text))
+
+    papers = {
+        "lima": Paper(id="lima", title="LIMA: Less Is More for Alignment"),
+        "other": Paper(id="other", title="A Survey of Instruction Tuning"),
+    }
+    chunks = [
+        chunk(1, "lima", "title", "LIMA: Less Is More for Alignment"),
+        chunk(2, "other", "title", "A Survey of Instruction Tuning"),
+        chunk(3, "other", "commentary", "정렬 데이터를 많이 모은 지시 튜닝 연구를 정리했습니다."),
+    ]
+    selected = lexical_chunks(chunks)
+    assert [c.id for c in selected] == [1, 3]
+    index = LexicalIndex.build(selected, papers)
+    assert index.search("LIMA 정렬", 5)[0][0] == 1
