@@ -382,16 +382,22 @@ def eval_cmd(
     index: Path = IndexOpt,
     mode: list[Mode] = typer.Option(None, "--mode", help="Modes to evaluate (repeatable; default: all three)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    fusion_weights: list[str] = typer.Option(
+        None, "--fusion-weights",
+        help="Also evaluate hybrid fused with these weights, e.g. dense=0.5,lexical=1 or 0.5:1 (repeatable: a sweep).",
+    ),
 ) -> None:
     """Recall@1/5/10, MRR@10 and nDCG@10 per mode, beside a naive BM25 baseline.
 
     Example: digest-rag eval eval/dev_queries.jsonl --index indexes/default
     """
     from .eval import evaluate_index, format_table
+    from .fusion import parse_fusion_weights
 
     with _handled():
+        sweep = [parse_fusion_weights(w) for w in fusion_weights or ()]
         idx = DigestIndex.load(index)
-        report = evaluate_index(idx, queries, modes=[m.value for m in mode] if mode else None)
+        report = evaluate_index(idx, queries, modes=[m.value for m in mode] if mode else None, fusion_weights=sweep)
         if as_json:
             typer.echo(report.model_dump_json(indent=2))
         else:

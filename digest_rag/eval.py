@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import bm25s
@@ -287,12 +287,15 @@ def evaluate_index(
     modes: Sequence[str] | None = None,
     *,
     baseline: bool = True,
+    fusion_weights: Sequence[Mapping[str, float]] = (),
 ) -> EvalReport:
     """Evaluate a loaded `DigestIndex` on a query file, per mode, beside the naive baseline.
 
     Modes default to all three; a mode the index cannot serve (dense on a
     lexical-only index, or with no model available) is reported as skipped
-    in a warning rather than failing the whole report.
+    in a warning rather than failing the whole report. Each of
+    ``fusion_weights`` (retriever -> weight, see `fusion.parse_fusion_weights`)
+    adds a hybrid row fused with those weights, named ``hybrid d=<dense>,l=<lexical>``.
     """
     queries = load_queries(queries_path)
     papers = list(index.papers.values())  # type: ignore[attr-defined]
@@ -310,6 +313,15 @@ def evaluate_index(
             if modes:  # explicitly requested: the caller wants the error
                 raise
             warnings.warn(f"mode {mode} not evaluated: {exc}", stacklevel=2)
+    for weights in fusion_weights:
+        name = f"hybrid d={weights.get('dense', 1.0):g},l={weights.get('lexical', 1.0):g}"
+
+        def fused(q: str, k: int, _w: Mapping[str, float] = weights) -> list[str]:
+            return [h.paper.id for h in index.search(q, k=k, mode="hybrid", fusion_weights=_w)]  # type: ignore[attr-defined]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report.rows.append(evaluate(queries, fused, papers, name))
     if baseline:
         report.rows.append(evaluate(queries, naive_baseline(papers), papers, "naive-bm25"))
     return report

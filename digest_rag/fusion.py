@@ -4,10 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from .errors import UsageError
 from .models import Chunk, Paper, SearchHit, SearchMode
 from .snippets import make_snippet
 
 RRF_K = 60
+
+#: Weight of each retriever's paper ranking in hybrid fusion (weighted
+#: reciprocal rank fusion). Equal by default: no measurement with the real
+#: multilingual-E5 model is available offline to justify another split (the
+#: tiny test model is random), see docs/EVAL.md. Override per search
+#: (`DigestIndex.search(fusion_weights=...)`) and sweep with
+#: ``digest-rag eval --fusion-weights``.
+DEFAULT_FUSION_WEIGHTS: dict[str, float] = {"dense": 1.0, "lexical": 1.0}
+
+
+def parse_fusion_weights(text: str) -> dict[str, float]:
+    """``"dense=0.5,lexical=1"`` (or ``"0.5:1"``, dense first) as retriever -> weight; UsageError when malformed."""
+    names = tuple(DEFAULT_FUSION_WEIGHTS)
+    raw = text.strip()
+    try:
+        if "=" in raw:
+            pairs = [part.split("=", 1) for part in raw.split(",") if part.strip()]
+            weights = {name.strip(): float(value) for name, value in pairs}
+        else:
+            values = [float(v) for v in raw.split(":")]
+            if len(values) != len(names):
+                raise ValueError(f"expected {len(names)} numbers")
+            weights = dict(zip(names, values, strict=True))
+    except ValueError as exc:
+        raise UsageError(f"bad fusion weights {text!r} ({exc}); write e.g. dense=0.5,lexical=1 or 0.5:1") from exc
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise UsageError(f"unknown retriever in fusion weights: {', '.join(sorted(unknown))} (use {', '.join(names)})")
+    if any(w < 0 or w != w for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise UsageError(f"fusion weights must be non-negative and not all zero: {text!r}")
+    return {**DEFAULT_FUSION_WEIGHTS, **weights}
 
 
 def rrf_fuse(rankings: Mapping[str, Sequence[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float, list[str]]]:
@@ -31,6 +63,7 @@ def fuse_papers(
     rankings: Mapping[str, Sequence[tuple[int, float]]],
     chunk_paper: Mapping[int, str],
     k: int = RRF_K,
+    weights: Mapping[str, float] | None = None,
 ) -> list[tuple[int, float, list[str]]]:
     """Reciprocal rank fusion at the paper level; returns (snippet chunk id, score, retrievers).
 
@@ -38,8 +71,10 @@ def fuse_papers(
     paper ranks where its best chunk does), then the paper rankings are fused.
     Fusing chunks directly favours papers with many chunks: one of their
     chunks is likely to rank well in both lists by chance. The snippet is the
-    paper's chunk with the best chunk-level fused score.
+    paper's chunk with the best chunk-level fused score. ``weights`` scales
+    each retriever's 1/(k + rank) (default `DEFAULT_FUSION_WEIGHTS`).
     """
+    weights = DEFAULT_FUSION_WEIGHTS if weights is None else weights
     paper_rrf: dict[str, float] = {}
     lexical_rank: dict[str, int] = {}
     for name, ranking in rankings.items():
@@ -49,7 +84,7 @@ def fuse_papers(
             if pid is None or pid in seen:
                 continue
             seen.add(pid)
-            paper_rrf[pid] = paper_rrf.get(pid, 0.0) + 1.0 / (k + len(seen))
+            paper_rrf[pid] = paper_rrf.get(pid, 0.0) + weights.get(name, 1.0) / (k + len(seen))
             if name == "lexical":
                 lexical_rank[pid] = len(seen)
     best_chunk: dict[str, int] = {}
@@ -67,13 +102,15 @@ def fuse_papers(
 
 
 def rank_chunks(
-    rankings: Mapping[str, Sequence[tuple[int, float]]], chunk_paper: Mapping[int, str]
+    rankings: Mapping[str, Sequence[tuple[int, float]]],
+    chunk_paper: Mapping[int, str],
+    weights: Mapping[str, float] | None = None,
 ) -> list[tuple[int, float, list[str]]]:
     """(chunk id, score, retrievers) best first: one retriever's ranking as it is, several fused by paper."""
     if len(rankings) == 1:
         name, ranking = next(iter(rankings.items()))
         return [(cid, score, [name]) for cid, score in ranking]
-    return fuse_papers(rankings, chunk_paper)
+    return fuse_papers(rankings, chunk_paper, weights=weights)
 
 
 def aggregate(

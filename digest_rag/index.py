@@ -327,6 +327,7 @@ class DigestIndex:
         tags: str | Sequence[str] | None = None,
         language: str | Sequence[str] | None = None,
         section: str | Sequence[str] | None = None,
+        fusion_weights: Mapping[str, float] | None = None,
     ) -> SearchResults:
         """Papers that answer ``query``, best first, each once with its best chunk as snippet.
 
@@ -335,7 +336,8 @@ class DigestIndex:
         date or ISO string), ``tags`` (any of; one string is one tag),
         ``language`` of the matched text ("ko", "en", "mixed"), ``section``
         kind. When the encoder cannot be loaded, hybrid search warns
-        (ModelFallbackWarning) and answers from BM25.
+        (ModelFallbackWarning) and answers from BM25. ``fusion_weights``
+        (retriever -> weight) overrides `fusion.DEFAULT_FUSION_WEIGHTS` in hybrid mode.
         """
         self._check_open()
         mode = check_mode(mode)
@@ -355,7 +357,7 @@ class DigestIndex:
                 warnings.warn(f"dense retrieval unavailable, answering from the lexical side: {exc}",
                               ModelFallbackWarning, stacklevel=2)
         chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
-        ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()})
+        ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()}, fusion_weights)
         terms = highlight_terms(query)  # once per search, not once per snippet
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else _PaperLookup(
             self.store, {c.paper_id for c in chunks.values()}, self._paper_cache, self._paper_lock)

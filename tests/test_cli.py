@@ -218,3 +218,15 @@ def test_lexical_search_process_never_imports_torch(seed_index_dir: Path, tmp_pa
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["title"] == "Many-shot Jailbreaking"
     assert heavy == []
+
+
+def test_eval_fusion_weight_sweep(runner: CliRunner, seed_index_dir: Path, repo_root: Path) -> None:
+    res = runner.invoke(app, ["eval", str(repo_root / "eval" / "dev_queries.jsonl"), "--index", str(seed_index_dir),
+                              "--mode", "lexical", "--fusion-weights", "0:1", "--fusion-weights", "dense=1,lexical=0.5"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("  ")[0].strip(): line for line in res.output.splitlines()}
+    assert "hybrid d=0,l=1" in rows and "hybrid d=1,l=0.5" in rows
+    # Dense weighted 0: hybrid ranks papers as lexical does.
+    assert rows["hybrid d=0,l=1"].split()[3:] == rows["lexical"].split()[2:]
+    bad = runner.invoke(app, ["eval", "q.jsonl", "--index", str(seed_index_dir), "--fusion-weights", "sparse=1"])
+    assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1

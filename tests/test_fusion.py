@@ -37,3 +37,35 @@ def test_aggregate_one_hit_per_paper_and_no_title_snippet() -> None:
     assert hits[0].score == 0.9 and hits[0].snippet == "body of a" and hits[0].chunk_id == 2
     assert hits[0].modes == ["dense", "lexical"]
     assert len(aggregate([(3, 0.8, ["lexical"]), (2, 0.7, ["dense"])], chunks, papers, k=1)) == 1
+
+
+def test_fusion_weights_scale_each_retriever() -> None:
+    from digest_rag.fusion import fuse_papers
+
+    rankings = {"dense": [(1, 0.9), (2, 0.8)], "lexical": [(2, 9.0), (1, 3.0)]}
+    chunk_paper = {1: "a", 2: "b"}
+    # Equal weights: a tie (rank 1 + rank 2 both ways) goes to the lexical side.
+    assert [c for c, _s, _n in fuse_papers(rankings, chunk_paper)] == [2, 1]
+    # Lexical switched off: dense order wins; lexical dominant: lexical order.
+    assert [c for c, _s, _n in fuse_papers(rankings, chunk_paper, weights={"dense": 1, "lexical": 0})] == [1, 2]
+    assert [c for c, _s, _n in fuse_papers(rankings, chunk_paper, weights={"dense": 0.2, "lexical": 1})] == [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("dense=0.5,lexical=1", {"dense": 0.5, "lexical": 1.0}), ("0.25:1", {"dense": 0.25, "lexical": 1.0}),
+     ("lexical=2", {"dense": 1.0, "lexical": 2.0})],
+)
+def test_parse_fusion_weights(text: str, expected: dict[str, float]) -> None:
+    from digest_rag.fusion import parse_fusion_weights
+
+    assert parse_fusion_weights(text) == expected
+
+
+@pytest.mark.parametrize("text", ["sparse=1", "1:2:3", "dense=x", "0:0", "dense=-1"])
+def test_parse_fusion_weights_rejects(text: str) -> None:
+    from digest_rag.errors import UsageError
+    from digest_rag.fusion import parse_fusion_weights
+
+    with pytest.raises(UsageError):
+        parse_fusion_weights(text)
