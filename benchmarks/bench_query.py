@@ -6,6 +6,7 @@ At larger corpora the FAISS part grows as bench_search.py shows; the rest
 (encoding one query, fetching <= 200 chunks, aggregating) does not depend on size.
 
 Usage: python benchmarks/bench_query.py [--index /tmp/digest_rag_bench/rebuild-index-torch] [--backends torch onnx-int8]
+       python benchmarks/bench_query.py --lexical --index INDEX   (BM25 only; any index, lexical-only too)
 """
 
 from __future__ import annotations
@@ -36,10 +37,25 @@ def main() -> None:
     ap.add_argument("--index", default=str(WORK / "rebuild-index-torch"))
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx-int8"])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--lexical", action="store_true", help="time lexical (BM25) search end to end only")
     args = ap.parse_args()
     from digest_rag import DigestIndex
 
     print(f"# machine: {machine()}")
+    if args.lexical:
+        idx = DigestIndex.load(args.index)
+        idx.search(QUERIES[0], k=10, mode="lexical")  # load Kiwi and the glossary, warm caches
+        lex = []
+        for _ in range(args.repeat):
+            for q in QUERIES:
+                t = time.perf_counter()
+                idx.search(q, k=10, mode="lexical")
+                lex.append((time.perf_counter() - t) * 1000)
+        print(f"# index: {args.index}; {len(QUERIES)} queries x {args.repeat}; milliseconds p50 / p95")
+        print("| chunks | lexical search e2e |\n|---|---|")
+        print(f"| {idx.manifest.chunk_count} | {pct(lex)} |")
+        idx.close()
+        return
     print(f"# index: {args.index}; {len(QUERIES)} queries x {args.repeat}; milliseconds p50 / p95")
     print("| backend | chunks | query encoding | dense search e2e | hybrid search e2e |")
     print("|---|---|---|---|---|")
