@@ -674,6 +674,8 @@ def _compiled_glossary_path(text: str) -> Path:
     except OSError:  # pragma: no cover - a zipped install: the version string has to do
         pass
     h.update(text.encode("utf-8"))
+    # Kiwi's user words change how glossary forms are analysed.
+    h.update("\n".join(bundled_user_words()).encode("utf-8"))
     return cache_root() / "analysis" / f"glossary-{h.hexdigest()[:32]}.json"
 
 
