@@ -7,6 +7,7 @@ occurrence kept), so chunk-level retrievers must aggregate to papers first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -35,6 +36,8 @@ __all__ = [
     "naive_baseline",
     "format_table",
     "evaluate_index",
+    "stable_bucket",
+    "is_heldout",
 ]
 
 SearchFn = Callable[[str, int], list[str]]
@@ -140,6 +143,27 @@ def resolve_relevant(q: EvalQuery, papers: Sequence[Paper]) -> set[str]:
             raise UsageError(f"relevant paper {rel!r} of query {q.query!r} matches no paper id or title")
         out.add(pid)
     return out
+
+
+def stable_bucket(key: str, buckets: int, salt: str) -> int:
+    """A bucket in ``[0, buckets)`` fixed by SHA-256 of ``salt:key``.
+
+    Unlike ``hash()`` it is the same on every machine, Python version and run,
+    so splits and corpus variants decided with it never drift.
+    """
+    if buckets < 1:
+        raise UsageError(f"buckets must be >= 1, got {buckets}")
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % buckets
+
+
+def is_heldout(q: EvalQuery) -> bool:
+    """True for the fixed held-out third of a development set.
+
+    Keyed on the smallest relevant paper id, so questions about the same
+    paper (or sharing it) land on the same side of the split.
+    """
+    return stable_bucket(min(r.strip() for r in q.relevant), 3, "heldout") == 0
 
 
 # --------------------------------------------------------------------- metrics

@@ -15,12 +15,14 @@ from digest_rag.eval import (
     evaluate,
     first_relevant_rank,
     format_table,
+    is_heldout,
     load_queries,
     mrr_at,
     naive_baseline,
     ndcg_at,
     recall_at,
     resolve_relevant,
+    stable_bucket,
 )
 from digest_rag.models import Paper, Section
 
@@ -216,3 +218,61 @@ def test_dev_queries_file() -> None:
     raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     mixed = [r for r in raw if any("a" <= ch.lower() <= "z" for ch in r["query"])]
     assert len(mixed) >= len(raw) // 5
+
+
+# ---------------------------------------------------------------- ml-papers development set (issue 12)
+
+
+def test_stable_bucket_is_fixed_and_spread() -> None:
+    # Pinned values: the split and the corpus variant must never drift between runs or machines.
+    assert stable_bucket("2305.18290", 3, "heldout") == stable_bucket("2305.18290", 3, "heldout")
+    assert [stable_bucket(k, 3, "heldout") for k in ("a", "b", "c", "d")] == [
+        int.from_bytes(__import__("hashlib").sha256(f"heldout:{k}".encode()).digest()[:8], "big") % 3
+        for k in ("a", "b", "c", "d")
+    ]
+    counts = [0, 0, 0]
+    for i in range(3000):
+        counts[stable_bucket(f"p{i}", 3, "x")] += 1
+    assert all(900 < c < 1100 for c in counts)
+    assert stable_bucket("k", 2, "a") != stable_bucket("k", 2, "b") or stable_bucket("j", 2, "a") != stable_bucket(
+        "j", 2, "b"
+    )  # the salt matters
+    with pytest.raises(UsageError):
+        stable_bucket("k", 0, "x")
+
+
+def test_is_heldout_keys_on_smallest_relevant_id() -> None:
+    a = EvalQuery(query="q1", relevant=["2104.14294", "thoughts-on-recent-papers"])
+    b = EvalQuery(query="something else", relevant=["2104.14294"])
+    assert is_heldout(a) == is_heldout(b) == (stable_bucket("2104.14294", 3, "heldout") == 0)
+
+
+def _ml_raw(name: str) -> list[dict]:
+    path = ROOT / "eval" / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_ml_papers_split_files_follow_the_rule() -> None:
+    tune = load_queries(ROOT / "eval" / "ml_papers_tune.jsonl")
+    held = load_queries(ROOT / "eval" / "ml_papers_heldout.jsonl")
+    assert len(tune) + len(held) >= 180
+    assert len(held) >= 50
+    assert not any(is_heldout(q) for q in tune)
+    assert all(is_heldout(q) for q in held)
+    assert not {q.query for q in tune} & {q.query for q in held}
+    # A paper asked about is on one side only (round-ups covering many papers may be a second answer on both).
+    assert not {q.relevant[0] for q in tune} & {q.relevant[0] for q in held}
+    raw = _ml_raw("ml_papers_tune.jsonl") + _ml_raw("ml_papers_heldout.jsonl")
+    mixed = [r for r in raw if any("a" <= ch.lower() <= "z" for ch in r["query"])]
+    assert len(raw) - len(mixed) >= len(raw) // 2  # at least half with Korean words only
+    assert len(mixed) >= len(raw) // 4
+
+
+def test_ml_papers_relevant_ids_exist(ml_papers_dir: Path) -> None:
+    from digest_rag import parse_paths
+
+    papers = parse_paths([ROOT / "corpus", ml_papers_dir]).papers
+    ids = {p.id for p in papers}
+    for name in ("ml_papers_tune.jsonl", "ml_papers_heldout.jsonl"):
+        for q in load_queries(ROOT / "eval" / name):
+            assert set(q.relevant) <= ids, (name, q.query)
