@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     from .index import DigestIndex
     from .models import BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section
     from .parsing import ParseResult, Skip, parse_file, parse_paths
+    from .variants import VariantReport, apply_variant, export_variant
 
 # Public name -> the submodule defining it, imported on first access (PEP 562): `import digest_rag` or
 # `from digest_rag.cli import ...` must not pay for the build pipeline, the encoder, FAISS wrappers or the
@@ -64,6 +65,7 @@ _LAZY: dict[str, str] = {
         "models",
     ),
     **dict.fromkeys(("ParseResult", "Skip", "parse_file", "parse_paths"), "parsing"),
+    **dict.fromkeys(("VariantReport", "apply_variant", "export_variant"), "variants"),
 }
 
 
@@ -113,9 +115,12 @@ __all__ = [
     "Skip",
     "UnsafeIndexPathError",
     "UsageError",
+    "VariantReport",
     "__version__",
+    "apply_variant",
     "chunk_paper",
     "chunk_papers",
+    "export_variant",
     "inspect_corpus",
     "parse_file",
     "parse_paths",

@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 from .display import format_hits
 from .errors import DigestRagError
 from .index import DEFAULT_INDEX_DIR, DigestIndex
-from .models import SEARCH_MODES, Backend, Engine, Language
+from .models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
 from .version import __version__
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
@@ -402,6 +402,27 @@ def eval_cmd(
             typer.echo(report.model_dump_json(indent=2))
         else:
             typer.echo(format_table(report.rows))
+
+
+@app.command("export-variant")
+def export_variant_cmd(
+    paths: list[Path] = typer.Argument(..., help="Digest files or directories, as for build."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSON Lines corpus to write."),
+    variant: CorpusVariant = typer.Option("english-half", "--variant", help="english-half: a fixed half keeps only English text."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write an evaluation variant of a corpus as JSON Lines with the same paper ids.
+
+    Example: digest-rag export-variant corpus/ -o /tmp/en-half.jsonl && digest-rag build /tmp/en-half.jsonl
+    """
+    from .variants import export_variant
+
+    with _handled():
+        report = export_variant([str(p) for p in paths], variant, output)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        typer.echo(f"wrote {report.papers} papers ({report.english_only} English-only) to {report.path}")
 
 
 def run() -> NoReturn:

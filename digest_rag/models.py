@@ -30,6 +30,8 @@ SourceFormat = Literal["weekly", "daily", "blog", "notes", "jsonl"]
 Backend = Literal["torch", "onnx", "onnx-int8"]
 # Where a build parses, chunks and embeds: in this process, or on a Ray cluster (digest_rag.engines).
 Engine = Literal["local", "ray"]
+# Evaluation corpora: "full" as parsed; "english-half" keeps only English text for a fixed half (variants.py).
+CorpusVariant = Literal["full", "english-half"]
 
 SECTION_KINDS: tuple[str, ...] = get_args(SectionKind)
 CHUNK_KINDS: tuple[str, ...] = get_args(ChunkKind)
@@ -38,6 +40,7 @@ SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 SOURCE_FORMATS: tuple[str, ...] = get_args(SourceFormat)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 ENGINES: tuple[str, ...] = get_args(Engine)
+CORPUS_VARIANTS: tuple[str, ...] = get_args(CorpusVariant)
 
 # The E5 instruction prefixes: every query and passage is embedded with one of them.
 QUERY_PREFIX = "query: "
