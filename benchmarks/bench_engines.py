@@ -19,7 +19,7 @@ and worker processes included) and the load average when it started are
 printed, since on a shared machine wall time depends on the neighbours. Run it alone on the machine: the encodes take
 minutes on 2 cores and anything else running skews the ratio.
 
-Usage: python benchmarks/bench_engines.py [--workers 1 2] [--skip-cold]
+Usage: python benchmarks/bench_engines.py [--workers 1 2] [--skip-cold] [--seeds-only]
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, WORK, corpora, e5_shaped_model, machine  # noqa: E402
+from _common import ROOT, SEEDS, WORK, corpora, e5_shaped_model, machine  # noqa: E402
+
+CORPORA: list[Path] = []
 
 
 def _build(label: str, index: Path, args: list[str], rows: list[dict[str, object]], *, fresh: bool = True) -> float:
     if fresh:
         shutil.rmtree(index, ignore_errors=True)
-    cmd = [sys.executable, "-m", "digest_rag", "build", *[str(c) for c in corpora()], "--index", str(index), "--json",
+    cmd = [sys.executable, "-m", "digest_rag", "build", *[str(c) for c in CORPORA], "--index", str(index), "--json",
            *args]
     load = os.getloadavg()[0]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -73,10 +75,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to measure")
     ap.add_argument("--skip-cold", action="store_true", help="only the cached and lexical-only runs")
+    ap.add_argument("--seeds-only", action="store_true", help="the 4 seed digests only (minutes instead of an hour on a busy 2-core machine)")
     args = ap.parse_args()
+    CORPORA[:] = [SEEDS] if args.seeds_only else corpora()
     model = e5_shaped_model()
     print(f"# machine: {machine()}")
-    print(f"# corpora: {', '.join(str(c) for c in corpora())}; model: e5-small-shaped random ({model})")
+    print(f"# corpora: {', '.join(str(c) for c in CORPORA)}; model: e5-small-shaped random ({model})")
     rows: list[dict[str, object]] = []
     base = WORK / "engines"
     m = ["--model", str(model)]
