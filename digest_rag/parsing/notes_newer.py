@@ -55,7 +55,10 @@ _WIKILINKS_RE = re.compile(r"(?:\[\[[^\[\]\n]+\]\][ \t,;]*)+")
 _WIKILINK_RE = re.compile(r"\[\[[^\[\]\n]+\]\]")
 _LINKISH_RE = re.compile(r"^(?:https?://\S+|[\w-]+(?:\.[\w-]+)+/?)$")
 # Headings that introduce a note's trailing links ("# Links", "## Related", "# References:").
-_LINK_HEADINGS = {"links", "link", "related", "related papers", "references", "see also"}
+_LINK_HEADINGS = {
+    "links", "link", "related", "related papers", "references", "see also",
+    "링크", "관련 링크", "관련 논문", "참고", "참고 문헌", "참고문헌",
+}
 # A title (with its authors) is at most a few wrapped lines; longer runs are text.
 _TITLE_LINES = 3
 # Title lines are scanned by linear code only, so they may be long: 300-author lists exist.
@@ -412,9 +415,20 @@ def _unquoted_abstract(d: _Draft) -> None:
 
 
 def _sections(d: _Draft) -> list[Section]:
+    """abstract/en, abstract in other languages, commentary, commentary/en, in that order.
+
+    A quote may hold a Korean translation beside the English abstract: its Korean paragraphs
+    get their own abstract section, so the English one stays English.
+    """
+    paras = _paragraphs(d.abstract)
+    english = [p for p in paras if detect_language(p) == "en"]
+    other = [p for p in paras if detect_language(p) != "en"]
+    if not english or not other:
+        english, other = ["\n".join(d.abstract)], []  # one language: the quote exactly as written
     out: list[Section] = []
     for sec in (
-        section("abstract", "\n".join(d.abstract)),
+        section("abstract", "\n\n".join(english)),
+        section("abstract", "\n\n".join(other)),
         section("commentary", "\n".join(d.commentary)),
         section("commentary", "\n".join(d.english), "en"),
     ):
