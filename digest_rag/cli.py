@@ -425,6 +425,39 @@ def export_variant_cmd(
         typer.echo(f"wrote {report.papers} papers ({report.english_only} English-only) to {report.path}")
 
 
+def _need_extra(module: str, extra: str) -> None:
+    """A missing optional extra is a one-line install hint and exit code 1."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        _err(f"error: this command needs the '{extra}' extra: pip install \"digest-rag[{extra}]\"")
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    index: Path = IndexOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs --token)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    token: str = typer.Option(None, "--token", envvar="DIGEST_RAG_TOKEN", show_envvar=True,
+                              help="Bearer token the API requires (required off loopback)."),
+    rate_limit: float = typer.Option(20.0, "--rate-limit", min=0.0,
+                                     help="Requests per second per client on the API (0: no limit)."),
+) -> None:
+    """Serve the index over HTTP: a JSON API (/search, /papers/{id}, /info, /healthz) and a search page at /.
+
+    Read-only; follows new generations written by build/update without a restart.
+
+    Example: digest-rag serve --index indexes/default --port 8000   (then open http://127.0.0.1:8000/)
+    """
+    _need_extra("fastapi", "serve")
+    _need_extra("uvicorn", "serve")
+    from .server import serve as run_server
+
+    with _handled():
+        run_server(index, host=host, port=port, token=token, rate_limit=rate_limit)
+
+
 def run() -> NoReturn:
     """Console-script entry point; exits with the documented code (0 ok, 1 usage, 2 data/index, 3 model)."""
     app()

@@ -1,7 +1,7 @@
 """Human-readable search results: highlighting and terminal layout.
 
 Where the query's words are in a text is `digest_rag.snippets.match_spans`'s
-job; this module only marks those spans (ANSI, markdown, brackets) and lays
+job; this module only marks those spans (ANSI, markdown, brackets, escaped HTML) and lays
 hits out for a terminal, wrapping by display width (Hangul takes two columns).
 
     >>> from digest_rag.display import highlight
@@ -11,11 +11,12 @@ hits out for a terminal, wrapping by display width (Hangul takes two columns).
 
 from __future__ import annotations
 
+import html
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from .models import SearchHit
+from .models import Paper, SearchHit
 from .snippets import Span, highlight_terms, match_spans
 
 __all__ = [
@@ -23,11 +24,12 @@ __all__ = [
     "display_width",
     "format_hit",
     "format_hits",
+    "format_paper",
     "highlight",
     "match_spans",
 ]
 
-HighlightStyle = Literal["ansi", "markdown", "brackets", "none"]
+HighlightStyle = Literal["ansi", "markdown", "brackets", "html", "none"]
 
 _ANSI_MATCH = ("\x1b[1;33m", "\x1b[0m")  # bold yellow: readable on dark and light themes
 _ANSI_BOLD = ("\x1b[1m", "\x1b[0m")
@@ -36,6 +38,7 @@ _MARKS: dict[str, tuple[str, str]] = {
     "ansi": _ANSI_MATCH,
     "markdown": ("**", "**"),
     "brackets": ("[", "]"),
+    "html": ("<mark>", "</mark>"),
     "none": ("", ""),
 }
 
@@ -57,11 +60,30 @@ def _apply(text: str, spans: Sequence[Span], marks: tuple[str, str], offset: int
     return "".join(out)
 
 
+def _apply_html(text: str, spans: Sequence[Span]) -> str:
+    """``text`` HTML-escaped, with spans wrapped in ``<mark>``: safe to insert into a page as markup."""
+    out: list[str] = []
+    pos = 0
+    for start, end in spans:
+        out.append(html.escape(text[pos:start]))
+        out.append("<mark>" + html.escape(text[start:end]) + "</mark>")
+        pos = end
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
 def highlight(text: str, query: str | Iterable[str], style: HighlightStyle = "ansi") -> str:
-    """``text`` with every query term marked: ANSI bold colour, ``**markdown**``, ``[brackets]`` or nothing."""
+    """``text`` with every query term marked: ANSI bold colour, ``**markdown**``, ``[brackets]``, HTML or nothing.
+
+    ``style="html"`` escapes the text (``<``, ``&``, quotes) and wraps matches in
+    ``<mark>``, so the result can be inserted into a page as it is.
+    """
     if style not in _MARKS:
         raise ValueError(f"unknown highlight style {style!r}; choose one of {', '.join(_MARKS)}")
-    return _apply(text, match_spans(text, query), _MARKS[style])
+    spans = match_spans(text, query)
+    if style == "html":
+        return _apply_html(text, spans)
+    return _apply(text, spans, _MARKS[style])
 
 
 def display_width(text: str) -> int:
@@ -146,3 +168,30 @@ def format_hits(hits: Sequence[SearchHit], query: str, *, color: bool = False, w
         return "no matching papers"
     terms = highlight_terms(query)
     return "\n\n".join(format_hit(h, i, terms, color=color, width=width) for i, h in enumerate(hits, 1))
+
+
+def format_paper(paper: Paper, *, width: int = 100) -> str:
+    """A whole paper as plain text: titles, date, authors, tags, links, then every section under its label."""
+    indent = "    "
+    room = max(width - len(indent), 20)
+
+    def block(text: str) -> list[str]:
+        return [indent + text[s:e] for s, e in _wrap(text, room)] or [indent]
+
+    lines = [paper.title]
+    if paper.title_ko and paper.title_ko != paper.title:
+        lines.append(paper.title_ko)
+    meta = [paper.date.isoformat() if paper.date else "no date", f"id {paper.id}"]
+    if paper.tags:
+        meta.append(" ".join("#" + t for t in paper.tags))
+    lines.append(" · ".join(meta))
+    if paper.authors:
+        lines.append(", ".join(paper.authors))
+    lines += paper.urls
+    for section in paper.sections:
+        lines.append("")
+        lines.append(f"[{_SECTION_LABELS.get(section.kind, section.kind)}, {section.language}]")
+        for para in section.text.splitlines():
+            if para.strip():
+                lines += block(para.strip())
+    return "\n".join(lines)

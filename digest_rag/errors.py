@@ -114,3 +114,7 @@ def index_write_errors(index_dir: Path) -> Iterator[None]:
         raise IndexWriteError(
             f"{index_dir}: cannot write the index's SQLite store ({exc}); the previous index is unchanged"
         ) from exc
+
+
+class PaperNotFoundError(DigestRagError):
+    """No paper with the requested id in the index."""

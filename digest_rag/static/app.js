@@ -1,0 +1,156 @@
+// The digest_rag search page: calls the server's own JSON API (/search, /papers/{id}, /info); no external code.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const MODES = { hybrid: "하이브리드", dense: "의미", lexical: "키워드" };
+const SECTIONS = { summary: "요약 summary", abstract: "초록 abstract", commentary: "코멘트 commentary",
+                   key_points: "주요 내용 key points", body: "본문 text", title: "제목 title" };
+const FIELDS = ["q", "mode", "lang", "from", "to", "tag", "k"];
+
+function authHeaders() {
+  const token = sessionStorage.getItem("digest_rag_token");
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+async function api(path) {
+  const res = await fetch(path, { headers: { Accept: "application/json", ...authHeaders() } });
+  let body = null;
+  try { body = await res.json(); } catch (e) { body = null; }
+  if (res.status === 401) { $("token-box").hidden = false; $("token").focus(); }
+  if (!res.ok) {
+    const err = new Error((body && body.detail) || res.statusText);
+    err.name = (body && body.error) || "HTTPError";
+    throw err;
+  }
+  return { body, generation: res.headers.get("X-Index-Generation") };
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function params() {
+  const p = new URLSearchParams();
+  for (const f of FIELDS) {
+    const v = $(f).value.trim();
+    if (v) p.set(f, f === "tag" ? v.replace(/^#/, "") : v);
+  }
+  return p;
+}
+
+function renderHit(hit) {
+  const li = el("li", { class: "hit" });
+  const title = el("a", { class: "title", href: "#paper=" + encodeURIComponent(hit.paper_id) }, hit.title);
+  li.append(el("h2", {}, title));
+  if (hit.title_ko && hit.title_ko !== hit.title) li.append(el("div", { class: "title-ko" }, hit.title_ko));
+  const meta = el("div", { class: "meta" });
+  meta.append(el("span", { class: "date" }, hit.date || "날짜 없음"));
+  for (const t of hit.tags || []) meta.append(el("span", { class: "tag" }, "#" + t));
+  meta.append(el("span", { class: "score" },
+    "score " + Number(hit.score).toFixed(4) + " (" + (hit.modes || []).join("+") + ")"));
+  li.append(meta);
+  const snippet = el("p", { class: "snippet" });
+  snippet.append(el("span", { class: "section" }, "[" + (SECTIONS[hit.section] || hit.section) + ", " + hit.language + "] "));
+  const text = el("span", {});
+  // snippet_html is built by the server's highlighter: the text is HTML-escaped, only <mark> is added.
+  if (hit.snippet_html !== undefined) text.innerHTML = hit.snippet_html; else text.textContent = hit.snippet;
+  snippet.append(text);
+  li.append(snippet);
+  const links = el("div", { class: "links" });
+  links.append(el("a", { href: "#paper=" + encodeURIComponent(hit.paper_id) }, "전문 보기 Full text"));
+  if (hit.urls && hit.urls.length) {
+    links.append(el("a", { href: hit.urls[0], target: "_blank", rel: "noopener noreferrer" }, "원문 링크 Paper ↗"));
+  }
+  li.append(links);
+  return li;
+}
+
+async function search(push) {
+  const p = params();
+  if (!p.get("q")) return;
+  if (push) history.replaceState(null, "", "?" + p.toString() + location.hash);
+  $("status").textContent = "검색 중… Searching…";
+  $("results").replaceChildren();
+  p.set("highlight", "html");
+  const started = performance.now();
+  try {
+    const { body } = await api("/search?" + p.toString());
+    const ms = Math.round(performance.now() - started);
+    $("status").textContent = body.length
+      ? `${body.length}편의 논문 (${MODES[$("mode").value] || $("mode").value}, ${ms} ms)`
+      : "결과가 없습니다. No matching papers.";
+    $("results").replaceChildren(...body.map(renderHit));
+  } catch (err) {
+    $("status").textContent = `오류 ${err.name}: ${err.message}`;
+  }
+}
+
+async function openPaper(id) {
+  const q = $("q").value.trim();
+  const path = "/papers/" + encodeURIComponent(id) + (q ? "?q=" + encodeURIComponent(q) : "");
+  const body = $("paper-body");
+  body.replaceChildren(el("p", {}, "불러오는 중… Loading…"));
+  $("paper").hidden = false;
+  try {
+    const { body: paper } = await api(path);
+    const parts = [el("h2", {}, paper.title)];
+    if (paper.title_ko && paper.title_ko !== paper.title) parts.push(el("div", { class: "title-ko" }, paper.title_ko));
+    const meta = el("div", { class: "meta" }, el("span", { class: "date" }, paper.date || "날짜 없음"));
+    for (const t of paper.tags || []) meta.append(el("span", { class: "tag" }, "#" + t));
+    parts.push(meta);
+    if (paper.authors && paper.authors.length) parts.push(el("p", { class: "authors" }, paper.authors.join(", ")));
+    for (const u of paper.urls || []) {
+      parts.push(el("p", { class: "url" }, el("a", { href: u, target: "_blank", rel: "noopener noreferrer" }, u)));
+    }
+    for (const s of paper.sections || []) {
+      parts.push(el("h3", {}, (SECTIONS[s.kind] || s.kind) + " · " + s.language));
+      const text = el("div", { class: "section-text" });
+      if (s.html !== undefined) text.innerHTML = s.html; else text.textContent = s.text;  // html: escaped + <mark>
+      parts.push(text);
+    }
+    parts.push(el("p", { class: "source" }, "출처 source: " + paper.source));
+    body.replaceChildren(...parts);
+    $("paper").scrollIntoView({ behavior: "smooth", block: "start" });
+  } catch (err) {
+    body.replaceChildren(el("p", { class: "error" }, `오류 ${err.name}: ${err.message}`));
+  }
+}
+
+function route() {
+  const m = location.hash.match(/^#paper=(.+)$/);
+  if (m) openPaper(decodeURIComponent(m[1])); else $("paper").hidden = true;
+}
+
+async function loadInfo() {
+  try {
+    const { body: info } = await api("/info");
+    const model = info.model ? info.model : "lexical-only (BM25)";
+    $("footer").textContent = `논문 ${info.papers}편 · ${info.date_from || "?"} – ${info.date_to || "?"} · ` +
+      `모델 model: ${model} · ${info.generation} · digest_rag ${info.library_version}`;
+    $("tags").replaceChildren(...Object.keys(info.top_tags || {}).map((t) => el("option", { value: t })));
+    if (!info.model) $("mode").value = "lexical";
+  } catch (err) {
+    $("footer").textContent = `오류 ${err.name}: ${err.message}`;
+  }
+}
+
+function init() {
+  const url = new URLSearchParams(location.search);
+  for (const f of FIELDS) if (url.get(f)) $(f).value = url.get(f);
+  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(true); });
+  for (const f of ["mode", "lang", "from", "to", "k"]) $(f).addEventListener("change", () => search(true));
+  $("token").addEventListener("change", () => {
+    sessionStorage.setItem("digest_rag_token", $("token").value);
+    loadInfo(); search(false);
+  });
+  $("close-paper").addEventListener("click", () => { history.replaceState(null, "", location.pathname + location.search); route(); });
+  window.addEventListener("hashchange", route);
+  loadInfo().then(() => { if (url.get("q")) search(false); route(); });
+}
+
+document.addEventListener("DOMContentLoaded", init);
