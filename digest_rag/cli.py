@@ -435,6 +435,22 @@ def _need_extra(module: str, extra: str) -> None:
 
 
 @app.command()
+def shell(
+    index: Path = IndexOpt,
+    color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
+) -> None:
+    """Ask questions one after another on an index loaded once (:help inside lists the commands).
+
+    Example: digest-rag shell --index indexes/default   (then: 탈옥 공격 / :mode lexical / :k 5 / :open 1 / :quit)
+    """
+    from .shell import run_shell
+
+    with _handled():
+        width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+        run_shell(index, width=width, color=_use_color(color))
+
+
+@app.command()
 def serve(
     index: Path = IndexOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs --token)."),

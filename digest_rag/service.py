@@ -40,7 +40,8 @@ def usage_error(exc: ValidationError) -> UsageError:
     parts = []
     for err in exc.errors():
         where = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
-        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
     return UsageError("; ".join(parts) or "invalid request")
 
 

@@ -91,3 +91,13 @@ def ray_local() -> Iterator[object]:
              runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def seed_lexical_index_dir(tmp_path_factory: pytest.TempPathFactory, seed_corpus: Path) -> Path:
+    """A lexical-only index over the seed corpus (no model: quick to open in a subprocess); read-only for tests."""
+    from digest_rag import DigestIndex
+
+    out = tmp_path_factory.mktemp("seed-lexical-index") / "index"
+    DigestIndex.build([seed_corpus], index_dir=out, lexical_only=True).close()
+    return out
