@@ -474,6 +474,19 @@ def serve(
         run_server(index, host=host, port=port, token=token, rate_limit=rate_limit)
 
 
+@app.command()
+def mcp(index: Path = IndexOpt) -> None:
+    """Serve the index to LLM agents as MCP tools over stdio: search_papers and get_paper.
+
+    Example (a client's configuration): {"command": "digest-rag", "args": ["mcp", "--index", "/path/to/index"]}
+    """
+    _need_extra("mcp", "mcp")
+    from .mcp_server import run_mcp
+
+    with _handled():
+        run_mcp(index)
+
+
 def run() -> NoReturn:
     """Console-script entry point; exits with the documented code (0 ok, 1 usage, 2 data/index, 3 model)."""
     app()
