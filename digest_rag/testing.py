@@ -9,13 +9,17 @@ normalisation, FAISS) runs exactly as with the real model, with no download.
 `build_e5_shaped_model` does the same at the exact multilingual-e5-small shape
 (12 layers, hidden 384, 12 heads, FFN 1536, vocab 250,037), so speed and memory
 measured with it are the real model's.
+
+`running_server` runs ``digest-rag serve`` on a free local port for the length of
+a ``with`` block (browser tests, load tests).
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .text import read_text
@@ -211,3 +215,63 @@ def wait_paused(proc: subprocess.Popen[str], stage: str, timeout: float = 120.0)
     while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":
         assert time.monotonic() < deadline, f"build never stopped at {stage}"
         time.sleep(0.01)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(index_dir: str | Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                   timeout: float = 180.0) -> Iterator[str]:
+    """Run ``digest-rag serve`` on a free 127.0.0.1 port in a subprocess; yields its base URL, then stops it.
+
+    Waits until ``/healthz`` answers; a server that exits or does not answer within ``timeout``
+    seconds raises RuntimeError with the end of its stderr. ``args`` go to ``serve`` (e.g. ``--rate-limit 0``).
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.request
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest_rag.cli", "serve", "--index", str(index_dir), "--port", str(port), *args],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+
+        def tail() -> str:
+            log.seek(0)
+            return log.read().decode("utf-8", "replace")[-2000:]
+
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"digest-rag serve exited with {proc.returncode}: {tail()}")
+                try:
+                    with urllib.request.urlopen(url + "/healthz", timeout=5) as res:  # noqa: S310 - our own server
+                        if res.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"digest-rag serve did not answer within {timeout:.0f}s: {tail()}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

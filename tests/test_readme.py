@@ -8,6 +8,12 @@ command is expected to exit 0 unless its trailing comment says `exit N`. The ven
 the two top commands are not run here: CI runs the test command itself (.ci/run), which installs
 the package the same way the main-job command does. The ```python blocks run in order in the same
 scratch directory, and the ```json JSON Lines example is parsed by the real parser.
+
+The long-running commands are run for real, as subprocesses, by their own tests: `serve` is started
+on a free port (the README's `--port` is swapped for it), the `curl` commands of its block are sent to
+it and must answer 200 with JSON, and it is stopped; the MCP client configuration's command is
+started by the official MCP client, which lists the tools and calls `search_papers`; the `shell`
+session transcript's typed lines are fed to `shell`, whose answers must show the transcript's lines.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import json
 import re
 import shlex
 import shutil
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +33,8 @@ from digest_rag.cli import app
 
 FENCE = re.compile(r"^( *)```(\w+)\n(.*?)^\1```", re.S | re.M)
 EXPECT = re.compile(r"#.*\bexit (\d)\b")
+LONG_RUNNING = ("serve", "mcp")  # run as subprocesses by their own tests below
+PROMPT = "digest-rag> "
 
 
 def _blocks(readme: str, lang: str) -> list[str]:
@@ -84,6 +94,8 @@ def test_readme_cli_commands_run(readme: str, workspace: Path) -> None:
     assert len(commands) >= 12  # the tour, the examples and the offline-model block
     ran = set()
     for argv, expected, line in commands:
+        if argv[0] in LONG_RUNNING:
+            continue
         res = runner.invoke(app, argv)
         assert res.exit_code == expected, f"{line}\nstdout: {res.stdout}\nstderr: {res.stderr}"
         if expected:
@@ -111,10 +123,107 @@ def test_readme_python_snippets_run(readme: str, workspace: Path) -> None:
 def test_readme_jsonl_example_parses(readme: str, tmp_path: Path) -> None:
     from digest_rag.parsing import parse_file
 
-    (example,) = _blocks(readme, "json")
+    (example,) = [b for b in _blocks(readme, "json") if "mcpServers" not in b]
     record = json.loads(" ".join(example.split("\n")))
     path = tmp_path / "one.jsonl"
     path.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
     (paper,) = parse_file(path).papers
     assert paper.title == "Gemma 2" and paper.title_ko == "젬마 2" and paper.id == "2408.00118"
     assert {s.language for s in paper.sections} == {"en", "ko"}
+
+
+def _build_workspace_index() -> None:
+    res = CliRunner().invoke(app, ["build", "corpus/", "-q"])  # offline: the lexical-only fallback
+    assert res.exit_code == 0, res.output
+
+
+def _curl(words: list[str], base: str) -> tuple[str, dict[str, str]]:
+    """The URL and headers a README `curl` line requests (-G with -d / --data-urlencode, -H), against ``base``."""
+    url, data, headers = "", [], {}
+    it = iter(words[1:])
+    for w in it:
+        if w in ("-d", "--data", "--data-urlencode"):
+            key, _, value = next(it).partition("=")
+            data.append((key, value))
+        elif w in ("-H", "--header"):
+            name, _, value = next(it).partition(":")
+            headers[name.strip()] = value.strip()
+        elif w.startswith("http"):
+            url = re.sub(r"^http://127\.0\.0\.1:\d+", base, w)
+        else:
+            assert w in ("-s", "-G", "-sS", "--silent"), f"curl option the test does not know: {w}"
+    if data:
+        url += "?" + urllib.parse.urlencode(data)
+    return url, headers
+
+
+@pytest.mark.filterwarnings("ignore::digest_rag.ModelFallbackWarning")
+def test_readme_serve_block_runs(readme: str, workspace: Path) -> None:
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    from digest_rag.testing import running_server
+
+    _build_workspace_index()
+    blocks = [b for b in _blocks(readme, "bash") if any(a[0] == "serve" for a, _c, _l in _commands(b))]
+    assert blocks, "the README shows `digest-rag serve`"
+    for block in blocks:
+        (argv, _code, _line), = [c for c in _commands(block) if c[0][0] == "serve"]
+        opts = dict(zip(argv[1::2], argv[2::2], strict=True))
+        index = opts.pop("--index", "indexes/default")
+        opts.pop("--port", None)  # a free port instead
+        curls = [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("curl ")]
+        assert curls, "the serve block shows requests"
+        with running_server(workspace / index, args=[x for kv in opts.items() for x in kv]) as base:
+            for words in curls:
+                url, headers = _curl(words, base)
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as res:  # noqa: S310
+                    assert res.status == 200, url
+                    body = json.loads(res.read())
+                if "/search" in url:
+                    assert body and body[0]["title"] == "Many-shot Jailbreaking"
+                if "/papers/" in url:
+                    assert body["title"] == "Many-shot Jailbreaking" and body["sections"]
+
+
+@pytest.mark.filterwarnings("ignore::digest_rag.ModelFallbackWarning")
+def test_readme_mcp_configuration_runs(readme: str, workspace: Path) -> None:
+    pytest.importorskip("mcp", reason="the 'mcp' extra is not installed")
+    import asyncio
+    import os
+    import sys
+
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    (config,) = [json.loads(b) for b in _blocks(readme, "json") if "mcpServers" in b]
+    (entry,) = config["mcpServers"].values()
+    assert entry["command"] == "digest-rag" and entry["args"][0] == "mcp"
+    _build_workspace_index()
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "digest_rag.cli", *entry["args"]], cwd=str(workspace),
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+    async def session() -> None:
+        async with Client(params, read_timeout_seconds=120) as client:
+            assert {t.name for t in (await client.list_tools()).tools} == {"search_papers", "get_paper"}
+            res = await client.call_tool("search_papers", {"query": "긴 컨텍스트를 악용하는 탈옥 공격", "k": 1})
+            assert not res.is_error and res.structured_content["result"][0]["title"] == "Many-shot Jailbreaking"
+
+    asyncio.run(session())
+
+
+@pytest.mark.filterwarnings("ignore::digest_rag.ModelFallbackWarning")
+def test_readme_shell_transcript(readme: str, workspace: Path) -> None:
+    transcripts = [b for b in _blocks(readme, "text") if b.startswith(PROMPT)]
+    assert transcripts, "the README shows a shell session"
+    _build_workspace_index()
+    for block in transcripts:
+        typed = [line[len(PROMPT):] for line in block.splitlines() if line.startswith(PROMPT)]
+        res = CliRunner().invoke(app, ["shell", "--no-color"], input="\n".join(typed) + "\n")
+        assert res.exit_code == 0, res.output
+        real = {line.strip() for line in res.stdout.splitlines()}
+        shown = [line.strip() for line in block.splitlines()
+                 if not line.startswith(PROMPT) and "…" not in line and "score " not in line and line.strip()]
+        assert shown
+        missing = [line for line in shown if line not in real]
+        assert not missing, f"shown in the README but not printed by the shell: {missing}"

@@ -1,0 +1,75 @@
+"""The search page in a real headless browser: Chromium from the OS packages, driven by Playwright.
+
+Runs where `chromium` (apt: chromium chromium-driver) and the `playwright` Python package are
+installed; skipped with the reason elsewhere. Playwright's own browser download is not used:
+`executable_path` points at the system binary. The screenshot is saved under the test's tmp dir
+(and copied to $DIGEST_RAG_SCREENSHOT when set, which is how docs/serve-page.png is made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from digest_rag.testing import running_server
+
+JAILBREAK = "긴 컨텍스트를 악용하는 탈옥 공격"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _chromium() -> str:
+    for name in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser") or ""):
+        if name and Path(name).is_file():
+            return name
+    pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver)")
+
+
+def test_search_page_in_chromium(seed_lexical_index_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = _chromium()
+    shot = tmp_path / "serve-page.png"
+    with running_server(seed_lexical_index_dir, env={"HF_HUB_OFFLINE": "1"}) as url, sync_api.sync_playwright() as pw:
+        # A fresh profile (--user-data-dir): Playwright takes it as launch_persistent_context's first argument.
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 900}, locale="ko-KR",
+        )
+        try:
+            page = browser.new_page()
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(url) else outside.append(r.url))
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_selector("#footer:has-text('논문 29편')")  # /info answered
+            page.fill("#q", JAILBREAK)
+            page.press("#q", "Enter")
+            page.wait_for_selector("#results li.hit")
+            titles = page.locator("#results li.hit h2").all_inner_texts()
+            assert "Many-shot Jailbreaking" in titles[:3]
+            first = page.locator("#results li.hit").first
+            assert first.locator(".title-ko").inner_text() == "다발성 탈옥"
+            assert first.locator(".snippet mark").count() > 0  # the library's highlighter, in HTML
+            assert first.locator(".meta .date").inner_text() == "2024-04-01"
+            assert not page.locator("#token-box").is_visible()  # no token on this server
+            assert "q=" in page.url  # the question is in the address, to share or reload
+            page.screenshot(path=str(shot), full_page=False)
+            first.locator("h2 a").click()  # the paper's whole text
+            page.wait_for_selector("#paper:not([hidden]) .section-text")
+            assert "many-shot jailbreaking" in page.locator("#paper-body").inner_text().lower()
+            assert page.locator("#paper-body h3").count() >= 2
+            page.select_option("#mode", "lexical")  # a filter change searches again
+            page.wait_for_selector("#status:has-text('키워드')")
+            assert not errors, errors
+            assert not outside, f"the page loaded something from elsewhere: {outside}"
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    target = os.environ.get("DIGEST_RAG_SCREENSHOT")
+    if target:
+        shutil.copy(shot, target)
