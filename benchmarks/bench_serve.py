@@ -4,7 +4,9 @@ Builds an index of the seeds (without 2024-06-28-daily-digest.txt) plus the shar
 starts `digest-rag serve` on a free local port (--rate-limit 0: the load generator is one client
 address), then runs CLIENTS threads, each with its own keep-alive connection, asking the development
 questions (eval/dev_queries.jsonl) in a loop for SECONDS seconds (and at most --max-requests in all).
-A third of the way in, `digest-rag update` adds the held-out digest as a new generation. Reported:
+A third of the way in, `digest-rag update` adds the held-out digest as a new generation (when the
+update takes longer than the rest of the window, the clients go on until 5 s after the server switched,
+at most 4x SECONDS; the report gives the actual window). Reported:
 throughput, latency p50/p99, errors (non-200 answers), dropped requests (connection errors, timeouts),
 and that the answers switch: every answer after the switch comes from the new generation and
 "Gemma 2 지식 증류" finds Gemma 2, which the old generation did not hold.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -78,10 +81,11 @@ class Result:
         self.dropped: list[str] = []
 
 
-def client_loop(port: int, qs: list[str], offset: int, mode: str, stop: float, res: Result, budget: list[int]) -> None:
+def client_loop(port: int, qs: list[str], offset: int, mode: str, stop: list[float], res: Result,
+                budget: list[int]) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     i = offset
-    while time.monotonic() < stop:
+    while time.monotonic() < stop[0]:
         with res.lock:
             if budget[0] <= 0:
                 break
@@ -134,7 +138,7 @@ def main() -> None:
     index_dir, held = prepare(args.mode, args.rebuild)
     qs = questions()
     print(f"# machine: {machine()}", file=sys.stderr)
-    with running_server(index_dir, args=["--rate-limit", "0"]) as url:
+    with running_server(index_dir, args=["--rate-limit", "0"], env={"HF_HUB_OFFLINE": "1"}) as url:
         port = int(url.rsplit(":", 1)[1])
         _s, before, gen0 = get(port, "/search?" + urllib.parse.urlencode({"q": PROBE, "k": 3, "mode": args.mode}))
         for q in qs[:10]:  # warm-up
@@ -142,7 +146,7 @@ def main() -> None:
         res = Result()
         budget = [args.max_requests]
         start = time.monotonic()
-        stop = start + args.seconds
+        stop = [start + args.seconds]
         threads = [threading.Thread(target=client_loop, args=(port, qs, i * 7, args.mode, stop, res, budget))
                    for i in range(args.clients)]
         for t in threads:
@@ -150,11 +154,19 @@ def main() -> None:
         time.sleep(args.seconds / 3)
         t_update = time.monotonic()
         upd = subprocess.run([sys.executable, "-m", "digest_rag.cli", "update", str(held), "--index", str(index_dir),
-                              "-q"], capture_output=True, text=True)
+                              "-q"], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         t_committed = time.monotonic()
+        new_gen = json.loads((index_dir / "manifest.json").read_text())["data_dir"]
+        while time.monotonic() < start + 4 * args.seconds:  # the switch must be seen, with answers after it
+            with res.lock:
+                first_new = min((r[0] for r in res.records if r[3] == new_gen), default=None)
+            if first_new is not None:
+                stop[0] = max(stop[0], first_new + 5)
+                break
+            stop[0] = max(stop[0], time.monotonic() + 1)
+            time.sleep(0.2)
         for t in threads:
             t.join()
-        elapsed = time.monotonic() - start
         _s, after, gen1 = get(port, "/search?" + urllib.parse.urlencode({"q": PROBE, "k": 3, "mode": args.mode}))
 
         # One question at a time, after warm-up: the per-query latency a single user sees.
@@ -165,11 +177,12 @@ def main() -> None:
             get(port, path)
             seq.append(time.perf_counter() - t0)
 
+    elapsed = max(r[0] + r[1] for r in res.records) - start
     lat = [r[1] for r in res.records]
     ok = [r for r in res.records if r[2] == 200]
     errors = len(res.records) - len(ok)
     gens = [r[3] for r in sorted(res.records)]
-    switched_at = next((r[0] for r in sorted(res.records) if r[3] == gen1), None)
+    switched_at = next((r[0] for r in sorted(res.records) if r[3] == gen1 != gen0), None)
     after_switch = [r for r in res.records if switched_at is not None and r[0] >= switched_at]
     stale_after = sum(1 for r in after_switch if r[3] != gen1)
     print(f"update: exit {upd.returncode} {upd.stdout.strip()[:200]} {upd.stderr.strip()[:300]}")
@@ -179,7 +192,7 @@ def main() -> None:
     if res.dropped:
         print("dropped:", res.dropped[:5])
     print(f"generations: {gen0} -> {gen1}; update ran {t_update - start:.1f}-{t_committed - start:.1f}s, "
-          f"first new answer at {((switched_at or start) - start):.1f}s; answers per generation: "
+          f"first new answer at {'never' if switched_at is None else f'{switched_at - start:.1f}s'}; answers per generation: "
           f"{ {g: gens.count(g) for g in dict.fromkeys(gens)} }; old-generation answers after the switch: {stale_after}")
     print(f"probe {PROBE!r}: before {[h['title'][:40] for h in before]} ({gen0}); "
           f"after {[h['title'][:40] for h in after]} ({gen1})")
@@ -189,16 +202,18 @@ def main() -> None:
     from digest_rag.shell import Shell
 
     with LiveIndex(index_dir, interval=0) as live:
-        shell = Shell(live)
-        shell.handle(f":mode {args.mode}")
-        for q in qs[:10]:
-            shell.handle(q)
-        times = []
-        for i in range(args.sequential):
-            t0 = time.perf_counter()
-            shell.handle(qs[i % len(qs)])
-            times.append(time.perf_counter() - t0)
-    print(f"shell, per question: p50 {pct(times, 50):.1f} ms, p99 {pct(times, 99):.1f} ms over {len(times)}")
+        for color in (True, False):  # on a terminal matches are coloured (a Kiwi pass per snippet); piped, not
+            shell = Shell(live, color=color)
+            shell.handle(f":mode {args.mode}")
+            for q in qs[:10]:
+                shell.handle(q)
+            times = []
+            for i in range(args.sequential):
+                t0 = time.perf_counter()
+                shell.handle(qs[i % len(qs)])
+                times.append(time.perf_counter() - t0)
+            print(f"shell ({'terminal, colour' if color else 'piped, no colour'}), per question: "
+                  f"p50 {pct(times, 50):.1f} ms, p99 {pct(times, 99):.1f} ms over {len(times)}")
 
 
 if __name__ == "__main__":

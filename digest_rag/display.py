@@ -157,7 +157,8 @@ def format_hit(hit: SearchHit, rank: int, query: str | Iterable[str], *, color: 
     meta.append(f"score {hit.score:.4f} ({'+'.join(hit.modes) or 'none'})")
     lines += block(" · ".join(meta), dim)
     label = f"[{_SECTION_LABELS.get(hit.section, hit.section)}, {hit.language}] "
-    spans = [(s + len(label), e + len(label)) for s, e in match_spans(hit.snippet, query)]
+    # Spans cost a Kiwi pass over the snippet: only worth it when they will be coloured.
+    spans = [(s + len(label), e + len(label)) for s, e in match_spans(hit.snippet, query)] if color else []
     lines += block(label + hit.snippet, ("", ""), spans)
     return "\n".join(lines)
 

@@ -172,6 +172,16 @@ class DigestIndex:
             raise lexical_only_error(self.index_dir)
         return self.dense.encoder
 
+    @property
+    def loaded_encoder(self) -> Encoder | None:
+        """The query encoder if one is loaded already, else None: a reload of this index can reuse it."""
+        return self.dense.loaded_encoder if self.dense is not None else None
+
+    @property
+    def generation(self) -> str:
+        """The generation this object reads (its data directory); each committed build makes a new one."""
+        return self.manifest.data_dir
+
     def close(self) -> None:
         """Release the SQLite connection. Searching afterwards raises IndexClosedError; closing twice is fine."""
         self._closed = True
@@ -305,6 +315,12 @@ class DigestIndex:
         if self._papers is None:
             self._papers = self.store.papers()
         return self._papers
+
+    def paper(self, paper_id: str) -> Paper | None:
+        """One paper by id, or None; read from the store without loading every paper."""
+        if self._papers is not None:
+            return self._papers.get(paper_id)
+        return self.store.papers([paper_id]).get(paper_id)
 
     def _retrievers(self, mode: str) -> list[Retriever]:
         if mode == "dense" and self.dense is None:

@@ -48,7 +48,7 @@ class _Generation:
     def __init__(self, index: DigestIndex, stamp: tuple[int, int, int] | None) -> None:
         self.index = index
         self.stamp = stamp
-        self.name = index.manifest.data_dir
+        self.name = index.generation
         # One request at a time per generation: the SQLite connection, Kiwi and the encoder are
         # shared by all requests, and interleaving them gains nothing on a GIL-bound search.
         self.lock = threading.Lock()
@@ -85,9 +85,10 @@ class LiveIndex:
     # ----------------------------------------------------------------- loading
     def _load(self, previous: DigestIndex | None) -> DigestIndex:
         index = None
-        if previous is not None and previous._encoder is not None:  # noqa: SLF001 - reuse a loaded model
+        encoder = previous.loaded_encoder if previous is not None else None
+        if encoder is not None:
             try:  # the same model: share the loaded encoder instead of loading the weights again
-                index = DigestIndex.load(self.index_dir, encoder=previous._encoder, **self._options)  # noqa: SLF001
+                index = DigestIndex.load(self.index_dir, encoder=encoder, **self._options)
             except IncompatibleModelError:
                 index = None
         if index is None:
@@ -107,7 +108,6 @@ class LiveIndex:
                 except (ModelUnavailableError, IncompatibleModelError) as exc:
                     log.warning("dense search unavailable: %s", exc)
             index.search("warm-up", k=1, mode="lexical" if index.lexical is not None else "hybrid")
-            index.papers  # noqa: B018 - loads and caches the paper table
 
     def refresh(self) -> bool:
         """Load the directory's generation if it is not the one in use; True when it switched."""
@@ -124,19 +124,19 @@ class LiveIndex:
                 log.warning("index %s not reloaded, still serving %s: %s", self.index_dir, current.name, exc)
                 current.stamp = stamp
                 return False
-            if fresh.manifest.data_dir == current.name:  # manifest rewritten, same generation
+            self.last_error = None
+            if fresh.generation == current.name:  # manifest rewritten, same generation
                 fresh.close()
                 current.stamp = stamp
                 return False
             new = _Generation(fresh, stamp)
+            self.reloads += 1
             with self._lock:
                 old, self._current = self._current, new
                 old.retired = True
                 idle = old.users == 0
             if idle:
                 old.index.close()
-            self.reloads += 1
-            self.last_error = None
             log.info("index %s: now serving %s (was %s)", self.index_dir, new.name, old.name)
             return True
 

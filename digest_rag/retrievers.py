@@ -104,6 +104,11 @@ class DenseRetriever:
             self._encoder = enc
         return self._encoder
 
+    @property
+    def loaded_encoder(self) -> Encoder | None:
+        """The encoder if it is loaded already, else None (never loads it)."""
+        return self._encoder
+
     def search(self, query: str, k: int, allowed_ids: set[int] | None) -> Ranking:
         vector = self.encoder.encode_queries([query])[0]
         return search_faiss(self.faiss_index, vector, k, allowed_ids)

@@ -205,7 +205,7 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
         req = SearchRequest.parse(query=q, k=k, mode=mode, language=lang, date_from=date_from, date_to=date_to,
                                   tags=tag or [])
         with live.use() as idx:
-            generation = idx.manifest.data_dir
+            generation = idx.generation
             hits = req.run(idx)
             records = hits.to_records()
             if highlight == "html":
@@ -219,7 +219,7 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
         q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="highlight these terms")] = None,
     ) -> JSONResponse:
         with live.use() as idx:
-            generation = idx.manifest.data_dir
+            generation = idx.generation
             record = paper_record(find_paper(idx, paper_id))
         if q and q.strip():
             for section in record["sections"]:

@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import PaperNotFoundError, UsageError
-from .index import MAX_QUERY_CHARS, DigestIndex
+from .index import DigestIndex
 from .models import Language, Paper, SearchMode, SearchResults
+from .query import MAX_QUERY_CHARS
 
 __all__ = [
     "MAX_K",
@@ -33,6 +34,10 @@ __all__ = [
 
 MAX_K = 100
 """Most papers one request may ask for: bounds the work (and the response size) of a single request."""
+
+
+MAX_TAGS = 20
+MAX_TAG_CHARS = 100
 
 
 def usage_error(exc: ValidationError) -> UsageError:
@@ -55,7 +60,7 @@ class SearchOptions(BaseModel):
     language: Language | None = Field(default=None, description="only matches in ko, en or mixed text")
     date_from: _dt.date | None = Field(default=None, description="only papers dated on or after (YYYY-MM-DD)")
     date_to: _dt.date | None = Field(default=None, description="only papers dated on or before (YYYY-MM-DD)")
-    tags: list[str] = Field(default_factory=list, description="only papers with any of these tags")
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="only papers with any of these tags")
 
     @field_validator("date_from", "date_to", mode="before")
     @classmethod
@@ -73,7 +78,10 @@ class SearchOptions(BaseModel):
     def _tags(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [v]
-        return [t.strip().lstrip("#") for t in (v or []) if isinstance(t, str) and t.strip().lstrip("#")]
+        tags = [t.strip().lstrip("#") for t in (v or []) if isinstance(t, str) and t.strip().lstrip("#")]
+        if any(len(t) > MAX_TAG_CHARS for t in tags):
+            raise ValueError(f"a tag has at most {MAX_TAG_CHARS} characters")
+        return tags
 
     @classmethod
     def parse(cls, **values: Any) -> SearchOptions:
@@ -108,7 +116,7 @@ def paper_record(paper: Paper) -> dict[str, Any]:
 
 def find_paper(index: DigestIndex, paper_id: str) -> Paper:
     """The paper with id ``paper_id``; PaperNotFoundError when the index has none."""
-    paper = index.papers.get(paper_id) if isinstance(paper_id, str) else None
+    paper = index.paper(paper_id) if isinstance(paper_id, str) else None
     if paper is None:
         raise PaperNotFoundError(f"no paper with id {paper_id[:200]!r} in the index")
     return paper

@@ -214,3 +214,19 @@ def test_search_after_close_says_closed(seed_index_dir: Path) -> None:
         pass
     with pytest.raises(IndexClosedError):
         again.search("Gemma 2", mode="lexical")
+
+
+def test_paper_generation_and_loaded_encoder(seed_index_dir: Path, tiny_encoder: Encoder) -> None:
+    """The facade's small reader API (used by serve/shell/mcp): one paper by id, the generation, the loaded encoder."""
+    with DigestIndex.load(seed_index_dir) as idx:
+        assert idx.generation == json.loads((seed_index_dir / "manifest.json").read_text())["data_dir"]
+        pid = idx.search("Many-shot Jailbreaking", k=1, mode="lexical")[0].paper.id
+        paper = idx.paper(pid)
+        assert paper is not None and paper.title == "Many-shot Jailbreaking" and paper.sections
+        assert idx.paper("no-such-paper") is None
+        assert idx.loaded_encoder is None  # lazy: nothing loaded before a dense search
+        idx.search("Many-shot Jailbreaking", k=1, mode="dense")
+        encoder = idx.loaded_encoder
+        assert encoder is not None
+    with DigestIndex.load(seed_index_dir, encoder=encoder) as again:
+        assert again.loaded_encoder is encoder
