@@ -118,6 +118,12 @@ def get(port: int, path: str) -> tuple[int, dict | list, str]:
     return r.status, body, r.getheader("X-Index-Generation") or ""
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] * 1000
@@ -138,7 +144,7 @@ def main() -> None:
 
     index_dir, held = prepare(args.mode, args.rebuild)
     qs = questions()
-    print(f"# machine: {machine()}", file=sys.stderr)
+    print(f"# machine: {machine()}; load average before: {os.getloadavg()}", file=sys.stderr)
     with running_server(index_dir, args=["--rate-limit", "0"], env={"HF_HUB_OFFLINE": "1"}) as url:
         port = int(url.rsplit(":", 1)[1])
         _s, before, gen0 = get(port, "/search?" + urllib.parse.urlencode({"q": PROBE, "k": 3, "mode": args.mode}))
@@ -179,13 +185,23 @@ def main() -> None:
             t.join()
         _s, after, gen1 = get(port, "/search?" + urllib.parse.urlencode({"q": PROBE, "k": 3, "mode": args.mode}))
 
-        # One question at a time, after warm-up: the per-query latency a single user sees.
+        # One question at a time, after warm-up: the per-query latency a single user sees, and the server's CPU
+        # time per request (user + system, from /proc), which a loaded machine inflates far less than wall time.
         seq = []
+        cpu0 = cpu_seconds(url.pid)
         for i in range(args.sequential):
             path = "/search?" + urllib.parse.urlencode({"q": qs[i % len(qs)], "k": 10, "mode": args.mode})
             t0 = time.perf_counter()
             get(port, path)
             seq.append(time.perf_counter() - t0)
+        serve_cpu = (cpu_seconds(url.pid) - cpu0) / len(seq) * 1000
+        page_seq = []
+        for i in range(args.sequential // 2):  # what the search page asks: with highlighted snippets
+            path = "/search?" + urllib.parse.urlencode({"q": qs[i % len(qs)], "k": 10, "mode": args.mode,
+                                                        "highlight": "html"})
+            t0 = time.perf_counter()
+            get(port, path)
+            page_seq.append(time.perf_counter() - t0)
 
     elapsed = max(r[0] + r[1] for r in res.records) - start
     lat = [r[1] for r in res.records]
@@ -206,7 +222,10 @@ def main() -> None:
           f"{ {g: gens.count(g) for g in dict.fromkeys(gens)} }; old-generation answers after the switch: {stale_after}")
     print(f"probe {PROBE!r}: before {[h['title'][:40] for h in before]} ({gen0}); "
           f"after {[h['title'][:40] for h in after]} ({gen1})")
-    print(f"serve, one question at a time: p50 {pct(seq, 50):.1f} ms, p99 {pct(seq, 99):.1f} ms over {len(seq)}")
+    print(f"serve, one question at a time: p50 {pct(seq, 50):.1f} ms, p99 {pct(seq, 99):.1f} ms over {len(seq)}; "
+          f"server CPU {serve_cpu:.1f} ms per request")
+    print(f"serve, one question at a time with highlight=html (the page): p50 {pct(page_seq, 50):.1f} ms over "
+          f"{len(page_seq)}")
 
     from digest_rag.live import LiveIndex
     from digest_rag.shell import Shell
@@ -217,13 +236,15 @@ def main() -> None:
             shell.handle(f":mode {args.mode}")
             for q in qs[:10]:
                 shell.handle(q)
-            times = []
+            times, cpu = [], []
             for i in range(args.sequential):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 shell.handle(qs[i % len(qs)])
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             print(f"shell ({'terminal, colour' if color else 'piped, no colour'}), per question: "
-                  f"p50 {pct(times, 50):.1f} ms, p99 {pct(times, 99):.1f} ms over {len(times)}")
+                  f"p50 {pct(times, 50):.1f} ms, p99 {pct(times, 99):.1f} ms over {len(times)}; "
+                  f"CPU p50 {pct(cpu, 50):.1f} ms")
 
 
 if __name__ == "__main__":

@@ -226,9 +226,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+class ServerURL(str):
+    """The base URL of a server started by :func:`running_server`; ``.pid`` is its process id."""
+
+    pid: int
+
+
 @contextmanager
 def running_server(index_dir: str | Path, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                   timeout: float = 180.0) -> Iterator[str]:
+                   timeout: float = 180.0) -> Iterator[ServerURL]:
     """Run ``digest-rag serve`` on a free 127.0.0.1 port in a subprocess; yields its base URL, then stops it.
 
     Waits until ``/healthz`` answers; a server that exits or does not answer within ``timeout``
@@ -242,12 +248,13 @@ def running_server(index_dir: str | Path, *, args: Sequence[str] = (), env: Mapp
     import urllib.request
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = ServerURL(f"http://127.0.0.1:{port}")
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "digest_rag.cli", "serve", "--index", str(index_dir), "--port", str(port), *args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
+        url.pid = proc.pid
 
         def tail() -> str:
             log.seek(0)
