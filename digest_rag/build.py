@@ -20,7 +20,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from .chunking import approx_token_count, passage_text
+from .embedding_cache import EmbeddingCache, ModelIdentity, precision_of
 from .encoder import MODEL_ENV, Encoder, model_identity
 from .engines import BuildEngine, LocalEngine, open_engine
 from .errors import (
@@ -39,7 +40,14 @@ from .errors import (
     ModelUnavailableError,
     index_write_errors,
 )
-from .generation import OpenGeneration, PendingGeneration, collect_garbage, open_generation, pause_point
+from .generation import (
+    OpenGeneration,
+    PendingGeneration,
+    collect_garbage,
+    open_generation,
+    pause_at_progress,
+    pause_point,
+)
 from .layout import (
     FAISS_FILE,
     FORMAT_VERSION,
@@ -53,6 +61,7 @@ from .layout import (
 )
 from .lexical import LexicalIndex, analysis_cache_key, lexical_chunks
 from .locking import WriterLock, real_index_dir
+from .model_files import ModelFacts, inspect_model, token_counter
 from .models import PASSAGE_PREFIX, QUERY_PREFIX, BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper
 from .parsing import ParseResult, corpus_files
 from .store import Store, write_store
@@ -83,6 +92,14 @@ class BuildReport(BaseModel):
     up_to_date: bool = Field(
         default=False, description="nothing to do: inputs and options as at the last build, nothing was written"
     )
+    dry_run: bool = Field(default=False, description="a plan (build --dry-run): nothing was encoded or written")
+    model_loaded: bool = Field(
+        default=False, description="the encoder was loaded (in a dry run: would be), because some passage was not cached"
+    )
+    rechunked: int = Field(default=0, description="papers cut into chunks; the others' chunks came from the previous index")
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="seconds per stage: parse, chunk, lookup, load (the model), encode, write"
+    )
     seconds: float = 0.0
 
 
@@ -106,8 +123,13 @@ def build_index(
     wait: float = 0.0,
     progress: ProgressCallback | None = None,
     force: bool = False,
+    dry_run: bool = False,
 ) -> BuildOutcome:
-    """Build ``index_dir`` from ``paths`` (every paper not in them is dropped); options inherit the index's."""
+    """Build ``index_dir`` from ``paths`` (every paper not in them is dropped); options inherit the index's.
+
+    With ``dry_run`` the outcome's report says what the build would do (papers added, changed and removed,
+    chunks to encode, cache hits, whether the model must load) and nothing is encoded or written.
+    """
     # Resolved once: every writer of one real directory takes one lock and writes there, however it was named.
     index_dir = real_index_dir(index_dir)
     check_target(index_dir)
@@ -119,15 +141,19 @@ def build_index(
         options = _options(_previous_options(index_dir), overrides)
         inputs = inputs_fingerprint(path_list, index_dir, options, encoder)
         if inputs is not None and not force:
-            current = _if_up_to_date(index_dir, inputs)
+            current = _if_up_to_date(index_dir, inputs, dry_run=dry_run)
             if current is not None:
                 current.report.seconds = round(time.perf_counter() - t0, 3)
                 current.encoder = encoder
                 return current
         with open_engine(options) as engine:
+            t_parse = time.perf_counter()
             parsed = engine.parse(path_list, options.strict, progress)
-            return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
-                                 progress=progress, keep_old=False, inputs=inputs, engine=engine)
+            parse_s = time.perf_counter() - t_parse
+            outcome = _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
+                                    progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run)
+        outcome.report.timings = {"parse": round(parse_s, 3), **outcome.report.timings}
+        return outcome
 
 
 def update_index(
@@ -211,7 +237,7 @@ def inputs_fingerprint(
     return h.hexdigest()
 
 
-def _if_up_to_date(index_dir: Path, inputs: str) -> BuildOutcome | None:
+def _if_up_to_date(index_dir: Path, inputs: str, *, dry_run: bool = False) -> BuildOutcome | None:
     """The existing index, opened and fully verified, when it was built from exactly these inputs; else None."""
     if not (index_dir / MANIFEST).is_file():
         return None
@@ -219,6 +245,11 @@ def _if_up_to_date(index_dir: Path, inputs: str) -> BuildOutcome | None:
         manifest = read_manifest(index_dir)
         if manifest.inputs_fingerprint != inputs:
             return None
+        if dry_run:
+            report = BuildReport(papers=manifest.paper_count, chunks=manifest.chunk_count,
+                                 reused=manifest.chunk_count if manifest.model_name else 0,
+                                 lexical_only=manifest.model_name is None, up_to_date=True, dry_run=True)
+            return BuildOutcome(report=report, encoder=None)
         # verify=True: a damaged index is never "up to date"; the rebuild repairs it.
         opened = open_generation(index_dir, manifest, verify=True)
     except (IndexCorruptedError, IncompatibleModelError, ValidationError):
@@ -234,7 +265,96 @@ def _if_up_to_date(index_dir: Path, inputs: str) -> BuildOutcome | None:
 
 
 # ------------------------------------------------------------------ the pipeline
-def _index_papers(
+class _ModelFactsDiffer(Exception):
+    """The model read from its files is not the model that loaded: plan again with the loaded one."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__("model files and loaded model disagree")
+        self.encoder = encoder
+
+
+class PassageModel:
+    """A build's embedding model: what it is, and its encoder, loaded only when a passage must be encoded.
+
+    A rebuild whose passages are all in the embedding cache needs the model's
+    name, revision, dimension, input limit and tokenizer, which
+    `model_files.inspect_model` reads from its files; it then never imports
+    torch or sentence-transformers. Facts read that way are checked against
+    the encoder whenever it does load.
+    """
+
+    def __init__(self, *, options: BuildOptions, encoder: Encoder | None = None, facts: ModelFacts | None = None) -> None:
+        if encoder is None and facts is None:
+            raise ValueError("a passage model needs an encoder or the model's facts")
+        self._options = options
+        self._encoder = encoder
+        self._facts = facts
+        self.loaded_here = False
+        src: Any = encoder if encoder is not None else facts
+        self.name: str = src.name
+        self.revision: str = src.revision
+        self.dimension: int = int(src.dimension)
+        self.max_seq_length: int = int(src.max_seq_length)
+        self.query_prefix: str = src.query_prefix
+        self.passage_prefix: str = src.passage_prefix
+        self.backend: str = encoder.backend if encoder is not None else options.backend
+        self._count = encoder.count_tokens if encoder is not None else token_counter(facts)  # type: ignore[arg-type]
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The embedding cache's key for this model."""
+        return ModelIdentity.of(self, self.backend)
+
+    @property
+    def loaded(self) -> Encoder | None:
+        """The encoder, if it has been loaded (or was given)."""
+        return self._encoder
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens (the chunker's budget unit)."""
+        return self._count(text)
+
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first call."""
+        if self._encoder is None:
+            opts = self._options
+            enc = Encoder.load(self.name, device=opts.device, batch_size=opts.batch_size, backend=opts.backend)
+            self.loaded_here = True
+            seen = (enc.name, enc.revision, enc.dimension, enc.max_seq_length, enc.passage_prefix)
+            if seen != (self.name, self.revision, self.dimension, self.max_seq_length, self.passage_prefix):
+                raise _ModelFactsDiffer(enc)
+            self._encoder = enc
+        return self._encoder
+
+
+def _passage_model(options: BuildOptions, old: IndexManifest | None, encoder: Encoder | None,
+                   lexical_only: bool) -> PassageModel | None:
+    """The build's model: the given encoder, else facts from the model's files, else the loaded model."""
+    if encoder is not None:
+        return PassageModel(options=options, encoder=encoder)
+    if lexical_only:
+        return None
+    explicit = options.model or os.environ.get(MODEL_ENV) or (old.model_name if old else None)
+    facts = inspect_model(explicit)
+    if facts is not None:
+        return PassageModel(options=options, facts=facts)
+    loaded = _load_encoder(options, old)
+    return PassageModel(options=options, encoder=loaded) if loaded is not None else None
+
+
+def _index_papers(parsed: ParseResult, index_dir: Path, options: BuildOptions, **kwargs: Any) -> BuildOutcome:
+    """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
+
+    Keyword arguments are `_index_papers_once`'s.
+    """
+    try:
+        return _index_papers_once(parsed, index_dir, options, **kwargs)
+    except _ModelFactsDiffer as differ:
+        # The files said one thing, the model another (an unusual layout): redo the plan with the real model.
+        return _index_papers_once(parsed, index_dir, options, **{**kwargs, "encoder": differ.encoder})
+
+
+def _index_papers_once(
     parsed: ParseResult,
     index_dir: Path,
     options: BuildOptions,
@@ -245,6 +365,7 @@ def _index_papers(
     keep_old: bool,
     inputs: str | None,
     engine: BuildEngine,
+    dry_run: bool = False,
 ) -> BuildOutcome:
     """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
 
@@ -252,8 +373,10 @@ def _index_papers(
     build (here, or on a Ray cluster); everything else happens here.
     """
     t0 = time.perf_counter()
-    report = BuildReport(skipped=[s.model_dump() for s in parsed.skipped], merged=list(parsed.merged))
-    old_manifest, old_store, old_papers = _previous_index(index_dir, keep_old)
+    report = BuildReport(skipped=[s.model_dump() for s in parsed.skipped], merged=list(parsed.merged), dry_run=dry_run)
+    old = _previous_index(index_dir, keep_old)
+    old_manifest, old_store, old_papers = old.manifest, old.store, old.papers
+    model: PassageModel | None = None
     try:
         papers = _merge_papers(parsed, old_papers, keep_old)
         if not papers:
@@ -264,58 +387,83 @@ def _index_papers(
         report.removed = sorted(set(old_papers) - set(papers))
         report.changed = sorted(pid for pid in set(papers) & set(old_papers) if papers[pid] != old_papers[pid])
 
-        if encoder is None and not lexical_only:
-            encoder = _load_encoder(options, old_manifest)
-        settings = options.chunker or ChunkerSettings(max_tokens=encoder.max_seq_length if encoder else 512)
-        if encoder is not None and settings.max_tokens > encoder.max_seq_length:
-            settings = settings.model_copy(update={"max_tokens": encoder.max_seq_length})
-        passage_prefix = encoder.passage_prefix if encoder else PASSAGE_PREFIX
+        model = _passage_model(options, old_manifest, encoder, lexical_only)
+        settings = options.chunker or ChunkerSettings(max_tokens=model.max_seq_length if model else 512)
+        if model is not None and settings.max_tokens > model.max_seq_length:
+            settings = settings.model_copy(update={"max_tokens": model.max_seq_length})
+        passage_prefix = model.passage_prefix if model else PASSAGE_PREFIX
         paper_list = [papers[pid] for pid in sorted(papers)]
-        chunks, passages, hashes = _chunk(paper_list, papers, settings, encoder, passage_prefix, progress, engine)
+        t = time.perf_counter()
+        reusable_chunks = _reusable_chunks(old_manifest, old_store, old_papers, papers, model, settings)
+        chunks, passages, hashes, report.rechunked = _chunk(
+            paper_list, papers, settings, model, passage_prefix, reusable_chunks, progress, engine)
+        report.timings["chunk"] = round(time.perf_counter() - t, 3)
 
         vectors: np.ndarray | None = None
-        if encoder is not None:
-            ok, why = reusable_embeddings(old_manifest, encoder, settings)
-            cache = old_store.embeddings(encoder.dimension) if (ok and old_store) else {}
+        if model is not None:
+            identity = model.identity
+            ok, why = reusable_embeddings(old_manifest, identity, settings)
             report.full_rebuild_reason = why
-            vectors = embed_passages(encoder, passages, hashes, cache, report, progress, engine)
+            # The persistent cache serves a first build (a killed one resumes) and any build whose previous
+            # index could reuse embeddings; not one replacing a damaged index or changing the chunker.
+            use_cache = not old.damaged and (old_manifest is None or ok)
+            fallback = _store_lookup(old_store, identity.dimension) if (ok and old_store) else None
+            with EmbeddingCache.for_index(index_dir, identity) as cache:
+                vectors = embed_passages(model, passages, hashes, cache, report, progress, use_cache=use_cache,
+                                         fallback=fallback, dry_run=dry_run, engine=engine)
+                if not dry_run:
+                    cache.collect_garbage(keep=hashes)
         else:
             report.lexical_only = True
         report.papers = len(paper_list)
         report.chunks = len(chunks)
-        token_cache = old_store.doc_tokens(analysis_cache_key()) if old_store else {}
+        token_cache = old_store.doc_tokens(analysis_cache_key()) if (old_store and not dry_run) else {}
     finally:
         if old_store:
             old_store.close()
+    loaded = model.loaded if model is not None else None
+    if dry_run:
+        report.seconds = round(time.perf_counter() - t0, 3)
+        return BuildOutcome(report=report, encoder=loaded)
 
     # A lexical-only fallback (a model was wanted but is unavailable) must not pass for the requested build.
-    fingerprint_ok = encoder is not None or options.lexical_only
-    saved = options if encoder is None else options.model_copy(update={"model": encoder.name, "backend": encoder.backend})
+    fingerprint_ok = model is not None or options.lexical_only
+    saved = options if model is None else options.model_copy(update={"model": model.name, "backend": model.backend})
+    t = time.perf_counter()
     manifest, report.analysed = write_generation(
-        index_dir, paper_list, papers, chunks, hashes, vectors, encoder, settings, saved, progress, token_cache,
+        index_dir, paper_list, papers, chunks, hashes, vectors, model, settings, saved, progress, token_cache,
         inputs if fingerprint_ok else None, engine,
     )
     collect_garbage(index_dir, keep=manifest.data_dir)
+    report.timings["write"] = round(time.perf_counter() - t, 3)
     report.seconds = round(time.perf_counter() - t0, 3)
-    return BuildOutcome(report=report, encoder=encoder)
+    return BuildOutcome(report=report, encoder=loaded)
 
 
-def _previous_index(index_dir: Path, keep_old: bool) -> tuple[IndexManifest | None, Store | None, dict[str, Paper]]:
-    """The index being replaced: its manifest, its store (the embedding cache) and its papers.
+@dataclass
+class _Previous:
+    manifest: IndexManifest | None = None
+    store: Store | None = None
+    papers: dict[str, Paper] = field(default_factory=dict)
+    damaged: bool = False
+
+
+def _previous_index(index_dir: Path, keep_old: bool) -> _Previous:
+    """The index being replaced: its manifest, its store (chunk, embedding and token caches) and its papers.
 
     A damaged previous index must not block the build that repairs it: build
     then starts from scratch with a DamagedIndexWarning (never reusing an
-    embedding from a store that fails its checksum). ``update`` needs the old
-    papers, so it fails instead.
+    embedding from a store that fails its checksum, nor from the embedding
+    cache beside it). ``update`` needs the old papers, so it fails instead.
     """
     if not (index_dir / MANIFEST).is_file():
-        return None, None, {}
+        return _Previous()
     store: Store | None = None
     try:
         manifest = read_manifest(index_dir)
         verify_files(index_dir, manifest, [STORE_FILE])
         store = Store(index_dir / manifest.data_dir / STORE_FILE)
-        return manifest, store, store.papers()
+        return _Previous(manifest, store, store.papers())
     except IndexCorruptedError as exc:
         if store is not None:
             store.close()
@@ -331,9 +479,9 @@ def _previous_index(index_dir: Path, keep_old: bool) -> tuple[IndexManifest | No
         warnings.warn(
             f"the previous index is damaged ({' '.join(str(exc).split())}); rebuilding from scratch",
             DamagedIndexWarning,
-            stacklevel=5,
+            stacklevel=6,
         )
-        return None, None, {}
+        return _Previous(damaged=True)
 
 
 def _merge_papers(parsed: ParseResult, old: dict[str, Paper], keep_old: bool) -> dict[str, Paper]:
@@ -354,86 +502,172 @@ def _load_encoder(options: BuildOptions, old: IndexManifest | None) -> Encoder |
     except ModelUnavailableError as exc:
         if explicit:
             raise
-        warnings.warn(f"building a lexical-only index: {exc}", ModelFallbackWarning, stacklevel=5)
+        warnings.warn(f"building a lexical-only index: {exc}", ModelFallbackWarning, stacklevel=6)
         return None
 
 
+def _reusable_chunks(old: IndexManifest | None, store: Store | None, old_papers: Mapping[str, Paper],
+                     papers: Mapping[str, Paper], model: PassageModel | None,
+                     settings: ChunkerSettings) -> dict[str, list[Chunk]]:
+    """Chunks of the previous index for papers whose content and chunking are unchanged (by paper id).
+
+    A paper's chunks depend on its content, the chunker settings, the token
+    counter (the model's tokenizer, or the approximate one without a model)
+    and the passage prefix; when all are as before they are read back instead
+    of cut again.
+    """
+    if old is None or store is None or old.chunker != settings:
+        return {}
+    if (old.model_name, old.model_revision) != ((model.name, model.revision) if model else (None, None)):
+        return {}
+    if model is not None and old.passage_prefix != model.passage_prefix:
+        return {}
+    same = {pid for pid, p in papers.items() if old_papers.get(pid) == p}
+    if not same:
+        return {}
+    out: dict[str, list[Chunk]] = {}
+    for c in store.chunks().values():  # ordered by paper, section, start: the order chunk_paper makes them in
+        if c.paper_id in same:
+            out.setdefault(c.paper_id, []).append(c)
+    return out
+
+
 def _chunk(
-    paper_list: list[Paper], papers: Mapping[str, Paper], settings: ChunkerSettings, encoder: Encoder | None,
-    passage_prefix: str, progress: ProgressCallback | None, engine: BuildEngine,
-) -> tuple[list[Chunk], list[str], list[str]]:
-    """Chunks of every paper, the passage each embeds, and that passage's hash (the embedding cache key)."""
-    count = encoder.count_tokens if encoder else approx_token_count
-    chunks = engine.chunk(paper_list, settings, count, passage_prefix, encoder.name if encoder else None, progress)
+    paper_list: list[Paper], papers: Mapping[str, Paper], settings: ChunkerSettings, model: PassageModel | None,
+    passage_prefix: str, reusable: Mapping[str, list[Chunk]], progress: ProgressCallback | None, engine: BuildEngine,
+) -> tuple[list[Chunk], list[str], list[str], int]:
+    """Chunks of every paper (cut by ``engine`` only where ``reusable`` lacks the paper), the passage each
+    embeds, that passage's hash (the embedding cache key), and how many papers were cut."""
+    count = model.count_tokens if model else approx_token_count
+    to_cut = [p for p in paper_list if p.id not in reusable]
+    fresh: dict[str, list[Chunk]] = {}
+    for c in engine.chunk(to_cut, settings, count, passage_prefix, model.name if model else None, progress):
+        fresh.setdefault(c.paper_id, []).append(c)
+    chunks: list[Chunk] = []
+    for paper in paper_list:
+        chunks.extend(reusable.get(paper.id) or fresh.get(paper.id, []))
+    cut = len(to_cut)
     ids = [c.id for c in chunks]
     if len(set(ids)) != len(ids):
         raise CorpusError("chunk id collision; two papers share an id and position")
     passages = [passage_text(papers[c.paper_id], c.text, settings, c.section_kind) for c in chunks]
     hashes = [sha256_text(passage_prefix + p) for p in passages]
-    return chunks, passages, hashes
+    return chunks, passages, hashes, cut
 
 
-def _precision(backend: str | None) -> str:
-    # torch and onnx fp32 give the same vectors to float precision; int8 weights do not.
-    return "int8" if backend == "onnx-int8" else "float"
-
-
-def reusable_embeddings(old: IndexManifest | None, encoder: Encoder, chunker: ChunkerSettings) -> tuple[bool, str | None]:
+def reusable_embeddings(old: IndexManifest | None, identity: ModelIdentity,
+                        chunker: ChunkerSettings) -> tuple[bool, str | None]:
     """Whether the previous index's embeddings mean what this build's would; if not, why (for the report)."""
     if old is None:
         return False, None
     if old.model_name is None:
         return False, "previous index was lexical-only"
-    if old.model_name != encoder.name:
-        return False, f"model changed from {old.model_name} to {encoder.name}"
-    if old.model_revision != encoder.revision:
-        return False, f"model revision changed from {old.model_revision} to {encoder.revision}"
-    if old.dimension != encoder.dimension:
-        return False, f"dimension changed from {old.dimension} to {encoder.dimension}"
-    if old.passage_prefix != encoder.passage_prefix:
+    if old.model_name != identity.name:
+        return False, f"model changed from {old.model_name} to {identity.name}"
+    if old.model_revision != identity.revision:
+        return False, f"model revision changed from {old.model_revision} to {identity.revision}"
+    if old.dimension != identity.dimension:
+        return False, f"dimension changed from {old.dimension} to {identity.dimension}"
+    if old.passage_prefix != identity.passage_prefix:
         return False, "passage prefix changed"
     if old.chunker != chunker:
         return False, "chunker settings changed"
-    if _precision(old.backend) != _precision(encoder.backend):
-        return False, f"backend changed from {old.backend} to {encoder.backend}"
+    if precision_of(old.backend) != identity.variant:
+        return False, f"backend changed from {old.backend} to {precision_of(old.backend)} precision"
     return True, None
 
 
+def _store_lookup(store: Store, dimension: int) -> Callable[[Sequence[str]], Mapping[str, np.ndarray]]:
+    """Embeddings kept in the previous generation's store (indexes built before the embedding cache)."""
+    return lambda hashes: store.embeddings(dimension, hashes)
+
+
 def embed_passages(
-    encoder: Encoder, passages: Sequence[str], hashes: Sequence[str], cache: Mapping[str, np.ndarray],
-    report: BuildReport, progress: ProgressCallback | None, engine: BuildEngine | None = None,
-) -> np.ndarray:
-    """Vectors of ``passages``: from ``cache`` (by passage hash) where present, encoded in batches otherwise.
+    model: PassageModel,
+    passages: Sequence[str],
+    hashes: Sequence[str],
+    cache: EmbeddingCache,
+    report: BuildReport,
+    progress: ProgressCallback | None,
+    *,
+    use_cache: bool = True,
+    fallback: Callable[[Sequence[str]], Mapping[str, np.ndarray]] | None = None,
+    dry_run: bool = False,
+    engine: BuildEngine | None = None,
+) -> np.ndarray | None:
+    """Vectors of ``passages``: from the embedding cache (by passage hash) where present, encoded otherwise.
 
-    Identical passages are encoded once, by ``engine`` (default: here).
-    ``report.encoded`` / ``report.reused`` count what was encoded and what
-    came from the cache.
+    Identical passages are encoded once. The encoder loads only when some
+    passage is missing. ``report.encoded`` / ``report.reused`` count what was
+    encoded and what came from the cache; a dry run fills them (and
+    ``report.model_loaded``) without loading or encoding, and returns None.
     """
-    out = np.zeros((len(passages), encoder.dimension), dtype=np.float32)
-    todo: dict[str, int] = {}
+    t = time.perf_counter()
+    unique = list(dict.fromkeys(hashes))
+    if not use_cache:
+        found: dict[str, np.ndarray] = {}
+    elif dry_run:
+        found = dict.fromkeys(cache.contains(unique))  # type: ignore[arg-type]
+    else:
+        found = cache.lookup(unique)
+    missing = [h for h in unique if h not in found]
+    if missing and fallback is not None:
+        old = {h: v for h, v in fallback(missing).items() if v.shape == (model.dimension,)}
+        if old and not dry_run:
+            # An index built before the embedding cache: move its vectors into the cache once.
+            cache.put(list(old), np.stack([old[h] for h in old]))
+        found.update(old)
+        missing = [h for h in missing if h not in found]
+    report.timings["lookup"] = round(time.perf_counter() - t, 3)
+    report.reused = sum(1 for h in hashes if h in found)
+    report.encoded = len(missing)
+    if dry_run:
+        report.model_loaded = bool(missing) or model.loaded_here
+        return None
+    if missing:
+        first = {h: i for i, h in reversed(list(enumerate(hashes)))}
+        t = time.perf_counter()
+        encoder = model.encoder()
+        report.timings["load"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        found.update(encode_missing(encoder, [(h, passages[first[h]]) for h in missing], cache, progress,
+                                    engine or LocalEngine()))
+        report.timings["encode"] = round(time.perf_counter() - t, 3)
+    report.model_loaded = model.loaded_here or bool(missing)
+    out = np.empty((len(hashes), model.dimension), dtype=np.float32)
     for i, h in enumerate(hashes):
-        if h in cache:
-            out[i] = cache[h]
-        elif h not in todo:
-            todo[h] = i
-    report.reused = len(passages) - sum(1 for h in hashes if h in todo)
-    if todo:
-        order = list(todo.values())
-        batches = 0
+        out[i] = found[h]
+    return out
 
-        def on_batch(positions: np.ndarray, vecs: np.ndarray) -> None:
-            nonlocal batches
-            out[[order[p] for p in positions]] = vecs
-            batches += 1
-            if batches == 1:
-                pause_point("encoding")
 
-        (engine or LocalEngine()).encode(encoder, [passages[i] for i in order], on_batch, progress)
-        fresh = {hashes[i]: out[i] for i in order}
-        for i, h in enumerate(hashes):
-            if h in fresh:
-                out[i] = fresh[h]
-    report.encoded = len(todo)
+def encode_missing(
+    encoder: Encoder, todo: Sequence[tuple[str, str]], cache: EmbeddingCache, progress: ProgressCallback | None,
+    engine: BuildEngine,
+) -> dict[str, np.ndarray]:
+    """Encode ``todo`` ((passage hash, passage) pairs the cache lacks) with ``engine``; each batch the engine
+    hands back goes into the cache at once, so a build killed at 80% keeps 80%.
+
+    Passages go longest first, so each batch pads little, and in an order fixed
+    by their lengths and hashes: a resumed build cuts the remaining passages
+    into the same batches as an uninterrupted one and gets the same vectors.
+    """
+    order = sorted(todo, key=lambda ht: (-len(ht[1]), ht[0]))
+    hashes = [h for h, _p in order]
+    out: dict[str, np.ndarray] = {}
+    total = len(order)
+    batches = 0
+
+    def on_batch(positions: np.ndarray, vecs: np.ndarray) -> None:
+        nonlocal batches
+        part = [hashes[int(p)] for p in positions]
+        cache.put(part, vecs)
+        out.update(zip(part, np.asarray(vecs, dtype=np.float32), strict=True))
+        batches += 1
+        if batches == 1:
+            pause_point("encoding")
+        pause_at_progress("encoding", len(out), total)
+
+    engine.encode(encoder, [p for _h, p in order], on_batch, progress)
     return out
 
 
@@ -444,7 +678,7 @@ def write_generation(
     chunks: list[Chunk],
     hashes: list[str],
     vectors: np.ndarray | None,
-    encoder: Encoder | None,
+    encoder: PassageModel | None,
     settings: ChunkerSettings,
     options: BuildOptions,
     progress: ProgressCallback | None,

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -27,6 +27,9 @@ from .errors import DigestRagError
 from .index import DEFAULT_INDEX_DIR, DigestIndex
 from .models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
 from .version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .build import BuildReport
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
     from typer._click import exceptions as _click_exc
@@ -182,6 +185,23 @@ def main(
     _quiet_libraries()
 
 
+def _plan_summary(index_dir: Path, rep: BuildReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"index": str(index_dir), **rep.model_dump()}, ensure_ascii=False))
+        return
+    if rep.up_to_date:
+        typer.echo(f"dry run: up to date, nothing to do ({rep.papers} papers, {rep.chunks} chunks in {index_dir})")
+        return
+    typer.echo(
+        f"dry run: {rep.papers} papers (+{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)}), {rep.chunks} chunks "
+        f"({rep.rechunked} papers to cut again); {rep.encoded} to encode, {rep.reused} from the embedding cache; "
+        f"model {'must load' if rep.model_loaded else 'not needed'}{' (lexical-only)' if rep.lexical_only else ''}; "
+        f"nothing written to {index_dir}"
+    )
+    if rep.full_rebuild_reason:
+        typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
+
+
 def _build_summary(index: DigestIndex, as_json: bool) -> None:
     rep = index.last_build
     assert rep is not None
@@ -232,6 +252,7 @@ def build(
     ray_address: str = RayAddressOpt,
     workers: int = WorkersOpt,
     gpus_per_worker: float = GpusOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what the build would do (papers, chunks to encode, cache hits, model load); write nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
 ) -> None:
@@ -239,6 +260,15 @@ def build(
 
     Example: digest-rag build corpus/ --index indexes/default
     """
+    if dry_run:
+        with _handled():
+            rep = DigestIndex.dry_run(
+                [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
+                lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size,
+                backend=backend, strict=strict or None, wait=wait, force=force,
+            )
+        _plan_summary(index, rep, as_json)
+        return
     with _handled(), _progress(quiet or as_json) as bars:
         # An absent flag is None, so the index's saved option applies rather than the flag's default.
         idx = DigestIndex.build(

@@ -71,11 +71,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import UnsafeIndexPathError, UsageError
+from .layout import CACHE_DIR
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
-CACHE_DIR = "embedding-cache"
 DEFAULT_MAX_BYTES = 4 << 30
 _DB_PREFIX = "m-"
 _DB_SUFFIX = ".sqlite"

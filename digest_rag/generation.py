@@ -41,7 +41,8 @@ from .vectors import load_faiss, set_search_param
 # stage after printing one line, so tests can SIGKILL or SIGCONT it at a deterministic point.
 # Stages: "locked" (lock held, nothing parsed), "encoding" (after the first batch), "writing"
 # (new generation half written), "swap" (generation renamed, manifest not yet replaced),
-# "committed" (manifest replaced, old generation not yet collected).
+# "committed" (manifest replaced, old generation not yet collected); "encoding@0.8" (encoding
+# progress past 80%, after that batch was written to the embedding cache: resume tests).
 PAUSE_ENV = "DIGEST_RAG_TEST_PAUSE_AT"
 
 
@@ -51,6 +52,19 @@ def pause_point(stage: str) -> None:
         sys.stderr.write(f"digest_rag: paused at {stage} (pid {os.getpid()})\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def pause_at_progress(stage: str, done: int, total: int) -> None:
+    """`pause_point` for "<stage>@<fraction>": stop once ``done / total`` reaches the fraction."""
+    want = os.environ.get(PAUSE_ENV, "")
+    if not want.startswith(stage + "@") or total <= 0:
+        return
+    try:
+        fraction = float(want.split("@", 1)[1])
+    except ValueError:
+        return
+    if done / total >= fraction:
+        pause_point(want)
 
 
 def fsync_dir(path: Path) -> None:

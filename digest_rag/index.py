@@ -253,6 +253,29 @@ class DigestIndex:
                               force=force)
         return cls._from_outcome(Path(index_dir), outcome, device=device, backend=backend)
 
+    @staticmethod
+    def dry_run(
+        paths: Iterable[str | Path] = ("corpus",),
+        index_dir: str | Path = DEFAULT_INDEX_DIR,
+        *,
+        encoder: Encoder | None = None,
+        wait: float = 0.0,
+        force: bool = False,
+        **options: Any,
+    ) -> BuildReport:
+        """What `build` with the same arguments would do, without encoding or writing anything.
+
+        The report lists the papers added, changed and removed, the chunks to
+        encode (``encoded``) and those found in the embedding cache
+        (``reused``), how many papers would be cut into chunks again
+        (``rechunked``) and whether the model must load (``model_loaded``);
+        ``up_to_date`` when nothing would be done. Parsing and chunking do run.
+        ``options`` are `build`'s (model, lexical_only, chunker, factory, ...).
+        """
+        outcome = build_index(paths, Path(index_dir), _explicit(**options), encoder=encoder, wait=wait, force=force,
+                              dry_run=True)
+        return outcome.report
+
     @classmethod
     def update(
         cls,

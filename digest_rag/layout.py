@@ -9,6 +9,8 @@ Layout of an index directory::
             store.sqlite       papers, chunks, embedding and token caches
             vectors.faiss      FAISS index over chunk ids (absent when lexical-only)
             lexical/           BM25 index (bm25s arrays + JSON)
+        embedding-cache/       passage embeddings by model and text hash, written while a build
+                               encodes (a cache: never read by searches, safe to delete; embedding_cache.py)
 
 Everything read from here is untrusted: the manifest may only name a
 generation directory by its exact pattern and plain relative file names, and
@@ -38,6 +40,7 @@ MANIFEST = "manifest.json"
 STORE_FILE = "store.sqlite"
 FAISS_FILE = "vectors.faiss"
 LEXICAL_DIR = "lexical"
+CACHE_DIR = "embedding-cache"
 GENERATION_PREFIX = "gen-"
 TMP_GENERATION_PREFIX = ".tmp-gen-"
 
@@ -45,7 +48,8 @@ GEN_NAME = re.compile(r"gen-[0-9A-Za-z-]{1,64}")
 # Names a build itself creates inside an index directory; anything else there is someone else's.
 # Each writer's manifest temp file carries its own token so two writers never share one.
 _OWN_NAMES = re.compile(
-    r"(manifest\.json|\.manifest\.json(?:\.[0-9a-f]{1,32})?\.tmp|gen-[0-9A-Za-z-]{1,64}|\.tmp-gen-[0-9A-Za-z-]{1,64})"
+    r"(manifest\.json|\.manifest\.json(?:\.[0-9a-f]{1,32})?\.tmp|gen-[0-9A-Za-z-]{1,64}|\.tmp-gen-[0-9A-Za-z-]{1,64}"
+    r"|embedding-cache)"
 )
 
 

@@ -27,7 +27,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from .chunking import TokenCounter
-from .encoder import PASSAGE_PREFIX, QUERY_PREFIX, _hub_revision, _looks_like_path, _revision_of, resolve_model_name
+from .encoder import _hub_revision, _looks_like_path, _revision_of, resolve_model_name
+from .models import PASSAGE_PREFIX, QUERY_PREFIX
 
 __all__ = ["ModelFacts", "inspect_model", "model_dir", "token_counter"]
 

@@ -131,16 +131,21 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
 
+    def _query_in(self, sql: str, values: Iterable[object]) -> list[tuple]:
+        """Rows of ``sql`` (ending in "IN") for each batch of distinct ``values``, 500 bound parameters at a time."""
+        unique = list(dict.fromkeys(values))
+        rows: list[tuple] = []
+        for i in range(0, len(unique), 500):
+            part = unique[i : i + 500]
+            rows += self._query(f"{sql} ({','.join('?' * len(part))})", part)
+        return rows
+
     def papers(self, ids: Iterable[str] | None = None) -> dict[str, Paper]:
         """Papers by id (all when ``ids`` is None)."""
         if ids is None:
             rows = self._query("SELECT json FROM papers ORDER BY id")
         else:
-            id_list = list(dict.fromkeys(ids))
-            rows = []
-            for i in range(0, len(id_list), 500):
-                part = id_list[i : i + 500]
-                rows += self._query(f"SELECT json FROM papers WHERE id IN ({','.join('?' * len(part))})", part)
+            rows = self._query_in("SELECT json FROM papers WHERE id IN", ids)
         out = {}
         for (js,) in rows:
             try:
@@ -178,11 +183,7 @@ class Store:
         if ids is None:
             rows = self._query(f"SELECT {cols} FROM chunks ORDER BY paper_id, section_index, start")
         else:
-            id_list = [int(i) for i in dict.fromkeys(ids)]
-            rows = []
-            for i in range(0, len(id_list), 500):
-                part = id_list[i : i + 500]
-                rows += self._query(f"SELECT {cols} FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
+            rows = self._query_in(f"SELECT {cols} FROM chunks WHERE id IN", (int(i) for i in ids))
         keys = ("id", "paper_id", "section_index", "section_kind", "language", "start", "end", "text")
         try:
             return {r[0]: Chunk(**dict(zip(keys, r, strict=True))) for r in rows}
@@ -228,10 +229,14 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         return {r[0] for r in self._query(sql, params)}
 
-    def embeddings(self, dimension: int) -> dict[str, np.ndarray]:
-        """The embedding cache: passage hash -> vector."""
+    def embeddings(self, dimension: int, hashes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Embeddings kept with this generation: passage hash -> vector (only ``hashes`` when given)."""
         out: dict[str, np.ndarray] = {}
-        for h, blob in self._query("SELECT passage_hash, vector FROM embeddings"):
+        if hashes is None:
+            rows = self._query("SELECT passage_hash, vector FROM embeddings")
+        else:
+            rows = self._query_in("SELECT passage_hash, vector FROM embeddings WHERE passage_hash IN", hashes)
+        for h, blob in rows:
             vec = np.frombuffer(blob, dtype=np.float32)
             if vec.shape[0] != dimension:
                 raise IndexCorruptedError(f"{self.path}: cached embedding of dimension {vec.shape[0]}, expected {dimension}")

@@ -222,3 +222,168 @@ def test_a_really_full_file_system(tmp_path: Path, corpus: Path) -> None:
         _assert_disk_full_is_one_line_and_harmless(ix, corpus, before)
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+# ------------------------------------------------------------------ embedding cache, lazy model, dry run, resume
+_SUBPROCESS_BUILD = """
+import json, sys
+import digest_rag.engines as e
+e.encode_step = lambda batch_size: int(sys.argv[4])
+from digest_rag import DigestIndex
+idx = DigestIndex.build([sys.argv[1]], index_dir=sys.argv[2], model=sys.argv[3], batch_size=1, force=True)
+print(json.dumps({"report": idx.last_build.model_dump(),
+                  "heavy": sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules)}))
+"""
+
+
+def _edit_one_paper(corpus: Path) -> None:
+    """Append a sentence to the last paper of one daily digest (the blog's trailing text is not part of a paper)."""
+    daily = corpus / "2024-02-13-daily-digest.txt"
+    daily.write_text(daily.read_text(encoding="utf-8").rstrip() + " 캐시 테스트를 위한 문장.\n", encoding="utf-8")
+
+
+def _subprocess_build(corpus: Path, ix: Path, model: Path, group: int = 256, **env: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    out = subprocess.run([sys.executable, "-c", _SUBPROCESS_BUILD, str(corpus), str(ix), str(model), str(group)],
+                         capture_output=True, text=True, env=full_env, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _vectors(ix: Path) -> dict[int, bytes]:
+    """Chunk id -> the exact bytes of its vector, from the committed generation."""
+    idx = DigestIndex.load(ix)
+    try:
+        emb = idx.store.embeddings(idx.manifest.dimension)
+        hashes = dict(idx.store.con.execute("SELECT id, passage_hash FROM chunks").fetchall())
+        return {cid: emb[h].tobytes() for cid, h in hashes.items()}
+    finally:
+        idx.close()
+
+
+def _cache_answers(ix: Path) -> list[list[tuple[str, float]]]:
+    idx = DigestIndex.load(ix)
+    try:
+        return [[(h.paper.id, round(h.score, 6)) for h in idx.search(q, k=5, mode=mode)]
+                for q in ("scaling laws", "긴 컨텍스트 탈옥 공격", "mixture of experts") for mode in ("dense", "hybrid")]
+    finally:
+        idx.close()
+
+
+def test_a_build_with_no_cache_misses_never_imports_torch(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:
+    ix = tmp_path / "ix"
+    DigestIndex.build([corpus], index_dir=ix, model=str(tiny_model)).close()
+    # --force: the whole pipeline (parse, chunk with the tokenizer, look every passage up, write), no model.
+    res = _subprocess_build(corpus, ix, tiny_model)
+    assert res["heavy"] == [], res["heavy"]
+    rep = res["report"]
+    assert rep["encoded"] == 0 and rep["reused"] == rep["chunks"] and not rep["model_loaded"]
+    assert rep["rechunked"] == 0  # every paper's chunks came from the previous index
+    # One changed paper: only then does the model load, and only its new passages are encoded.
+    _edit_one_paper(corpus)
+    res = _subprocess_build(corpus, ix, tiny_model)
+    rep = res["report"]
+    assert rep["model_loaded"] and 1 <= rep["encoded"] <= 3 and rep["rechunked"] == 1, rep
+    assert "torch" in res["heavy"]
+
+
+def test_dry_run_matches_the_build_that_follows(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:
+    ix = tmp_path / "ix"
+    plan = DigestIndex.dry_run([corpus], index_dir=ix, model=str(tiny_model))
+    assert not ix.exists() or not any(ix.iterdir()), "a dry run writes nothing"
+    first = DigestIndex.build([corpus], index_dir=ix, model=str(tiny_model))
+    fields = ("papers", "chunks", "encoded", "reused", "added", "removed", "changed", "model_loaded", "rechunked",
+              "lexical_only", "up_to_date")
+    assert plan.dry_run and {f: getattr(plan, f) for f in fields} == {f: getattr(first.last_build, f) for f in fields}
+    assert plan.encoded > 0 and plan.model_loaded
+    first.close()
+    # Change one paper, remove a digest: the plan names the same papers and counts as the real rebuild.
+    _edit_one_paper(corpus)
+    (corpus / "2024-06-28-daily-digest.txt").unlink()
+    before = sorted(p.name for p in ix.iterdir()), read_manifest(ix).data_dir
+    plan = DigestIndex.dry_run([corpus], index_dir=ix)
+    assert (sorted(p.name for p in ix.iterdir()), read_manifest(ix).data_dir) == before
+    res = CliRunner().invoke(app, ["build", str(corpus), "--index", str(ix), "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["encoded"] == plan.encoded
+    real = DigestIndex.build([corpus], index_dir=ix)
+    assert {f: getattr(plan, f) for f in fields} == {f: getattr(real.last_build, f) for f in fields}
+    assert plan.removed and plan.changed and plan.model_loaded and 0 < plan.encoded < plan.chunks
+    real.close()
+    assert DigestIndex.dry_run([corpus], index_dir=ix).up_to_date
+
+
+def test_killed_build_resumes_and_matches_an_uninterrupted_one(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:
+    """SIGKILL once encoding passes 80%: the rerun encodes <= 25% and yields the same ids, vectors and answers."""
+    import signal
+    import subprocess
+    import sys
+
+    group = 8  # small groups, so that the seed corpus (133 chunks) spans many cache writes
+    whole = tmp_path / "whole"
+    _subprocess_build(corpus, whole, tiny_model, group)
+    killed = tmp_path / "killed"
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "DIGEST_RAG_TEST_PAUSE_AT": "encoding@0.8"}
+    proc = subprocess.Popen([sys.executable, "-c", _SUBPROCESS_BUILD, str(corpus), str(killed), str(tiny_model),
+                             str(group)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "paused at encoding@0.8" in line:
+                break
+        else:
+            pytest.fail(f"the build ended (rc={proc.wait()}) without pausing")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()  # type: ignore[union-attr]
+    assert not (killed / MANIFEST).exists(), "killed before the commit: no index yet"
+    resumed = _subprocess_build(corpus, killed, tiny_model, group)["report"]
+    assert resumed["reused"] > 0 and resumed["encoded"] <= 0.25 * resumed["chunks"], resumed
+    assert _vectors(killed) == _vectors(whole)
+    assert _cache_answers(killed) == _cache_answers(whole)
+
+
+def test_damaged_or_deleted_cache_only_costs_time(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:
+    import sqlite3
+
+    from digest_rag.layout import CACHE_DIR
+
+    ix, ref = tmp_path / "ix", tmp_path / "ref"
+    DigestIndex.build([corpus], index_dir=ref, model=str(tiny_model)).close()
+    first = DigestIndex.build([corpus], index_dir=ix, model=str(tiny_model))
+    n = first.last_build.encoded
+    first.close()
+    # Damage one cached vector, and leave only the cache behind (as a first build killed before its commit).
+    (db,) = (ix / CACHE_DIR).glob("m-*.sqlite")
+    con = sqlite3.connect(db)
+    h, vec = con.execute("SELECT hash, vector FROM vectors LIMIT 1").fetchone()
+    con.execute("UPDATE vectors SET vector = ? WHERE hash = ?", (bytes(reversed(vec)), h))
+    con.commit()
+    con.close()
+    for p in ix.iterdir():
+        if p.name != CACHE_DIR:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    again = DigestIndex.build([corpus], index_dir=ix, model=str(tiny_model))
+    # The damaged vector was detected, dropped and encoded again; never served.
+    assert again.last_build.encoded == 1 and again.last_build.reused == again.last_build.chunks - 1
+    again.close()
+    assert _vectors(ix) == _vectors(ref) and _cache_answers(ix) == _cache_answers(ref)
+    # The whole cache deleted, the previous generation still there: its vectors refill the cache.
+    shutil.rmtree(ix / CACHE_DIR)
+    refill = DigestIndex.build([corpus], index_dir=ix, force=True)
+    assert refill.last_build.encoded == 0
+    refill.close()
+    assert len(list((ix / CACHE_DIR).glob("m-*.sqlite"))) == 1
+    # Cache and index both gone: everything is encoded again, with the same result.
+    shutil.rmtree(ix)
+    cold = DigestIndex.build([corpus], index_dir=ix, model=str(tiny_model))
+    assert cold.last_build.encoded == n
+    cold.close()
+    assert _vectors(ix) == _vectors(ref) and _cache_answers(ix) == _cache_answers(ref)
