@@ -272,6 +272,8 @@ class DigestIndex:
         ``up_to_date`` when nothing would be done. Parsing and chunking do run.
         ``options`` are `build`'s (model, lexical_only, chunker, factory, ...).
         """
+        from .build import build_index
+
         outcome = build_index(paths, Path(index_dir), _explicit(**options), encoder=encoder, wait=wait, force=force,
                               dry_run=True)
         return outcome.report
