@@ -9,25 +9,48 @@ Query rows (issue 14), each system in its own processes, interleaved round by ro
 * one CLI hybrid search process: `python -m digest_rag.cli search Q --index DIR -k 5` against a minimal txtai
   script (`Embeddings().load(DIR); print(search(Q, 5))`), wall time and peak RSS (/usr/bin/time).
 
+Build rows (issue 15, `--build`), each a fresh process, the two systems interleaved (order alternates by round):
+
+* cold build: `python -m digest_rag build CORPUS --index NEW --model M` (parse, chunk, encode, FAISS, BM25,
+  write) against a txtai script that reads the same passages (cut by digest_rag's chunker, title line included,
+  exported beforehand by `_PASSAGES`) and runs `Embeddings(hybrid=True, backend="faiss").index(rows)` + `save`;
+* 1%-changed rebuild: after appending a sentence to the files of 1% of the papers, `digest-rag build` again
+  against a txtai script that loads its index, `upsert`s every passage of the changed papers (it cannot tell
+  which passages changed), deletes the vanished ones, and saves.
+
 Passages: the text chunks of the torch index of seeds + ml-papers that benchmarks/bench_cli.py
 prepares (cut by digest_rag's chunker); model: the e5-shaped random model (`_common.e5_shaped_model`), with
 E5's "query: " / "passage: " prefixes on both sides. txtai's indexes are built once under
 /tmp/digest_rag_bench/peers and reused. txtai is in the `bench` extra only (`pip install 'digest-rag[bench]'`).
 
 Usage: python benchmarks/bench_peers.py [--rounds 5] [--repeat 5] [--lexical-only]   (run python benchmarks/bench_cli.py --prepare-only first)
+       python benchmarks/bench_peers.py --build [--rounds 1] [--subset 2019 arXiv]   (build rows only)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import statistics
 import sys
 from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_COMMIT, IN_PROCESS_SEARCH, ROOT, WORK, code_env, e5_shaped_model, machine, timed_process  # noqa: E402
+from _common import (  # noqa: E402
+    BASELINE_COMMIT,
+    IN_PROCESS_SEARCH,
+    ML_PAPERS,
+    ROOT,
+    SEEDS,
+    WORK,
+    code_env,
+    e5_shaped_model,
+    machine,
+    timed_process,
+)
 from bench_query import QUERIES  # noqa: E402
 
 QUERY = QUERIES[0]
@@ -78,6 +101,131 @@ for hit in emb.search(sys.argv[2], 5):
 """
 
 
+#: digest_rag's passages of a corpus, as its build cuts them (model tokenizer, default chunker settings, title
+#: line): argv corpus, model, out.jsonl. One JSON object per passage: id (the chunk id), paper, text.
+_PASSAGES = """
+import json, sys
+from digest_rag.chunking import chunk_paper, passage_text
+from digest_rag.model_files import inspect_model, token_counter
+from digest_rag.models import ChunkerSettings
+from digest_rag.parsing import parse_paths
+corpus, model, out = sys.argv[1:4]
+facts = inspect_model(model)
+settings = ChunkerSettings(max_tokens=min(512, facts.max_seq_length))
+count = token_counter(facts)
+with open(out, "w", encoding="utf-8") as fh:
+    for paper in sorted(parse_paths([corpus]).papers, key=lambda p: p.id):
+        for c in chunk_paper(paper, settings, count, facts.passage_prefix):
+            text = passage_text(paper, c.text, settings, c.section_kind)
+            fh.write(json.dumps({"id": c.id, "paper": paper.id, "text": text}, ensure_ascii=False) + "\\n")
+"""
+
+_TXTAI_COLD = """
+import json, sys
+from txtai import Embeddings
+passages, model, out = sys.argv[1:4]
+rows = [(r["id"], r["text"], None) for r in map(json.loads, open(passages, encoding="utf-8"))]
+emb = Embeddings(path=model, hybrid=True, backend="faiss", instructions={"query": "query: ", "data": "passage: "})
+emb.index(rows)
+emb.save(out)
+print(len(rows))
+"""
+
+_TXTAI_UPSERT = """
+import json, sys
+from txtai import Embeddings
+index, before, after = sys.argv[1:4]
+old = {r["id"]: r for r in map(json.loads, open(before, encoding="utf-8"))}
+new = {r["id"]: r for r in map(json.loads, open(after, encoding="utf-8"))}
+changed_papers = {r["paper"] for i, r in new.items() if old.get(i, {}).get("text") != r["text"]}
+changed_papers |= {r["paper"] for i, r in old.items() if i not in new}
+emb = Embeddings()
+emb.load(index)
+gone = [i for i in old if i not in new]
+if gone:
+    emb.delete(gone)
+emb.upsert([(i, r["text"], None) for i, r in new.items() if r["paper"] in changed_papers])
+emb.save(index)
+print(sum(1 for r in new.values() if r["paper"] in changed_papers))
+"""
+
+
+def build_rows(args: argparse.Namespace) -> None:
+    """Cold build and 1%-changed rebuild, digest_rag against txtai, fresh processes, interleaved."""
+    env = code_env(ROOT)
+    model = e5_shaped_model()
+    work = args.work
+    results: dict[str, dict[str, list[float]]] = {}
+    counts: dict[str, int] = {}
+    for r in range(args.rounds):
+        corpus = work / "corpus"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        if not args.no_seeds:
+            shutil.copytree(SEEDS, corpus / "seeds")
+        for sub in sorted(ML_PAPERS.iterdir()) if ML_PAPERS.is_dir() else []:
+            if sub.is_dir() and (args.subset is None or sub.name in args.subset):
+                shutil.copytree(sub, corpus / "ml-papers" / sub.name)
+        before, after = work / "passages-before.jsonl", work / "passages-after.jsonl"
+        timed_process([sys.executable, "-c", _PASSAGES, str(corpus), str(model), str(before)], env)
+        ours, theirs = work / "digest_rag-index", work / "txtai-index"
+        ours_cmd = [sys.executable, "-m", "digest_rag", "build", str(corpus), "--index", str(ours), "--model", str(model),
+                    "--json", "-q"]
+        order = ("digest_rag", "txtai") if r % 2 == 0 else ("txtai", "digest_rag")
+        for name in order:
+            cmd = ours_cmd if name == "digest_rag" else [sys.executable, "-c", _TXTAI_COLD, str(before), str(model), str(theirs)]
+            wall, _rss, out = timed_process(cmd, env, timeout=7200)
+            results.setdefault("cold build (process wall s)", {}).setdefault(name, []).append(wall)
+            print(f"# round {r + 1}: {name} cold {wall:.1f}s", file=sys.stderr, flush=True)
+        counts["passages"] = sum(1 for _ in open(before, encoding="utf-8"))
+        # 1% of the papers: append a sentence to the files holding the fewest papers until 1% are touched.
+        papers: dict[str, set[str]] = {}
+        for row in map(json.loads, open(before, encoding="utf-8")):
+            papers.setdefault(row["paper"], set())
+        from digest_rag.parsing import parse_paths
+
+        by_file: dict[str, int] = {}
+        for p in parse_paths([corpus]).papers:
+            by_file[p.source] = by_file.get(p.source, 0) + 1
+        want, touched = max(1, math.ceil(0.01 * len(papers))), 0
+        for src, n in sorted(by_file.items(), key=lambda kv: (kv[1], kv[0])):
+            if touched >= want:
+                break
+            with open(src, "a", encoding="utf-8") as fh:
+                fh.write("\n\nThis paragraph was added by the peers benchmark to change the paper.\n")
+            touched += n
+        counts["papers"], counts["changed papers"] = len(papers), touched
+        timed_process([sys.executable, "-c", _PASSAGES, str(corpus), str(model), str(after)], env)
+        for name in order:
+            cmd = ours_cmd if name == "digest_rag" else [sys.executable, "-c", _TXTAI_UPSERT, str(theirs), str(before),
+                                                          str(after)]
+            wall, _rss, out = timed_process(cmd, env, timeout=7200)
+            results.setdefault("1%-changed rebuild (process wall s)", {}).setdefault(name, []).append(wall)
+            if name == "digest_rag":
+                counts["digest_rag encoded"] = json.loads(out.strip().splitlines()[-1])["encoded"]
+            else:
+                counts["txtai upserted"] = int(out.strip().splitlines()[-1])
+            print(f"# round {r + 1}: {name} 1% rebuild {wall:.1f}s", file=sys.stderr, flush=True)
+    print(f"# machine: {machine()}; txtai {txtai_version()}; {args.rounds} round(s) interleaved; "
+          f"median (min-max); {counts}")
+    print("| build row | digest_rag | txtai | digest_rag / txtai | target | met? |")
+    print("|---|---|---|---|---|---|")
+    for row, cells in results.items():
+        ours_s, theirs_s = cells["digest_rag"], cells["txtai"]
+        ratio = statistics.median(ours_s) / statistics.median(theirs_s)
+        fmt = "{:.1f}"
+        print(f"| {row} | {fmt.format(statistics.median(ours_s))} ({fmt.format(min(ours_s))}-{fmt.format(max(ours_s))}) "
+              f"| {fmt.format(statistics.median(theirs_s))} ({fmt.format(min(theirs_s))}-{fmt.format(max(theirs_s))}) "
+              f"| {ratio:.2f}x | <= 1.0x | {'yes' if ratio <= 1.0 else '**no**'} |")
+
+
+def txtai_version() -> str:
+    """txtai's installed version (the package has no __version__ attribute)."""
+    from importlib.metadata import version
+
+    return version("txtai")
+
+
 def p50(out: str) -> float:
     return statistics.median(json.loads(out.strip().splitlines()[-1]))
 
@@ -87,15 +235,24 @@ def main() -> None:
     ap.add_argument("--index", type=Path, default=WORK / f"cli-baseline-{BASELINE_COMMIT}" / "torch",
                     help="digest_rag hybrid (torch) index over seeds + ml-papers (bench_cli.py builds it)")
     ap.add_argument("--lexical-index", type=Path, default=WORK / f"cli-baseline-{BASELINE_COMMIT}" / "lexical")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5 for query rows, 1 for --build)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--lexical-only", action="store_true",
                     help="only the BM25 row (no model: txtai's hybrid index takes a full encoding to build)")
+    ap.add_argument("--build", action="store_true", help="the build rows (cold, 1%%-changed) instead of the query rows")
+    ap.add_argument("--subset", nargs="*", default=None, help="--build: ml-papers sub-folders to use (default: all)")
+    ap.add_argument("--no-seeds", action="store_true", help="--build: leave the seed digests out")
+    ap.add_argument("--work", type=Path, default=PEERS / "build", help="--build: scratch directory")
     args = ap.parse_args()
     try:
         import txtai  # noqa: F401
     except ImportError:
         sys.exit("txtai is not installed: pip install 'digest-rag[bench]'")
+    if args.build:
+        args.rounds = args.rounds or 1
+        build_rows(args)
+        return
+    args.rounds = args.rounds or 5
     if not (args.index / "manifest.json").is_file():
         sys.exit(f"no index at {args.index}: run python benchmarks/bench_cli.py --prepare-only first")
     env = code_env(ROOT)
@@ -136,7 +293,7 @@ def main() -> None:
                     cell.setdefault(name + " rss", []).append(rss)
         print(f"# round {r + 1}/{args.rounds} done", file=sys.stderr)
 
-    print(f"# machine: {machine()}; txtai {metadata.version('txtai')}; {args.rounds} rounds interleaved; median (min-max)")
+    print(f"# machine: {machine()}; txtai {txtai_version()}; {args.rounds} rounds interleaved; median (min-max)")
     print("| query row | digest_rag | txtai | digest_rag / txtai | target | met? |")
     print("|---|---|---|---|---|---|")
 
