@@ -12,7 +12,7 @@ import datetime as _dt
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,8 @@ from .models import ChunkerSettings, IndexManifest, Paper, SearchResults
 from .query import CANDIDATES, check_k, check_mode, clean_query, make_filters
 from .retrievers import DenseRetriever, LexicalRetriever, Retriever, lexical_only_error
 from .snippets import highlight_terms, opening_snippet
-from .store import Store
+from .store import PaperLookup
+from .summary import index_summary
 
 if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build() and update() only:
     # a search process need not load parsing, chunking, FAISS building and the embedding cache
@@ -32,51 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build(
     from .encoder import Encoder
 
 __all__ = ["DEFAULT_INDEX_DIR", "DigestIndex"]
-
-#: Parsed papers a loaded index keeps for later searches (a shell or server asks about the same papers often).
-PAPER_CACHE_SIZE = 4096
-
-
-class _PaperLookup(Mapping[str, Paper]):
-    """The papers of a search's candidate chunks: membership from their ids, records parsed when read.
-
-    A search touches a few hundred candidate chunks but shows ``k`` papers;
-    loading every paper of the index (all of them parsed from JSON: 25 s and
-    GBs at a million papers) or even every candidate's is wasted work.
-    """
-
-    def __init__(self, store: Store, ids: Iterable[str], cache: OrderedDict[str, Paper], lock: threading.Lock) -> None:
-        self._store = store
-        self._ids = store.paper_ids(ids)
-        self._cache = cache
-        self._lock = lock
-
-    def __contains__(self, pid: object) -> bool:
-        return pid in self._ids
-
-    def __getitem__(self, pid: str) -> Paper:
-        if pid not in self._ids:
-            raise KeyError(pid)
-        with self._lock:
-            paper = self._cache.get(pid)
-            if paper is not None:
-                self._cache.move_to_end(pid)
-                return paper
-        paper = self._store.papers([pid]).get(pid)
-        if paper is None:  # deleted under us: the store is read-only, so this is damage
-            raise IndexCorruptedError(f"{self._store.path}: paper {pid!r} vanished while searching")
-        with self._lock:
-            self._cache[pid] = paper
-            while len(self._cache) > PAPER_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return paper
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
 
 def _explicit(**options: Any) -> dict[str, Any]:
     # None means "not given": the index's saved option (or the default) applies.
@@ -400,7 +356,7 @@ class DigestIndex:
         chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
         ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()}, fusion_weights)
         terms = highlight_terms(query)  # once per search, not once per snippet
-        papers: Mapping[str, Paper] = self._papers if self._papers is not None else _PaperLookup(
+        papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
             self.store, {c.paper_id for c in chunks.values()}, self._paper_cache, self._paper_lock)
         hits = aggregate(ranked, chunks, papers, k, query=terms)
         return SearchResults(
@@ -413,40 +369,4 @@ class DigestIndex:
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""
         self._check_open()
-        m = self.manifest
-        gen = self.index_dir / m.data_dir
-        chunk_counts: dict[str, int] = {}
-        for c in self.store.chunks().values():
-            chunk_counts[c.paper_id] = chunk_counts.get(c.paper_id, 0) + 1
-        return {
-            "index_dir": str(self.index_dir),
-            "format_version": m.format_version,
-            "library_version": m.library_version,
-            "created_at": m.created_at,
-            "model": m.model_name,
-            "model_revision": m.model_revision,
-            "dimension": m.dimension,
-            "index_type": m.index_type or "lexical-only",
-            "search_param": m.search_param,
-            "backend": m.backend,
-            "papers": m.paper_count,
-            "chunks": m.chunk_count,
-            "size_bytes": sum(p.stat().st_size for p in gen.rglob("*") if p.is_file()),
-            "chunker": m.chunker.model_dump(),
-            "build_options": m.build_options.model_dump() if m.build_options else None,
-            "corpus_fingerprint": m.corpus_fingerprint,
-            **self.store.stats(),
-            "paper_list": [
-                {
-                    "paper_id": p.id,
-                    "title": p.title,
-                    "title_ko": p.title_ko,
-                    "date": p.date.isoformat() if p.date else None,
-                    "tags": p.tags,
-                    "source": p.source,
-                    "sections": [{"kind": s.kind, "language": s.language, "chars": len(s.text)} for s in p.sections],
-                    "chunks": chunk_counts.get(p.id, 0),
-                }
-                for p in sorted(self.papers.values(), key=lambda p: (p.source, p.id))
-            ],
-        }
+        return index_summary(self.index_dir, self.manifest, self.store, self.papers)

@@ -244,6 +244,10 @@ class LexicalIndex:
         if self._bm25 is None or n == 0:
             return out
         vocab = self._bm25.vocab_dict
+        # The one place that reads bm25s's score arrays by hand, for two reasons: each query term has its
+        # own weight (glossary expansions count EXPANSION_WEIGHT, concept tokens CONCEPT_WEIGHT), which
+        # bm25s.BM25.retrieve cannot express (it weighs every query token 1), and a search process must not
+        # import bm25s and scipy at all (a second of start-up per CLI question; see issue 14, BENCHMARKS.md).
         sc = self._bm25.scores
         data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
         n_terms = len(indptr) - 1

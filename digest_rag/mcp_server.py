@@ -26,7 +26,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("digest-rag mcp needs the 'mcp' extra: pip install \"digest-rag[mcp]\"") from exc
 
-from . import __version__
+from .version import __version__
 from .errors import DigestRagError
 from .live import LiveIndex
 from .models import Language, SearchMode

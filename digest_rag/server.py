@@ -41,7 +41,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("digest-rag serve needs the 'serve' extra: pip install \"digest-rag[serve]\"") from exc
 
-from . import __version__
+from .version import __version__
 from .display import highlight as _highlight
 from .errors import (
     DigestRagError,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +284,48 @@ class Store:
             "top_tags": dict(tags),
             "sources": dict(sources),
         }
+
+
+#: Parsed papers a loaded index keeps for later searches (a shell or server asks about the same papers often).
+PAPER_CACHE_SIZE = 4096
+
+
+class PaperLookup(Mapping[str, Paper]):
+    """The papers of a search's candidate chunks: membership from their ids, records parsed when read.
+
+    A search touches a few hundred candidate chunks but shows ``k`` papers;
+    loading every paper of the index (all of them parsed from JSON: 25 s and
+    GBs at a million papers) or even every candidate's is wasted work.
+    """
+
+    def __init__(self, store: Store, ids: Iterable[str], cache: OrderedDict[str, Paper], lock: threading.Lock) -> None:
+        self._store = store
+        self._ids = store.paper_ids(ids)
+        self._cache = cache
+        self._lock = lock
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._ids
+
+    def __getitem__(self, pid: str) -> Paper:
+        if pid not in self._ids:
+            raise KeyError(pid)
+        with self._lock:
+            paper = self._cache.get(pid)
+            if paper is not None:
+                self._cache.move_to_end(pid)
+                return paper
+        paper = self._store.papers([pid]).get(pid)
+        if paper is None:  # deleted under us: the store is read-only, so this is damage
+            raise IndexCorruptedError(f"{self._store.path}: paper {pid!r} vanished while searching")
+        with self._lock:
+            self._cache[pid] = paper
+            while len(self._cache) > PAPER_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return paper
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
