@@ -22,7 +22,7 @@ from .generation import OpenGeneration, open_generation
 from .layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
 from .models import ChunkerSettings, IndexManifest, Paper, SearchResults
 from .query import CANDIDATES, check_k, check_mode, clean_query, make_filters
-from .retrievers import DenseRetriever, LexicalRetriever, Retriever, lexical_only_error
+from .retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for
 from .snippets import highlight_terms, opening_snippet
 from .store import PaperLookup
 from .summary import index_summary
@@ -194,11 +194,8 @@ class DigestIndex:
         model that is unavailable raises ModelUnavailableError. An unknown
         option raises UsageError.
 
-        ``engine="ray"`` parses, chunks and embeds on a Ray cluster (the
-        ``ray`` extra): ``ray_address`` joins a running one (default: start a
-        local instance), ``workers`` encoder actors each holding
-        ``gpus_per_worker`` GPUs. The index written is the one the local
-        engine writes, and either reuses the other's embedding cache.
+        ``engine="ray"`` parses, chunks and embeds on a Ray cluster (extra ``ray``; ``ray_address``,
+        ``workers``, ``gpus_per_worker``); the index is the one the local engine writes.
         """
         overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
                               batch_size=batch_size, backend=backend, strict=strict, engine=engine,
@@ -240,36 +237,24 @@ class DigestIndex:
         paths: Iterable[str | Path],
         index_dir: str | Path = DEFAULT_INDEX_DIR,
         *,
-        model: str | None = None,
         encoder: Encoder | None = None,
-        lexical_only: bool | None = None,
-        chunker: ChunkerSettings | None = None,
-        factory: str | None = None,
-        device: str | None = None,
-        batch_size: int | None = None,
-        backend: str | None = None,
-        strict: bool | None = None,
         wait: float = 0.0,
         progress: ProgressCallback | None = None,
-        engine: str | None = None,
-        ray_address: str | None = None,
-        workers: int | None = None,
-        gpus_per_worker: float | None = None,
-        **unknown: Any,
+        **options: Any,
     ) -> DigestIndex:
         """Add or replace the papers of ``paths`` in an existing index, keeping every other paper.
 
-        The index keeps its options and its kind (a lexical-only index stays
-        lexical-only unless ``model`` is given); options work as in `build`,
-        ``engine`` and its options included (they are never inherited).
+        ``options`` are `build`'s (model, lexical_only, chunker, factory, device, batch_size, backend,
+        strict, engine, ray_address, workers, gpus_per_worker). The index keeps its saved options and
+        its kind (a lexical-only index stays lexical-only unless ``model`` is given); the engine
+        options are never inherited. An unknown option raises UsageError.
         """
-        overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
-                              batch_size=batch_size, backend=backend, strict=strict, engine=engine,
-                              ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker, **unknown)
         from .build import update_index
 
-        outcome = update_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress)
-        return cls._from_outcome(Path(index_dir), outcome, device=device, backend=backend)
+        outcome = update_index(paths, Path(index_dir), _explicit(**options), encoder=encoder, wait=wait,
+                               progress=progress)
+        return cls._from_outcome(Path(index_dir), outcome, device=options.get("device"),
+                                 backend=options.get("backend"))
 
     @classmethod
     def _from_outcome(cls, index_dir: Path, outcome: BuildOutcome, *, device: str | None,
@@ -303,16 +288,6 @@ class DigestIndex:
             return self._papers.get(paper_id)
         return self.store.papers([paper_id]).get(paper_id)
 
-    def _retrievers(self, mode: str) -> list[Retriever]:
-        if mode == "dense" and self.dense is None:
-            raise lexical_only_error(self.index_dir)
-        chosen: list[Retriever] = []
-        if mode in ("dense", "hybrid") and self.dense is not None:
-            chosen.append(self.dense)
-        if mode in ("lexical", "hybrid") and self.lexical_retriever is not None:
-            chosen.append(self.lexical_retriever)
-        return chosen
-
     def search(
         self,
         query: str,
@@ -345,7 +320,7 @@ class DigestIndex:
             filters.date_from, filters.date_to, list(filters.tags), list(filters.languages), list(filters.sections))
         n_cand = max(CANDIDATES, k * 20)
         rankings: dict[str, list[tuple[int, float]]] = {}
-        for retriever in self._retrievers(mode):
+        for retriever in retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir):
             try:
                 rankings[retriever.name] = retriever.search(query, n_cand, allowed)
             except ModelUnavailableError as exc:

@@ -119,3 +119,18 @@ def lexical_only_error(index_dir: Path) -> UsageError:
     return UsageError(
         f"index {index_dir} was built lexical-only and has no vectors; use --mode lexical, or rebuild with a model"
     )
+
+
+def retrievers_for(
+    mode: str, dense: DenseRetriever | None, lexical: LexicalRetriever | None, index_dir: Path
+) -> list[Retriever]:
+    """The retrievers a search ``mode`` asks: dense, lexical or both (hybrid); dense on a lexical-only index is a
+    UsageError, while hybrid there quietly uses BM25 alone."""
+    if mode == "dense" and dense is None:
+        raise lexical_only_error(index_dir)
+    chosen: list[Retriever] = []
+    if mode in ("dense", "hybrid") and dense is not None:
+        chosen.append(dense)
+    if mode in ("lexical", "hybrid") and lexical is not None:
+        chosen.append(lexical)
+    return chosen
