@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from .text import read_text
 
 E5_SMALL_SHAPE: dict[str, int] = {
@@ -74,6 +76,20 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> None:
         model_max_length=512,
     )
     fast.save_pretrained(str(out))
+
+
+def clustered_vectors(
+    n: int, dim: int, *, clusters: int, noise: float, query_noise: float, seed: int, queries: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic unit vectors around ``clusters`` centres, random int64 ids, and ``queries`` noisy copies of some
+    of them: a corpus where approximate FAISS indexes have real work to do, for tests and benchmarks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + noise * rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = rng.choice(10**15, size=len(x), replace=False).astype(np.int64)
+    q = x[rng.choice(len(x), queries, replace=False)] + query_noise * rng.standard_normal((queries, dim)).astype(np.float32)
+    return ids, x, q
 
 
 def build_random_model(

@@ -24,6 +24,7 @@ from digest_rag.cli import app
 from digest_rag.errors import UsageError
 from digest_rag.models import ChunkerSettings
 from digest_rag.parsing import parse_paths
+from digest_rag.testing import clustered_vectors
 from digest_rag.vectors import build_faiss, search_faiss
 
 QUERIES = [
@@ -128,12 +129,7 @@ def test_ivf_through_ray_equals_single_process_add(engine: object) -> None:
     """20k synthetic vectors, small nlist, shards added by Ray tasks and merged: the single-process index."""
     import faiss
 
-    rng = np.random.default_rng(11)
-    centres = rng.standard_normal((50, 48)).astype(np.float32)
-    x = centres[rng.integers(0, 50, 20_000)] + 0.5 * rng.standard_normal((20_000, 48)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    ids = rng.choice(10**15, size=len(x), replace=False).astype(np.int64)
-    queries = x[rng.choice(len(x), 50, replace=False)] + 0.05 * rng.standard_normal((50, 48)).astype(np.float32)
+    ids, x, queries = clustered_vectors(20_000, 48, clusters=50, noise=0.5, query_noise=0.05, seed=11)
     merged_shards: list[tuple[int, int]] = []
     merged, factory = engine.build_faiss(
         ids, x, "IVF32,SQ8", lambda stage, done, total: merged_shards.append((done, total)), shard_rows=6_000,

@@ -121,13 +121,9 @@ def test_bad_search_param(clustered: tuple[np.ndarray, np.ndarray]) -> None:
 @pytest.fixture(scope="module")
 def corpus_20k() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """20k clustered 32-d vectors with random int64 ids, and 50 queries near some of them."""
-    rng = np.random.default_rng(7)
-    centres = rng.standard_normal((64, 32)).astype(np.float32)
-    x = centres[rng.integers(0, 64, 20_000)] + 0.6 * rng.standard_normal((20_000, 32)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    ids = rng.choice(10**15, size=len(x), replace=False).astype(np.int64)
-    q = x[rng.choice(len(x), 50, replace=False)] + 0.1 * rng.standard_normal((50, 32)).astype(np.float32)
-    return ids, x, q
+    from digest_rag.testing import clustered_vectors
+
+    return clustered_vectors(20_000, 32, clusters=64, noise=0.6, query_noise=0.1, seed=7)
 
 
 def _shards(ids: np.ndarray, x: np.ndarray, sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
