@@ -2,8 +2,10 @@
 
 Both codes run in the same invocation, interleaved round by round (baseline, current, current, baseline, ...),
 each from its own source tree (the baseline from a `git worktree` of e0e9ee5 under /tmp/digest_rag_bench),
-on the same index files: built once by the baseline code (the current code reads that format) over seeds +
-ml-papers with the same model (random weights, multilingual-e5-small's exact shape: `_common.e5_shaped_model`):
+each on indexes it built itself over the same inputs (seeds + ml-papers) with the same model (random weights,
+multilingual-e5-small's exact shape: `_common.e5_shaped_model`). The current code's text analysis changed
+(issue 12), so it refuses the baseline's lexical index and rebuilds; its indexes are brought up to date with
+`build --force` on every run (embeddings come from the embedding cache, so only the first run encodes):
 
 * lexical: `build --lexical-only`;
 * torch: a hybrid index;
@@ -53,20 +55,22 @@ def cli(tree: Path, *args: str, timeout: float = 3600) -> None:
     timed_process([sys.executable, "-m", "digest_rag.cli", *args], code_env(tree), timeout=timeout)
 
 
-def prepare(tree: Path, model: Path) -> dict[str, Path]:
-    """The three indexes, built once by the baseline code and read by both codes (both read its format)."""
-    base = WORK / f"cli-baseline-{BASELINE_COMMIT}"
+def prepare(tree: Path, model: Path, base: Path, *, force: bool) -> dict[str, Path]:
+    """The three indexes of one code under ``base``: built when missing, or always rebuilt with ``force``."""
     paths = {"lexical": base / "lexical", "torch": base / "torch", "onnx-int8": base / "onnx-int8"}
     inputs = [str(p) for p in corpora()]
-    if not (paths["lexical"] / "manifest.json").is_file():
-        print("# building the lexical index", file=sys.stderr)
-        cli(tree, "build", *inputs, "--index", str(paths["lexical"]), "--lexical-only", "-q")
-    if not (paths["torch"] / "manifest.json").is_file():
-        print("# building the torch index", file=sys.stderr)
+    again = ["--force"] if force else []
+    if force or not (paths["lexical"] / "manifest.json").is_file():
+        print(f"# building {paths['lexical']}", file=sys.stderr)
+        cli(tree, "build", *inputs, "--index", str(paths["lexical"]), "--lexical-only", "-q", *again)
+    if force or not (paths["torch"] / "manifest.json").is_file():
+        print(f"# building {paths['torch']}", file=sys.stderr)
         cli(tree, "build", *inputs, "--index", str(paths["torch"]), "--model", str(model), "--force", "-q")
-    if not (paths["onnx-int8"] / "manifest.json").is_file():
-        shutil.copytree(paths["torch"], paths["onnx-int8"])  # its store's embeddings: nothing is re-encoded
-        print("# building the onnx-int8 index", file=sys.stderr)
+    missing = not (paths["onnx-int8"] / "manifest.json").is_file()
+    if missing:
+        shutil.copytree(paths["torch"], paths["onnx-int8"])  # its embedding cache comes along
+    if force or missing:
+        print(f"# building {paths['onnx-int8']}", file=sys.stderr)
         cli(tree, "build", *inputs, "--index", str(paths["onnx-int8"]), "--model", str(model),
             "--backend", "onnx-int8", "--force", "-q")
     return paths
@@ -91,10 +95,13 @@ def main() -> None:
 
     model = e5_shaped_model()
     codes = {f"baseline-{BASELINE_COMMIT}": baseline_tree(), "current": ROOT}
-    shared = prepare(codes[f"baseline-{BASELINE_COMMIT}"], model)
+    indexes = {
+        f"baseline-{BASELINE_COMMIT}": prepare(codes[f"baseline-{BASELINE_COMMIT}"], model,
+                                               WORK / f"cli-baseline-{BASELINE_COMMIT}", force=False),
+        "current": prepare(ROOT, model, WORK / "cli-current", force=True),
+    }
     if args.prepare_only:
         return
-    indexes = {tag: shared for tag in codes}
     kinds = ["lexical", "onnx-int8", "torch"]
     wall: dict[tuple[str, str], list[float]] = {}
     rss: dict[tuple[str, str], list[float]] = {}

@@ -18,7 +18,7 @@ Build rows (issue 15, `--build`), each a fresh process, the two systems interlea
   against a txtai script that loads its index, `upsert`s every passage of the changed papers (it cannot tell
   which passages changed), deletes the vanished ones, and saves.
 
-Passages: the text chunks of the torch index of seeds + ml-papers that benchmarks/bench_cli.py
+Passages: the text chunks of the current code's torch index of seeds + ml-papers that benchmarks/bench_cli.py
 prepares (cut by digest_rag's chunker); model: the e5-shaped random model (`_common.e5_shaped_model`), with
 E5's "query: " / "passage: " prefixes on both sides. txtai's indexes are built once under
 /tmp/digest_rag_bench/peers and reused. txtai is in the `bench` extra only (`pip install 'digest-rag[bench]'`).
@@ -40,7 +40,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    BASELINE_COMMIT,
     IN_PROCESS_SEARCH,
     ML_PAPERS,
     ROOT,
@@ -232,9 +231,9 @@ def p50(out: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", type=Path, default=WORK / f"cli-baseline-{BASELINE_COMMIT}" / "torch",
+    ap.add_argument("--index", type=Path, default=WORK / "cli-current" / "torch",
                     help="digest_rag hybrid (torch) index over seeds + ml-papers (bench_cli.py builds it)")
-    ap.add_argument("--lexical-index", type=Path, default=WORK / f"cli-baseline-{BASELINE_COMMIT}" / "lexical")
+    ap.add_argument("--lexical-index", type=Path, default=WORK / "cli-current" / "lexical")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5 for query rows, 1 for --build)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--lexical-only", action="store_true",
