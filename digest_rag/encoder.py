@@ -172,6 +172,7 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 32,
         backend: str = "torch",
+        queries_only: bool = False,
     ) -> Encoder:
         """Resolve and load a model; raise ModelUnavailableError with a fix when it cannot be had.
 
@@ -180,6 +181,11 @@ class Encoder:
         (that export with dynamically quantised int8 weights: 1.4x the
         chunks/s of torch on a 2-core AVX2 CPU, mean cosine to torch 0.9999;
         BENCHMARKS.md). See onnx_backend.py.
+
+        ``queries_only`` (a search process): on CPU with the torch backend, a
+        model of the common Transformer + Pooling layout runs through
+        `transformers` alone, skipping sentence-transformers' start-up imports
+        (transformers_runtime.py); same weights, same vectors.
         """
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
@@ -189,6 +195,10 @@ class Encoder:
             fast = _load_onnx_export(name, path, device, backend)
             if fast is not None:
                 return cls(fast.model, name, fast.revision, fast.device, batch_size=batch_size, backend=backend)
+        elif queries_only and (device or auto_device()) == "cpu":
+            plain = _load_plain(name, path)
+            if plain is not None:
+                return cls(plain.model, name, plain.revision, plain.device, batch_size=batch_size, backend=backend)
         dev = device or auto_device()
         looked: list[str] = []
         if path.is_dir():
@@ -265,6 +275,24 @@ class _Exported(NamedTuple):
     model: Any
     revision: str
     device: str
+
+
+def _load_plain(name: str, path: Path) -> _Exported | None:
+    """The model run through `transformers` alone (see transformers_runtime.py); None when it needs the full path."""
+    from .model_files import model_dir as files_of
+    from .transformers_runtime import load_plain_model
+
+    files_dir = files_of(name)  # the local directory, or the hub-cache snapshot; never the network
+    if files_dir is None:
+        return None
+    revision = _revision_of(path) if path.is_dir() else _hub_revision(name)
+    if revision is None:
+        return None
+    model = load_plain_model(files_dir, device="cpu")
+    if model is None:
+        return None
+    configure_threads()
+    return _Exported(model, revision, "cpu")
 
 
 def _load_onnx_export(name: str, path: Path, device: str | None, backend: str) -> _Exported | None:

@@ -429,12 +429,50 @@ def load_exported(name: str, revision: str, model_dir: Path | None, files_dir: P
     return None
 
 
-class OnnxSentenceModel:
-    """The slice of the SentenceTransformer API that `Encoder` uses, run by ONNX Runtime.
+class SentenceModelSlice:
+    """The slice of the SentenceTransformer API that `Encoder` uses, for runtimes other than sentence-transformers.
 
-    Inputs are sorted by length (longest first, as sentence-transformers does)
-    so each batch pads to about its own length, then returned in input order.
+    Subclasses embed one batch (`_embed_batch`); `encode` feeds it the inputs
+    longest first, as sentence-transformers does, so each batch pads to about
+    its own length, and returns the vectors in input order.
     """
+
+    tokenizer: Any
+    max_seq_length: int
+    _dimension: int
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Embedding dimension."""
+        return self._dimension
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(
+        self,
+        sentences: Sequence[str],
+        batch_size: int = 32,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        show_progress_bar: bool = False,
+        **_: Any,
+    ) -> np.ndarray:
+        """Embed ``sentences``; (n, dim) float32."""
+        texts = [str(t) for t in sentences]
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            part = order[start : start + batch_size]
+            out[part] = self._embed_batch([texts[i] for i in part])
+        if normalize_embeddings:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            norms[norms == 0] = 1.0
+            out = out / norms
+        return out
+
+
+class OnnxSentenceModel(SentenceModelSlice):
+    """The SentenceTransformer slice run by ONNX Runtime."""
 
     def __init__(self, onnx_path: Path, tokenizer: FastTokenizer, max_seq_length: int, dimension: int,
                  device: str = "cpu", hf_tokenizer: Any = None) -> None:
@@ -450,34 +488,10 @@ class OnnxSentenceModel:
         self.max_seq_length = max_seq_length
         self._dimension = dimension
 
-    def get_sentence_embedding_dimension(self) -> int:
-        """Embedding dimension."""
-        return self._dimension
-
-    def encode(
-        self,
-        sentences: Sequence[str],
-        batch_size: int = 32,
-        normalize_embeddings: bool = False,
-        convert_to_numpy: bool = True,
-        show_progress_bar: bool = False,
-        **_: Any,
-    ) -> np.ndarray:
-        """Embed ``sentences``; (n, dim) float32."""
-        texts = list(sentences)
-        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            part = order[start : start + batch_size]
-            ids, mask = self._fast.encode_batch([texts[i] for i in part])
-            feed = {"input_ids": ids, "attention_mask": mask}
-            (emb,) = self.session.run(["sentence_embedding"], feed)
-            out[part] = emb
-        if normalize_embeddings:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            norms[norms == 0] = 1.0
-            out = out / norms
-        return out
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        ids, mask = self._fast.encode_batch(texts)
+        (emb,) = self.session.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})
+        return np.asarray(emb)
 
 
 def onnx_model_from(st: Any, name: str, revision: str, model_dir: Path | None, *, int8: bool, device: str) -> OnnxSentenceModel:

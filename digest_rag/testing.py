@@ -177,7 +177,7 @@ def corpus_texts(paths: Iterable[str | Path]) -> list[str]:
 
 
 #: Top-level packages a query process on a lexical or ONNX index must never import (seconds of start-up).
-HEAVY_MODULES: tuple[str, ...] = ("torch", "sentence_transformers", "transformers")
+HEAVY_MODULES: tuple[str, ...] = ("torch", "sentence_transformers", "transformers", "sklearn")
 
 _IMPORT_PROBE = """
 import atexit, json, os, runpy, sys
