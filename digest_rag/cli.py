@@ -391,6 +391,9 @@ def _format_info(data: dict[str, Any]) -> str:
     model = (f"{data['model']}  (dimension {data['dimension']}, FAISS {data['index_type']}{param}{backend})" if data["model"]
              else "none: lexical-only (BM25); rebuild with a model for dense and hybrid search")
     sources = data["sources"]
+    lex = data.get("lexicon")
+    lexicon = (f"{lex['pairs']} mined pairs (" + ", ".join(f"{k} {v}" for k, v in lex["by_source"].items())
+               + f"; miner {lex['miner']})" if lex else "none")
     lines = [
         f"index       {data['index_dir']}  ({_human_size(data['size_bytes'])} on disk, format {data['format_version']}, "
         f"digest_rag {data['library_version']})",
@@ -400,6 +403,7 @@ def _format_info(data: dict[str, Any]) -> str:
         f"chunks      {data['chunks']}: " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_language"].items()),
         "sections    " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_section"].items()),
         "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
+        f"lexicon     {lexicon}",
         f"sources     {len(sources)} file(s)",
     ]
     lines += [f"            {n:>4} papers  {src}" for src, n in sources.items()]

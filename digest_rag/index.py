@@ -344,4 +344,5 @@ class DigestIndex:
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""
         self._check_open()
-        return index_summary(self.index_dir, self.manifest, self.store, self.papers)
+        return index_summary(self.index_dir, self.manifest, self.store, self.papers,
+                             self.lexical.lexicon if self.lexical is not None else None)

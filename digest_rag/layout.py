@@ -8,7 +8,7 @@ Layout of an index directory::
         gen-20260101T120000-1a2b/
             store.sqlite       papers, chunks, embedding and token caches
             vectors.faiss      FAISS index over chunk ids (absent when lexical-only)
-            lexical/           BM25 index (bm25s arrays + JSON)
+            lexical/           BM25 index (bm25s arrays + JSON) and the mined lexicon (lexicon.json)
         embedding-cache/       passage embeddings by model and text hash, written while a build
                                encodes (a cache: never read by searches, safe to delete; embedding_cache.py)
 

@@ -27,8 +27,9 @@ import numpy as np
 from numpy.lib import format as npy_format
 from pydantic import BaseModel, ConfigDict, Field
 
-from .analysis import ANALYSIS_VERSION, bundled_glossary_text, document_tokens, query_term_weights
+from .analysis import ANALYSIS_VERSION, bundled_glossary_text, default_glossary, document_tokens, query_term_weights
 from .errors import IndexCorruptedError
+from .lexicon import LEXICON_FILE, MinedLexicon, mine_lexicon
 from .models import Chunk, Paper
 from .text import sha256_text
 
@@ -37,7 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover - bm25s (and scipy under it) is imported o
 
 __all__ = ["FieldWeights", "LexicalIndex", "LEXICAL_FILES", "lexical_chunks"]
 
-_FORMAT = 1
+# 2: lexicon.json (the mined bilingual lexicon) joined the files.
+_FORMAT = 2
 _META = "lexical.json"
 _VOCAB = "lexical.vocab.json"
 _PARAMS = "lexical.params.json"
@@ -47,7 +49,7 @@ _INDPTR = "lexical.indptr.npy"
 _CHUNK_IDS = "lexical.chunk_ids.npy"
 
 #: Every file `LexicalIndex.save` writes, in a fixed order.
-LEXICAL_FILES: tuple[str, ...] = (_META, _PARAMS, _VOCAB, _DATA, _INDICES, _INDPTR, _CHUNK_IDS)
+LEXICAL_FILES: tuple[str, ...] = (_META, _PARAMS, _VOCAB, _DATA, _INDICES, _INDPTR, _CHUNK_IDS, LEXICON_FILE)
 
 
 class FieldWeights(BaseModel):
@@ -179,6 +181,8 @@ class LexicalIndex:
         self.token_entries: dict[str, list[str]] = {}
         #: How many distinct texts `build` had to analyse (the rest came from its token cache).
         self.analysed_texts = 0
+        #: Korean <-> English pairs mined from the indexed corpus (lexicon.py), used to expand queries.
+        self.lexicon = MinedLexicon()
 
     def __len__(self) -> int:
         return int(self.chunk_ids.shape[0])
@@ -197,13 +201,15 @@ class LexicalIndex:
         papers: dict[str, Paper],
         weights: FieldWeights | None = None,
         token_cache: Mapping[str, list[str]] | None = None,
+        mine: bool = True,
     ) -> LexicalIndex:
         """Index `chunks`, each enriched with its paper's title/tags/authors per `weights`.
 
         Chunks whose paper is missing from `papers` are indexed on their text alone.
         ``token_cache`` (text hash -> tokens, e.g. the previous build's
         `token_entries`) skips analysing texts seen before; it must come from
-        the same analysis (`analysis_cache_key`).
+        the same analysis (`analysis_cache_key`). With ``mine`` a bilingual
+        lexicon is mined from the documents' tokens (`lexicon.mine_lexicon`).
         """
         weights = weights or FieldWeights()
         chunk_ids = np.array([c.id for c in chunks], dtype=np.int64)
@@ -214,6 +220,13 @@ class LexicalIndex:
         cache = _TokenCache(token_cache)
         fields = _paper_field_tokens(papers, (c.paper_id for c in chunks), cache)
         corpus = cache.tokens([c.text for c in chunks])
+        lexicon = MinedLexicon()
+        if mine:
+            # From the tokens just made (or cached): only new parenthetical phrases cost Kiwi time.
+            lexicon = mine_lexicon(
+                [*((c.paper_id, doc) for c, doc in zip(chunks, corpus, strict=True)),
+                 *((pid, f[0]) for pid, f in fields.items())],
+                ((c.paper_id, c.text) for c in chunks), cache.tokens, default_glossary().concepts)
         for doc, c in zip(corpus, chunks, strict=True):
             title, tags, authors = fields.get(c.paper_id, ([], [], []))
             doc.extend(title * weights.title)
@@ -224,6 +237,7 @@ class LexicalIndex:
         retriever = bm25s.BM25(k1=weights.k1, b=weights.b)
         retriever.index(corpus, show_progress=False)
         index = cls(retriever, chunk_ids, weights)
+        index.lexicon = lexicon
         index.token_entries = cache.used
         index.analysed_texts = cache.analysed
         return index
@@ -235,7 +249,9 @@ class LexicalIndex:
         its weight); glossary expansions into the other language count
         `EXPANSION_WEIGHT` (see `analysis.query_term_weights`).
         """
-        return self.term_scores(query_term_weights(query))
+        terms = query_term_weights(query)
+        terms = self.lexicon.expand(terms)
+        return self.term_scores(terms)
 
     def term_scores(self, terms: dict[str, float]) -> np.ndarray:
         """Weighted sum of the per-term BM25 scores of `terms` (token -> weight)."""
@@ -330,6 +346,7 @@ class LexicalIndex:
         np.save(directory / _CHUNK_IDS, self.chunk_ids, allow_pickle=False)
         (directory / _VOCAB).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         (directory / _PARAMS).write_text(json.dumps(params, indent=1), encoding="utf-8")
+        self.lexicon.save(directory)
         meta = {
             "format": _FORMAT,
             "analysis": self.analysis_version,
@@ -347,7 +364,7 @@ class LexicalIndex:
         meta = _read_json(directory / _META)
         try:
             if meta.get("format") != _FORMAT:
-                raise ValueError(f"unknown lexical index format {meta.get('format')!r}")
+                raise ValueError(f"unknown lexical index format {meta.get('format')!r}; rebuild the index (digest-rag build)")
             weights = FieldWeights.model_validate(meta["weights"])
             analysis = str(meta["analysis"])
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -417,6 +434,7 @@ class LexicalIndex:
         index = cls(retriever, chunk_ids, weights)
         index.analysis_version = analysis
         index.directory = directory
+        index.lexicon = MinedLexicon.load(directory)
         return index
 
 

@@ -6,12 +6,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .lexicon import MinedLexicon
 from .models import IndexManifest, Paper
 from .store import Store
 
 
-def index_summary(index_dir: Path, manifest: IndexManifest, store: Store, papers: Mapping[str, Paper]) -> dict[str, Any]:
-    """Manifest, build options, counts by language and section, size on disk, and every paper with its sections."""
+def lexicon_summary(lexicon: MinedLexicon | None) -> dict[str, Any] | None:
+    """The mined lexicon's format, miner version, parameters and pair counts (None: no lexical index)."""
+    if lexicon is None:
+        return None
+    return {"format": lexicon.format, "miner": lexicon.miner, "pairs": len(lexicon.pairs),
+            "by_source": lexicon.counts(), "papers": lexicon.papers, "params": lexicon.params.model_dump()}
+
+
+def index_summary(
+    index_dir: Path, manifest: IndexManifest, store: Store, papers: Mapping[str, Paper],
+    lexicon: MinedLexicon | None = None,
+) -> dict[str, Any]:
+    """Manifest, build options, counts by language and section, size on disk, the mined lexicon,
+    and every paper with its sections."""
     m = manifest
     gen = index_dir / m.data_dir
     chunk_counts: dict[str, int] = {}
@@ -34,6 +47,7 @@ def index_summary(index_dir: Path, manifest: IndexManifest, store: Store, papers
         "chunker": m.chunker.model_dump(),
         "build_options": m.build_options.model_dump() if m.build_options else None,
         "corpus_fingerprint": m.corpus_fingerprint,
+        "lexicon": lexicon_summary(lexicon),
         **store.stats(),
         "paper_list": [
             {
