@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .analysis import ANALYSIS_VERSION, bundled_glossary_text, default_glossary, document_tokens, query_term_weights
 from .errors import IndexCorruptedError
+from .feedback import FeedbackSettings, feedback_terms
 from .lexicon import LEXICON_FILE, MinedLexicon, mine_lexicon
 from .models import Chunk, Paper
 from .text import sha256_text
@@ -50,6 +51,10 @@ _CHUNK_IDS = "lexical.chunk_ids.npy"
 
 #: Every file `LexicalIndex.save` writes, in a fixed order.
 LEXICAL_FILES: tuple[str, ...] = (_META, _PARAMS, _VOCAB, _DATA, _INDICES, _INDPTR, _CHUNK_IDS, LEXICON_FILE)
+
+
+#: Feedback of a search unless set otherwise on the index (`LexicalIndex.feedback`); see docs/EVAL.md.
+DEFAULT_FEEDBACK: FeedbackSettings | None = None
 
 
 class FieldWeights(BaseModel):
@@ -183,6 +188,9 @@ class LexicalIndex:
         self.analysed_texts = 0
         #: Korean <-> English pairs mined from the indexed corpus (lexicon.py), used to expand queries.
         self.lexicon = MinedLexicon()
+        #: Pseudo-relevance feedback of every search (feedback.py); None: off.
+        self.feedback: FeedbackSettings | None = DEFAULT_FEEDBACK
+        self._vocab_names: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.chunk_ids.shape[0])
@@ -251,7 +259,23 @@ class LexicalIndex:
         """
         terms = query_term_weights(query)
         terms = self.lexicon.expand(terms)
-        return self.term_scores(terms)
+        scores = self.term_scores(terms)
+        if self.feedback is not None:
+            extra = feedback_terms(self, scores, terms, self.feedback)
+            if extra:
+                scores += self.term_scores(extra)
+        return scores
+
+    def vocab_names(self) -> list[str]:
+        """Token of each term id (the vocabulary inverted), built on first use."""
+        if self._vocab_names is None:
+            names = [""] * (len(self._bm25.scores["indptr"]) - 1) if self._bm25 is not None else []
+            if self._bm25 is not None:
+                for tok, tid in self._bm25.vocab_dict.items():
+                    if 0 <= tid < len(names):
+                        names[tid] = tok
+            self._vocab_names = names
+        return self._vocab_names
 
     def term_scores(self, terms: dict[str, float]) -> np.ndarray:
         """Weighted sum of the per-term BM25 scores of `terms` (token -> weight)."""

@@ -177,21 +177,34 @@ class MinedLexicon(BaseModel):
 # ---------------------------------------------------------------------- mining
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
-# "한국어 용어(English term)": up to three Hangul-led words, then up to four Latin words in parentheses.
-_KO_EN = re.compile(
-    r"((?:[\uac00-\ud7a3][\uac00-\ud7a30-9]*\s+){0,2}[\uac00-\ud7a3][\uac00-\ud7a30-9]*)\s?"
-    r"\(\s*([A-Za-z][A-Za-z0-9]*(?:[\s-][A-Za-z0-9]+){0,3})\s*\)"
-)
-# "English term(한국어 용어)": up to four Latin words, then one to three Hangul words in parentheses.
-_EN_KO = re.compile(
-    r"((?:[A-Za-z][A-Za-z0-9-]*\s+){0,3}[A-Za-z][A-Za-z0-9-]*)\s?"
-    r"\(\s*([\uac00-\ud7a3]+(?:\s[\uac00-\ud7a3]+){0,2})\s*\)"
-)
+# A parenthesis, then what it holds; the words before it are read from the text that precedes it
+# (one regex over the whole text with the word runs in it backtracks badly on long Korean notes).
+_PAREN = re.compile(r"\(\s*([^()\n]{1,60}?)\s*\)")
+_EN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[\s-][A-Za-z0-9]+){0,3}")
+_KO_TERM = re.compile(r"[\uac00-\ud7a3]+(?:\s[\uac00-\ud7a3]+){0,2}")
+_EN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+_KO_WORD = re.compile(r"[\uac00-\ud7a3][\uac00-\ud7a30-9]*")
 _ENGLISH_WORD = re.compile(r"[a-z]{3,}")
 
 
 def _suffixes(words: Sequence[str], most: int) -> list[str]:
     return [" ".join(words[-j:]) for j in range(1, min(most, len(words)) + 1)]
+
+
+def _words_before(text: str, end: int, word: re.Pattern[str], most: int) -> list[str]:
+    """The run of up to ``most`` words matching ``word`` that ends at ``end`` (at most one space before it)."""
+    before = text[max(0, end - 100):end]
+    if before.endswith(("  ", "\n")) or not before.strip():
+        return []
+    words = before.split()
+    if before[0] not in " \n" and end > 100:
+        words = words[1:]  # the window cut the first word
+    run: list[str] = []
+    for w in reversed(words):
+        if len(run) == most or not word.fullmatch(w):
+            break
+        run.append(w)
+    return run[::-1]
 
 
 def parenthetical_candidates(text: str) -> set[tuple[str, str]]:
@@ -201,14 +214,16 @@ def parenthetical_candidates(text: str) -> set[tuple[str, str]]:
     miner chooses among them, `_paren_pairs`); English is lowercased.
     """
     out: set[tuple[str, str]] = set()
-    for m in _KO_EN.finditer(text):
-        en = " ".join(m.group(2).lower().split())
-        for ko in _suffixes(m.group(1).split(), 3):
-            out.add((ko, en))
-    for m in _EN_KO.finditer(text):
-        ko = " ".join(m.group(2).split())
-        for en in _suffixes(m.group(1).lower().split(), 4):
-            out.add((ko, en))
+    for m in _PAREN.finditer(text):
+        inner = m.group(1)
+        if _EN_TERM.fullmatch(inner):
+            en = " ".join(inner.lower().split())
+            for ko in _suffixes(_words_before(text, m.start(), _KO_WORD, 3), 3):
+                out.add((ko, en))
+        elif _KO_TERM.fullmatch(inner):
+            ko = " ".join(inner.split())
+            for en in _suffixes(_words_before(text, m.start(), _EN_WORD, 4), 4):
+                out.add((ko, en.lower()))
     return out
 
 
@@ -342,11 +357,14 @@ def _cooc_pairs(
     import numpy as np
     from scipy import sparse
 
-    rows_ko: list[list[str]] = []
-    rows_en: list[list[str]] = []
+    # Classify each distinct token once; papers then filter by set intersection.
+    vocab = set().union(*by_paper.values())
+    ko_words = {t for t in vocab if _is_korean(t)}
+    en_words = {t for t in vocab if _is_english(t)}
+    rows_ko: list[set[str]] = []
+    rows_en: list[set[str]] = []
     for toks in by_paper.values():
-        ko = [t for t in toks if _is_korean(t)]
-        en = [t for t in toks if _is_english(t)]
+        ko, en = toks & ko_words, toks & en_words
         if ko and en:
             rows_ko.append(ko)
             rows_en.append(en)
@@ -355,7 +373,7 @@ def _cooc_pairs(
         return []
     generic = params.max_df * n
 
-    def matrix(rows: list[list[str]]) -> tuple[sparse.csr_matrix, list[str], np.ndarray]:
+    def matrix(rows: list[set[str]]) -> tuple[sparse.csr_matrix, list[str], np.ndarray]:
         df: Counter[str] = Counter(t for r in rows for t in r)
         vocab = sorted(t for t, c in df.items() if params.cooc_min_support <= c <= generic)
         ids = {t: i for i, t in enumerate(vocab)}

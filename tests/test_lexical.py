@@ -315,3 +315,18 @@ def test_title_only_paper_is_searchable() -> None:
     assert [c.id for c in selected] == [1, 3]
     index = LexicalIndex.build(selected, papers)
     assert index.search("LIMA 정렬", 5)[0][0] == 1
+
+
+def test_title_weight_decides_between_a_title_and_a_commentary() -> None:
+    # Paper A names "sparse attention" in its title and once in its text; paper B's commentary
+    # names it twice. Weighting the title (the default, 3 repeats) puts A first; without it, B.
+    papers = {
+        "a": Paper(id="a", title="Sparse Attention for Long Documents"),
+        "b": Paper(id="b", title="A Survey of Efficient Transformers"),
+    }
+    chunks = [
+        _chunk(1, "a", "We cut the cost of sparse attention on long inputs."),
+        _chunk(2, "b", "Sparse attention and sparse attention variants are compared with linear kernels."),
+    ]
+    assert LexicalIndex.build(chunks, papers, FieldWeights()).search("sparse attention")[0][0] == 1
+    assert LexicalIndex.build(chunks, papers, FieldWeights(title=0)).search("sparse attention")[0][0] == 2
