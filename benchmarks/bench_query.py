@@ -7,6 +7,7 @@ At larger corpora the FAISS part grows as bench_search.py shows; the rest
 
 Usage: python benchmarks/bench_query.py [--index /tmp/digest_rag_bench/rebuild-index-torch] [--backends torch onnx-int8]
        python benchmarks/bench_query.py --lexical --index INDEX   (BM25 only; any index, lexical-only too)
+       python benchmarks/bench_query.py --lexical --feedback --index INDEX   (the same with pseudo-relevance feedback)
 """
 
 from __future__ import annotations
@@ -38,12 +39,18 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx-int8"])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--lexical", action="store_true", help="time lexical (BM25) search end to end only")
+    ap.add_argument("--feedback", action="store_true",
+                    help="with --lexical: turn pseudo-relevance feedback on (digest_rag.feedback.FeedbackSettings())")
     args = ap.parse_args()
     from digest_rag import DigestIndex
 
     print(f"# machine: {machine()}")
     if args.lexical:
         idx = DigestIndex.load(args.index)
+        if args.feedback:
+            from digest_rag.feedback import FeedbackSettings
+
+            idx.lexical.feedback = FeedbackSettings()
         idx.search(QUERIES[0], k=10, mode="lexical")  # load Kiwi and the glossary, warm caches
         lex = []
         for _ in range(args.repeat):

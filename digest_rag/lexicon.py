@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .errors import IndexCorruptedError, IndexVersionError
 
@@ -78,6 +78,8 @@ class MinerParams(BaseModel):
     cooc_min_dice: float = Field(default=0.5, ge=0, le=1, description="Dice coefficient a co-occurring pair needs")
     max_df: float = Field(default=0.05, gt=0, le=1, description="a word in a larger share of the papers is generic")
     max_pairs: int = Field(default=20000, ge=0, description="cap on stored pairs, best first")
+    max_papers: int = Field(default=200_000, ge=0,
+                            description="co-occurrence reads the first this many papers (its memory grows with them)")
 
 
 class MinedPair(BaseModel):
@@ -100,6 +102,14 @@ class MinedLexicon(BaseModel):
     params: MinerParams = Field(default_factory=MinerParams)
     papers: int = Field(default=0, ge=0, description="papers mined")
     pairs: list[MinedPair] = Field(default_factory=list)
+    # Pairs by trigger token, built on the first expansion (not a field: not saved, not compared).
+    _trigger_cache: dict[str, list[tuple[frozenset[str], tuple[str, ...], float]]] | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # The same pairs and settings, whether or not either has expanded a query yet.
+        return isinstance(other, MinedLexicon) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like any non-frozen model
 
     def counts(self) -> dict[str, int]:
         """Pairs by source."""
@@ -120,10 +130,9 @@ class MinedLexicon(BaseModel):
         if not typed or not self.pairs:
             return terms
         out = dict(terms)
-        for trigger, pairs in self._triggers().items():
-            if trigger not in typed:
-                continue
-            for side, other, weight in pairs:
+        triggers = self._triggers()
+        for tok in typed:
+            for side, other, weight in triggers.get(tok, ()):
                 if typed.issuperset(side):
                     for t in other:
                         if out.get(t, 0.0) < weight:
@@ -131,16 +140,15 @@ class MinedLexicon(BaseModel):
         return out
 
     def _triggers(self) -> dict[str, list[tuple[frozenset[str], tuple[str, ...], float]]]:
-        cached = self.__dict__.get("_trigger_cache")
-        if cached is None:
-            cached = defaultdict(list)
+        if self._trigger_cache is None:
+            cached: dict[str, list[tuple[frozenset[str], tuple[str, ...], float]]] = defaultdict(list)
             for p in self.pairs:
                 weight = PAREN_WEIGHT if p.source == "paren" else COOC_WEIGHT * p.score
                 for side, other in ((p.ko, p.en), (p.en, p.ko)):
-                    # Keyed by the side's rarest-looking (longest) token: one dict probe per pair side.
+                    # Keyed by the side's longest token: one dict probe per typed word finds its pairs.
                     cached[max(side, key=len)].append((frozenset(side), other, weight))
-            self.__dict__["_trigger_cache"] = cached
-        return cached
+            self._trigger_cache = dict(cached)
+        return self._trigger_cache
 
     # ------------------------------------------------------------------ persistence
 
@@ -278,7 +286,8 @@ def mine_lexicon(
     params = params or MinerParams()
     by_paper: dict[str, set[str]] = defaultdict(set)
     for pid, toks in tokens:
-        by_paper[pid].update(toks)
+        if pid in by_paper or len(by_paper) < params.max_papers:
+            by_paper[pid].update(toks)
     n_papers = len(by_paper)
     df: Counter[str] = Counter()
     for toks in by_paper.values():

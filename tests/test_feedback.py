@@ -26,7 +26,7 @@ CHUNKS = [
 def test_feedback_terms_are_the_top_documents_english_words() -> None:
     idx = LexicalIndex.build(CHUNKS, PAPERS, mine=False)
     terms = {"벌집": 1.0, "순회": 1.0}
-    extra = feedback_terms(idx, idx.term_scores(terms), terms, FeedbackSettings(docs=1, terms=5, weight=0.3))
+    extra = feedback_terms(idx, idx.term_scores(terms), terms, FeedbackSettings(docs=1, terms=10, weight=0.3))
     # The title words weigh most (repeated in the BM25 document), the text's words follow.
     assert {"honeycomb", "planner", "hexagonal", "lattice", "routing"} <= set(extra)
     assert max(extra.values()) == 0.3 and all(0 < w <= 0.3 for w in extra.values())
