@@ -28,6 +28,7 @@ readers write Korean translations and transliterations ("스케일링 법칙",
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -36,11 +37,12 @@ import re
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .cachedir import cache_root
 
@@ -58,6 +60,8 @@ __all__ = [
     "tokenize",
     "tokenize_many",
     "get_kiwi",
+    "has_hangul",
+    "stored_analysis",
 ]
 
 #: Version of the bundled glossary file (its "# version:" header must match).
@@ -108,6 +112,11 @@ _LATIN_WORD = re.compile(
     r"[0-9A-Za-z\u00c0-\u024f]+(?:[-.'\u2019][0-9A-Za-z\u00c0-\u024f]+)*"
 )
 _PART_SPLIT = re.compile(r"[-.]")
+
+
+def has_hangul(text: str) -> bool:
+    """Whether ``text`` holds Hangul or Hanja: the characters Kiwi's part of the analysis reads."""
+    return _HANGUL_OR_HANJA.search(text) is not None
 # Characters Kiwi does not need to see (controls, surrogates, unassigned).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -156,14 +165,11 @@ def glossary_user_words(glossary_text: str, kiwi: Kiwi) -> list[str]:
     its model, which doubles its start-up time.
     """
     words: set[str] = set()
-    for line in glossary_text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#") or "\t" not in line:
-            continue
-        for form in line.split("\t", 1)[0].split("|"):
-            # Not: verbs ("줄이다"), one-syllable words, inflected forms ("규모의", "가능한").
-            words.update(
-                w for w in form.split() if _HANGUL_WORD.fullmatch(w) and len(w) > 1 and w[-1] not in _INFLECTED_END
-            )
+    for form in glossary_korean_forms(glossary_text):
+        # Not: verbs ("줄이다"), one-syllable words, inflected forms ("규모의", "가능한").
+        words.update(
+            w for w in form.split() if _HANGUL_WORD.fullmatch(w) and len(w) > 1 and w[-1] not in _INFLECTED_END
+        )
     ordered = sorted(words)
     probes = ordered + [w + ("을" if _has_batchim(w[-1]) else "를") for w in ordered]
     analysed = list(kiwi.tokenize(probes))
@@ -178,6 +184,16 @@ def glossary_user_words(glossary_text: str, kiwi: Kiwi) -> list[str]:
             continue
         out.append(word)
     return out
+
+
+def glossary_korean_forms(glossary_text: str) -> list[str]:
+    """The Korean forms (first column) of every concept of a glossary file's text, in file order."""
+    forms: list[str] = []
+    for line in glossary_text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or "\t" not in line:
+            continue
+        forms.extend(f.strip() for f in line.split("\t", 1)[0].split("|") if f.strip())
+    return forms
 
 
 @functools.lru_cache(maxsize=1)
@@ -413,7 +429,50 @@ def _korean_tokens(morphs: Iterable[object], offset: int, text: str, out: _Analy
     flush()
 
 
-def _analyse_many(texts: Sequence[str]) -> list[_Analysed]:
+class StoredAnalysis(Protocol):
+    """Kiwi's morphemes of a text rebuilt without Kiwi (`digest_rag.eojeols.EojeolTable`)."""
+
+    def analyse(self, text: str) -> Sequence[object] | None:
+        """Morphemes of ``text`` with Kiwi's attributes, or None when the table cannot tell."""
+
+
+#: The stored analysis query and snippet analysis use in this context (`stored_analysis`).
+_stored: ContextVar[StoredAnalysis | None] = ContextVar("digest_rag_stored_analysis", default=None)
+
+
+@contextlib.contextmanager
+def stored_analysis(table: StoredAnalysis | None) -> Iterator[None]:
+    """Within the block, queries and snippets read Korean words from ``table`` (an index's), Kiwi only for
+    words it lacks. Documents (and the glossary) are always analysed by Kiwi."""
+    token = _stored.set(table)
+    try:
+        yield
+    finally:
+        _stored.reset(token)
+
+
+def current_stored_analysis() -> StoredAnalysis | None:
+    """The table `stored_analysis` put in place here, if any."""
+    return _stored.get()
+
+
+def kiwi_morphs(segments: Sequence[str], stored: StoredAnalysis | None = None) -> list[Sequence[object]]:
+    """Kiwi's morphemes of each segment; with ``stored``, from the table wherever it knows every word."""
+    out: list[Sequence[object] | None] = [stored.analyse(s) if stored is not None else None for s in segments]
+    todo = [i for i, m in enumerate(out) if m is None]
+    if todo:
+        kiwi = get_kiwi()
+        # Kiwi's iterable form analyses the batch with its worker threads.
+        fresh = kiwi.tokenize([segments[i] for i in todo]) if len(todo) > 1 else [kiwi.tokenize(segments[todo[0]])]
+        for i, morphs in zip(todo, fresh, strict=True):
+            out[i] = morphs
+    return out  # type: ignore[return-value]
+
+
+def _analyse_many(texts: Sequence[str], stored: StoredAnalysis | None = None,
+                  observe: Callable[[str, Sequence[object]], None] | None = None) -> list[_Analysed]:
+    """Analyses of ``texts``: Korean words from ``stored`` where it knows them all, else from Kiwi;
+    ``observe(segment, morphemes)`` sees each segment Kiwi analysed (the build's `EojeolRecorder`)."""
     norm = [_normalize(t) if isinstance(t, str) else "" for t in texts]
     results = [_Analysed(seq=_latin_tokens(t), extra=[tok for _p, tok in _number_tokens(t)]) for t in norm]
     owners: list[tuple[int, int, str]] = []
@@ -423,10 +482,10 @@ def _analyse_many(texts: Sequence[str]) -> list[_Analysed]:
             owners.append((i, off, seg))
             segments.append(seg)
     if segments:
-        kiwi = get_kiwi()
-        # Kiwi's iterable form analyses the batch with its worker threads.
-        analysed = kiwi.tokenize(segments) if len(segments) > 1 else [kiwi.tokenize(segments[0])]
-        for (owner, off, seg), morphs in zip(owners, analysed, strict=True):
+        for (owner, off, seg), morphs in zip(owners, kiwi_morphs(segments, stored), strict=True):
+            if observe is not None:
+                morphs = list(morphs)
+                observe(seg, morphs)
             _korean_tokens(morphs, off, seg, results[owner])
     return results
 
@@ -721,26 +780,33 @@ def default_glossary() -> Glossary:
     return _glossary
 
 
-def document_tokens(texts: Sequence[str], glossary: Glossary | None = None) -> list[list[str]]:
-    """`tokenize_many` plus the glossary's concept tokens: what the BM25 index stores per text."""
+def document_tokens(texts: Sequence[str], glossary: Glossary | None = None,
+                    observe: Callable[[str, Sequence[object]], None] | None = None) -> list[list[str]]:
+    """`tokenize_many` plus the glossary's concept tokens: what the BM25 index stores per text.
+
+    ``observe(segment, morphemes)`` sees Kiwi's analysis of each Korean segment (`eojeols.EojeolRecorder`).
+    """
     gloss = glossary or default_glossary()
     out: list[list[str]] = []
-    for a in _analyse_many(texts):
+    for a in _analyse_many(texts, observe=observe):
         toks = a.bag()
         toks.extend(gloss.annotate(a.sequence(), toks))
         out.append(toks)
     return out
 
 
-def query_term_weights(text: str, glossary: Glossary | None = None, weight: float = EXPANSION_WEIGHT) -> dict[str, float]:
+def query_term_weights(text: str, glossary: Glossary | None = None, weight: float = EXPANSION_WEIGHT,
+                       stored: StoredAnalysis | None = None) -> dict[str, float]:
     """Weighted BM25 terms of a query: its tokens (1.0), its concept tokens
     (`CONCEPT_WEIGHT`) and the other forms of its glossary concepts (``weight``).
 
     ``glossary`` defaults to the bundled one; ``weight=0`` turns the plain-word
     expansion off (concept tokens stay: they are part of the index's analysis).
+    ``stored`` (default: the `stored_analysis` in place) reads Korean words
+    from an index's table of Kiwi's analyses instead of starting Kiwi.
     """
     gloss = glossary or default_glossary()
-    a = _analyse_many([text])[0]
+    a = _analyse_many([text], stored if stored is not None else _stored.get())[0]
     tokens, seq = a.bag(), a.sequence()
     terms = gloss.expand(tokens, weight, seq) if weight > 0 else dict.fromkeys(tokens, 1.0)
     for c in gloss.annotate(seq, tokens):

@@ -418,6 +418,10 @@ def _index_papers_once(
         report.papers = len(paper_list)
         report.chunks = len(chunks)
         token_cache = old_store.doc_tokens(analysis_cache_key()) if (old_store and not dry_run) else {}
+        # Reused tokens need the previous word table (their texts' words): without it, analyse all again.
+        eojeol_rows = LexicalIndex.previous_eojeols(old_store.path.parent / LEXICAL_DIR) if token_cache else None
+        if eojeol_rows is None:
+            token_cache = {}
     finally:
         if old_store:
             old_store.close()
@@ -432,7 +436,7 @@ def _index_papers_once(
     t = time.perf_counter()
     manifest, report.analysed = write_generation(
         index_dir, paper_list, papers, chunks, hashes, vectors, model, settings, saved, progress, token_cache,
-        inputs if fingerprint_ok else None, engine,
+        inputs if fingerprint_ok else None, engine, eojeol_rows,
     )
     collect_garbage(index_dir, keep=manifest.data_dir)
     report.timings["write"] = round(time.perf_counter() - t, 3)
@@ -685,6 +689,7 @@ def write_generation(
     token_cache: dict[str, list[str]],
     inputs: str | None,
     engine: BuildEngine | None = None,
+    eojeol_rows: dict[str, tuple[str, int]] | None = None,
 ) -> tuple[IndexManifest, int]:
     """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
     how many texts Kiwi analysed."""
@@ -693,7 +698,7 @@ def write_generation(
         if progress:
             progress("indexing", 0, 3)
         # BM25 first, in memory: the store keeps its tokens as the next build's cache.
-        lex = LexicalIndex.build(lexical_chunks(chunks), paper_map, token_cache=token_cache)
+        lex = LexicalIndex.build(lexical_chunks(chunks), paper_map, token_cache=token_cache, eojeol_rows=eojeol_rows)
         write_store(gen.path / STORE_FILE, paper_list, chunks, hashes, vectors, lex.token_entries, analysis_cache_key())
         used_factory = search_param = faiss_version = None
         if vectors is not None:

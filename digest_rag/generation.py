@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from .eojeols import EOJEOL_FILE
 from .errors import IndexCorruptedError
 from .layout import (
     FAISS_FILE,
@@ -173,8 +174,10 @@ class OpenGeneration:
     lexical: LexicalIndex | None
 
     def close(self) -> None:
-        """Release the SQLite connection."""
+        """Release the SQLite connections."""
         self.store.close()
+        if self.lexical is not None:
+            self.lexical.close()
 
 
 def open_generation(
@@ -218,7 +221,7 @@ def open_generation(
             set_search_param(faiss_index, search_param)
         lexical = None
         if manifest.lexical:
-            lexical = LexicalIndex.load(gen / LEXICAL_DIR)
+            lexical = LexicalIndex.load(gen / LEXICAL_DIR, eojeols=f"{LEXICAL_DIR}/{EOJEOL_FILE}" in manifest.files)
             if len(lexical) != text_chunks:
                 raise IndexCorruptedError(
                     f"{gen / LEXICAL_DIR}: holds {len(lexical)} chunks, the store {text_chunks}; files disagree"

@@ -13,9 +13,11 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .analysis import stored_analysis
 from .errors import IndexClosedError, IndexCorruptedError, ModelFallbackWarning, ModelUnavailableError
 from .fusion import aggregate, rank_chunks
 from .generation import OpenGeneration, open_generation
@@ -318,27 +320,33 @@ class DigestIndex:
         filters = make_filters(date_from, date_to, tags, language, section)
         allowed = None if filters.empty else self.store.chunk_ids_where(
             filters.date_from, filters.date_to, list(filters.tags), list(filters.languages), list(filters.sections))
-        n_cand = max(CANDIDATES, k * 20)
-        rankings: dict[str, list[tuple[int, float]]] = {}
-        for retriever in retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir):
-            try:
-                rankings[retriever.name] = retriever.search(query, n_cand, allowed)
-            except ModelUnavailableError as exc:
-                if mode == "dense":
-                    raise
-                warnings.warn(f"dense retrieval unavailable, answering from the lexical side: {exc}",
-                              ModelFallbackWarning, stacklevel=2)
-        chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
-        ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()}, fusion_weights)
-        terms = highlight_terms(query)  # once per search, not once per snippet
-        papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
-            self.store, {c.paper_id for c in chunks.values()}, self._paper_cache, self._paper_lock)
-        hits = aggregate(ranked, chunks, papers, k, query=terms)
-        return SearchResults(
-            (opening_snippet(h, self.store.first_text_chunk(h.paper.id), terms) if h.section == "title" else h
-             for h in hits),
-            query=query, mode=mode,
-        )
+        with self.stored_analysis():  # Korean words from the index's table of Kiwi's readings: no Kiwi start-up
+            n_cand = max(CANDIDATES, k * 20)
+            rankings: dict[str, list[tuple[int, float]]] = {}
+            for retriever in retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir):
+                try:
+                    rankings[retriever.name] = retriever.search(query, n_cand, allowed)
+                except ModelUnavailableError as exc:
+                    if mode == "dense":
+                        raise
+                    warnings.warn(f"dense retrieval unavailable, answering from the lexical side: {exc}",
+                                  ModelFallbackWarning, stacklevel=2)
+            chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
+            ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()}, fusion_weights)
+            terms = highlight_terms(query)  # once per search, not once per snippet
+            papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
+                self.store, {c.paper_id for c in chunks.values()}, self._paper_cache, self._paper_lock)
+            hits = aggregate(ranked, chunks, papers, k, query=terms)
+            return SearchResults(
+                (opening_snippet(h, self.store.first_text_chunk(h.paper.id), terms) if h.section == "title" else h
+                 for h in hits),
+                query=query, mode=mode,
+            )
+
+    def stored_analysis(self) -> AbstractContextManager[None]:
+        """Within the block, query terms and snippet highlights read Korean words from this index's stored Kiwi
+        analyses (`digest_rag.eojeols`), starting Kiwi only for words the index has never seen."""
+        return stored_analysis(self.lexical.eojeols if self.lexical is not None else None)
 
     # --------------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:

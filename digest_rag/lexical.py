@@ -27,7 +27,16 @@ import numpy as np
 from numpy.lib import format as npy_format
 from pydantic import BaseModel, ConfigDict, Field
 
-from .analysis import ANALYSIS_VERSION, bundled_glossary_text, default_glossary, document_tokens, query_term_weights
+from .analysis import (
+    ANALYSIS_VERSION,
+    bundled_glossary_text,
+    default_glossary,
+    document_tokens,
+    glossary_korean_forms,
+    kiwi_morphs,
+    query_term_weights,
+)
+from .eojeols import EOJEOL_FILE, EOJEOL_FORMAT, EojeolRecorder, EojeolTable
 from .errors import IndexCorruptedError
 from .feedback import FeedbackSettings, feedback_terms
 from .lexicon import LEXICON_FILE, MinedLexicon, mine_lexicon
@@ -87,7 +96,10 @@ def analysis_cache_key() -> str:
         kiwi = metadata.version("kiwipiepy")
     except metadata.PackageNotFoundError:  # pragma: no cover - a dependency
         kiwi = "unknown"
-    return f"{ANALYSIS_VERSION}|kiwipiepy-{kiwi}|glossary-{sha256_text(bundled_glossary_text())[:16]}"
+    # The word table (eojeols.py) is filled only from texts Kiwi analyses: a token cache from before it
+    # existed would leave the words of every reused text out of it.
+    return (f"{ANALYSIS_VERSION}|kiwipiepy-{kiwi}|glossary-{sha256_text(bundled_glossary_text())[:16]}"
+            f"|eojeols-{EOJEOL_FORMAT}")
 
 
 class _TokenCache:
@@ -100,10 +112,11 @@ class _TokenCache:
     `analysis_cache_key`).
     """
 
-    def __init__(self, previous: Mapping[str, list[str]] | None) -> None:
+    def __init__(self, previous: Mapping[str, list[str]] | None, recorder: EojeolRecorder | None = None) -> None:
         self.previous = previous or {}
         self.used: dict[str, list[str]] = {}
         self.analysed = 0
+        self.recorder = recorder
 
     def tokens(self, texts: Sequence[str]) -> list[list[str]]:
         keys = [sha256_text(t) for t in texts]
@@ -116,7 +129,8 @@ class _TokenCache:
             else:
                 todo.setdefault(k, t)
         if todo:
-            fresh = document_tokens(list(todo.values()))
+            fresh = document_tokens(list(todo.values()),
+                                    observe=self.recorder.observe if self.recorder is not None else None)
             self.used.update(zip(todo, fresh, strict=True))
             self.analysed += len(todo)
         # Copies: build() extends each document with its paper's field tokens.
@@ -191,6 +205,9 @@ class LexicalIndex:
         #: Pseudo-relevance feedback of every search (feedback.py); None: off.
         self.feedback: FeedbackSettings | None = DEFAULT_FEEDBACK
         self._vocab_names: list[str] | None = None
+        #: Kiwi's analysis of every Korean word the index was built from (queries read it instead of Kiwi).
+        self.eojeols: EojeolTable | None = None
+        self._recorder: EojeolRecorder | None = None
 
     def __len__(self) -> int:
         return int(self.chunk_ids.shape[0])
@@ -210,6 +227,7 @@ class LexicalIndex:
         weights: FieldWeights | None = None,
         token_cache: Mapping[str, list[str]] | None = None,
         mine: bool = True,
+        eojeol_rows: Mapping[str, tuple[str, int]] | None = None,
     ) -> LexicalIndex:
         """Index `chunks`, each enriched with its paper's title/tags/authors per `weights`.
 
@@ -218,6 +236,9 @@ class LexicalIndex:
         `token_entries`) skips analysing texts seen before; it must come from
         the same analysis (`analysis_cache_key`). With ``mine`` a bilingual
         lexicon is mined from the documents' tokens (`lexicon.mine_lexicon`).
+        ``eojeol_rows`` (`previous_eojeols` of the index the token cache came
+        from) holds the words of those texts for the word table `save` writes
+        (`digest_rag.eojeols`).
         """
         weights = weights or FieldWeights()
         chunk_ids = np.array([c.id for c in chunks], dtype=np.int64)
@@ -225,7 +246,9 @@ class LexicalIndex:
             raise ValueError("chunk ids must be unique")
         if not chunks:
             return cls(None, chunk_ids, weights)
-        cache = _TokenCache(token_cache)
+        # A reused text's words are in the previous table (``eojeol_rows``); new texts add theirs.
+        recorder = EojeolRecorder(eojeol_rows)
+        cache = _TokenCache(token_cache, recorder)
         fields = _paper_field_tokens(papers, (c.paper_id for c in chunks), cache)
         corpus = cache.tokens([c.text for c in chunks])
         lexicon = MinedLexicon()
@@ -248,6 +271,13 @@ class LexicalIndex:
         index.lexicon = lexicon
         index.token_entries = cache.used
         index.analysed_texts = cache.analysed
+        # Readers ask in the glossary's words ("증류", "강화학습") whether or not the corpus writes them in Korean:
+        # their readings (alone, as a query reads them) join the table. Kiwi runs only for forms not there yet.
+        forms = [f for f in glossary_korean_forms(bundled_glossary_text())
+                 if f not in recorder.readings and not all(w in recorder.readings for w in f.split())]
+        for form, morphs in zip(forms, kiwi_morphs(forms) if forms else [], strict=True):
+            recorder.observe(form, morphs)
+        index._recorder = recorder
         return index
 
     def scores(self, query: str) -> np.ndarray:
@@ -257,7 +287,7 @@ class LexicalIndex:
         its weight); glossary expansions into the other language count
         `EXPANSION_WEIGHT` (see `analysis.query_term_weights`).
         """
-        terms = query_term_weights(query)
+        terms = query_term_weights(query, stored=self.eojeols)
         terms = self.lexicon.expand(terms)
         scores = self.term_scores(terms)
         if self.feedback is not None:
@@ -379,11 +409,39 @@ class LexicalIndex:
             "files": list(LEXICAL_FILES),
         }
         (directory / _META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if self._recorder is not None:
+            self._recorder.save(directory / EOJEOL_FILE)
+            return [*LEXICAL_FILES, EOJEOL_FILE]
         return list(LEXICAL_FILES)
 
+    def close(self) -> None:
+        """Release the word table's SQLite connection (searches then start Kiwi for Korean words)."""
+        if self.eojeols is not None:
+            self.eojeols.close()
+
+    @staticmethod
+    def previous_eojeols(directory: Path) -> dict[str, tuple[str, int]] | None:
+        """The word table's entries of the index saved in ``directory`` (the next build's starting counts);
+        None when it has none or it cannot be read (then the next build must analyse every text again)."""
+        path = Path(directory) / EOJEOL_FILE
+        if not path.is_file():
+            return None
+        table = None
+        try:
+            table = EojeolTable(path)
+            return table.rows()
+        except IndexCorruptedError:
+            return None
+        finally:
+            if table is not None:
+                table.close()
+
     @classmethod
-    def load(cls, directory: Path) -> LexicalIndex:
-        """Load an index written by `save`; any damaged file raises `IndexCorruptedError` naming it."""
+    def load(cls, directory: Path, eojeols: bool = False) -> LexicalIndex:
+        """Load an index written by `save`; any damaged file raises `IndexCorruptedError` naming it.
+
+        ``eojeols``: open the word table too (the caller checked that the manifest lists it).
+        """
         directory = Path(directory)
         meta = _read_json(directory / _META)
         try:
@@ -459,6 +517,8 @@ class LexicalIndex:
         index.analysis_version = analysis
         index.directory = directory
         index.lexicon = MinedLexicon.load(directory)
+        if eojeols:
+            index.eojeols = EojeolTable(directory / EOJEOL_FILE)
         return index
 
 

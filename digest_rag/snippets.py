@@ -3,7 +3,8 @@
 Highlighting and snippet windows find the query's BM25 terms
 (``digest_rag.analysis.tokenize``) back in a text. Korean words carry
 particles and endings ("스케일링의", "법칙을", "학습했다"), so Hangul text is
-re-analysed with Kiwi and each morpheme whose form (nouns) or lemma (verbs,
+re-analysed with Kiwi (or read from the index's stored Kiwi analyses,
+`digest_rag.eojeols`) and each morpheme whose form (nouns) or lemma (verbs,
 adjectives) is a query term is marked at its exact character offsets; the
 particle stays unmarked. Latin words are matched through the same
 normalisation as the index ("models" matches "model"), and the glossary's
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from .analysis import get_kiwi, query_term_weights, tokenize_many
+from .analysis import current_stored_analysis, kiwi_morphs, query_term_weights, tokenize_many
 from .models import Chunk, SearchHit
 
 __all__ = ["SNIPPET_CHARS", "Span", "highlight_terms", "make_snippet", "match_spans", "opening_snippet"]
@@ -57,7 +58,9 @@ def _korean_spans(text: str, terms: frozenset[str]) -> list[Span]:
     if not _HANGUL.search(text) or not any(_HANGUL.search(t) for t in terms):
         return []
     spans: list[Span] = []
-    for t in get_kiwi().tokenize(text):
+    # Snippets are corpus text: an index's table of Kiwi's readings (`analysis.stored_analysis`) knows their
+    # words, and Kiwi is asked only for a text with a word it lacks.
+    for t in kiwi_morphs([text], current_stored_analysis())[0]:
         tag = str(t.tag).split("-", 1)[0]
         if tag in _NOUN_TAGS:
             hit = t.form in terms

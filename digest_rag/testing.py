@@ -191,9 +191,9 @@ runpy.run_module("digest_rag.cli", run_name="__main__")
 """
 
 
-def cli_heavy_imports(args: Iterable[str], scratch: Path,
-                      timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """Run ``digest-rag ARGS`` in a fresh interpreter; (CompletedProcess, the HEAVY_MODULES it imported).
+def cli_heavy_imports(args: Iterable[str], scratch: Path, timeout: float = 300,
+                      modules: Iterable[str] = HEAVY_MODULES) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``digest-rag ARGS`` in a fresh interpreter; (CompletedProcess, which of ``modules`` it imported).
 
     The list is read from ``sys.modules`` at the process's exit, so it covers every import the command made.
     """
@@ -202,7 +202,7 @@ def cli_heavy_imports(args: Iterable[str], scratch: Path,
     import sys
 
     out = Path(scratch) / "heavy-modules.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROBE_OUT": str(out), "PROBE_HEAVY": json.dumps(HEAVY_MODULES)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROBE_OUT": str(out), "PROBE_HEAVY": json.dumps(list(modules))}
     res = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *args], capture_output=True, text=True,
                          timeout=timeout, env=env)
     return res, json.loads(out.read_text()) if out.is_file() else ["<no report: the process died>"]

@@ -220,6 +220,40 @@ def test_lexical_search_process_never_imports_torch(seed_index_dir: Path, tmp_pa
     assert heavy == []
 
 
+def test_lexical_search_in_the_corpus_words_never_starts_kiwi(seed_index_dir: Path, tmp_path: Path) -> None:
+    # Every word of this question is written so in the seeds: the index's table of Kiwi's readings
+    # (digest_rag.eojeols) answers it, and Kiwi (a second and ~500 MB to start) is never imported.
+    from digest_rag import DigestIndex
+    from digest_rag.testing import cli_heavy_imports
+
+    query = "매우 긴 컨텍스트에서는 탈옥 공격"
+    res, kiwi = cli_heavy_imports(["search", query, "--index", str(seed_index_dir), "--mode", "lexical", "-k", "3",
+                                   "--json"], tmp_path, modules=["kiwipiepy"])
+    assert res.returncode == 0, res.stderr
+    assert kiwi == []
+    records = json.loads(res.stdout)
+    assert records[0]["title"] == "Many-shot Jailbreaking"
+    # The same hits, scores and snippets as when Kiwi analyses the question.
+    idx = DigestIndex.load(seed_index_dir)
+    try:
+        assert idx.lexical is not None and idx.lexical.eojeols is not None
+        idx.lexical.eojeols = None
+        hits = idx.search(query, k=3, mode="lexical").to_records()
+    finally:
+        idx.close()
+    assert [(r["title"], round(r["score"], 6), r["snippet"]) for r in records] == [
+        (r["title"], round(r["score"], 6), r["snippet"]) for r in hits]
+
+
+def test_lexical_search_with_an_unknown_word_falls_back_to_kiwi(seed_index_dir: Path, tmp_path: Path) -> None:
+    from digest_rag.testing import cli_heavy_imports
+
+    res, kiwi = cli_heavy_imports(["search", "긴 컨텍스트를 뷁쉛는 탈옥 공격", "--index", str(seed_index_dir),
+                                   "--mode", "lexical", "-k", "3", "--json"], tmp_path, modules=["kiwipiepy"])
+    assert res.returncode == 0, res.stderr
+    assert kiwi and json.loads(res.stdout)[0]["title"] == "Many-shot Jailbreaking"
+
+
 def test_eval_fusion_weight_sweep(runner: CliRunner, seed_index_dir: Path, repo_root: Path) -> None:
     res = runner.invoke(app, ["eval", str(repo_root / "eval" / "dev_queries.jsonl"), "--index", str(seed_index_dir),
                               "--mode", "lexical", "--fusion-weights", "0:1", "--fusion-weights", "dense=1,lexical=0.5"])

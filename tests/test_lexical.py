@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from digest_rag.eojeols import EOJEOL_FILE
 from digest_rag.errors import IndexCorruptedError
 from digest_rag.lexical import LEXICAL_FILES, FieldWeights, LexicalIndex
 from digest_rag.models import Chunk, Paper
@@ -136,7 +137,8 @@ QUERIES = ["긴 컨텍스트를 악용하는 탈옥 공격", "SWE-bench", "Gemma
 
 def test_save_load_round_trip(index: LexicalIndex, tmp_path: Path) -> None:
     written = index.save(tmp_path)
-    assert sorted(written) == sorted(LEXICAL_FILES)
+    # The word table (eojeols.py) is written by every build; an index without it (older builds) still loads.
+    assert sorted(written) == sorted([*LEXICAL_FILES, EOJEOL_FILE])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
     loaded = LexicalIndex.load(tmp_path)
     assert loaded.weights == index.weights
@@ -154,6 +156,8 @@ def test_saved_files_are_json_or_plain_npy(index: LexicalIndex, tmp_path: Path) 
         assert b"pickle" not in data.lower() or f.suffix == ".json"
         if f.suffix == ".json":
             json.loads(data.decode("utf-8"))
+        elif f.name == EOJEOL_FILE:
+            assert data.startswith(b"SQLite format 3\x00")  # rows of JSON text, read with SQL
         else:
             assert f.suffix == ".npy" and data.startswith(b"\x93NUMPY")
             arr = np.load(f, allow_pickle=False)
@@ -280,6 +284,33 @@ def test_token_cache_skips_analysis_and_gives_the_same_index(
     edited = [*chunks[:-1], _chunk(chunks[-1].id, chunks[-1].paper_id, chunks[-1].text + " 새 문장.")]
     third = LexicalIndex.build(edited, papers, token_cache=first.token_entries)
     assert third.analysed_texts == 1 and len(third.token_entries) == len(first.token_entries)
+
+
+def test_word_table_grows_with_updates_without_analysing_reused_texts(
+    chunks: list[Chunk], papers: dict[str, Paper], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = LexicalIndex.build(chunks, papers)
+    first.save(tmp_path / "one")
+    rows = LexicalIndex.previous_eojeols(tmp_path / "one")
+    assert rows and "컨텍스트" in rows and "탈옥" in rows  # a chunk's words and a paper field's (title_ko)
+    # A second build reuses every text: no Kiwi at all, the same table.
+    monkeypatch.setattr("digest_rag.analysis.get_kiwi", lambda: pytest.fail("Kiwi started for reused texts"))
+    again = LexicalIndex.build(chunks, papers, token_cache=first.token_entries, eojeol_rows=rows)
+    again.save(tmp_path / "two")
+    assert LexicalIndex.previous_eojeols(tmp_path / "two") == rows
+    monkeypatch.undo()
+    # A new text adds its words; the reused texts' words stay.
+    added = [*chunks, _chunk(999, "p-jail", "새로운 공격 기법을 제안합니다.")]
+    third = LexicalIndex.build(added, papers, token_cache=first.token_entries, eojeol_rows=rows)
+    assert third.analysed_texts == 1
+    third.save(tmp_path / "three")
+    grown = LexicalIndex.previous_eojeols(tmp_path / "three")
+    assert grown is not None and set(rows) < set(grown) and "기법을" in grown
+    loaded = LexicalIndex.load(tmp_path / "three", eojeols=True)
+    assert loaded.eojeols is not None
+    for q in QUERIES:
+        assert loaded.search(q) == third.search(q)
+    loaded.close()
 
 
 def test_top_k_selection_matches_a_full_sort_with_ties(index: LexicalIndex, monkeypatch: pytest.MonkeyPatch) -> None:
