@@ -202,7 +202,12 @@ class EojeolRecorder:
             con.execute("CREATE TABLE eojeols (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL)"
                         " WITHOUT ROWID")
             con.execute("INSERT INTO meta VALUES ('format', ?)", (str(EOJEOL_FORMAT),))
-            con.executemany("INSERT INTO eojeols VALUES (?, ?, ?)", self.rows())
+            rows = self.rows()
+            con.executemany("INSERT INTO eojeols VALUES (?, ?, ?)", rows)
+            # The multi-word keys on their own (few: 7 of 18,801 for ml-papers), so that a query tries a
+            # run of words as one key only where the table has it, not every run of 2-3 words through SQL.
+            con.execute("CREATE TABLE multiword (key TEXT PRIMARY KEY) WITHOUT ROWID")
+            con.executemany("INSERT INTO multiword VALUES (?)", ((k,) for k, _m, _n in rows if " " in k))
             stems, suffixes = self.parts()
             for name, rows in (("stems", stems), ("suffixes", suffixes)):
                 con.execute(f"CREATE TABLE {name} (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL)"
@@ -257,6 +262,7 @@ class EojeolTable:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._multiword: frozenset[str] | None = None
         try:
             # Read-only and immutable: a generation's files never change once committed.
             self._con: sqlite3.Connection | None = sqlite3.connect(
@@ -309,6 +315,13 @@ class EojeolTable:
         """Every entry, key -> (encoded analysis, times seen): the next build's starting counts."""
         return {k: (m, int(n)) for k, m, n in self._query("SELECT key, morphs, seen FROM eojeols", ())}
 
+    @property
+    def multiword(self) -> frozenset[str]:
+        """The multi-word keys, read once."""
+        if self._multiword is None:
+            self._multiword = frozenset(k for (k,) in self._query("SELECT key FROM multiword", ()))
+        return self._multiword
+
     def analyse(self, text: str) -> list[Morph] | None:
         """Kiwi-like morphemes of ``text`` (positions in ``text``), or None when a Hangul word is not in the table.
 
@@ -318,15 +331,19 @@ class EojeolTable:
         the longest stem first; None when no split is known either.
         """
         words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        multiword = self.multiword
         candidates: set[str] = set()
         for i in range(len(words)):
             for n in range(1, MAX_WORDS + 1):
-                if i + n > len(words):
+                if i + n > len(words) or (n > 1 and not multiword):
                     break
                 key = " ".join(text[s:e] for s, e in words[i : i + n])
-                if has_hangul(key):
+                if n > 1:
+                    if key in multiword:
+                        candidates.add(key)
+                elif has_hangul(key):
                     candidates.add(key)
-                    if n == 1 and _EDGE.sub("", key):
+                    if _EDGE.sub("", key):
                         candidates.add(_EDGE.sub("", key))
         found = self.lookup(candidates)
         parts = self._parts([k for k in candidates if " " not in k and k not in found])

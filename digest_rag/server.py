@@ -204,7 +204,7 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
     ) -> JSONResponse:
         req = SearchRequest.parse(query=q, k=k, mode=mode, language=lang, date_from=date_from, date_to=date_to,
                                   tags=tag or [])
-        with live.use() as idx:
+        with live.use() as idx, idx.stored_analysis():  # Korean words from the index's table, not Kiwi
             generation = idx.generation
             hits = req.run(idx)
             records = hits.to_records()
@@ -218,12 +218,12 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
         paper_id: str,
         q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="highlight these terms")] = None,
     ) -> JSONResponse:
-        with live.use() as idx:
+        with live.use() as idx, idx.stored_analysis():
             generation = idx.generation
             record = paper_record(find_paper(idx, paper_id))
-        if q and q.strip():
-            for section in record["sections"]:
-                section["html"] = _highlight(section["text"], q, style="html")
+            if q and q.strip():
+                for section in record["sections"]:
+                    section["html"] = _highlight(section["text"], q, style="html")
         return JSONResponse(record, headers={"X-Index-Generation": generation})
 
     @app.get("/", include_in_schema=False)

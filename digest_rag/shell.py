@@ -153,10 +153,10 @@ class Shell:
     def _ask(self, question: str) -> str:
         request = SearchRequest.parse(query=question, **self.options.model_dump())
         self.live.refresh()  # a cheap stat; picks up a generation committed since the last question
-        with self.live.use() as index:
+        with self.live.use() as index, index.stored_analysis():  # Korean words from the index's table, not Kiwi
             hits = request.run(index)
-        self.last = hits
-        return format_hits(hits, hits.query or question, color=self.color, width=self.width)
+            self.last = hits
+            return format_hits(hits, hits.query or question, color=self.color, width=self.width)
 
 
 def _history_path() -> Path:
