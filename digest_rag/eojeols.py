@@ -54,6 +54,16 @@ _MAX_READINGS = 4
 # SQLite's default limit of host parameters is 999 on old builds.
 _BATCH = 500
 
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE eojeols (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE multiword (key TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE stems (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE suffixes (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
+"""
+# Lookups by table; the keys are always bound parameters.
+_SELECT = {name: f"SELECT key, morphs FROM {name} WHERE key IN " for name in ("eojeols", "stems", "suffixes")}
+
 _WORD = re.compile(r"\S+")
 # Punctuation a reader puts around a word ("공격은?", "(탈옥)") that Kiwi reads as its own morpheme.
 _EDGE = re.compile(r"^[^\w]+|[^\w]+$")
@@ -198,21 +208,16 @@ class EojeolRecorder:
         path.unlink(missing_ok=True)
         con = sqlite3.connect(path)
         try:
-            con.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            con.execute("CREATE TABLE eojeols (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL)"
-                        " WITHOUT ROWID")
+            con.executescript(_SCHEMA)
             con.execute("INSERT INTO meta VALUES ('format', ?)", (str(EOJEOL_FORMAT),))
             rows = self.rows()
             con.executemany("INSERT INTO eojeols VALUES (?, ?, ?)", rows)
             # The multi-word keys on their own (few: 7 of 18,801 for ml-papers), so that a query tries a
             # run of words as one key only where the table has it, not every run of 2-3 words through SQL.
-            con.execute("CREATE TABLE multiword (key TEXT PRIMARY KEY) WITHOUT ROWID")
             con.executemany("INSERT INTO multiword VALUES (?)", ((k,) for k, _m, _n in rows if " " in k))
             stems, suffixes = self.parts()
-            for name, rows in (("stems", stems), ("suffixes", suffixes)):
-                con.execute(f"CREATE TABLE {name} (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL)"
-                            " WITHOUT ROWID")
-                con.executemany(f"INSERT INTO {name} VALUES (?, ?, ?)", rows)
+            con.executemany("INSERT INTO stems VALUES (?, ?, ?)", stems)
+            con.executemany("INSERT INTO suffixes VALUES (?, ?, ?)", suffixes)
             con.commit()
         finally:
             con.close()
@@ -297,13 +302,13 @@ class EojeolTable:
 
     def lookup(self, keys: Iterable[str], table: str = "eojeols") -> dict[str, list[tuple[str, str, int, int, str]]]:
         """Stored analyses of those ``keys`` the table holds (``table``: eojeols, stems or suffixes)."""
-        if table not in ("eojeols", "stems", "suffixes"):
+        if table not in _SELECT:
             raise ValueError(f"no table {table!r}")
         todo = sorted(set(keys))
         out: dict[str, list[tuple[str, str, int, int, str]]] = {}
         for i in range(0, len(todo), _BATCH):
             part = todo[i : i + _BATCH]
-            rows = self._query(f"SELECT key, morphs FROM {table} WHERE key IN ({','.join('?' * len(part))})", part)
+            rows = self._query(_SELECT[table] + "(" + ",".join("?" * len(part)) + ")", part)
             for key, raw in rows:
                 try:
                     out[key] = _decode(raw)
