@@ -20,7 +20,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,21 @@ from .layout import (
     read_manifest,
     verify_files,
 )
-from .lexical import LexicalIndex, analysis_cache_key, lexical_chunks
+from .eojeols import EojeolRecorder
+from .lexical import LexicalBuilder, LexicalIndex, TokenCache, analysis_cache_key, lexical_chunks
 from .locking import WriterLock, real_index_dir
 from .model_files import ModelFacts, inspect_model, token_counter
-from .models import PASSAGE_PREFIX, QUERY_PREFIX, BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper
-from .parsing import ParseResult, corpus_files
-from .store import Store, write_store
+from .models import (
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    BuildOptions,
+    Chunk,
+    ChunkerSettings,
+    IndexManifest,
+)
+from .parsing import ParseResult, check_strict, corpus_files
+from .spool import PaperSpool
+from .store import Store, StoreWriter
 from .text import fingerprint, sha256_text
 from .vectors import save_faiss, search_param_of
 from .version import __version__
@@ -146,9 +155,10 @@ def build_index(
                 current.report.seconds = round(time.perf_counter() - t0, 3)
                 current.encoder = encoder
                 return current
-        with open_engine(options) as engine:
+        # The spool is written too: a full temporary disk is the same typed error as a full index disk.
+        with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed:
             t_parse = time.perf_counter()
-            parsed = engine.parse(path_list, options.strict, progress)
+            _parse_into(parsed, engine, path_list, options.strict, progress)
             parse_s = time.perf_counter() - t_parse
             outcome = _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
                                     progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run)
@@ -175,10 +185,34 @@ def update_index(
         lexical_only = options.lexical_only or (
             manifest.model_name is None and "model" not in overrides and encoder is None
         )
-        with open_engine(options) as engine:
-            parsed = engine.parse(list(paths), options.strict, progress)
+        with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed:
+            _parse_into(parsed, engine, list(paths), options.strict, progress)
             return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=lexical_only,
                                  progress=progress, keep_old=True, inputs=None, engine=engine)
+
+
+def _spool_home(index_dir: Path) -> Path | None:
+    """Where the build's spool goes: inside the index directory when that is plainly ours (a readable manifest,
+    or no manifest: `check_target` let only our names through), so that a killed build's spool is collected
+    with its abandoned generations; else (an unreadable or foreign manifest, judged later) TMPDIR, because a
+    directory that might not be ours must not be written to before it is judged (`check_recoverable`)."""
+    if not (index_dir / MANIFEST).is_file():
+        return index_dir
+    try:
+        read_manifest(index_dir)
+    except IndexCorruptedError:
+        return None
+    return index_dir
+
+
+def _parse_into(spool: PaperSpool, engine: BuildEngine, paths: list[str | Path], strict: bool,
+                progress: ProgressCallback | None) -> None:
+    """Parse ``paths`` into ``spool``: streamed here, or as the engine's merged result when it parses elsewhere."""
+    if isinstance(engine, LocalEngine):
+        spool.parse_paths(paths, progress)
+        check_strict(ParseResult(skipped=spool.skipped), strict)
+    else:
+        spool.add_result(engine.parse(paths, strict, progress))
 
 
 def _options(previous: BuildOptions | None, overrides: Mapping[str, Any]) -> BuildOptions:
@@ -342,7 +376,7 @@ def _passage_model(options: BuildOptions, old: IndexManifest | None, encoder: En
     return PassageModel(options=options, encoder=loaded) if loaded is not None else None
 
 
-def _index_papers(parsed: ParseResult, index_dir: Path, options: BuildOptions, **kwargs: Any) -> BuildOutcome:
+def _index_papers(parsed: PaperSpool, index_dir: Path, options: BuildOptions, **kwargs: Any) -> BuildOutcome:
     """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
 
     Keyword arguments are `_index_papers_once`'s.
@@ -351,11 +385,12 @@ def _index_papers(parsed: ParseResult, index_dir: Path, options: BuildOptions, *
         return _index_papers_once(parsed, index_dir, options, **kwargs)
     except _ModelFactsDiffer as differ:
         # The files said one thing, the model another (an unusual layout): redo the plan with the real model.
+        parsed.clear_chunks()
         return _index_papers_once(parsed, index_dir, options, **{**kwargs, "encoder": differ.encoder})
 
 
 def _index_papers_once(
-    parsed: ParseResult,
+    parsed: PaperSpool,
     index_dir: Path,
     options: BuildOptions,
     *,
@@ -370,33 +405,37 @@ def _index_papers_once(
     """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
 
     ``engine`` runs the chunking, the encoding of cache misses and the FAISS
-    build (here, or on a Ray cluster); everything else happens here.
+    build (here, or on a Ray cluster); everything else happens here. Papers
+    and chunks stay in the spool and pass through memory a batch at a time;
+    only a build with a model holds its passages (the encoder needs them).
     """
     t0 = time.perf_counter()
     report = BuildReport(skipped=[s.model_dump() for s in parsed.skipped], merged=list(parsed.merged), dry_run=dry_run)
     old = _previous_index(index_dir, keep_old)
-    old_manifest, old_store, old_papers = old.manifest, old.store, old.papers
+    old_manifest, old_store = old.manifest, old.store
     model: PassageModel | None = None
     try:
-        papers = _merge_papers(parsed, old_papers, keep_old)
-        if not papers:
+        if keep_old and old_store is not None:
+            parsed.keep_old(old_store.path, parsed.files)
+        n_papers = len(parsed)
+        if not n_papers:
             raise CorpusError("no papers found in the given paths" + (
                 f" ({len(parsed.skipped)} files skipped: {parsed.skipped[0].source}: {parsed.skipped[0].reason})"
                 if parsed.skipped else ""))
-        report.added = sorted(set(papers) - set(old_papers))
-        report.removed = sorted(set(old_papers) - set(papers))
-        report.changed = sorted(pid for pid in set(papers) & set(old_papers) if papers[pid] != old_papers[pid])
+        if old_store is not None:
+            report.added, report.removed, report.changed = parsed.diff(old_store.path)
+        else:
+            report.added = list(parsed.ids())
 
         model = _passage_model(options, old_manifest, encoder, lexical_only)
         settings = options.chunker or ChunkerSettings(max_tokens=model.max_seq_length if model else 512)
         if model is not None and settings.max_tokens > model.max_seq_length:
             settings = settings.model_copy(update={"max_tokens": model.max_seq_length})
         passage_prefix = model.passage_prefix if model else PASSAGE_PREFIX
-        paper_list = [papers[pid] for pid in sorted(papers)]
         t = time.perf_counter()
-        reusable_chunks = _reusable_chunks(old_manifest, old_store, old_papers, papers, model, settings)
-        chunks, passages, hashes, report.rechunked = _chunk(
-            paper_list, papers, settings, model, passage_prefix, reusable_chunks, progress, engine)
+        reuse_from = old_store if _chunks_reusable(old_manifest, model, settings) else None
+        passages, hashes, report.rechunked = _chunk(parsed, settings, model, passage_prefix, reuse_from,
+                                                    set(report.changed), progress, engine)
         report.timings["chunk"] = round(time.perf_counter() - t, 3)
 
         vectors: np.ndarray | None = None
@@ -415,29 +454,27 @@ def _index_papers_once(
                     cache.collect_garbage(keep=hashes)
         else:
             report.lexical_only = True
-        report.papers = len(paper_list)
-        report.chunks = len(chunks)
-        token_cache = old_store.doc_tokens(analysis_cache_key()) if (old_store and not dry_run) else {}
+        report.papers = n_papers
+        report.chunks = parsed.chunk_count
         # Reused tokens need the previous word table (their texts' words): without it, analyse all again.
-        eojeol_rows = LexicalIndex.previous_eojeols(old_store.path.parent / LEXICAL_DIR) if token_cache else None
-        if eojeol_rows is None:
-            token_cache = {}
+        eojeol_rows = LexicalIndex.previous_eojeols(old_store.path.parent / LEXICAL_DIR) \
+            if (old_store and not dry_run and old_store.has_tokens_of(analysis_cache_key())) else None
+        loaded = model.loaded if model is not None else None
+        if dry_run:
+            report.seconds = round(time.perf_counter() - t0, 3)
+            return BuildOutcome(report=report, encoder=loaded)
+
+        # A lexical-only fallback (a model was wanted but is unavailable) must not pass for the requested build.
+        fingerprint_ok = model is not None or options.lexical_only
+        saved = options if model is None else options.model_copy(update={"model": model.name, "backend": model.backend})
+        t = time.perf_counter()
+        manifest, report.analysed = write_generation(
+            index_dir, parsed, hashes, vectors, model, settings, saved, progress,
+            old_store if eojeol_rows is not None else None, inputs if fingerprint_ok else None, engine, eojeol_rows,
+        )
     finally:
         if old_store:
             old_store.close()
-    loaded = model.loaded if model is not None else None
-    if dry_run:
-        report.seconds = round(time.perf_counter() - t0, 3)
-        return BuildOutcome(report=report, encoder=loaded)
-
-    # A lexical-only fallback (a model was wanted but is unavailable) must not pass for the requested build.
-    fingerprint_ok = model is not None or options.lexical_only
-    saved = options if model is None else options.model_copy(update={"model": model.name, "backend": model.backend})
-    t = time.perf_counter()
-    manifest, report.analysed = write_generation(
-        index_dir, paper_list, papers, chunks, hashes, vectors, model, settings, saved, progress, token_cache,
-        inputs if fingerprint_ok else None, engine, eojeol_rows,
-    )
     collect_garbage(index_dir, keep=manifest.data_dir)
     report.timings["write"] = round(time.perf_counter() - t, 3)
     report.seconds = round(time.perf_counter() - t0, 3)
@@ -448,12 +485,11 @@ def _index_papers_once(
 class _Previous:
     manifest: IndexManifest | None = None
     store: Store | None = None
-    papers: dict[str, Paper] = field(default_factory=dict)
     damaged: bool = False
 
 
 def _previous_index(index_dir: Path, keep_old: bool) -> _Previous:
-    """The index being replaced: its manifest, its store (chunk, embedding and token caches) and its papers.
+    """The index being replaced: its manifest and its store (papers, chunk, embedding and token caches).
 
     A damaged previous index must not block the build that repairs it: build
     then starts from scratch with a DamagedIndexWarning (never reusing an
@@ -467,7 +503,8 @@ def _previous_index(index_dir: Path, keep_old: bool) -> _Previous:
         manifest = read_manifest(index_dir)
         verify_files(index_dir, manifest, [STORE_FILE])
         store = Store(index_dir / manifest.data_dir / STORE_FILE)
-        return _Previous(manifest, store, store.papers())
+        store.counts()  # an unreadable store is damaged now, not half-way through the build
+        return _Previous(manifest, store)
     except IndexCorruptedError as exc:
         if store is not None:
             store.close()
@@ -488,16 +525,6 @@ def _previous_index(index_dir: Path, keep_old: bool) -> _Previous:
         return _Previous(damaged=True)
 
 
-def _merge_papers(parsed: ParseResult, old: dict[str, Paper], keep_old: bool) -> dict[str, Paper]:
-    new = {p.id: p for p in parsed.papers}
-    if not keep_old:
-        return new
-    reread = set(parsed.files)
-    merged = {pid: p for pid, p in old.items() if p.source not in reread}
-    merged.update(new)
-    return merged
-
-
 def _load_encoder(options: BuildOptions, old: IndexManifest | None) -> Encoder | None:
     """The passage encoder; None (lexical-only, with a warning) when the default model cannot be had."""
     explicit = options.model or os.environ.get(MODEL_ENV) or (old.model_name if old else None)
@@ -510,53 +537,65 @@ def _load_encoder(options: BuildOptions, old: IndexManifest | None) -> Encoder |
         return None
 
 
-def _reusable_chunks(old: IndexManifest | None, store: Store | None, old_papers: Mapping[str, Paper],
-                     papers: Mapping[str, Paper], model: PassageModel | None,
-                     settings: ChunkerSettings) -> dict[str, list[Chunk]]:
-    """Chunks of the previous index for papers whose content and chunking are unchanged (by paper id).
+def _chunks_reusable(old: IndexManifest | None, model: PassageModel | None, settings: ChunkerSettings) -> bool:
+    """Whether the previous index cut its chunks as this build would (then unchanged papers keep theirs).
 
     A paper's chunks depend on its content, the chunker settings, the token
     counter (the model's tokenizer, or the approximate one without a model)
     and the passage prefix; when all are as before they are read back instead
     of cut again.
     """
-    if old is None or store is None or old.chunker != settings:
-        return {}
+    if old is None or old.chunker != settings:
+        return False
     if (old.model_name, old.model_revision) != ((model.name, model.revision) if model else (None, None)):
-        return {}
-    if model is not None and old.passage_prefix != model.passage_prefix:
-        return {}
-    same = {pid for pid, p in papers.items() if old_papers.get(pid) == p}
-    if not same:
-        return {}
-    out: dict[str, list[Chunk]] = {}
-    for c in store.chunks().values():  # ordered by paper, section, start: the order chunk_paper makes them in
-        if c.paper_id in same:
-            out.setdefault(c.paper_id, []).append(c)
-    return out
+        return False
+    return model is None or old.passage_prefix == model.passage_prefix
 
 
 def _chunk(
-    paper_list: list[Paper], papers: Mapping[str, Paper], settings: ChunkerSettings, model: PassageModel | None,
-    passage_prefix: str, reusable: Mapping[str, list[Chunk]], progress: ProgressCallback | None, engine: BuildEngine,
-) -> tuple[list[Chunk], list[str], list[str], int]:
-    """Chunks of every paper (cut by ``engine`` only where ``reusable`` lacks the paper), the passage each
-    embeds, that passage's hash (the embedding cache key), and how many papers were cut."""
+    spool: PaperSpool, settings: ChunkerSettings, model: PassageModel | None, passage_prefix: str,
+    reuse_from: Store | None, changed: set[str], progress: ProgressCallback | None, engine: BuildEngine,
+) -> tuple[list[str], list[str], int]:
+    """Chunk every paper of ``spool`` into it, a batch of papers at a time, in paper-id order.
+
+    Papers the previous index (``reuse_from``) holds unchanged keep its chunks;
+    the others are cut by ``engine``. Returns the passage each chunk embeds and
+    that passage's hash (the embedding cache key), both empty without a model
+    (the hashes then go only to the store), and how many papers were cut.
+    """
     count = model.count_tokens if model else approx_token_count
-    to_cut = [p for p in paper_list if p.id not in reusable]
-    fresh: dict[str, list[Chunk]] = {}
-    for c in engine.chunk(to_cut, settings, count, passage_prefix, model.name if model else None, progress):
-        fresh.setdefault(c.paper_id, []).append(c)
-    chunks: list[Chunk] = []
-    for paper in paper_list:
-        chunks.extend(reusable.get(paper.id) or fresh.get(paper.id, []))
-    cut = len(to_cut)
-    ids = [c.id for c in chunks]
-    if len(set(ids)) != len(ids):
-        raise CorpusError("chunk id collision; two papers share an id and position")
-    passages = [passage_text(papers[c.paper_id], c.text, settings, c.section_kind) for c in chunks]
-    hashes = [sha256_text(passage_prefix + p) for p in passages]
-    return chunks, passages, hashes, cut
+    passages: list[str] = []
+    hashes: list[str] = []
+    cut = done = 0
+    total = len(spool)
+    if progress:
+        progress("chunking", 0, total)
+    for batch in spool.batches():
+        papers = [p for p, _js in batch]
+        reusable: dict[str, list[Chunk]] = {}
+        if reuse_from is not None:
+            same = reuse_from.paper_ids(p.id for p in papers if p.id not in changed)
+            for c in reuse_from.chunks_of(sorted(same)):
+                reusable.setdefault(c.paper_id, []).append(c)
+        to_cut = [p for p in papers if p.id not in reusable]
+        fresh: dict[str, list[Chunk]] = {}
+        for c in engine.chunk(to_cut, settings, count, passage_prefix, model.name if model else None, None):
+            fresh.setdefault(c.paper_id, []).append(c)
+        chunks: list[Chunk] = []
+        for paper in papers:
+            chunks.extend(reusable.get(paper.id) or fresh.get(paper.id, []))
+        by_id = {p.id: p for p in papers}
+        texts = [passage_text(by_id[c.paper_id], c.text, settings, c.section_kind) for c in chunks]
+        keys = [sha256_text(passage_prefix + p) for p in texts]
+        spool.add_chunks(chunks, keys)
+        if model is not None:
+            passages.extend(texts)
+            hashes.extend(keys)
+        cut += len(to_cut)
+        done += len(papers)
+        if progress:
+            progress("chunking", done, total)
+    return passages, hashes, cut
 
 
 def reusable_embeddings(old: IndexManifest | None, identity: ModelIdentity,
@@ -675,37 +714,80 @@ def encode_missing(
     return out
 
 
+class _StoreTokens(TokenCache):
+    """BM25 tokens looked up and recorded in SQLite: the new store's doc_tokens (texts seen earlier in this
+    build), then the previous store's (the last build's cache); nothing accumulates in memory."""
+
+    def __init__(self, writer: StoreWriter, previous: Store | None, recorder: EojeolRecorder | None = None) -> None:
+        super().__init__(None, recorder)
+        self._writer = writer
+        self._previous = previous
+        self._key = analysis_cache_key()
+        self._recorded: set[str] = set()
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        found = self._writer.tokens(keys)
+        self._recorded = set(found)
+        rest = [k for k in keys if k not in found]
+        if rest and self._previous is not None:
+            found.update(self._previous.tokens_for(self._key, rest))
+        return found
+
+    def record(self, entries: Mapping[str, list[str]]) -> None:
+        self._writer.record_tokens({k: v for k, v in entries.items() if k not in self._recorded})
+
+
 def write_generation(
     index_dir: Path,
-    paper_list: list[Paper],
-    paper_map: dict[str, Paper],
-    chunks: list[Chunk],
+    spool: PaperSpool,
     hashes: list[str],
     vectors: np.ndarray | None,
     encoder: PassageModel | None,
     settings: ChunkerSettings,
     options: BuildOptions,
     progress: ProgressCallback | None,
-    token_cache: dict[str, list[str]],
+    previous: Store | None,
     inputs: str | None,
     engine: BuildEngine | None = None,
     eojeol_rows: dict[str, tuple[str, int]] | None = None,
 ) -> tuple[IndexManifest, int]:
     """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
-    how many texts Kiwi analysed."""
+    how many texts Kiwi analysed. Papers and chunks stream from ``spool`` a batch at a time; the BM25
+    tokens of texts the ``previous`` store analysed are read back from it, not analysed again."""
     # A full disk (or quota, read-only mount) before the commit: one typed line, the old index untouched.
     with index_write_errors(index_dir), PendingGeneration(index_dir) as gen:
         if progress:
             progress("indexing", 0, 3)
-        # BM25 first, in memory: the store keeps its tokens as the next build's cache.
-        lex = LexicalIndex.build(lexical_chunks(chunks), paper_map, token_cache=token_cache, eojeol_rows=eojeol_rows)
-        write_store(gen.path / STORE_FILE, paper_list, chunks, hashes, vectors, lex.token_entries, analysis_cache_key())
+        n_papers, n_chunks = len(spool), spool.chunk_count
+        writer = StoreWriter(gen.path / STORE_FILE, analysis_cache_key())
+        try:
+            # The word table (eojeols.py) starts from the previous one: reused tokens' texts are not analysed.
+            tokens = _StoreTokens(writer, previous, EojeolRecorder(eojeol_rows))
+            lexical = LexicalBuilder(None, tokens)
+            ids: list[np.ndarray] = []
+            n_lexical = 0
+            for batch in spool.batches():
+                writer.add_papers(batch)
+                rows = spool.chunks_of([p.id for p, _js in batch])
+                chunks = [c for c, _h in rows]
+                writer.add_chunks(chunks, [h for _c, h in rows])
+                # The store keeps BM25's tokens as the next build's cache (see _StoreTokens).
+                bm25_docs = lexical_chunks(chunks)
+                lexical.add(bm25_docs, {p.id: p for p, _js in batch})
+                n_lexical += len(bm25_docs)
+                ids.append(np.fromiter((c.id for c in chunks), dtype=np.int64, count=len(chunks)))
+            if vectors is not None:
+                writer.add_embeddings(hashes, vectors)
+            lex = lexical.finish()  # before the commit: mining the lexicon may analyse (and record) phrases
+            writer.finish(n_lexical)
+        finally:
+            writer.close()
         used_factory = search_param = faiss_version = None
         if vectors is not None:
             import faiss
 
             fidx, used_factory = (engine or LocalEngine()).build_faiss(
-                np.array([c.id for c in chunks], dtype=np.int64), vectors, options.factory, progress)
+                np.concatenate(ids), vectors, options.factory, progress)
             save_faiss(fidx, gen.path / FAISS_FILE)
             search_param, faiss_version = search_param_of(fidx), faiss.__version__
         pause_point("writing")
@@ -727,19 +809,19 @@ def write_generation(
             normalized=True,
             chunker=settings,
             build_options=options,
-            corpus_fingerprint=fingerprint(p.model_dump_json() for p in paper_list),
+            corpus_fingerprint=fingerprint(spool.sorted_json(), presorted=True),
             inputs_fingerprint=inputs,
-            paper_count=len(paper_list),
-            chunk_count=len(chunks),
+            paper_count=n_papers,
+            chunk_count=n_chunks,
             faiss_version=faiss_version,
             index_type=used_factory,
             search_param=search_param,
             backend=encoder.backend if encoder else None,
             lexical=True,
-            sources=sorted({p.source for p in paper_list}),
+            sources=spool.sources(),
             files=gen.checksums(),
         )
         gen.commit(manifest)
         if progress:
             progress("indexing", 3, 3)
-    return manifest, lex.analysed_texts
+    return manifest, tokens.analysed

@@ -29,6 +29,7 @@ from .layout import (
     STORE_FILE,
     TMP_GENERATION_PREFIX,
     is_own_name,
+    mark_verified,
     required_files,
     sha256_file,
     verify_files,
@@ -140,6 +141,7 @@ class PendingGeneration:
             raise
         self.committed = True
         fsync_dir(self.index_dir)
+        mark_verified(self.index_dir, manifest)
         pause_point("committed")
 
 

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from .cachedir import cache_root
 from .errors import DigestRagError, IndexCorruptedError, IndexNotFoundError, IndexVersionError, UnsafeIndexPathError
-from .lexical import LEXICAL_FILES
+from .lexical import LEXICAL_REQUIRED
 from .models import IndexManifest
 
 #: The format this digest_rag writes. Version 1 (0.1, no saved build options) is still read.
@@ -111,7 +111,7 @@ def required_files(manifest: IndexManifest) -> list[str]:
     if manifest.model_name is not None:
         names.append(FAISS_FILE)
     if manifest.lexical:
-        names += [f"{LEXICAL_DIR}/{f}" for f in LEXICAL_FILES]
+        names += [f"{LEXICAL_DIR}/{f}" for f in LEXICAL_REQUIRED]
     return names
 
 
@@ -130,6 +130,21 @@ def _verified_marker(f: Path, digest: str) -> Path | None:
         return None
     key = f"{where}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{digest}"
     return cache_root() / "verified" / hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def mark_verified(index_dir: Path, manifest: IndexManifest) -> None:
+    """Record the checksums a build just computed for the files it wrote, so that the first search
+    after a build does not hash them again (a million papers' store is GBs)."""
+    gen = index_dir / manifest.data_dir
+    for name, digest in manifest.files.items():
+        marker = _verified_marker(gen / name, digest)
+        if marker is None:
+            continue
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            return  # a read-only cache: the first load verifies
 
 
 def verify_files(index_dir: Path, manifest: IndexManifest, names: Iterable[str]) -> None:

@@ -6,8 +6,9 @@ chunk of the abstract rarely repeats the title words a reader types, and
 repeating a field is the classic cheap way to give it more weight in BM25 (it
 raises the term frequency without needing a multi-field scorer).
 
-Persistence is JSON + `.npy` only (never pickle): bm25s writes its sparse score
-matrix with ``np.save(allow_pickle=False)`` and its vocabulary as JSON; we load
+Persistence is JSON + `.npy` only (never pickle): the sparse score matrix in
+bm25s's CSC layout (built by `bm25_matrix`) and, from format 3, the vocabulary
+as sorted memory-mapped arrays (format 2 kept it as JSON, still read); we load
 every file ourselves with ``allow_pickle=False`` so that a damaged or foreign
 file surfaces as `IndexCorruptedError` naming that file.
 """
@@ -18,10 +19,10 @@ import functools
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -36,20 +37,21 @@ from .analysis import (
     kiwi_morphs,
     query_term_weights,
 )
+from .bm25_matrix import BM25Matrix
 from .eojeols import EOJEOL_FILE, EOJEOL_FORMAT, EojeolRecorder, EojeolTable
 from .errors import IndexCorruptedError
 from .feedback import FeedbackSettings, feedback_terms
-from .lexicon import LEXICON_FILE, MinedLexicon, mine_lexicon
+from .lexicon import LEXICON_FILE, MinedLexicon, MinerParams, mine_lexicon
 from .models import Chunk, Paper
 from .text import sha256_text
 
-if TYPE_CHECKING:  # pragma: no cover - bm25s (and scipy under it) is imported only to build an index
-    import bm25s
-
-__all__ = ["FieldWeights", "LexicalIndex", "LEXICAL_FILES", "lexical_chunks"]
+__all__ = ["FieldWeights", "LexicalBuilder", "LexicalIndex", "TokenCache", "LEXICAL_FILES", "LEXICAL_REQUIRED",
+           "lexical_chunks"]
 
 # 2: lexicon.json (the mined bilingual lexicon) joined the files.
-_FORMAT = 2
+# 3: the vocabulary as sorted memory-mapped arrays instead of lexical.vocab.json (format 2 is still read).
+_FORMAT = 3
+_READABLE_FORMATS = (2, 3)
 _META = "lexical.json"
 _VOCAB = "lexical.vocab.json"
 _PARAMS = "lexical.params.json"
@@ -58,8 +60,19 @@ _INDICES = "lexical.indices.npy"
 _INDPTR = "lexical.indptr.npy"
 _CHUNK_IDS = "lexical.chunk_ids.npy"
 
-#: Every file `LexicalIndex.save` writes, in a fixed order.
-LEXICAL_FILES: tuple[str, ...] = (_META, _PARAMS, _VOCAB, _DATA, _INDICES, _INDPTR, _CHUNK_IDS, LEXICON_FILE)
+# Format 3 keeps the vocabulary sorted and memory-mapped (tokens' UTF-8 bytes, their offsets, their term ids):
+# a search looks its few terms up by binary search instead of parsing a million-entry JSON object per process
+# (about 2.5 s and 100+ MB at a million papers).
+_VOCAB_BLOB = "lexical.vocab_bytes.npy"
+_VOCAB_OFFSETS = "lexical.vocab_offsets.npy"
+_VOCAB_IDS = "lexical.vocab_ids.npy"
+_SORTED_VOCAB_FILES = (_VOCAB_BLOB, _VOCAB_OFFSETS, _VOCAB_IDS)
+
+#: The files of every lexical index, format 2 or 3 (each format has its own vocabulary files besides).
+LEXICAL_REQUIRED: tuple[str, ...] = (_META, _PARAMS, _DATA, _INDICES, _INDPTR, _CHUNK_IDS, LEXICON_FILE)
+#: Every file `LexicalIndex.save` writes (format 3), in a fixed order.
+LEXICAL_FILES: tuple[str, ...] = (_META, _PARAMS, *_SORTED_VOCAB_FILES, _DATA, _INDICES, _INDPTR, _CHUNK_IDS,
+                                  LEXICON_FILE)
 
 
 #: Feedback of a search unless set otherwise on the index (`LexicalIndex.feedback`); see docs/EVAL.md.
@@ -102,43 +115,56 @@ def analysis_cache_key() -> str:
             f"|eojeols-{EOJEOL_FORMAT}")
 
 
-class _TokenCache:
+class TokenCache:
     """BM25 documents' tokens by text hash: reuses a previous build's, records every text used.
 
     Kiwi analysis of a whole corpus costs seconds; a rebuild that changed 1% of
     the papers should pay for 1% of it. Keys are sha256 of the exact text, so
     a cached entry can only be the analysis of identical text; the caller
     passes a cache only when it was made with the same analysis (see
-    `analysis_cache_key`).
+    `analysis_cache_key`). This one keeps everything in memory; a build at
+    scale uses a subclass that looks up and records in SQLite (`lookup`, `record`).
     """
 
-    def __init__(self, previous: Mapping[str, list[str]] | None, recorder: EojeolRecorder | None = None) -> None:
+    def __init__(self, previous: Mapping[str, list[str]] | None = None, recorder: EojeolRecorder | None = None) -> None:
         self.previous = previous or {}
         self.used: dict[str, list[str]] = {}
         self.analysed = 0
+        #: Collects the word table (eojeols.py) from the texts Kiwi analyses here.
         self.recorder = recorder
 
+    def lookup(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """Tokens already known for ``keys`` (distinct text hashes): used in this build, else previous."""
+        out: dict[str, list[str]] = {}
+        for k in keys:
+            toks = self.used.get(k)
+            if toks is None:
+                toks = self.previous.get(k)
+            if toks is not None:
+                out[k] = toks
+        return out
+
+    def record(self, entries: Mapping[str, list[str]]) -> None:
+        """Note the tokens of texts this build used (the next build's cache)."""
+        self.used.update(entries)
+
     def tokens(self, texts: Sequence[str]) -> list[list[str]]:
+        """Tokens of each text (copies: the caller extends them)."""
         keys = [sha256_text(t) for t in texts]
-        todo: dict[str, str] = {}
-        for k, t in zip(keys, texts, strict=True):
-            if k in self.used:
-                continue
-            if k in self.previous:
-                self.used[k] = self.previous[k]
-            else:
-                todo.setdefault(k, t)
+        unique = dict(zip(keys, texts, strict=True))
+        found = self.lookup(list(unique))
+        todo = {k: t for k, t in unique.items() if k not in found}
         if todo:
             fresh = document_tokens(list(todo.values()),
                                     observe=self.recorder.observe if self.recorder is not None else None)
-            self.used.update(zip(todo, fresh, strict=True))
+            found.update(zip(todo, fresh, strict=True))
             self.analysed += len(todo)
-        # Copies: build() extends each document with its paper's field tokens.
-        return [list(self.used[k]) for k in keys]
+        self.record({k: found[k] for k in unique})
+        return [list(found[k]) for k in keys]
 
 
 def _paper_field_tokens(
-    papers: dict[str, Paper], needed: Iterable[str], cache: _TokenCache
+    papers: dict[str, Paper], needed: Iterable[str], cache: TokenCache
 ) -> dict[str, tuple[list[str], list[str], list[str]]]:
     """(title tokens, tag tokens, author tokens) per paper id, analysed in one batch."""
     ids = sorted(set(needed) & set(papers))
@@ -174,7 +200,7 @@ class _LoadedBM25:
     needs the vocabulary and the CSR score matrix, which stay memory-mapped.
     """
 
-    vocab_dict: dict[str, int]
+    vocab_dict: Mapping[str, int]
     scores: dict[str, Any]
     k1: float
     b: float
@@ -188,7 +214,7 @@ class _LoadedBM25:
 class LexicalIndex:
     """A bm25s index whose documents are chunks; search returns chunk ids."""
 
-    def __init__(self, retriever: bm25s.BM25 | _LoadedBM25 | None, chunk_ids: np.ndarray, weights: FieldWeights) -> None:
+    def __init__(self, retriever: _LoadedBM25 | None, chunk_ids: np.ndarray, weights: FieldWeights) -> None:
         self._bm25 = retriever
         self.chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
         self.weights = weights
@@ -238,46 +264,14 @@ class LexicalIndex:
         lexicon is mined from the documents' tokens (`lexicon.mine_lexicon`).
         ``eojeol_rows`` (`previous_eojeols` of the index the token cache came
         from) holds the words of those texts for the word table `save` writes
-        (`digest_rag.eojeols`).
+        (`digest_rag.eojeols`). A build of many papers feeds a `LexicalBuilder` batch by batch instead.
         """
-        weights = weights or FieldWeights()
-        chunk_ids = np.array([c.id for c in chunks], dtype=np.int64)
-        if len(set(chunk_ids.tolist())) != len(chunks):
-            raise ValueError("chunk ids must be unique")
-        if not chunks:
-            return cls(None, chunk_ids, weights)
         # A reused text's words are in the previous table (``eojeol_rows``); new texts add theirs.
-        recorder = EojeolRecorder(eojeol_rows)
-        cache = _TokenCache(token_cache, recorder)
-        fields = _paper_field_tokens(papers, (c.paper_id for c in chunks), cache)
-        corpus = cache.tokens([c.text for c in chunks])
-        lexicon = MinedLexicon()
-        if mine:
-            # From the tokens just made (or cached): only new parenthetical phrases cost Kiwi time.
-            lexicon = mine_lexicon(
-                [*((c.paper_id, doc) for c, doc in zip(chunks, corpus, strict=True)),
-                 *((pid, f[0]) for pid, f in fields.items())],
-                ((c.paper_id, c.text) for c in chunks), cache.tokens, default_glossary().concepts)
-        for doc, c in zip(corpus, chunks, strict=True):
-            title, tags, authors = fields.get(c.paper_id, ([], [], []))
-            doc.extend(title * weights.title)
-            doc.extend(tags * weights.tags)
-            doc.extend(authors * weights.authors)
-        import bm25s
-
-        retriever = bm25s.BM25(k1=weights.k1, b=weights.b)
-        retriever.index(corpus, show_progress=False)
-        index = cls(retriever, chunk_ids, weights)
-        index.lexicon = lexicon
+        cache = TokenCache(token_cache, EojeolRecorder(eojeol_rows))
+        builder = LexicalBuilder(weights, cache, mine=mine)
+        builder.add(chunks, papers)
+        index = builder.finish()
         index.token_entries = cache.used
-        index.analysed_texts = cache.analysed
-        # Readers ask in the glossary's words ("증류", "강화학습") whether or not the corpus writes them in Korean:
-        # their readings (alone, as a query reads them) join the table. Kiwi runs only for forms not there yet.
-        forms = [f for f in glossary_korean_forms(bundled_glossary_text())
-                 if f not in recorder.readings and not all(w in recorder.readings for w in f.split())]
-        for form, morphs in zip(forms, kiwi_morphs(forms) if forms else [], strict=True):
-            recorder.observe(form, morphs)
-        index._recorder = recorder
         return index
 
     def scores(self, query: str) -> np.ndarray:
@@ -373,11 +367,9 @@ class LexicalIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self._bm25 is not None:
-            import bm25s
-
             sc = self._bm25.scores
             data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
-            vocab: dict[str, int] = dict(self._bm25.vocab_dict)
+            vocab: dict[str, int] = dict(self._bm25.vocab_dict.items())
             params: dict[str, Any] = {
                 "k1": self._bm25.k1,
                 "b": self._bm25.b,
@@ -387,7 +379,8 @@ class LexicalIndex:
                 "dtype": self._bm25.dtype,
                 "int_dtype": self._bm25.int_dtype,
                 "num_docs": int(sc["num_docs"]),
-                "bm25s_version": getattr(bm25s, "__version__", "unknown"),
+                # The matrix is bm25s's layout and scoring, built by bm25_matrix (see there).
+                "builder": "digest_rag.bm25_matrix",
             }
         else:
             data = np.zeros(0, dtype=np.float32)
@@ -398,7 +391,13 @@ class LexicalIndex:
         np.save(directory / _INDICES, np.ascontiguousarray(indices), allow_pickle=False)
         np.save(directory / _INDPTR, np.ascontiguousarray(indptr), allow_pickle=False)
         np.save(directory / _CHUNK_IDS, self.chunk_ids, allow_pickle=False)
-        (directory / _VOCAB).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        tokens = sorted((t.encode("utf-8"), i) for t, i in vocab.items())
+        np.save(directory / _VOCAB_BLOB, np.frombuffer(b"".join(t for t, _i in tokens), dtype=np.uint8),
+                allow_pickle=False)
+        offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t, _i in tokens], out=offsets[1:])
+        np.save(directory / _VOCAB_OFFSETS, offsets, allow_pickle=False)
+        np.save(directory / _VOCAB_IDS, np.array([i for _t, i in tokens], dtype=np.int64), allow_pickle=False)
         (directory / _PARAMS).write_text(json.dumps(params, indent=1), encoding="utf-8")
         self.lexicon.save(directory)
         meta = {
@@ -445,7 +444,7 @@ class LexicalIndex:
         directory = Path(directory)
         meta = _read_json(directory / _META)
         try:
-            if meta.get("format") != _FORMAT:
+            if meta.get("format") not in _READABLE_FORMATS:
                 raise ValueError(f"unknown lexical index format {meta.get('format')!r}; rebuild the index (digest-rag build)")
             weights = FieldWeights.model_validate(meta["weights"])
             analysis = str(meta["analysis"])
@@ -459,7 +458,7 @@ class LexicalIndex:
                 f"this digest_rag uses {ANALYSIS_VERSION!r}; rebuild the index (digest-rag build)"
             )
         params = _read_json(directory / _PARAMS)
-        vocab = _read_json(directory / _VOCAB)
+        vocab: Any = _SortedVocab.load(directory) if meta["format"] == 3 else _read_json(directory / _VOCAB)
         data = _read_npy(directory / _DATA)
         indices = _read_npy(directory / _INDICES)
         indptr = _read_npy(directory / _INDPTR)
@@ -473,7 +472,8 @@ class LexicalIndex:
             raise bad(_CHUNK_IDS, "not a 1-d integer array")
         if meta.get("chunk_count") != chunk_ids.shape[0]:
             raise bad(_CHUNK_IDS, f"{chunk_ids.shape[0]} chunk ids, lexical.json says {meta.get('chunk_count')}")
-        if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        if not isinstance(vocab, (dict, _SortedVocab)) or (
+                isinstance(vocab, dict) and not all(isinstance(v, int) for v in vocab.values())):
             raise bad(_VOCAB, "not a token -> id mapping")
         if not isinstance(params, dict):
             raise bad(_PARAMS, "not a JSON object")
@@ -491,7 +491,10 @@ class LexicalIndex:
         # Document numbers inside the posting lists are checked per term when a query reads them
         # (term_scores): a scan here would read every posting of a million-document index per process.
         n_terms = indptr.shape[0] - 1
-        if vocab and sum(1 for v in vocab.values() if 0 <= v < n_terms) < n_terms:
+        if isinstance(vocab, _SortedVocab):
+            if vocab.covered(n_terms) < n_terms:
+                raise bad(_VOCAB_IDS, f"vocabulary does not cover the {n_terms} indexed terms")
+        elif vocab and sum(1 for v in vocab.values() if 0 <= v < n_terms) < n_terms:
             raise bad(_VOCAB, f"vocabulary does not cover the {n_terms} indexed terms")
 
         retriever: _LoadedBM25 | None = None
@@ -520,6 +523,145 @@ class LexicalIndex:
         if eojeols:
             index.eojeols = EojeolTable(directory / EOJEOL_FILE)
         return index
+
+
+class LexicalBuilder:
+    """Builds a `LexicalIndex` from chunks handed over a batch at a time (with their papers).
+
+    Only compact arrays stay between batches (`bm25_matrix.BM25Matrix`), so a
+    build of a million chunks never holds their token lists. A batch must
+    hold all the chunks of its papers (see `lexical_chunks`). ``tokens`` is
+    where tokens come from: a `TokenCache`, or a store-backed one that keeps
+    them on disk. With ``mine`` the lexicon miner gets what it reads: the
+    tokens of the first `MinerParams.max_papers` papers (it ignores the rest)
+    and the chunk texts holding a parenthesis (it reads no others).
+    """
+
+    def __init__(self, weights: FieldWeights | None = None, tokens: TokenCache | None = None,
+                 mine: bool = True) -> None:
+        self.weights = weights or FieldWeights()
+        self.tokens = tokens or TokenCache(None)
+        self._matrix = BM25Matrix(k1=self.weights.k1, b=self.weights.b)
+        self._ids: list[np.ndarray] = []
+        self._mine = mine
+        self._mine_cap = MinerParams().max_papers
+        self._mine_papers: set[str] = set()
+        self._mine_tokens: list[tuple[str, list[str]]] = []
+        self._mine_fields: list[tuple[str, list[str]]] = []
+        self._mine_texts: list[tuple[str, str]] = []
+
+    def add(self, chunks: Sequence[Chunk], papers: Mapping[str, Paper]) -> None:
+        """Index ``chunks`` (already filtered by `lexical_chunks`), enriched with their papers' fields."""
+        if not chunks:
+            return
+        w = self.weights
+        fields = _paper_field_tokens(papers, (c.paper_id for c in chunks), self.tokens)
+        corpus = self.tokens.tokens([c.text for c in chunks])
+        if self._mine:
+            self._for_miner(chunks, corpus, fields)
+        for doc, c in zip(corpus, chunks, strict=True):
+            title, tags, authors = fields.get(c.paper_id, ([], [], []))
+            doc.extend(title * w.title)
+            doc.extend(tags * w.tags)
+            doc.extend(authors * w.authors)
+        self._matrix.add(corpus)
+        self._ids.append(np.fromiter((c.id for c in chunks), dtype=np.int64, count=len(chunks)))
+
+    def _for_miner(self, chunks: Sequence[Chunk], corpus: list[list[str]],
+                   fields: Mapping[str, tuple[list[str], list[str], list[str]]]) -> None:
+        # The miner keeps the first max_papers papers it meets (chunks in index order, then titles): batches
+        # come in index order, so keeping those papers' tokens here gives it the same input.
+        for c, doc in zip(chunks, corpus, strict=True):
+            if c.paper_id in self._mine_papers or len(self._mine_papers) < self._mine_cap:
+                self._mine_papers.add(c.paper_id)
+                self._mine_tokens.append((c.paper_id, list(doc)))
+            if "(" in c.text:  # the only texts its parenthetical pairs come from
+                self._mine_texts.append((c.paper_id, c.text))
+        self._mine_fields += [(pid, f[0]) for pid, f in fields.items() if pid in self._mine_papers]
+
+    def finish(self) -> LexicalIndex:
+        """The index of every chunk added; ValueError when two share an id."""
+        chunk_ids = np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64)
+        if np.unique(chunk_ids).size != chunk_ids.size:
+            raise ValueError("chunk ids must be unique")
+        if chunk_ids.size == 0:
+            return LexicalIndex(None, chunk_ids, self.weights)
+        lexicon = MinedLexicon()
+        if self._mine:
+            # From the tokens just made (or cached): only new parenthetical phrases cost Kiwi time.
+            lexicon = mine_lexicon([*self._mine_tokens, *self._mine_fields], self._mine_texts, self.tokens.tokens,
+                                   default_glossary().concepts)
+            self._mine_tokens, self._mine_fields, self._mine_texts = [], [], []
+        m = self._matrix
+        scores = m.build()
+        retriever = _LoadedBM25(vocab_dict=m.vocab, scores=scores, k1=m.k1, b=m.b, delta=0.5, method="lucene",
+                                idf_method="lucene", dtype="float32", int_dtype="int32")
+        index = LexicalIndex(retriever, chunk_ids, self.weights)
+        index.lexicon = lexicon
+        index.analysed_texts = self.tokens.analysed
+        recorder = self.tokens.recorder
+        if recorder is not None:
+            # Readers ask in the glossary's words ("증류", "강화학습") whether or not the corpus writes them in
+            # Korean: their readings (alone, as a query reads them) join the table. Kiwi runs only for forms not there.
+            forms = [f for f in glossary_korean_forms(bundled_glossary_text())
+                     if f not in recorder.readings and not all(w in recorder.readings for w in f.split())]
+            for form, morphs in zip(forms, kiwi_morphs(forms) if forms else [], strict=True):
+                recorder.observe(form, morphs)
+            index._recorder = recorder
+        return index
+
+
+class _SortedVocab(Mapping[str, int]):
+    """Token -> term id over the memory-mapped sorted vocabulary files: a lookup is a binary search
+    over the tokens' UTF-8 bytes, so opening an index costs nothing per term."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, ids: np.ndarray) -> None:
+        self._blob, self._offsets, self._ids = blob, offsets, ids
+
+    @classmethod
+    def load(cls, directory: Path) -> _SortedVocab:
+        blob = _read_npy(directory / _VOCAB_BLOB)
+        offsets = _read_npy(directory / _VOCAB_OFFSETS)
+        ids = _read_npy(directory / _VOCAB_IDS)
+        if blob.dtype != np.uint8:
+            raise IndexCorruptedError(f"{directory / _VOCAB_BLOB}: not a byte array")
+        if offsets.dtype.kind not in "iu" or offsets.shape[0] < 1 or int(offsets[0]) != 0 \
+                or int(offsets[-1]) != blob.shape[0] or np.any(np.diff(offsets) < 0):
+            raise IndexCorruptedError(f"{directory / _VOCAB_OFFSETS}: offsets do not match the token bytes")
+        if ids.dtype.kind not in "iu" or ids.shape[0] != offsets.shape[0] - 1:
+            raise IndexCorruptedError(f"{directory / _VOCAB_IDS}: not one term id per token")
+        return cls(blob, offsets, ids)
+
+    def covered(self, n_terms: int) -> int:
+        """How many of the tokens name one of the ``n_terms`` indexed terms."""
+        return int(np.count_nonzero((self._ids >= 0) & (self._ids < n_terms)))
+
+    def _token(self, i: int) -> bytes:
+        return self._blob[int(self._offsets[i]) : int(self._offsets[i + 1])].tobytes()
+
+    def __getitem__(self, token: str) -> int:
+        want = token.encode("utf-8", "surrogatepass")
+        lo, hi = 0, len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._token(mid) < want:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self) and self._token(lo) == want:
+            return int(self._ids[lo])
+        raise KeyError(token)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._token(i).decode("utf-8") for i in range(len(self)))
+
+    def items(self) -> Iterator[tuple[str, int]]:  # type: ignore[override]
+        """(token, term id) pairs in token order, without a lookup per token (vocab_names, re-saving)."""
+        ids = self._ids.tolist()
+        return ((self._token(i).decode("utf-8"), ids[i]) for i in range(len(self)))
+
+    def __len__(self) -> int:
+        return int(self._ids.shape[0])
 
 
 def _read_json(path: Path) -> Any:

@@ -63,42 +63,97 @@ def write_store(
 
     ``doc_tokens`` (text hash -> BM25 tokens, made by the analysis named
     ``analysis_key``) is the next build's token cache, as the embeddings are
-    its vector cache.
+    its vector cache. A build streams through `StoreWriter` instead.
     """
-    con = sqlite3.connect(str(path))
+    from .lexical import lexical_chunks
+
+    writer = StoreWriter(path, analysis_key if doc_tokens else None)
     try:
-        con.executescript(_SCHEMA)
-        with con:
-            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            con.executemany(
-                "INSERT INTO papers VALUES (?, ?, ?, ?)",
-                ((p.id, p.date.isoformat() if p.date else None, p.source, p.model_dump_json()) for p in papers),
-            )
-            con.executemany(
-                "INSERT OR IGNORE INTO paper_tags VALUES (?, ?)",
-                ((p.id, t.lower()) for p in papers for t in p.tags),
-            )
-            con.executemany(
-                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (c.id, c.paper_id, c.section_index, c.section_kind, c.language, c.start, c.end, c.text, h)
-                    for c, h in zip(chunks, passage_hashes, strict=True)
-                ),
-            )
-            if vectors is not None:
-                con.executemany(
-                    "INSERT OR IGNORE INTO embeddings VALUES (?, ?)",
-                    ((h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(passage_hashes, vectors, strict=True)),
-                )
-            if doc_tokens and analysis_key:
-                con.execute("INSERT INTO meta VALUES ('analysis_key', ?)", (analysis_key,))
-                con.executemany(
-                    "INSERT INTO doc_tokens VALUES (?, ?)",
-                    ((h, json.dumps(toks, ensure_ascii=False)) for h, toks in doc_tokens.items()),
-                )
-        con.execute("PRAGMA journal_mode=DELETE")
+        writer.add_papers((p, p.model_dump_json()) for p in papers)
+        writer.add_chunks(chunks, passage_hashes)
+        if vectors is not None:
+            writer.add_embeddings(passage_hashes, vectors)
+        if doc_tokens and analysis_key:
+            writer.record_tokens(doc_tokens)
+        writer.finish(len(lexical_chunks(chunks)))
     finally:
-        con.close()
+        writer.close()
+
+
+class StoreWriter:
+    """Writes a new store file in one transaction, a batch at a time (a build of a million papers streams).
+
+    The number of BM25 documents, which opening an index checks against the
+    BM25 files, goes into the meta table at `finish`: a reader need not derive it.
+    """
+
+    def __init__(self, path: Path, analysis_key: str | None = None) -> None:
+        self.path = path
+        self.con = sqlite3.connect(str(path), isolation_level=None)
+        self.con.executescript(_SCHEMA)
+        self.con.execute("BEGIN")
+        self.con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if analysis_key:
+            self.con.execute("INSERT INTO meta VALUES ('analysis_key', ?)", (analysis_key,))
+
+    def add_papers(self, papers: Iterable[tuple[Paper, str]]) -> None:
+        """Papers with their JSON (``p.model_dump_json()``, which the caller may already have)."""
+        rows = list(papers)
+        self.con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?)",
+                             ((p.id, p.date.isoformat() if p.date else None, p.source, js) for p, js in rows))
+        self.con.executemany("INSERT OR IGNORE INTO paper_tags VALUES (?, ?)",
+                             ((p.id, t.lower()) for p, _js in rows for t in p.tags))
+
+    def add_chunks(self, chunks: Sequence[Chunk], passage_hashes: Sequence[str]) -> None:
+        """Chunks with the hashes of the passages they embed."""
+        self.con.executemany(
+            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((c.id, c.paper_id, c.section_index, c.section_kind, c.language, c.start, c.end, c.text, h)
+             for c, h in zip(chunks, passage_hashes, strict=True)),
+        )
+
+    def add_embeddings(self, passage_hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Embeddings by passage hash (a repeated passage is kept once)."""
+        self.con.executemany(
+            "INSERT OR IGNORE INTO embeddings VALUES (?, ?)",
+            ((h, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+             for h, v in zip(passage_hashes, vectors, strict=True)),
+        )
+
+    def tokens(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """Tokens already recorded in this store for these text hashes."""
+        return _token_rows(self.con, keys)
+
+    def record_tokens(self, entries: Mapping[str, list[str]]) -> None:
+        """BM25 tokens by text hash: the next build's token cache."""
+        self.con.executemany("INSERT OR IGNORE INTO doc_tokens VALUES (?, ?)",
+                             ((h, json.dumps(toks, ensure_ascii=False)) for h, toks in entries.items()))
+
+    def finish(self, lexical: int) -> None:
+        """Record the number of BM25 documents (chunks `lexical_chunks` keeps) and commit."""
+        self.con.execute("INSERT INTO meta VALUES ('lexical_count', ?)", (str(lexical),))
+        self.con.execute("COMMIT")
+        self.con.execute("PRAGMA journal_mode=DELETE")
+
+    def close(self) -> None:
+        """Close (without `finish`, nothing is committed)."""
+        self.con.close()
+
+
+def _token_rows(con: sqlite3.Connection, keys: Sequence[str]) -> dict[str, list[str]]:
+    """doc_tokens rows for ``keys``, decoded; an unreadable row is left out (a cache: analyse again)."""
+    out: dict[str, list[str]] = {}
+    for i in range(0, len(keys), 500):
+        part = list(keys[i : i + 500])
+        for h, raw in con.execute(f"SELECT text_hash, tokens FROM doc_tokens WHERE text_hash IN "
+                                  f"({','.join('?' * len(part))})", part):
+            try:
+                toks = json.loads(raw)
+            except (ValueError, TypeError, RecursionError):
+                continue
+            if isinstance(toks, list) and all(isinstance(t, str) for t in toks):
+                out[h] = toks
+    return out
 
 
 class Store:
@@ -172,11 +227,21 @@ class Store:
         BM25 holds every chunk but title passages, except the title passage of a
         paper with no other text (see `lexical.lexical_chunks`).
         """
+        # Rows are counted (a plain COUNT reads the narrowest index: ~0.2 s at a million papers) so that a
+        # deleted row is caught; the BM25 document count is recorded at commit (StoreWriter.finish), because
+        # computing it per paper took 1 s per 100k papers on every load. Older stores compute it.
         papers = self._query("SELECT COUNT(*) FROM papers")[0][0]
-        chunks, text_chunks = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(section_kind != 'title' OR NOT EXISTS ("
+        chunks = self._query("SELECT COUNT(*) FROM chunks")[0][0]
+        recorded = self._query("SELECT value FROM meta WHERE key = 'lexical_count'")
+        if recorded:
+            try:
+                return int(papers), int(chunks), int(recorded[0][0])
+            except ValueError as exc:
+                raise IndexCorruptedError(f"{self.path}: damaged counts in the meta table") from exc
+        text_chunks = self._query(
+            "SELECT COALESCE(SUM(section_kind != 'title' OR NOT EXISTS ("
             "SELECT 1 FROM chunks d WHERE d.paper_id = c.paper_id AND d.section_kind != 'title')), 0) FROM chunks c"
-        )[0]
+        )[0][0]
         return int(papers), int(chunks), int(text_chunks)
 
     def chunks(self, ids: Iterable[int] | None = None) -> dict[int, Chunk]:
@@ -268,6 +333,37 @@ class Store:
             if isinstance(toks, list) and all(isinstance(t, str) for t in toks):
                 out[h] = toks
         return out
+
+    def has_tokens_of(self, analysis_key: str) -> bool:
+        """Whether this store's BM25 token cache was made by the analysis ``analysis_key``."""
+        try:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
+        except sqlite3.DatabaseError:
+            return False
+        return row is not None and row[0] == analysis_key
+
+    def tokens_for(self, analysis_key: str, keys: Sequence[str]) -> dict[str, list[str]]:
+        """`doc_tokens` for these text hashes only (a build at scale looks its batch up, not the whole table)."""
+        try:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
+            if row is None or row[0] != analysis_key:
+                return {}
+            return _token_rows(self.con, keys)
+        except sqlite3.OperationalError:
+            return {}
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
+
+    def chunks_of(self, paper_ids: Sequence[str]) -> list[Chunk]:
+        """Chunks of these papers, ordered by paper, section and start (the order chunk_paper cuts them)."""
+        cols = 'id, paper_id, section_index, section_kind, language, start, "end", text'
+        rows = self._query_in(f"SELECT {cols} FROM chunks WHERE paper_id IN", paper_ids)
+        rows.sort(key=lambda r: (r[1], r[2], r[5]))
+        keys = ("id", "paper_id", "section_index", "section_kind", "language", "start", "end", "text")
+        try:
+            return [Chunk(**dict(zip(keys, r, strict=True))) for r in rows]
+        except ValidationError as exc:
+            raise IndexCorruptedError(f"{self.path}: damaged chunk record ({exc.errors()[0]['msg']})") from exc
 
     def stats(self) -> dict[str, object]:
         """Counts by language and section kind, date range, top tags, sources."""

@@ -86,10 +86,14 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def fingerprint(items: Iterable[str]) -> str:
-    """Order-independent sha256 over strings (corpus fingerprints)."""
+def fingerprint(items: Iterable[str], presorted: bool = False) -> str:
+    """Order-independent sha256 over strings (corpus fingerprints).
+
+    With ``presorted`` the caller hands them already sorted (streamed from SQLite: a million papers'
+    JSON need not sit in memory to be sorted).
+    """
     h = hashlib.sha256()
-    for item in sorted(items):
+    for item in items if presorted else sorted(items):
         h.update(item.encode("utf-8"))
         h.update(b"\x00")
     return h.hexdigest()

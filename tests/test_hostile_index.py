@@ -31,9 +31,10 @@ from digest_rag.cli import app
 
 FUZZ_SECONDS = 6.0
 MIN_ATTEMPTS = 60
-LEXICAL_JSON = ("lexical/lexical.json", "lexical/lexical.params.json", "lexical/lexical.vocab.json")
+LEXICAL_JSON = ("lexical/lexical.json", "lexical/lexical.params.json")
 LEXICAL_NPY = ("lexical/lexical.data.npy", "lexical/lexical.indices.npy", "lexical/lexical.indptr.npy",
-               "lexical/lexical.chunk_ids.npy")
+               "lexical/lexical.chunk_ids.npy", "lexical/lexical.vocab_bytes.npy", "lexical/lexical.vocab_offsets.npy",
+               "lexical/lexical.vocab_ids.npy")
 
 HOSTILE_VALUES: list[Any] = [
     None, True, 0, -1, 1.5, 2**63, 10**400, float("inf"), float("nan"), "", "x" * 100_000, "../../etc", "/etc/passwd",
@@ -187,9 +188,13 @@ def _nested_manifest(ix: Path) -> None:
 
 @_cli_case
 def _nested_vocab(ix: Path) -> None:
+    """A format-1 lexical index (vocabulary as JSON, still read) whose vocabulary is nested 200k deep."""
     gen = ix / json.loads((ix / "manifest.json").read_text())["data_dir"]
-    (gen / LEXICAL_JSON[2]).write_text(_deep(200_000))
-    _forge_checksum(ix, LEXICAL_JSON[2])
+    meta = json.loads((gen / LEXICAL_JSON[0]).read_text())
+    (gen / LEXICAL_JSON[0]).write_text(json.dumps({**meta, "format": 1}))
+    _forge_checksum(ix, LEXICAL_JSON[0])
+    (gen / "lexical/lexical.vocab.json").write_text(_deep(200_000))
+    _forge_checksum(ix, "lexical/lexical.vocab.json")
 
 
 @_cli_case

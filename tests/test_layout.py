@@ -32,3 +32,16 @@ def test_checksums_are_hashed_once_per_file_version(seed_index_dir: Path, tmp_pa
     with pytest.raises(IndexCorruptedError, match="checksum mismatch"):
         DigestIndex.load(ix, verify=True)
     assert store in hashed
+
+
+def test_a_build_vouches_for_the_files_it_wrote(seed_corpus: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first search after a build does not hash the files the build just hashed (GBs at 1M papers)."""
+    monkeypatch.setenv("DIGEST_RAG_CACHE", str(tmp_path / "cache"))
+    ix = tmp_path / "ix"
+    DigestIndex.build([seed_corpus / "2024-06-28-daily-digest.txt"], index_dir=ix, lexical_only=True).close()
+    hashed: list[Path] = []
+    real = layout.sha256_file
+    monkeypatch.setattr(layout, "sha256_file", lambda p: hashed.append(p) or real(p))
+    DigestIndex.load(ix, verify=True).close()
+    assert hashed == []

@@ -361,3 +361,20 @@ def test_title_weight_decides_between_a_title_and_a_commentary() -> None:
     ]
     assert LexicalIndex.build(chunks, papers, FieldWeights()).search("sparse attention")[0][0] == 1
     assert LexicalIndex.build(chunks, papers, FieldWeights(title=0)).search("sparse attention")[0][0] == 2
+
+
+def test_format_2_with_a_json_vocabulary_still_loads(index: LexicalIndex, tmp_path: Path) -> None:
+    """Format 3 keeps the vocabulary as sorted memory-mapped arrays; format 2 indexes (JSON vocabulary) still load."""
+    index.save(tmp_path)
+    current = LexicalIndex.load(tmp_path)
+    vocab = dict(current._bm25.vocab_dict)  # the sorted arrays, read back as a mapping
+    assert vocab and all(current._bm25.vocab_dict[t] == i for t, i in list(vocab.items())[:50])
+    assert "no such token" not in current._bm25.vocab_dict
+    meta = json.loads((tmp_path / "lexical.json").read_text(encoding="utf-8"))
+    for name in ("lexical.vocab_bytes.npy", "lexical.vocab_offsets.npy", "lexical.vocab_ids.npy"):
+        (tmp_path / name).unlink()
+    (tmp_path / "lexical.vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "lexical.json").write_text(json.dumps({**meta, "format": 2}), encoding="utf-8")
+    old = LexicalIndex.load(tmp_path)
+    for q in QUERIES:
+        assert old.search(q) == current.search(q) == index.search(q)

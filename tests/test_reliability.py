@@ -430,8 +430,8 @@ def _delete_store(ix: Path) -> str:
 
 
 def _delete_lexical_file(ix: Path) -> str:
-    (_gen(ix) / "lexical" / "lexical.vocab.json").unlink()
-    return "lexical.vocab.json"
+    (_gen(ix) / "lexical" / "lexical.vocab_ids.npy").unlink()
+    return "lexical.vocab_ids.npy"
 
 
 def _alter_npy(ix: Path) -> str:

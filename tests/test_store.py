@@ -102,3 +102,25 @@ def test_hostile_token_cache_row_is_ignored(seed_index_dir: Path, tmp_path: Path
         assert store.doc_tokens(analysis_cache_key()) == {}  # a cache: unreadable means analyse again
     finally:
         store.close()
+
+
+def test_bm25_count_is_recorded_not_recomputed(seed_index_dir: Path, tmp_path: Path) -> None:
+    """Opening an index counts rows (cheap) but reads the BM25 document count recorded at commit: computing it
+    per paper (a correlated scan of every chunk) took a second per 100k papers on every load."""
+    path = _store_copy(seed_index_dir, tmp_path / "s.sqlite")
+    store = Store(path)
+    statements: list[str] = []
+    store.con.set_trace_callback(statements.append)
+    recorded = store.counts()
+    store.con.set_trace_callback(None)
+    assert statements and not any("EXISTS" in s or "section_kind" in s for s in statements), statements
+    # What was recorded is what a scan finds (a store written before the counts were recorded is scanned).
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("DELETE FROM meta WHERE key = 'lexical_count'")
+    con.close()
+    store.close()
+    old_style = Store(path)
+    scanned = old_style.counts()
+    old_style.close()
+    assert recorded == scanned and recorded[0] == 29 and recorded[1] > recorded[2] > 0

@@ -17,7 +17,7 @@ from .base import ParseResult, Skip
 from .detect import detect_format
 
 __all__ = ["ParseResult", "Skip", "check_strict", "combine_parsed", "corpus_files", "detect_format", "file_name_error", "parse_bytes", "parse_file",
-           "parse_paths", "parse_text", "PARSERS", "CORPUS_SUFFIXES"]
+           "parse_paths", "parse_text", "iter_file", "iter_text", "PARSERS", "CORPUS_SUFFIXES"]
 
 PARSERS: dict[SourceFormat, Callable[[str, str], list[Paper]]] = {
     "weekly": weekly.parse,
@@ -47,18 +47,42 @@ def parse_bytes(data: bytes, source: str, format: SourceFormat | None = None) ->
 
 def parse_text(text: str, source: str, format: SourceFormat | None = None) -> ParseResult:
     """Parse the decoded text of the file ``source``; raises ParseError like `parse_file`."""
+    fmt, papers = iter_text(text, source, format)
+    return ParseResult(papers=list(papers), files={source: fmt})
+
+
+def iter_file(path: str | Path, format: SourceFormat | None = None) -> tuple[SourceFormat, Iterator[Paper]]:
+    """`parse_file` with the papers handed over one at a time (`iter_text`)."""
+    return iter_text(read_text(path), str(path), format)
+
+
+def iter_text(text: str, source: str, format: SourceFormat | None = None) -> tuple[SourceFormat, Iterator[Paper]]:
+    """The format of ``text`` and an iterator over its papers, for a build that streams them to disk.
+
+    A JSONL file of a million records is read record by record, never held as a
+    million Paper objects. The ParseError of a bad record comes from the
+    iterator, after the papers before it: the caller drops what it took from
+    this file, since a file with a bad record is skipped whole.
+    """
     if not text.strip():
         raise ParseError(f"{source}: empty file")
     fmt: SourceFormat = format or detect_format(text, source)
     if fmt not in PARSERS:
         raise ParseError(f"{source}: unknown format {fmt!r}")
-    papers = PARSERS[fmt](text, source)
-    if not papers:
-        raise ParseError(f"{source}: no papers found ({fmt} format)")
-    # Parsers already set these; re-stamping keeps the contract when called with a forced format.
-    papers = [p.model_copy(update={"source": source, "format": fmt}) for p in papers]
-    _check_unicode(papers, source)
-    return ParseResult(papers=papers, files={source: fmt})
+    raw: Iterator[Paper] = jsonl.iter_parse(text, source) if fmt == "jsonl" else iter(PARSERS[fmt](text, source))
+
+    def stamped() -> Iterator[Paper]:
+        found = False
+        for paper in raw:
+            # Parsers already set these; re-stamping keeps the contract when called with a forced format.
+            paper = paper.model_copy(update={"source": source, "format": fmt})
+            _check_unicode([paper], source)
+            found = True
+            yield paper
+        if not found:
+            raise ParseError(f"{source}: no papers found ({fmt} format)")
+
+    return fmt, stamped()
 
 
 def _check_unicode(papers: list[Paper], source: str) -> None:
