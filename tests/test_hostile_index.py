@@ -188,10 +188,10 @@ def _nested_manifest(ix: Path) -> None:
 
 @_cli_case
 def _nested_vocab(ix: Path) -> None:
-    """A format-1 lexical index (vocabulary as JSON, still read) whose vocabulary is nested 200k deep."""
+    """A format-2 lexical index (vocabulary as JSON, still read) whose vocabulary is nested 200k deep."""
     gen = ix / json.loads((ix / "manifest.json").read_text())["data_dir"]
     meta = json.loads((gen / LEXICAL_JSON[0]).read_text())
-    (gen / LEXICAL_JSON[0]).write_text(json.dumps({**meta, "format": 1}))
+    (gen / LEXICAL_JSON[0]).write_text(json.dumps({**meta, "format": 2}))
     _forge_checksum(ix, LEXICAL_JSON[0])
     (gen / "lexical/lexical.vocab.json").write_text(_deep(200_000))
     _forge_checksum(ix, "lexical/lexical.vocab.json")
