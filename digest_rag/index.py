@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .analysis import stored_analysis
-from .errors import IndexClosedError, IndexCorruptedError, ModelFallbackWarning, ModelUnavailableError
+from .errors import IndexClosedError, IndexCorruptedError
 from .fusion import aggregate, rank_chunks
 from .generation import OpenGeneration, open_generation
 from .layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
 from .models import ChunkerSettings, IndexManifest, Paper, SearchResults
 from .query import CANDIDATES, check_k, check_mode, clean_query, make_filters
-from .retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for
+from .retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
 from .snippets import highlight_terms, opening_snippet
 from .store import PaperLookup
 from .summary import index_summary
@@ -321,16 +320,8 @@ class DigestIndex:
         allowed = None if filters.empty else self.store.chunk_ids_where(
             filters.date_from, filters.date_to, list(filters.tags), list(filters.languages), list(filters.sections))
         with self.stored_analysis():  # Korean words from the index's table of Kiwi's readings: no Kiwi start-up
-            n_cand = max(CANDIDATES, k * 20)
-            rankings: dict[str, list[tuple[int, float]]] = {}
-            for retriever in retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir):
-                try:
-                    rankings[retriever.name] = retriever.search(query, n_cand, allowed)
-                except ModelUnavailableError as exc:
-                    if mode == "dense":
-                        raise
-                    warnings.warn(f"dense retrieval unavailable, answering from the lexical side: {exc}",
-                                  ModelFallbackWarning, stacklevel=2)
+            rankings = run_retrievers(retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir), mode,
+                                      query, max(CANDIDATES, k * 20), allowed)
             chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
             ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()}, fusion_weights)
             terms = highlight_terms(query)  # once per search, not once per snippet

@@ -8,11 +8,17 @@ first dense search; the lexical retriever wraps the BM25 index.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Protocol
 
 from .encoder import MODEL_ENV, Encoder
-from .errors import IncompatibleModelError, ModelUnavailableError, UsageError
+from .errors import (
+    IncompatibleModelError,
+    ModelFallbackWarning,
+    ModelUnavailableError,
+    UsageError,
+)
 from .lexical import LexicalIndex
 from .models import IndexManifest
 from .vectors import search_faiss
@@ -134,3 +140,19 @@ def retrievers_for(
     if mode in ("lexical", "hybrid") and lexical is not None:
         chosen.append(lexical)
     return chosen
+
+
+def run_retrievers(retrievers: list[Retriever], mode: str, query: str, n: int,
+                   allowed: set[int] | None) -> dict[str, Ranking]:
+    """Each retriever's (chunk id, score) ranking of ``query`` by name. When the encoder cannot be loaded in a
+    hybrid search, warn (ModelFallbackWarning, at the caller of `DigestIndex.search`) and leave dense out."""
+    rankings: dict[str, Ranking] = {}
+    for retriever in retrievers:
+        try:
+            rankings[retriever.name] = retriever.search(query, n, allowed)
+        except ModelUnavailableError as exc:
+            if mode == "dense":
+                raise
+            warnings.warn(f"dense retrieval unavailable, answering from the lexical side: {exc}",
+                          ModelFallbackWarning, stacklevel=3)
+    return rankings
