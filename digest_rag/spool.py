@@ -38,6 +38,7 @@ from .parsing import (  # noqa: PLC2701 - the one merge rule, shared
     file_name_error,
     iter_file,
 )
+from .store import CHUNK_COLUMNS
 
 __all__ = ["PaperSpool", "SPOOL_BATCH"]
 
@@ -45,20 +46,13 @@ __all__ = ["PaperSpool", "SPOOL_BATCH"]
 #: small enough that a batch's Paper and Chunk objects stay a few MB.
 SPOOL_BATCH = 2000
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE papers (id TEXT PRIMARY KEY, source TEXT NOT NULL, json TEXT NOT NULL);
 CREATE TABLE chunks (
     seq INTEGER PRIMARY KEY,
     id INTEGER NOT NULL UNIQUE,
     paper_id TEXT NOT NULL,
-    section_index INTEGER NOT NULL,
-    section_kind TEXT NOT NULL,
-    language TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    passage_hash TEXT NOT NULL
-);
+{CHUNK_COLUMNS});
 CREATE INDEX chunks_paper ON chunks(paper_id);
 """
 

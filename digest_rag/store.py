@@ -24,7 +24,18 @@ from .models import Chunk, Paper
 
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
+#: The columns a chunk row carries after its id and paper id, shared by the store and a build's spool.
+CHUNK_COLUMNS = """\
+    section_index INTEGER NOT NULL,
+    section_kind TEXT NOT NULL,
+    language TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    passage_hash TEXT NOT NULL
+"""
+
+_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE papers (
     id TEXT PRIMARY KEY,
@@ -36,14 +47,7 @@ CREATE TABLE paper_tags (paper_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY 
 CREATE TABLE chunks (
     id INTEGER PRIMARY KEY,
     paper_id TEXT NOT NULL REFERENCES papers(id),
-    section_index INTEGER NOT NULL,
-    section_kind TEXT NOT NULL,
-    language TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    passage_hash TEXT NOT NULL
-);
+{CHUNK_COLUMNS});
 CREATE INDEX chunks_paper ON chunks(paper_id);
 CREATE TABLE embeddings (passage_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE doc_tokens (text_hash TEXT PRIMARY KEY, tokens TEXT NOT NULL);
