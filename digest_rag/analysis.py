@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "ANALYSIS_VERSION",
     "GLOSSARY_VERSION",
+    "KIWI_OPTIONS",
     "EXPANSION_WEIGHT",
     "Glossary",
     "default_glossary",
@@ -70,7 +71,13 @@ GLOSSARY_VERSION = "2"
 #: Stored with every lexical index; a mismatch means the index must be rebuilt.
 #: It names the glossary too: expansion changes which documents a stored
 #: index returns, so an index must be rebuilt (and re-evaluated) with it.
-ANALYSIS_VERSION = f"ko-kiwi-0.24+latin-v2+compounds-v1+numbers-v1+ml-concepts-v2+gloss-{GLOSSARY_VERSION}"
+ANALYSIS_VERSION = f"ko-kiwi-0.24-nomulti+latin-v2+compounds-v1+numbers-v1+ml-concepts-v2+gloss-{GLOSSARY_VERSION}"
+
+#: How Kiwi is built (`get_kiwi`). Its multi-word dictionary (Wikipedia titles such as "테드 창", "네이버 쇼핑")
+#: costs ~1.7 s of every process's first analysis (0.4 s more to construct, 1.2 s more to prepare: 2.8 s against
+#: 1.15 s, BENCHMARKS.md) and changes 8 of ml-papers' 3,000 Korean lines, where it reads a name as one noun rather
+#: than as its words; every cell of the lexical eval stays the same without it (docs/EVAL.md). So it stays off.
+KIWI_OPTIONS: dict[str, bool] = {"load_multi_dict": False}
 
 #: Weight of a glossary expansion relative to a word the user typed (1.0).
 #: Chosen on held-out cross-lingual checks, not the dev queries (docs/EVAL.md).
@@ -136,7 +143,7 @@ def get_kiwi() -> Kiwi:
             if _kiwi is None:
                 from kiwipiepy import Kiwi
 
-                kiwi = Kiwi()
+                kiwi = Kiwi(**KIWI_OPTIONS)
                 for word in bundled_user_words():
                     kiwi.add_user_word(word, "NNP")
                 _kiwi = kiwi
@@ -152,7 +159,7 @@ _USER_WORDS_FILE = "kiwi_user_words.txt"
 
 
 def glossary_user_words(glossary_text: str, kiwi: Kiwi) -> list[str]:
-    """The glossary's Korean words that ``kiwi`` (a plain `Kiwi()`) would cut wrongly.
+    """The glossary's Korean words that ``kiwi`` (a `Kiwi(**KIWI_OPTIONS)` without user words) would cut wrongly.
 
     Kiwi reads an unknown loanword by guessing ("미스트랄" -> 미스트 + 이 + 랄,
     "제미나이를" -> 제미나 + 이 + 를), so the word, its particles and its

@@ -312,7 +312,7 @@ def test_glossary_rejects_four_columns() -> None:
 def test_stored_kiwi_user_words_match_the_glossary() -> None:
     from kiwipiepy import Kiwi
 
-    from digest_rag.analysis import bundled_glossary_text, bundled_user_words, glossary_user_words
+    from digest_rag.analysis import KIWI_OPTIONS, bundled_glossary_text, bundled_user_words, glossary_user_words
 
     # Regenerate data/kiwi_user_words.txt with the command in its header when this fails.
-    assert list(bundled_user_words()) == glossary_user_words(bundled_glossary_text(), Kiwi())
+    assert list(bundled_user_words()) == glossary_user_words(bundled_glossary_text(), Kiwi(**KIWI_OPTIONS))
