@@ -244,31 +244,47 @@ class Encoder:
         """Tokens of ``text`` without special tokens."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], show_progress: bool = False, batches_in_order: bool = False) -> np.ndarray:
         self.encode_calls += 1
         self.encoded_texts += len(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        emb = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        )
+        if batches_in_order:
+            # sentence-transformers re-sorts each call by character count, which puts a Korean and an English
+            # passage of the same token count far apart; one call per batch keeps the caller's batches.
+            emb = np.concatenate([self._run(texts[i : i + self.batch_size], False)
+                                  for i in range(0, len(texts), self.batch_size)])
+        else:
+            emb = self._run(texts, show_progress)
         emb = np.asarray(emb, dtype=np.float32)
         # Re-normalise in float32: fp16 models return vectors whose norm drifts from 1.
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         return np.ascontiguousarray(emb / norms, dtype=np.float32)
 
+    def _run(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
+        return self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Embed questions with the query prefix; returns (n, dim) normalised float32."""
         return self._encode([self.query_prefix + q for q in queries])
 
-    def encode_passages(self, passages: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        """Embed passages with the passage prefix; returns (n, dim) normalised float32."""
-        return self._encode([self.passage_prefix + p for p in passages], show_progress=show_progress)
+    def encode_passages(self, passages: Sequence[str], show_progress: bool = False, *,
+                        batches_in_order: bool = False) -> np.ndarray:
+        """Embed passages with the passage prefix; returns (n, dim) normalised float32.
+
+        ``batches_in_order``: the passages are already in the order to batch them (a build sorts them by
+        token count, `passage_order`), so every `batch_size` consecutive passages go through the model
+        together instead of the model's own sort by character count.
+        """
+        return self._encode([self.passage_prefix + p for p in passages], show_progress=show_progress,
+                            batches_in_order=batches_in_order)
 
 
 class _Exported(NamedTuple):

@@ -84,7 +84,7 @@ class LocalEngine:
             if progress:
                 progress("encoding", start, total)
             part = passages[start : start + step]
-            on_batch(np.arange(start, start + len(part)), encoder.encode_passages(part))
+            on_batch(np.arange(start, start + len(part)), encoder.encode_passages(part, batches_in_order=True))
         if progress:
             progress("encoding", total, total)
 

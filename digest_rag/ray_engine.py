@@ -158,7 +158,7 @@ class _Embedder:
         self.encoder = Encoder.load(spec.model, device=spec.device, batch_size=spec.batch_size, backend=spec.backend)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vecs = self.encoder.encode_passages([str(t) for t in batch["text"]])
+        vecs = self.encoder.encode_passages([str(t) for t in batch["text"]], batches_in_order=True)
         return {"i": batch["i"], "vec": vecs}
 
 

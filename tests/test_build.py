@@ -387,3 +387,17 @@ def test_damaged_or_deleted_cache_only_costs_time(tmp_path: Path, corpus: Path, 
     assert cold.last_build.encoded == n
     cold.close()
     assert _vectors(ix) == _vectors(ref) and _cache_answers(ix) == _cache_answers(ref)
+
+
+def test_passages_are_encoded_most_tokens_first_in_a_fixed_order(tiny_encoder: Encoder) -> None:
+    from digest_rag.build import passage_order
+
+    todo = [("h3", "짧다"), ("h1", "a long English passage about attention and transformers"), ("h2", "짧다"),
+            ("h0", "긴 컨텍스트를 악용하는 탈옥 공격 " * 3)]
+    order = passage_order(todo, tiny_encoder.count_tokens)
+    counts = [tiny_encoder.count_tokens(p) for _h, p in order]
+    assert counts == sorted(counts, reverse=True)
+    assert sorted(order) == sorted(todo)
+    # equal counts: by hash, so a resumed build cuts the same batches
+    assert [h for h, p in order if p == "짧다"] == ["h2", "h3"]
+    assert passage_order(list(reversed(todo)), tiny_encoder.count_tokens) == order

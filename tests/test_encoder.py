@@ -68,3 +68,21 @@ def test_unknown_backend() -> None:
 def test_revision_is_recorded(tiny_encoder: Encoder) -> None:
     assert tiny_encoder.revision.startswith("local-")
     assert tiny_encoder.max_seq_length == 512
+
+
+def test_batches_in_order_keeps_the_callers_batches(tiny_encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = ["짧은 문장", "a much longer English passage about scaling laws " * 4, "긴 컨텍스트를 악용하는 탈옥 공격", "x"]
+    plain = tiny_encoder.encode_passages(texts)
+    seen: list[list[str]] = []
+    run = tiny_encoder._run
+
+    def spy(batch, show_progress):  # noqa: ANN001, ANN202 - test double around the real call
+        seen.append(list(batch))
+        return run(batch, show_progress)
+
+    monkeypatch.setattr(tiny_encoder, "_run", spy)
+    monkeypatch.setattr(tiny_encoder, "batch_size", 2)
+    ordered = tiny_encoder.encode_passages(texts, batches_in_order=True)
+    prefix = tiny_encoder.passage_prefix
+    assert seen == [[prefix + t for t in texts[:2]], [prefix + t for t in texts[2:]]]
+    np.testing.assert_allclose(ordered, plain, atol=1e-5)
