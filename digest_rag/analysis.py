@@ -136,7 +136,7 @@ _kiwi_lock = threading.Lock()
 
 
 def get_kiwi() -> Kiwi:
-    """The process-wide Kiwi analyser, created on first use (model loads offline, ~1 s)."""
+    """The process-wide Kiwi analyser, created on first use (model loads offline; ~1.2 s with the first analysis)."""
     global _kiwi
     if _kiwi is None:
         with _kiwi_lock:

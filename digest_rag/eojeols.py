@@ -8,7 +8,8 @@ morphemes Kiwi gave it: form, tag, start and length within the word, lemma.
 A word Kiwi read differently in different sentences keeps its most frequent
 analysis (ties: the smallest analysis string), so the table is a function of
 the texts, never of their order. A morpheme Kiwi drew across a space (its
-multi-word dictionary: "자연어 처리" as one noun) makes the words it covers
+multi-word dictionary, "자연어 처리" as one noun; `analysis.KIWI_OPTIONS` leaves it unloaded, but a Kiwi
+with it still reads this way) makes the words it covers
 one key, joined by a single space, up to `MAX_WORDS` words.
 
 At query time `EojeolTable.analyse` rebuilds a text's morpheme list from the
