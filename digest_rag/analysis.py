@@ -74,9 +74,9 @@ GLOSSARY_VERSION = "2"
 ANALYSIS_VERSION = f"ko-kiwi-0.24-nomulti+latin-v2+compounds-v1+numbers-v1+ml-concepts-v2+gloss-{GLOSSARY_VERSION}"
 
 #: How Kiwi is built (`get_kiwi`). Its multi-word dictionary (Wikipedia titles such as "테드 창", "네이버 쇼핑")
-#: costs ~1.7 s of every process's first analysis (0.4 s more to construct, 1.2 s more to prepare: 2.8 s against
-#: 1.15 s, BENCHMARKS.md) and changes 8 of ml-papers' 3,000 Korean lines, where it reads a name as one noun rather
-#: than as its words; every cell of the lexical eval stays the same without it (docs/EVAL.md). So it stays off.
+#: costs ~1.9 s of every process's Kiwi start (construction and first analysis: 3.17 s against 1.25 s,
+#: benchmarks/bench_kiwi_start.py) and changes 8 of ml-papers' 3,000 Korean lines, where it reads a name as one
+#: noun rather than as its words; every cell of the lexical eval stays the same without it (docs/EVAL.md).
 KIWI_OPTIONS: dict[str, bool] = {"load_multi_dict": False}
 
 #: Weight of a glossary expansion relative to a word the user typed (1.0).
