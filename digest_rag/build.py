@@ -307,6 +307,10 @@ class _ModelFactsDiffer(Exception):
         self.encoder = encoder
 
 
+#: A build with at most this many passages to encode loads its encoder the light way (see `PassageModel.encoder`).
+LIGHT_ENCODE_LIMIT = 256
+
+
 class PassageModel:
     """A build's embedding model: what it is, and its encoder, loaded only when a passage must be encoded.
 
@@ -348,11 +352,22 @@ class PassageModel:
         """Tokens of ``text`` without special tokens (the chunker's budget unit)."""
         return self._count(text)
 
-    def encoder(self) -> Encoder:
-        """The encoder, loaded on first call."""
+    def encoder(self, to_encode: int | None = None) -> Encoder:
+        """The encoder, loaded on first call.
+
+        With at most `LIGHT_ENCODE_LIMIT` passages ``to_encode`` it loads the
+        light way (`Encoder.load(light=True)`: torch alone, no
+        sentence-transformers or transformers imports), whose vectors are
+        sentence-transformers' to the bit (tests/test_bert_encoder.py); a
+        1%-changed rebuild then does not pay seconds of imports for a few dozen
+        passages. Larger builds load sentence-transformers, whose load cost is
+        small beside their encoding.
+        """
         if self._encoder is None:
             opts = self._options
-            enc = Encoder.load(self.name, device=opts.device, batch_size=opts.batch_size, backend=opts.backend)
+            light = to_encode is not None and to_encode <= LIGHT_ENCODE_LIMIT
+            enc = Encoder.load(self.name, device=opts.device, batch_size=opts.batch_size, backend=opts.backend,
+                               light=light)
             self.loaded_here = True
             seen = (enc.name, enc.revision, enc.dimension, enc.max_seq_length, enc.passage_prefix)
             if seen != (self.name, self.revision, self.dimension, self.max_seq_length, self.passage_prefix):
@@ -670,7 +685,7 @@ def embed_passages(
     if missing:
         first = {h: i for i, h in reversed(list(enumerate(hashes)))}
         t = time.perf_counter()
-        encoder = model.encoder()
+        encoder = model.encoder(len(missing))
         report.timings["load"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         found.update(encode_missing(encoder, [(h, passages[first[h]]) for h in missing], cache, progress,

@@ -172,7 +172,7 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 32,
         backend: str = "torch",
-        queries_only: bool = False,
+        light: bool = False,
     ) -> Encoder:
         """Resolve and load a model; raise ModelUnavailableError with a fix when it cannot be had.
 
@@ -182,10 +182,11 @@ class Encoder:
         chunks/s of torch on a 2-core AVX2 CPU, mean cosine to torch 0.9999;
         BENCHMARKS.md). See onnx_backend.py.
 
-        ``queries_only`` (a search process): on CPU with the torch backend, a
-        model of the common Transformer + Pooling layout runs through
-        `transformers` alone, skipping sentence-transformers' start-up imports
-        (transformers_runtime.py); same weights, same vectors.
+        ``light`` (a search process, or a build with few passages to encode):
+        on CPU with the torch backend, a model of the common Transformer +
+        Pooling layout runs without sentence-transformers' start-up imports
+        (transformers_runtime.py), a plain BERT/XLM-R encoder on torch alone
+        (bert_encoder.py); same weights, same batches, the same vectors.
         """
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
@@ -195,7 +196,7 @@ class Encoder:
             fast = _load_onnx_export(name, path, device, backend)
             if fast is not None:
                 return cls(fast.model, name, fast.revision, fast.device, batch_size=batch_size, backend=backend)
-        elif queries_only and (device or auto_device()) == "cpu":
+        elif light and (device or auto_device()) == "cpu":
             plain = _load_plain(name, path)
             if plain is not None:
                 return cls(plain.model, name, plain.revision, plain.device, batch_size=batch_size, backend=backend)

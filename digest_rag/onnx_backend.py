@@ -458,7 +458,10 @@ class SentenceModelSlice:
         **_: Any,
     ) -> np.ndarray:
         """Embed ``sentences``; (n, dim) float32."""
-        texts = [str(t) for t in sentences]
+        return self._encode_texts([str(t) for t in sentences], batch_size, normalize_embeddings)
+
+    def _encode_texts(self, texts: list[str], batch_size: int, normalize_embeddings: bool) -> np.ndarray:
+        """`encode`'s work: batches of `_embed_batch`, longest inputs first."""
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), batch_size):

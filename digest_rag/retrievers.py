@@ -100,7 +100,7 @@ class DenseRetriever:
                 raise self._error
             requested = self._model_request or os.environ.get(MODEL_ENV) or self.manifest.model_name
             try:
-                enc = Encoder.load(requested, device=self._device, backend=self._backend, queries_only=True)
+                enc = Encoder.load(requested, device=self._device, backend=self._backend, light=True)
             except ModelUnavailableError as exc:
                 self._error = exc
                 raise

@@ -1,4 +1,4 @@
-"""The torch backend's query side without sentence-transformers: a saved model run through `transformers` alone.
+"""The torch backend without sentence-transformers: a saved model run on torch (and `transformers` if needed).
 
 A search process on a torch index encodes one question. Loading the model through
 sentence-transformers imports, besides torch and transformers, scikit-learn and
@@ -10,9 +10,17 @@ small enough to run here, on the same weights, through `transformers.AutoModel`
 and the model's `tokenizers` file, with sentence-transformers' truncation, padding
 and pooling. The vectors equal sentence-transformers' (tests/test_transformers_runtime.py).
 
+The Transformer itself runs on torch alone when it is a plain BERT/XLM-R
+encoder (bert_encoder.py: no `transformers` import, about 1.3 s of a search
+process, and only the question's word embedding rows read); other encoders go
+through `transformers.AutoModel`. Batches are cut and normalised as
+sentence-transformers cuts and normalises them, so on CPU the vectors are
+sentence-transformers' to the bit, and builds with few passages to encode use
+this path too (digest_rag.build.LIGHT_ENCODE_LIMIT).
+
 Any other layout (Dense layers, lower-casing, a missing fast tokenizer, remote
 code) returns None from `load_plain_model`, and the caller loads the model
-through sentence-transformers as before. Builds always use sentence-transformers.
+through sentence-transformers as before.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .bert_encoder import BertEncoder, encoder_spec
 from .onnx_backend import FastTokenizer, SentenceModelSlice, pooling_from_files
 
 log = logging.getLogger(__name__)
@@ -100,7 +109,6 @@ class PlainSentenceModel(SentenceModelSlice):
     def __init__(self, model_dir: Path, layout: dict[str, Any], device: str = "cpu") -> None:
         import torch
         from tokenizers import Tokenizer
-        from transformers import AutoModel
 
         serialized = (model_dir / "tokenizer.json").read_text(encoding="utf-8")
         pad_id = Tokenizer.from_str(serialized).token_to_id(layout["pad_token"])
@@ -111,17 +119,57 @@ class PlainSentenceModel(SentenceModelSlice):
         self._normalize = bool(layout["normalize"])
         self._torch = torch
         self._device = device
-        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
-        self.model.eval()
-        self.model.to(device)
-        self._dimension = int(self.model.config.hidden_size)
+        spec = encoder_spec(model_dir) if device == "cpu" else None
+        self.encoder: BertEncoder | None = None
+        if spec is not None:
+            try:
+                self.encoder = BertEncoder(model_dir, spec)
+            except (ValueError, OSError) as exc:  # weights not as the config says: let transformers read them
+                log.info("torch-only encoder of %s unusable (%s); loading it through transformers", model_dir, exc)
+        if self.encoder is not None:
+            self.model = None
+            self._dimension = self.encoder.spec.hidden_size
+        else:
+            from transformers import AutoModel
+
+            self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+            self.model.eval()
+            self.model.to(device)
+            self._dimension = int(self.model.config.hidden_size)
+
+    def _encode_texts(self, texts: list[str], batch_size: int, normalize_embeddings: bool) -> np.ndarray:
+        """`encode` as `SentenceTransformer.encode` does it: (n, dim) float32.
+
+        Same batches (``np.argsort`` of the negated lengths, so ties fall as they do
+        there) and the same torch normalisation, so that a batch's vectors come out
+        as sentence-transformers' would, to the bit where the encoder's kernels agree.
+        """
+        torch = self._torch
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts])
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            emb = self._embed_tensor([texts[i] for i in order[start : start + batch_size]])
+            if normalize_embeddings:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            parts.append(emb)
+        ordered = torch.cat(parts)[torch.from_numpy(np.argsort(order))]
+        return ordered.float().numpy()
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        return self._embed_tensor(texts).float().numpy()
+
+    def _embed_tensor(self, texts: list[str]) -> Any:
         torch = self._torch
         ids, mask = self.tokenizer.encode_batch(texts)
         mask_t = torch.from_numpy(mask).to(self._device)
         with torch.inference_mode():
-            hidden = self.model(input_ids=torch.from_numpy(ids).to(self._device), attention_mask=mask_t).last_hidden_state
+            if self.encoder is not None:
+                hidden = self.encoder(torch.from_numpy(ids), mask_t)
+            else:
+                hidden = self.model(input_ids=torch.from_numpy(ids).to(self._device),
+                                    attention_mask=mask_t).last_hidden_state
             if self._pooling == "cls":
                 emb = hidden[:, 0]
             else:
@@ -129,7 +177,7 @@ class PlainSentenceModel(SentenceModelSlice):
                 emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             if self._normalize:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            return emb.float().cpu().numpy()
+            return emb.cpu()
 
 
 def load_plain_model(model_dir: Path, device: str = "cpu") -> PlainSentenceModel | None:

@@ -287,7 +287,24 @@ def test_a_build_with_no_cache_misses_never_imports_torch(tmp_path: Path, corpus
     res = _subprocess_build(corpus, ix, tiny_model)
     rep = res["report"]
     assert rep["model_loaded"] and 1 <= rep["encoded"] <= 3 and rep["rechunked"] == 1, rep
-    assert "torch" in res["heavy"]
+    # So few passages are encoded the light way (build.LIGHT_ENCODE_LIMIT): torch alone, no sentence-transformers.
+    assert res["heavy"] == ["torch"], res["heavy"]
+
+
+def test_light_and_sentence_transformers_builds_write_the_same_vectors(
+        tmp_path: Path, seed_corpus: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build encodes few passages on torch alone and many through sentence-transformers: same bytes either way."""
+    import digest_rag.build as build_module
+
+    light = DigestIndex.build([seed_corpus], index_dir=tmp_path / "light", model=str(tiny_model))
+    assert light.last_build.encoded <= build_module.LIGHT_ENCODE_LIMIT
+    assert not hasattr(light.dense.loaded_encoder.model, "modules")  # not a SentenceTransformer
+    light.close()
+    monkeypatch.setattr(build_module, "LIGHT_ENCODE_LIMIT", 0)
+    full = DigestIndex.build([seed_corpus], index_dir=tmp_path / "st", model=str(tiny_model))
+    assert hasattr(full.dense.loaded_encoder.model, "modules")
+    full.close()
+    assert _vectors(tmp_path / "light") == _vectors(tmp_path / "st")
 
 
 def test_dry_run_matches_the_build_that_follows(tmp_path: Path, corpus: Path, tiny_model: Path) -> None:

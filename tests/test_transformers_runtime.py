@@ -40,7 +40,7 @@ def test_plain_model_gives_sentence_transformers_vectors(tiny_model: Path) -> No
 
 
 def test_query_encoder_uses_the_plain_path_only_for_queries(tiny_model: Path) -> None:
-    query_side = Encoder.load(str(tiny_model), device="cpu", queries_only=True)
+    query_side = Encoder.load(str(tiny_model), device="cpu", light=True)
     assert isinstance(query_side.model, PlainSentenceModel)
     build_side = Encoder.load(str(tiny_model), device="cpu")
     assert not isinstance(build_side.model, PlainSentenceModel)
@@ -81,9 +81,9 @@ def test_other_layouts_fall_back_to_sentence_transformers(tmp_path: Path, tiny_m
         from digest_rag.errors import ModelUnavailableError
 
         with pytest.raises(ModelUnavailableError, match="Dense"):
-            Encoder.load(str(model), device="cpu", queries_only=True)
+            Encoder.load(str(model), device="cpu", light=True)
     elif change in ("lower_case", "no_max_len"):
-        enc = Encoder.load(str(model), device="cpu", queries_only=True)
+        enc = Encoder.load(str(model), device="cpu", light=True)
         assert not isinstance(enc.model, PlainSentenceModel)
 
 
@@ -99,5 +99,7 @@ def test_search_process_on_a_torch_index_skips_sentence_transformers(tmp_path: P
                                     "--json"], tmp_path)
     assert res.returncode == 0, res.stderr
     assert "sentence_transformers" not in heavy and "sklearn" not in heavy
+    # A plain BERT encoder runs on torch alone (bert_encoder.py): not even transformers is imported.
+    assert "torch" in heavy and "transformers" not in heavy
     hits = json.loads(res.stdout)
     assert [h["paper_id"] for h in hits] == [h.paper.id for h in in_process]
