@@ -8,9 +8,20 @@ one assignment under a lock, and closes the old generation once the last
 request using it has finished. A generation that fails to load (damaged,
 half-deleted) is reported and skipped: the old one keeps answering.
 
+Model work runs on one thread per LiveIndex (:meth:`LiveIndex.call`,
+:meth:`LiveIndex.submit`): the warm-up of every generation and each request
+of the front ends, with torch on one thread per request
+(:func:`~digest_rag.threads.torch_query_threads`). torch's intra-op pool is
+OpenMP (libgomp), which gives every calling thread a team of its own; once the
+process holds more OpenMP threads than CPUs, libgomp cuts the time an idle team
+member spins for work from ~3 ms to ~1,000 spins, so between the ~240 parallel
+regions of one query encoding it sleeps and is woken by a futex each time.
+`serve` encoded on the main thread (warm-up), on the reload watcher and on
+anyio's pool: ~15 ms per hybrid query more than `shell` on 2 cores, with ~240
+voluntary context switches per query against 4 (BENCHMARKS.md).
+
     >>> live = LiveIndex("indexes/default")  # doctest: +SKIP
-    >>> with live.use() as index:  # doctest: +SKIP
-    ...     index.search("스케일링 법칙", k=3)
+    >>> live.call(lambda index: index.search("스케일링 법칙", k=3))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,17 +29,21 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import DigestRagError, IncompatibleModelError, ModelUnavailableError
 from .index import DigestIndex
+from .threads import torch_query_threads
 
 __all__ = ["LiveIndex"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MANIFEST = "manifest.json"
 
@@ -50,8 +65,9 @@ class _Generation:
         self.stamp = stamp
         self.name = index.generation
         # One request at a time per generation: the SQLite connection, Kiwi and the encoder are
-        # shared by all requests, and interleaving them gains nothing on a GIL-bound search.
-        self.lock = threading.Lock()
+        # shared by all requests, and interleaving them gains nothing on a GIL-bound search. Reentrant:
+        # a request on the index's thread may call LiveIndex.call again (it runs inline there).
+        self.lock = threading.RLock()
         self.users = 0
         self.retired = False
         self.info: dict[str, Any] | None = None
@@ -63,6 +79,8 @@ class LiveIndex:
     ``use()`` lends the current generation for one request. A background thread
     checks ``manifest.json`` every ``interval`` seconds (``interval=0``: no thread;
     call :meth:`refresh` yourself). ``load_options`` go to :meth:`DigestIndex.load`.
+    :meth:`call` / :meth:`submit` run a request on the index's one worker thread,
+    where every generation is also warmed up (see the module's docstring for why).
     """
 
     def __init__(self, index_dir: str | Path, *, interval: float = 1.0, warm_up: bool = True,
@@ -73,8 +91,15 @@ class LiveIndex:
         self._lock = threading.Lock()  # guards _current and the users counts
         self._reload_lock = threading.Lock()  # one reload at a time
         self._stop = threading.Event()
+        # One thread for all model work (warm-ups and requests): one OpenMP team for torch in this process.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-rag-index")
+        self._worker_ident = self._worker.submit(threading.get_ident).result()
         stamp = _stamp(self.index_dir)
-        self._current = _Generation(self._load(None), stamp)
+        try:
+            self._current = _Generation(self._load(None), stamp)
+        except BaseException:
+            self._worker.shutdown(wait=False)
+            raise
         self.reloads = 0
         self.last_error: str | None = None
         self._thread: threading.Thread | None = None
@@ -94,8 +119,18 @@ class LiveIndex:
         if index is None:
             index = DigestIndex.load(self.index_dir, **self._options)
         if self._warm_up:
-            self._warm(index)
+            try:  # on the worker: the encoder's weights load lazily here, and torch's team belongs to that thread
+                self._on_worker(self._warm, index)
+            except BaseException:
+                index.close()
+                raise
         return index
+
+    def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the worker thread (directly when already there), waiting for its result."""
+        if threading.get_ident() == self._worker_ident:
+            return fn(*args)
+        return self._worker.submit(fn, *args).result()
 
     @staticmethod
     def _warm(index: DigestIndex) -> None:
@@ -168,6 +203,22 @@ class LiveIndex:
         with self._lease() as gen, gen.lock:
             yield gen.index
 
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.use() as index, torch_query_threads():
+            return fn(index, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(index, *args)`` on the index's worker thread with the current generation; its Future.
+
+        Requests queue in order on that one thread (a search holds the generation's lock anyway). For
+        asyncio, ``await asyncio.wrap_future(live.submit(...))``; exceptions travel through the Future.
+        """
+        return self._worker.submit(self._run, fn, *args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """:meth:`submit` and wait: ``fn(index, *args)``'s result (or its exception)."""
+        return self._on_worker(self._run, fn, *args)
+
     @property
     def generation(self) -> str:
         """The data directory of the generation now answering (changes on every committed build)."""
@@ -188,6 +239,7 @@ class LiveIndex:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._worker.shutdown(wait=True)  # requests already queued are answered before the generation closes
         with self._lock:
             gen = self._current
             gen.retired = True

@@ -60,8 +60,8 @@ def create_server(live: LiveIndex) -> MCPServer:
         try:
             request = SearchRequest.parse(query=query, k=k, mode=mode, language=lang, date_from=date_from,
                                           date_to=date_to, tags=tags or [])
-            with live.use() as index:
-                return request.run(index).to_records()
+            # On the index's thread, where torch's OpenMP team lives (digest_rag.live).
+            return live.call(lambda index: request.run(index).to_records())
         except DigestRagError as exc:
             raise ToolError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
 
@@ -69,8 +69,7 @@ def create_server(live: LiveIndex) -> MCPServer:
     def get_paper(id: Annotated[str, Field(description="a paper_id from search_papers")]) -> dict[str, Any]:  # noqa: A002 - the tool's documented argument name
         """One paper whole: titles, date, authors, tags, links and the text of every section (ko and en)."""
         try:
-            with live.use() as index:
-                return paper_record(find_paper(index, id))
+            return live.call(lambda index: paper_record(find_paper(index, id)))
         except DigestRagError as exc:
             raise ToolError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
 

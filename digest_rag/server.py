@@ -21,6 +21,7 @@ reloaded when a build commits a new generation (:class:`~digest_rag.live.LiveInd
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -51,6 +52,7 @@ from .errors import (
     PaperNotFoundError,
     UsageError,
 )
+from .index import DigestIndex
 from .live import LiveIndex
 from .models import Language, SearchMode
 from .service import MAX_K, MAX_QUERY_CHARS, SearchRequest, find_paper, paper_record
@@ -192,7 +194,7 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
         return live.info()
 
     @app.get("/search", summary="Papers answering a question, best first (the records of `search --json`)")
-    def search(
+    async def search(
         q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="the question, Korean or English")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="number of papers")] = 10,
         mode: Annotated[SearchMode, Query(description="hybrid, dense or lexical")] = "hybrid",
@@ -204,26 +206,34 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
     ) -> JSONResponse:
         req = SearchRequest.parse(query=q, k=k, mode=mode, language=lang, date_from=date_from, date_to=date_to,
                                   tags=tag or [])
-        with live.use() as idx, idx.stored_analysis():  # Korean words from the index's table, not Kiwi
-            generation = idx.generation
-            hits = req.run(idx)
-            records = hits.to_records()
-            if highlight == "html":
-                for rec in records:
-                    rec["snippet_html"] = _highlight(str(rec["snippet"]), hits.query, style="html")
+
+        def work(idx: DigestIndex) -> tuple[str, list[dict[str, Any]]]:
+            with idx.stored_analysis():  # Korean words from the index's table, not Kiwi
+                hits = req.run(idx)
+                records = hits.to_records()
+                if highlight == "html":
+                    for rec in records:
+                        rec["snippet_html"] = _highlight(str(rec["snippet"]), hits.query, style="html")
+            return idx.generation, records
+
+        # On the index's one worker thread, not anyio's pool: see digest_rag.live on torch's OpenMP teams.
+        generation, records = await asyncio.wrap_future(live.submit(work))
         return JSONResponse(records, headers={"X-Index-Generation": generation})
 
     @app.get("/papers/{paper_id:path}", summary="One paper with all its sections")
-    def paper(
+    async def paper(
         paper_id: str,
         q: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS, description="highlight these terms")] = None,
     ) -> JSONResponse:
-        with live.use() as idx, idx.stored_analysis():
-            generation = idx.generation
-            record = paper_record(find_paper(idx, paper_id))
-            if q and q.strip():
-                for section in record["sections"]:
-                    section["html"] = _highlight(section["text"], q, style="html")
+        def work(idx: DigestIndex) -> tuple[str, dict[str, Any]]:
+            with idx.stored_analysis():
+                record = paper_record(find_paper(idx, paper_id))
+                if q and q.strip():
+                    for section in record["sections"]:
+                        section["html"] = _highlight(section["text"], q, style="html")
+            return idx.generation, record
+
+        generation, record = await asyncio.wrap_future(live.submit(work))
         return JSONResponse(record, headers={"X-Index-Generation": generation})
 
     @app.get("/", include_in_schema=False)

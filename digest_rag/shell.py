@@ -23,6 +23,7 @@ from typing import TextIO
 
 from .display import format_hits, format_paper
 from .errors import DigestRagError, UsageError
+from .index import DigestIndex
 from .live import LiveIndex
 from .models import SearchResults
 from .service import SearchOptions, SearchRequest
@@ -153,10 +154,14 @@ class Shell:
     def _ask(self, question: str) -> str:
         request = SearchRequest.parse(query=question, **self.options.model_dump())
         self.live.refresh()  # a cheap stat; picks up a generation committed since the last question
-        with self.live.use() as index, index.stored_analysis():  # Korean words from the index's table, not Kiwi
-            hits = request.run(index)
-            self.last = hits
-            return format_hits(hits, hits.query or question, color=self.color, width=self.width)
+
+        def work(index: DigestIndex) -> str:
+            with index.stored_analysis():  # Korean words from the index's table, not Kiwi
+                hits = request.run(index)
+                self.last = hits
+                return format_hits(hits, hits.query or question, color=self.color, width=self.width)
+
+        return self.live.call(work)  # on the index's thread, where torch's OpenMP team lives (digest_rag.live)
 
 
 def _history_path() -> Path:

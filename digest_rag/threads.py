@@ -140,6 +140,38 @@ def faiss_search_threads() -> Iterator[None]:
         faiss.omp_set_num_threads(count)
 
 
+QUERY_TORCH_THREADS = 1
+"""torch threads for the requests of `serve`, `shell` and `mcp` (one question each, see torch_query_threads)."""
+
+
+@contextmanager
+def torch_query_threads() -> Iterator[None]:
+    """torch on QUERY_TORCH_THREADS thread(s) for one request, then its previous count again.
+
+    A question is a few dozen tokens: splitting its ~240 small operations over
+    an OpenMP team costs a barrier each, and the idle member spins or sleeps
+    between them. On the 2-core benchmark machine (e5-small shape, hybrid
+    search, interleaved in one process): 30.1 ms with 1 thread against 57.8 ms
+    with 2 at best, and on a loaded machine 57.5 against 188.8 ms p50
+    (BENCHMARKS.md, serving). Scoped like :func:`faiss_search_threads`: a build
+    in the same process keeps every core. Nothing happens unless torch is
+    already imported (a lexical or ONNX request never loads it).
+    """
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None and before != QUERY_TORCH_THREADS:
+        torch.set_num_threads(QUERY_TORCH_THREADS)
+    try:
+        yield
+    finally:
+        # torch may have arrived during the request (a lazily loaded encoder): it then gets the process's count.
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            count = before if before is not None else configure_threads()
+            if torch.get_num_threads() != count:
+                torch.set_num_threads(count)
+
+
 def ort_session_options(threads: int | None = None) -> object:
     """ONNX Runtime session options matching :func:`configure_threads`.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,30 @@ def test_info_healthz_openapi(client: TestClient, live: LiveIndex) -> None:
     assert {"/search", "/papers/{paper_id}", "/info", "/healthz"} <= set(schema["paths"])
     names = {p["name"] for p in schema["paths"]["/search"]["get"]["parameters"]}
     assert {"q", "k", "mode", "lang", "from", "to", "tag"} <= names
+
+
+def test_model_work_runs_on_the_index_thread(client: TestClient, live: LiveIndex,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch gives each calling thread its own OpenMP team; more than one team slows every query (digest_rag.live).
+    index_thread = live.call(lambda _index: threading.get_ident())
+    assert index_thread != threading.get_ident()
+    assert live.call(lambda _index: live.call(lambda _inner: threading.get_ident())) == index_thread  # no deadlock
+    seen: list[int] = []
+    real_search = DigestIndex.search
+
+    def search(self: DigestIndex, *args: object, **kwargs: object) -> object:
+        seen.append(threading.get_ident())
+        return real_search(self, *args, **kwargs)
+
+    monkeypatch.setattr(DigestIndex, "search", search)
+    for mode in ("hybrid", "lexical"):
+        assert client.get("/search", params={"q": JAILBREAK, "k": 2, "mode": mode}).status_code == 200
+    assert seen == [index_thread, index_thread]
+    import torch  # loaded by the hybrid index's encoder
+
+    assert live.call(lambda _index: torch.get_num_threads()) == 1  # a question on one torch thread
+    with pytest.raises(UsageError):  # the library's exceptions come back through the thread unchanged
+        live.call(lambda _index: (_ for _ in ()).throw(UsageError("bad")))
 
 
 def test_unknown_routes_and_methods_are_json(client: TestClient) -> None:

@@ -52,3 +52,11 @@ def test_ort_session_options_match_the_count(two_threads: int) -> None:
     pytest.importorskip("onnxruntime")
     opts = threads.ort_session_options()
     assert opts.intra_op_num_threads == two_threads and opts.inter_op_num_threads == 1
+
+
+def test_torch_query_threads_is_scoped(two_threads: int) -> None:
+    import torch
+
+    with threads.torch_query_threads():
+        assert torch.get_num_threads() == threads.QUERY_TORCH_THREADS == 1
+    assert torch.get_num_threads() == two_threads
