@@ -20,6 +20,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ from .models import (
     ChunkerSettings,
     IndexManifest,
 )
+from .parse_cache import ParseCache
 from .parsing import ParseResult, check_strict, corpus_files
 from .spool import PaperSpool
 from .store import Store, StoreWriter
@@ -156,9 +158,14 @@ def build_index(
                 current.encoder = encoder
                 return current
         # The spool is written too: a full temporary disk is the same typed error as a full index disk.
-        with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed:
+        home = _spool_home(index_dir)
+        with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(home) as parsed:
             t_parse = time.perf_counter()
-            _parse_into(parsed, engine, path_list, options.strict, progress)
+            # Parsed papers of unchanged files come from the parse cache (--force too: it is a cache).
+            with _parse_cache(home, writable=not dry_run) as cache:
+                _parse_into(parsed, engine, path_list, options.strict, progress, cache)
+                if cache is not None:
+                    cache.close(collect=True)  # a full build: entries of files no longer read go
             parse_s = time.perf_counter() - t_parse
             outcome = _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
                                     progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run)
@@ -185,8 +192,11 @@ def update_index(
         lexical_only = options.lexical_only or (
             manifest.model_name is None and "model" not in overrides and encoder is None
         )
-        with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed:
-            _parse_into(parsed, engine, list(paths), options.strict, progress)
+        with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed, \
+                _parse_cache(index_dir) as cache:
+            _parse_into(parsed, engine, list(paths), options.strict, progress, cache)
+            if cache is not None:
+                cache.close()
             return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=lexical_only,
                                  progress=progress, keep_old=True, inputs=None, engine=engine)
 
@@ -205,11 +215,17 @@ def _spool_home(index_dir: Path) -> Path | None:
     return index_dir
 
 
+def _parse_cache(index_dir: Path | None, writable: bool = True) -> AbstractContextManager[ParseCache | None]:
+    """The index directory's parse cache; none where the spool may not go either (`_spool_home`)."""
+    return nullcontext() if index_dir is None else ParseCache(index_dir, writable=writable)
+
+
 def _parse_into(spool: PaperSpool, engine: BuildEngine, paths: list[str | Path], strict: bool,
-                progress: ProgressCallback | None) -> None:
-    """Parse ``paths`` into ``spool``: streamed here, or as the engine's merged result when it parses elsewhere."""
+                progress: ProgressCallback | None, cache: ParseCache | None = None) -> None:
+    """Parse ``paths`` into ``spool``: streamed here (through ``cache``), or as the engine's merged result
+    when it parses elsewhere."""
     if isinstance(engine, LocalEngine):
-        spool.parse_paths(paths, progress)
+        spool.parse_paths(paths, progress, cache)
         check_strict(ParseResult(skipped=spool.skipped), strict)
     else:
         spool.add_result(engine.parse(paths, strict, progress))

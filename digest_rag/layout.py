@@ -11,6 +11,8 @@ Layout of an index directory::
             lexical/           BM25 index (bm25s arrays + JSON) and the mined lexicon (lexicon.json)
         embedding-cache/       passage embeddings by model and text hash, written while a build
                                encodes (a cache: never read by searches, safe to delete; embedding_cache.py)
+        parse-cache.sqlite     the papers parsed from each input file, by path, bytes and parser version
+                               (a cache like the embedding cache; parse_cache.py)
 
 Everything read from here is untrusted: the manifest may only name a
 generation directory by its exact pattern and plain relative file names, and
@@ -49,7 +51,7 @@ GEN_NAME = re.compile(r"gen-[0-9A-Za-z-]{1,64}")
 # Each writer's manifest temp file carries its own token so two writers never share one.
 _OWN_NAMES = re.compile(
     r"(manifest\.json|\.manifest\.json(?:\.[0-9a-f]{1,32})?\.tmp|gen-[0-9A-Za-z-]{1,64}|\.tmp-gen-[0-9A-Za-z-]{1,64}"
-    r"|embedding-cache)"
+    r"|embedding-cache|parse-cache\.sqlite(?:-journal|-wal|-shm)?)"
 )
 
 

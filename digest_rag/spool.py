@@ -37,8 +37,11 @@ from .parsing import (  # noqa: PLC2701 - the one merge rule, shared
     corpus_files,
     file_name_error,
     iter_file,
+    iter_text,
 )
+from .parse_cache import MAX_CACHED_BYTES, ParseCache
 from .store import CHUNK_COLUMNS
+from .text import decode_bytes, read_bytes
 
 __all__ = ["PaperSpool", "SPOOL_BATCH"]
 
@@ -97,8 +100,13 @@ class PaperSpool:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ papers in
-    def parse_paths(self, paths: Iterable[str | Path], progress: ProgressCallback | None = None) -> None:
-        """`parsing.parse_paths` into the spool, each file's papers streamed (a JSONL file record by record)."""
+    def parse_paths(self, paths: Iterable[str | Path], progress: ProgressCallback | None = None,
+                    cache: ParseCache | None = None) -> None:
+        """`parsing.parse_paths` into the spool, each file's papers streamed (a JSONL file record by record).
+
+        With a ``cache`` (`parse_cache.ParseCache`), a file whose bytes and parser are unchanged gives back
+        the papers it gave before instead of being parsed again; newly parsed files are added to it.
+        """
         files, skips = corpus_files(paths)
         self.skipped.extend(skips)
         for done, f in enumerate(files):
@@ -108,28 +116,60 @@ class PaperSpool:
             if bad_name is not None:
                 self._skip(_printable(str(f)), bad_name)
                 continue
-            self.con.execute("SAVEPOINT file")
-            notes: list[str] = []
+            data = key = None
+            if cache is not None:
+                try:
+                    data = read_bytes(f)
+                except ParseError:
+                    data = None  # parsed (and reported) below as without a cache
+                if data is not None and len(data) <= MAX_CACHED_BYTES:
+                    key = cache.key(str(f), data)
+                    hit = cache.get(key)
+                    cached = _from_json(hit[1]) if hit is not None else None
+                    if hit is not None and cached is not None:
+                        self._parse_file(f, hit[0], iter(cached), savepoint=False)
+                        continue
             try:
-                fmt, papers = iter_file(f)
-                batch: list[Paper] = []
-                for paper in papers:
-                    batch.append(paper)
-                    if len(batch) >= SPOOL_BATCH:  # read at call time: tests shrink it
-                        self._add(batch, notes)
-                        batch = []
-                self._add(batch, notes)
+                fmt, papers = iter_file(f) if data is None else iter_text(decode_bytes(data, str(f)), str(f))
+                kept = self._parse_file(f, fmt, ((p, p.model_dump_json()) for p in papers))
             except ParseError as exc:
-                # A file with a bad record is skipped whole, as parse_paths does: undo what it added.
-                self.con.execute("ROLLBACK TO file")
-                self.con.execute("RELEASE file")
                 self._skip(str(f), exc)
                 continue
-            self.con.execute("RELEASE file")
-            self.files[str(f)] = fmt
-            self.merged.extend(notes)
+            if cache is not None and key is not None:
+                cache.put(key, fmt, kept)
         if progress:
             progress("parsing", len(files), len(files))
+
+    def _parse_file(self, f: Path, fmt: str, papers: Iterator[tuple[Paper, str]], *,
+                    savepoint: bool = True) -> list[str]:
+        """Add one file's papers (each with its JSON); returns their JSON in order.
+
+        A file with a bad record is skipped whole, as parse_paths does: inside a ``savepoint``, what it
+        added is undone before its ParseError goes up. Papers already validated (a cache hit) need none.
+        """
+        if savepoint:
+            self.con.execute("SAVEPOINT file")
+        notes: list[str] = []
+        kept: list[str] = []
+        try:
+            batch: list[tuple[Paper, str]] = []
+            for pair in papers:
+                batch.append(pair)
+                kept.append(pair[1])
+                if len(batch) >= SPOOL_BATCH:  # read at call time: tests shrink it
+                    self._add([p for p, _js in batch], notes, [js for _p, js in batch])
+                    batch = []
+            self._add([p for p, _js in batch], notes, [js for _p, js in batch])
+        except ParseError:
+            if savepoint:
+                self.con.execute("ROLLBACK TO file")
+                self.con.execute("RELEASE file")
+            raise
+        if savepoint:
+            self.con.execute("RELEASE file")
+        self.files[str(f)] = fmt
+        self.merged.extend(notes)
+        return kept
 
     def add_result(self, result: ParseResult) -> None:
         """Papers an engine parsed elsewhere (already merged by `combine_parsed`)."""
@@ -143,26 +183,28 @@ class PaperSpool:
         # combine_parsed words a skip's reason; reuse it so both paths report alike.
         self.skipped.extend(combine_parsed([(source, exc)]).skipped)
 
-    def _add(self, papers: Sequence[Paper], notes: list[str]) -> None:
-        """Insert ``papers``; one whose id is already here is merged into the first (`_merge_into`)."""
+    def _add(self, papers: Sequence[Paper], notes: list[str], jsons: Sequence[str] | None = None) -> None:
+        """Insert ``papers`` (``jsons``: their `model_dump_json`, when already made); one whose id is
+        already here is merged into the first (`_merge_into`)."""
         if not papers:
             return
         ids = [p.id for p in papers]
         known = {r[0] for r in self._in("SELECT id FROM papers WHERE id IN", ids)}
-        fresh: dict[str, Paper] = {}
-        for p in papers:
+        fresh: dict[str, tuple[Paper, str | None]] = {}
+        for i, p in enumerate(papers):
             if p.id in known or p.id in fresh:
-                kept = fresh[p.id] if p.id in fresh else self.paper(p.id)
+                kept = fresh[p.id][0] if p.id in fresh else self.paper(p.id)
                 merged = _merge_into(kept, p)
                 notes.append(f"{p.id}: {p.source} merged into {kept.source}")
                 if p.id in fresh:
-                    fresh[p.id] = merged
+                    fresh[p.id] = (merged, None)
                 else:
                     self.con.execute("UPDATE papers SET json = ? WHERE id = ?", (merged.model_dump_json(), p.id))
             else:
-                fresh[p.id] = p
+                fresh[p.id] = (p, jsons[i] if jsons is not None else None)
         self.con.executemany("INSERT INTO papers VALUES (?, ?, ?)",
-                             ((p.id, p.source, p.model_dump_json()) for p in fresh.values()))
+                             ((p.id, p.source, js if js is not None else p.model_dump_json())
+                              for p, js in fresh.values()))
 
     def keep_old(self, old_db: Path, reread: Iterable[str]) -> None:
         """An update: add the previous index's papers, except those of files read again or replaced by id."""
@@ -279,6 +321,14 @@ class PaperSpool:
     def _rows(self, sql: str, params: Sequence[object]) -> list[tuple]:
         """Rows of a query the spool's own code built (constants and '?' placeholders only)."""
         return self.con.execute(sql, params).fetchall()
+
+
+def _from_json(jsons: Sequence[str]) -> list[tuple[Paper, str]] | None:
+    """A cached file's papers with their JSON; None when one no longer validates (the file is parsed again)."""
+    try:
+        return [(Paper.model_validate_json(js), js) for js in jsons]
+    except ValidationError:
+        return None
 
 
 def _paper(js: str, where: Path) -> Paper:
