@@ -37,6 +37,7 @@ from .errors import (
     DamagedIndexWarning,
     IncompatibleModelError,
     IndexCorruptedError,
+    IndexVersionError,
     ModelFallbackWarning,
     ModelUnavailableError,
     index_write_errors,
@@ -60,8 +61,9 @@ from .layout import (
     read_manifest,
     verify_files,
 )
-from .eojeols import EojeolRecorder
+from .eojeols import EOJEOL_FILE, EojeolRecorder
 from .lexical import LexicalBuilder, LexicalIndex, TokenCache, analysis_cache_key, lexical_chunks
+from .lexicon import LEXICON_FILE, MinedLexicon
 from .locking import WriterLock, real_index_dir
 from .model_files import ModelFacts, inspect_model, token_counter
 from .models import (
@@ -490,6 +492,7 @@ def _index_papers_once(
         # Reused tokens need the previous word table (their texts' words): without it, analyse all again.
         eojeol_rows = LexicalIndex.previous_eojeols(old_store.path.parent / LEXICAL_DIR) \
             if (old_store and not dry_run and old_store.has_tokens_of(analysis_cache_key())) else None
+        lexical_base = _lexical_base(index_dir, old_manifest) if eojeol_rows is not None else _LexicalBase()
         loaded = model.loaded if model is not None else None
         if dry_run:
             report.seconds = round(time.perf_counter() - t0, 3)
@@ -502,6 +505,7 @@ def _index_papers_once(
         manifest, report.analysed = write_generation(
             index_dir, parsed, hashes, vectors, model, settings, saved, progress,
             old_store if eojeol_rows is not None else None, inputs if fingerprint_ok else None, engine, eojeol_rows,
+            lexical_base,
         )
     finally:
         if old_store:
@@ -510,6 +514,36 @@ def _index_papers_once(
     report.timings["write"] = round(time.perf_counter() - t, 3)
     report.seconds = round(time.perf_counter() - t0, 3)
     return BuildOutcome(report=report, encoder=loaded)
+
+
+@dataclass
+class _LexicalBase:
+    """What a build may start its word table and lexicon from: the previous generation's files, verified."""
+
+    eojeols: Path | None = None
+    lexicon: MinedLexicon | None = None
+
+
+def _lexical_base(index_dir: Path, old: IndexManifest | None) -> _LexicalBase:
+    """The previous generation's word table file and lexicon when their checksums match its manifest.
+
+    The table is copied and patched (`eojeols.EojeolRecorder`), the lexicon's co-occurrence pairs reused
+    when their inputs are unchanged (`lexicon.mine_lexicon`): a file that fails its checksum is not used,
+    and the build derives both from scratch as it always could.
+    """
+    if old is None:
+        return _LexicalBase()
+    out = _LexicalBase()
+    for name in (EOJEOL_FILE, LEXICON_FILE):
+        try:
+            verify_files(index_dir, old, [f"{LEXICAL_DIR}/{name}"])
+            if name == EOJEOL_FILE:
+                out.eojeols = index_dir / old.data_dir / LEXICAL_DIR / name
+            else:
+                out.lexicon = MinedLexicon.load(index_dir / old.data_dir / LEXICAL_DIR)
+        except (IndexCorruptedError, IndexVersionError):
+            continue
+    return out
 
 
 @dataclass
@@ -792,10 +826,12 @@ def write_generation(
     inputs: str | None,
     engine: BuildEngine | None = None,
     eojeol_rows: dict[str, tuple[str, int]] | None = None,
+    base: _LexicalBase | None = None,
 ) -> tuple[IndexManifest, int]:
     """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
     how many texts Kiwi analysed. Papers and chunks stream from ``spool`` a batch at a time; the BM25
-    tokens of texts the ``previous`` store analysed are read back from it, not analysed again."""
+    tokens of texts the ``previous`` store analysed are read back from it, not analysed again; the word
+    table and lexicon start from ``base`` (the previous generation's, ``eojeol_rows`` read from its table)."""
     # A full disk (or quota, read-only mount) before the commit: one typed line, the old index untouched.
     with index_write_errors(index_dir), PendingGeneration(index_dir) as gen:
         if progress:
@@ -804,8 +840,9 @@ def write_generation(
         writer = StoreWriter(gen.path / STORE_FILE, analysis_cache_key())
         try:
             # The word table (eojeols.py) starts from the previous one: reused tokens' texts are not analysed.
-            tokens = _StoreTokens(writer, previous, EojeolRecorder(eojeol_rows))
-            lexical = LexicalBuilder(None, tokens)
+            base = base or _LexicalBase()
+            tokens = _StoreTokens(writer, previous, EojeolRecorder(eojeol_rows, base=base.eojeols))
+            lexical = LexicalBuilder(None, tokens, previous_lexicon=base.lexicon)
             ids: list[np.ndarray] = []
             n_lexical = 0
             for batch in spool.batches():

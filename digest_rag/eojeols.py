@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import threading
 from bisect import bisect_right
@@ -61,9 +62,18 @@ CREATE TABLE eojeols (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER N
 CREATE TABLE multiword (key TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE stems (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE suffixes (key TEXT PRIMARY KEY, morphs TEXT NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE part_counts (
+    part TEXT NOT NULL, key TEXT NOT NULL, morphs TEXT NOT NULL, seen INTEGER NOT NULL,
+    PRIMARY KEY (part, key, morphs)) WITHOUT ROWID;
 """
+# Version of the stem/suffix split (`_split`, `_contribution`): a previous table whose part_counts were
+# made by other rules is rewritten whole, never patched. Readers never read part_counts (format 1 still).
+_PARTS_VERSION = "1"
 # Lookups by table; the keys are always bound parameters.
 _SELECT = {name: f"SELECT key, morphs FROM {name} WHERE key IN " for name in ("eojeols", "stems", "suffixes")}
+# Writes of the stems and suffixes tables (a build's), by table.
+_PUT = {name: f"INSERT OR REPLACE INTO {name} VALUES (?, ?, ?)" for name in ("stems", "suffixes")}
+_DROP = {name: f"DELETE FROM {name} WHERE key = ?" for name in ("stems", "suffixes")}
 
 _WORD = re.compile(r"\S+")
 # Punctuation a reader puts around a word ("공격은?", "(탈옥)") that Kiwi reads as its own morpheme.
@@ -105,11 +115,19 @@ class EojeolRecorder:
     """Collects Kiwi's analysis per word (or multi-word key) while a build analyses texts.
 
     ``previous`` (key -> (encoded analysis, times seen)) seeds the counts, e.g.
-    the previous generation's table: its texts are not analysed again.
+    the previous generation's table: its texts are not analysed again. When
+    ``base`` names that table's file (checked by the caller), `save` copies it
+    and rewrites only the entries this build's analyses changed, instead of
+    writing every entry and re-deriving every stem and suffix: the same
+    table, at the cost of the change.
     """
 
-    def __init__(self, previous: Mapping[str, tuple[str, int]] | None = None) -> None:
+    def __init__(self, previous: Mapping[str, tuple[str, int]] | None = None, base: Path | None = None) -> None:
         self.readings: dict[str, dict[str, int]] = {k: {m: n} for k, (m, n) in (previous or {}).items()}
+        self._previous = previous or {}
+        self.base = base if previous else None
+        #: Keys whose counts changed since ``previous``.
+        self.touched: set[str] = set()
 
     def observe(self, text: str, morphs: Sequence[object]) -> None:
         """Record the words of ``text`` (a segment Kiwi analysed) with their ``morphs`` (Kiwi tokens)."""
@@ -171,6 +189,7 @@ class EojeolRecorder:
         seen = self.readings.setdefault(key, {})
         if enc in seen or len(seen) < _MAX_READINGS:
             seen[enc] = seen.get(enc, 0) + 1
+            self.touched.add(key)
 
     def rows(self) -> list[tuple[str, str, int]]:
         """(key, most frequent analysis, times seen), sorted by key; ties go to the smallest analysis string."""
@@ -182,46 +201,106 @@ class EojeolRecorder:
         "컨텍스트를" (컨텍스트/NNG 를/JKO) gives the stem "컨텍스트" and the suffix "를"; a query's
         "컨텍스트에서", unknown as a word, is then read as that stem plus the suffix of "모델에서".
         """
-        stems: dict[str, dict[str, int]] = {}
-        suffixes: dict[str, dict[str, int]] = {}
-        for key, best, seen in self.rows():
-            if " " in key:
-                continue
-            # "악용하고," teaches the stem 악용 and the suffix 하고: punctuation around a word is no part of either.
-            word = _EDGE.sub("", key)
-            if not word:
-                continue
-            at = key.index(word)
-            morphs = [(f, t, s - at, n, lem) for f, t, s, n, lem in _decode(best) if at <= s < at + len(word)]
-            split = _split(word, morphs)
-            if split is None:
-                continue
-            cut, head, tail = split
-            for table, part, morphs in ((stems, word[:cut], head), (suffixes, word[cut:], tail)):
-                if part:
-                    enc = _encode(morphs)
-                    counts = table.setdefault(part, {})
-                    counts[enc] = counts.get(enc, 0) + seen
+        stems, suffixes = self._part_counts(self.rows())
         return ([(k, *_best(stems[k])) for k in sorted(stems)], [(k, *_best(suffixes[k])) for k in sorted(suffixes)])
 
+    @staticmethod
+    def _part_counts(rows: Iterable[tuple[str, str, int]]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+        """Every stem's and suffix's readings with their summed counts (what `parts` picks the best of)."""
+        counts: dict[str, dict[str, dict[str, int]]] = {"stems": {}, "suffixes": {}}
+        for key, best, seen in rows:
+            for table, part, enc, n in _contribution(key, best, seen):
+                by_reading = counts[table].setdefault(part, {})
+                by_reading[enc] = by_reading.get(enc, 0) + n
+        return counts["stems"], counts["suffixes"]
+
     def save(self, path: Path) -> None:
-        """Write the table as a fresh SQLite file at ``path``."""
+        """Write the table as a fresh SQLite file at ``path`` (from ``base`` and the changes, when it has one)."""
+        path.unlink(missing_ok=True)
+        if self.base is not None and self._patch(path):
+            return
         path.unlink(missing_ok=True)
         con = sqlite3.connect(path)
         try:
             con.executescript(_SCHEMA)
-            con.execute("INSERT INTO meta VALUES ('format', ?)", (str(EOJEOL_FORMAT),))
+            con.executemany("INSERT INTO meta VALUES (?, ?)", (("format", str(EOJEOL_FORMAT)), ("parts", _PARTS_VERSION)))
             rows = self.rows()
             con.executemany("INSERT INTO eojeols VALUES (?, ?, ?)", rows)
             # The multi-word keys on their own (few: 7 of 18,801 for ml-papers), so that a query tries a
             # run of words as one key only where the table has it, not every run of 2-3 words through SQL.
             con.executemany("INSERT INTO multiword VALUES (?)", ((k,) for k, _m, _n in rows if " " in k))
-            stems, suffixes = self.parts()
-            con.executemany("INSERT INTO stems VALUES (?, ?, ?)", stems)
-            con.executemany("INSERT INTO suffixes VALUES (?, ?, ?)", suffixes)
+            stems, suffixes = self._part_counts(rows)
+            for table, counts in (("stems", stems), ("suffixes", suffixes)):
+                con.executemany(_PUT[table], ((k, *_best(counts[k])) for k in sorted(counts)))
+                # Every reading's count, not only the best: the next build patches them (see _patch).
+                con.executemany("INSERT INTO part_counts VALUES (?, ?, ?, ?)",
+                                ((table, k, m, n) for k in sorted(counts) for m, n in counts[k].items()))
             con.commit()
         finally:
             con.close()
+
+    def _patch(self, path: Path) -> bool:
+        """Copy ``base`` (the table ``previous`` was read from) to ``path`` and apply this build's changes;
+        False (nothing usable written) when ``base`` has no reading counts of the current split rules."""
+        assert self.base is not None
+        shutil.copyfile(self.base, path)
+        con = sqlite3.connect(path)
+        try:
+            meta = dict(con.execute("SELECT name, value FROM meta").fetchall())
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if meta.get("format") != str(EOJEOL_FORMAT) or meta.get("parts") != _PARTS_VERSION \
+                    or "part_counts" not in tables:
+                return False
+            delta: dict[tuple[str, str, str], int] = {}
+            for key in sorted(self.touched):
+                best, seen = _best(self.readings[key])
+                old = self._previous.get(key)
+                if old is not None and (old[0], int(old[1])) == (best, seen):
+                    continue
+                con.execute("INSERT OR REPLACE INTO eojeols VALUES (?, ?, ?)", (key, best, seen))
+                if " " in key:
+                    con.execute("INSERT OR IGNORE INTO multiword VALUES (?)", (key,))
+                for sign, row in ((-1, old), (1, (best, seen))):
+                    if row is not None:
+                        for table, part, enc, n in _contribution(key, row[0], int(row[1])):
+                            delta[(table, part, enc)] = delta.get((table, part, enc), 0) + sign * n
+            for (table, part, enc), d in delta.items():
+                if d:
+                    con.execute("INSERT INTO part_counts VALUES (?, ?, ?, ?) ON CONFLICT (part, key, morphs) "
+                                "DO UPDATE SET seen = seen + excluded.seen", (table, part, enc, d))
+            con.execute("DELETE FROM part_counts WHERE seen <= 0")
+            # Each stem or suffix whose counts moved gets its best reading again, or goes.
+            for table, part in sorted({(t, p) for (t, p, _e), d in delta.items() if d}):
+                counts = dict(con.execute("SELECT morphs, seen FROM part_counts WHERE part = ? AND key = ?",
+                                          (table, part)).fetchall())
+                if counts:
+                    con.execute(_PUT[table], (part, *_best(counts)))
+                else:
+                    con.execute(_DROP[table], (part,))
+            con.commit()
+            return True
+        finally:
+            con.close()
+
+
+def _contribution(key: str, best: str, seen: int) -> list[tuple[str, str, str, int]]:
+    """(table, stem or suffix, its reading, count) that one entry adds to the stems and suffixes.
+
+    "악용하고," teaches the stem 악용 and the suffix 하고: punctuation around a word is no part of either.
+    """
+    if " " in key:
+        return []
+    word = _EDGE.sub("", key)
+    if not word:
+        return []
+    at = key.index(word)
+    morphs = [(f, t, s - at, n, lem) for f, t, s, n, lem in _decode(best) if at <= s < at + len(word)]
+    split = _split(word, morphs)
+    if split is None:
+        return []
+    cut, head, tail = split
+    return [(table, part, _encode(m), seen)
+            for table, part, m in (("stems", word[:cut], head), ("suffixes", word[cut:], tail)) if part]
 
 
 def _best(seen: Mapping[str, int]) -> tuple[str, int]:

@@ -535,11 +535,13 @@ class LexicalBuilder:
     them on disk. With ``mine`` the lexicon miner gets what it reads: the
     tokens of the first `MinerParams.max_papers` papers (it ignores the rest)
     and the chunk texts holding a parenthesis (it reads no others).
+    ``previous_lexicon`` (the last generation's) lets the miner skip what did not change (`mine_lexicon`).
     """
 
     def __init__(self, weights: FieldWeights | None = None, tokens: TokenCache | None = None,
-                 mine: bool = True) -> None:
+                 mine: bool = True, previous_lexicon: MinedLexicon | None = None) -> None:
         self.weights = weights or FieldWeights()
+        self._previous_lexicon = previous_lexicon
         self.tokens = tokens or TokenCache(None)
         self._matrix = BM25Matrix(k1=self.weights.k1, b=self.weights.b)
         self._ids: list[np.ndarray] = []
@@ -590,7 +592,7 @@ class LexicalBuilder:
         if self._mine:
             # From the tokens just made (or cached): only new parenthetical phrases cost Kiwi time.
             lexicon = mine_lexicon([*self._mine_tokens, *self._mine_fields], self._mine_texts, self.tokens.tokens,
-                                   default_glossary().concepts)
+                                   default_glossary().concepts, previous=self._previous_lexicon)
             self._mine_tokens, self._mine_fields, self._mine_texts = [], [], []
         m = self._matrix
         scores = m.build()

@@ -29,6 +29,7 @@ scores) inside the generation, so the manifest's checksums cover it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter, defaultdict
@@ -102,12 +103,16 @@ class MinedLexicon(BaseModel):
     params: MinerParams = Field(default_factory=MinerParams)
     papers: int = Field(default=0, ge=0, description="papers mined")
     pairs: list[MinedPair] = Field(default_factory=list)
+    cooc_inputs: str | None = Field(
+        default=None, description="sha256 of what the co-occurrence pairs were mined from (the next build's "
+        "check that it may reuse them); not part of the lexicon's meaning")
     # Pairs by trigger token, built on the first expansion (not a field: not saved, not compared).
     _trigger_cache: dict[str, list[tuple[frozenset[str], tuple[str, ...], float]]] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # The same pairs and settings, whether or not either has expanded a query yet.
-        return isinstance(other, MinedLexicon) and self.model_dump() == other.model_dump()
+        return isinstance(other, MinedLexicon) and self.model_dump(exclude={"cooc_inputs"}) == other.model_dump(
+            exclude={"cooc_inputs"})
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like any non-frozen model
 
@@ -273,6 +278,7 @@ def mine_lexicon(
     analyse: Callable[[list[str]], list[list[str]]],
     concepts: Iterable[frozenset[str]] = (),
     params: MinerParams | None = None,
+    previous: MinedLexicon | None = None,
 ) -> MinedLexicon:
     """Mine a lexicon from one build's analysed documents.
 
@@ -282,12 +288,25 @@ def mine_lexicon(
     parenthetical phrases (a cached `document_tokens`: only new phrases cost
     Kiwi time). ``concepts`` are the curated glossary's token sets: a pair both
     of whose sides fall in one concept is already known and dropped.
+
+    ``previous`` (the last build's lexicon): when the co-occurrence inputs (the
+    kept papers' tokens in order, the concepts, the parameters and the miner
+    version) hash as its ``cooc_inputs`` and the parenthetical pairs come out
+    as its own, its pairs are returned instead of mining co-occurrence again
+    (the costly part on a rebuild where little changed). The result is the
+    same either way.
     """
     params = params or MinerParams()
+    concepts = list(concepts)
+    inputs = hashlib.sha256(json.dumps([MINER_VERSION, params.model_dump()]).encode())
+    for c in sorted(sorted(c) for c in concepts):
+        inputs.update(("\x1e".join(c) + "\x1d").encode("utf-8", "surrogatepass"))
     by_paper: dict[str, set[str]] = defaultdict(set)
     for pid, toks in tokens:
         if pid in by_paper or len(by_paper) < params.max_papers:
             by_paper[pid].update(toks)
+            inputs.update(f"{pid}\x1d{chr(31).join(toks)}\x1e".encode("utf-8", "surrogatepass"))
+    cooc_inputs = inputs.hexdigest()
     n_papers = len(by_paper)
     df: Counter[str] = Counter()
     for toks in by_paper.values():
@@ -302,11 +321,22 @@ def mine_lexicon(
         ko_c = set.intersection(*(concept_of.get(t, set()) for t in ko)) if ko else set()
         return bool(ko_c and any(ko_c & concept_of.get(t, set()) for t in en))
 
+    # Always mined: cheap, and its phrases go through ``analyse`` (the token cache) as on every build.
     pairs = _paren_pairs(texts, analyse, df, generic, known, params)
+    pairs.sort(key=_pair_order)
+    if (previous is not None and previous.cooc_inputs == cooc_inputs and previous.miner == MINER_VERSION
+            and previous.params == params and previous.papers == n_papers and len(pairs) < params.max_pairs
+            and [p for p in previous.pairs if p.source == "paren"] == pairs):
+        # The co-occurrence pairs depend on nothing else, and the final list on nothing but both lists.
+        return MinedLexicon(params=params, papers=n_papers, pairs=list(previous.pairs), cooc_inputs=cooc_inputs)
     seen = {(p.ko, p.en) for p in pairs}
     pairs += [p for p in _cooc_pairs(by_paper, known, params) if (p.ko, p.en) not in seen]
-    pairs.sort(key=lambda p: (p.source != "paren", -p.score, -p.support, p.ko, p.en))
-    return MinedLexicon(params=params, papers=n_papers, pairs=pairs[: params.max_pairs])
+    pairs.sort(key=_pair_order)
+    return MinedLexicon(params=params, papers=n_papers, pairs=pairs[: params.max_pairs], cooc_inputs=cooc_inputs)
+
+
+def _pair_order(p: MinedPair) -> tuple:
+    return p.source != "paren", -p.score, -p.support, p.ko, p.en
 
 
 def _paren_pairs(

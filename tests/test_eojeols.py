@@ -104,3 +104,56 @@ def test_other_format_is_a_version_error(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(IndexVersionError, match="rebuild"):
         EojeolTable(tmp_path / "words.sqlite")
+
+
+def _dump(path: Path) -> dict[str, list[tuple]]:
+    con = sqlite3.connect(path)
+    try:
+        return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall())  # noqa: S608 - our table names
+                for t in ("meta", "eojeols", "multiword", "stems", "suffixes", "part_counts")}
+    finally:
+        con.close()
+
+
+def _rows(path: Path) -> dict[str, tuple[str, int]]:
+    table = EojeolTable(path)
+    try:
+        return table.rows()
+    finally:
+        table.close()
+
+
+def test_a_patched_table_equals_one_written_whole(tmp_path: Path) -> None:
+    first = EojeolRecorder()
+    for t in TEXTS[:2]:
+        first.observe(t, get_kiwi().tokenize(t))
+    # A word whose best reading the next build changes: its old stem reading must leave the counts.
+    first.observe("모델을", [Morph("모델", "NNG", 0, 2, "모델"), Morph("을", "JKO", 2, 1, "을")])
+    base = tmp_path / "base.sqlite"
+    first.save(base)
+    rows = _rows(base)
+    patched, whole = EojeolRecorder(rows, base=base), EojeolRecorder(rows)
+    for rec in (patched, whole):
+        for t in (TEXTS[2], TEXTS[0]):  # a new text, and one seen again (its words' counts grow)
+            rec.observe(t, get_kiwi().tokenize(t))
+        for _ in range(2):
+            rec.observe("모델을", [Morph("모", "NNG", 0, 1, "모"), Morph("델", "NNG", 1, 1, "델"),
+                                   Morph("을", "JKO", 2, 1, "을")])
+    patched.save(tmp_path / "patched.sqlite")
+    whole.save(tmp_path / "whole.sqlite")
+    assert patched.touched and _dump(tmp_path / "patched.sqlite") == _dump(tmp_path / "whole.sqlite")
+    assert _dump(tmp_path / "patched.sqlite") != _dump(base)
+    # Nothing observed: the copy is the base; a base without reading counts (an older table) is written whole.
+    EojeolRecorder(rows, base=base).save(tmp_path / "same.sqlite")
+    assert _dump(tmp_path / "same.sqlite") == _dump(base)
+    con = sqlite3.connect(base)
+    con.execute("DROP TABLE part_counts")
+    con.commit()
+    con.close()
+    again = EojeolRecorder(rows, base=base)
+    again.observe(TEXTS[2], get_kiwi().tokenize(TEXTS[2]))
+    again.save(tmp_path / "again.sqlite")
+    ref = EojeolRecorder(rows)
+    ref.observe(TEXTS[2], get_kiwi().tokenize(TEXTS[2]))
+    ref.save(tmp_path / "ref.sqlite")
+    assert _dump(tmp_path / "again.sqlite") == _dump(tmp_path / "ref.sqlite")

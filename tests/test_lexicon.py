@@ -181,3 +181,34 @@ def test_index_stores_and_reports_the_lexicon(tmp_path: Path) -> None:
         assert idx.search(QUERY, k=1, mode="lexical")[0].paper.id == "t"
     res = CliRunner().invoke(app, ["info", "--index", str(ix)])
     assert res.exit_code == 0 and f"1 mined pairs (paren 1, cooc 0; miner {MINER_VERSION})" in res.stdout
+
+
+def test_unchanged_inputs_reuse_the_previous_cooccurrence_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import digest_rag.lexicon as lexicon
+
+    docs = [(f"p{i}", ["벌집", "honeycomb", "공통", "common", f"w{i}"]) for i in range(5)]
+    docs += [(f"q{i}", ["나방", "moth", "공통", "common"]) for i in range(2)]
+    docs += [(f"r{i}", ["공통", "common", "flame"]) for i in range(3)]
+    params = MinerParams(cooc_min_support=3, max_df=0.6)
+    first = mine_lexicon(docs, [], lambda texts: [], params=params)
+    assert first.pairs and first.cooc_inputs
+    real = lexicon._cooc_pairs
+    calls: list[int] = []
+
+    def counting(*args: object) -> list[MinedPair]:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lexicon, "_cooc_pairs", counting)
+    again = mine_lexicon(docs, [], lambda texts: [], params=params, previous=first)
+    assert again == first and again.cooc_inputs == first.cooc_inputs and not calls
+    # One more paper: mined again, and the result is what mining without a previous lexicon gives.
+    more = [*docs, *((f"s{i}", ["나방", "moth", "공통", "common"]) for i in range(2))]
+    assert mine_lexicon(more, [], lambda texts: [], params=params, previous=first) == \
+        mine_lexicon(more, [], lambda texts: [], params=params)
+    assert len(calls) == 2
+    # Other parameters: mined again too.
+    other = MinerParams(cooc_min_support=2, max_df=0.6)
+    assert mine_lexicon(docs, [], lambda texts: [], params=other, previous=first) == \
+        mine_lexicon(docs, [], lambda texts: [], params=other)
+    assert len(calls) == 4
