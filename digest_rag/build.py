@@ -75,7 +75,7 @@ from .models import (
     IndexManifest,
 )
 from .parse_cache import ParseCache
-from .parsing import ParseResult, check_strict, corpus_files
+from .parsing import ParseResult, Skip, check_strict, corpus_files
 from .spool import PaperSpool
 from .store import Store, StoreWriter
 from .text import fingerprint, sha256_text
@@ -152,7 +152,10 @@ def build_index(
         pause_point("locked")
         t0 = time.perf_counter()
         options = _options(_previous_options(index_dir), overrides)
-        inputs = inputs_fingerprint(path_list, index_dir, options, encoder)
+        # The files are listed and hashed once: for the up-to-date check, then as the parse cache's keys.
+        listing = corpus_files(path_list)
+        digests: dict[str, bytes] = {}
+        inputs = inputs_fingerprint(path_list, index_dir, options, encoder, listing=listing, digests=digests)
         if inputs is not None and not force:
             current = _if_up_to_date(index_dir, inputs, dry_run=dry_run)
             if current is not None:
@@ -165,7 +168,7 @@ def build_index(
             t_parse = time.perf_counter()
             # Parsed papers of unchanged files come from the parse cache (--force too: it is a cache).
             with _parse_cache(home, writable=not dry_run) as cache:
-                _parse_into(parsed, engine, path_list, options.strict, progress, cache)
+                _parse_into(parsed, engine, path_list, options.strict, progress, cache, listing, digests)
                 if cache is not None:
                     cache.close(collect=True)  # a full build: entries of files no longer read go
             parse_s = time.perf_counter() - t_parse
@@ -223,11 +226,13 @@ def _parse_cache(index_dir: Path | None, writable: bool = True) -> AbstractConte
 
 
 def _parse_into(spool: PaperSpool, engine: BuildEngine, paths: list[str | Path], strict: bool,
-                progress: ProgressCallback | None, cache: ParseCache | None = None) -> None:
-    """Parse ``paths`` into ``spool``: streamed here (through ``cache``), or as the engine's merged result
-    when it parses elsewhere."""
+                progress: ProgressCallback | None, cache: ParseCache | None = None,
+                listing: tuple[list[Path], list[Skip]] | None = None, digests: Mapping[str, bytes] | None = None,
+                ) -> None:
+    """Parse ``paths`` into ``spool``: streamed here (through ``cache``; ``listing`` and ``digests`` as
+    `PaperSpool.parse_paths` takes them), or as the engine's merged result when it parses elsewhere."""
     if isinstance(engine, LocalEngine):
-        spool.parse_paths(paths, progress, cache)
+        spool.parse_paths(paths, progress, cache, listing=listing, digests=digests)
         check_strict(ParseResult(skipped=spool.skipped), strict)
     else:
         spool.add_result(engine.parse(paths, strict, progress))
@@ -253,13 +258,16 @@ def _previous_options(index_dir: Path) -> BuildOptions | None:
 
 
 def inputs_fingerprint(
-    paths: Sequence[str | Path], index_dir: Path, options: BuildOptions, encoder: Encoder | None
+    paths: Sequence[str | Path], index_dir: Path, options: BuildOptions, encoder: Encoder | None, *,
+    listing: tuple[list[Path], list[Skip]] | None = None, digests: dict[str, bytes] | None = None,
 ) -> str | None:
     """A hash of everything a build's output depends on, or None when the model can't be pinned down cheaply.
 
     Reading every input file costs a fraction of a second for thousands of
     notes; parsing them, loading the model and re-tokenising for BM25 cost
-    tens of seconds, which is what an unchanged corpus saves.
+    tens of seconds, which is what an unchanged corpus saves. ``listing`` is
+    `corpus_files` of ``paths`` when the caller has it; ``digests`` receives
+    each file's sha256 (the parse cache's key).
     """
     backend = options.backend
     if options.lexical_only:
@@ -271,7 +279,7 @@ def inputs_fingerprint(
         identity = model_identity(options.model or os.environ.get(MODEL_ENV) or None)
     if identity is None:
         return None
-    files, skips = corpus_files(paths)
+    files, skips = listing if listing is not None else corpus_files(paths)
     h = hashlib.sha256()
     payload = {
         "format": FORMAT_VERSION, "library": __version__, "analysis": analysis_cache_key(),
@@ -280,12 +288,24 @@ def inputs_fingerprint(
         "missing": [s.source for s in skips],
     }
     h.update(json.dumps(payload, sort_keys=True).encode())
+    real_dirs: dict[Path, Path] = {}
     for f in files:
         try:
             data = f.read_bytes()
+            # Path.resolve walks every component of every file; a directory's is the same for its files.
+            if f.is_symlink():
+                real = f.resolve()
+            else:
+                parent = real_dirs.get(f.parent)
+                if parent is None:
+                    parent = real_dirs[f.parent] = f.parent.resolve()
+                real = parent / f.name
         except OSError:
             return None  # let the real build report the unreadable file
-        h.update(b"\x00" + str(f.resolve()).encode() + b"\x00" + hashlib.sha256(data).digest())
+        digest = hashlib.sha256(data).digest()
+        if digests is not None:
+            digests[str(f)] = digest
+        h.update(b"\x00" + str(real).encode() + b"\x00" + digest)
     return h.hexdigest()
 
 
@@ -800,17 +820,20 @@ class _StoreTokens(TokenCache):
         self._previous = previous
         self._key = analysis_cache_key()
         self._recorded: set[str] = set()
+        self._raw: dict[str, str] = {}  # the previous store's JSON of the tokens just looked up there
 
     def lookup(self, keys: Sequence[str]) -> dict[str, list[str]]:
         found = self._writer.tokens(keys)
         self._recorded = set(found)
         rest = [k for k in keys if k not in found]
+        self._raw = {}
         if rest and self._previous is not None:
-            found.update(self._previous.tokens_for(self._key, rest))
+            found.update(self._previous.tokens_for(self._key, rest, self._raw))
         return found
 
     def record(self, entries: Mapping[str, list[str]]) -> None:
-        self._writer.record_tokens({k: v for k, v in entries.items() if k not in self._recorded})
+        self._writer.record_tokens({k: v for k, v in entries.items() if k not in self._recorded}, self._raw)
+        self._raw = {}
 
 
 def write_generation(

@@ -121,8 +121,13 @@ class ParseCache:
     @staticmethod
     def key(source: str, data: bytes) -> bytes:
         """The entry key of the file named ``source`` holding ``data``."""
+        return ParseCache.key_of_digest(source, hashlib.sha256(data).digest())
+
+    @staticmethod
+    def key_of_digest(source: str, digest: bytes) -> bytes:
+        """`key` from the sha256 of the file's bytes (a build hashed them already for its up-to-date check)."""
         h = hashlib.sha256(parser_version().encode())
-        h.update(b"\x00" + source.encode("utf-8", "surrogatepass") + b"\x00" + hashlib.sha256(data).digest())
+        h.update(b"\x00" + source.encode("utf-8", "surrogatepass") + b"\x00" + digest)
         return h.digest()
 
     def get(self, key: bytes) -> tuple[str, list[str]] | None:
@@ -152,6 +157,7 @@ class ParseCache:
 
     def put(self, key: bytes, fmt: str, papers: Sequence[str]) -> None:
         """Remember the papers (as JSON) parsed from the file of ``key``; written when the cache closes."""
+        self._used.add(key)
         if self.writable:
             self._pending[key] = "\n".join([fmt, *papers])
 

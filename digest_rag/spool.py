@@ -19,7 +19,7 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -101,13 +101,16 @@ class PaperSpool:
 
     # ------------------------------------------------------------------ papers in
     def parse_paths(self, paths: Iterable[str | Path], progress: ProgressCallback | None = None,
-                    cache: ParseCache | None = None) -> None:
+                    cache: ParseCache | None = None, *, listing: tuple[list[Path], list[Skip]] | None = None,
+                    digests: Mapping[str, bytes] | None = None) -> None:
         """`parsing.parse_paths` into the spool, each file's papers streamed (a JSONL file record by record).
 
         With a ``cache`` (`parse_cache.ParseCache`), a file whose bytes and parser are unchanged gives back
         the papers it gave before instead of being parsed again; newly parsed files are added to it.
+        ``listing`` is `corpus_files` of ``paths`` when the caller has it; ``digests`` (file name -> sha256
+        of its bytes, as the caller read them) saves reading a file whose entry is cached.
         """
-        files, skips = corpus_files(paths)
+        files, skips = listing if listing is not None else corpus_files(paths)
         self.skipped.extend(skips)
         for done, f in enumerate(files):
             if progress:
@@ -118,17 +121,10 @@ class PaperSpool:
                 continue
             data = key = None
             if cache is not None:
-                try:
-                    data = read_bytes(f)
-                except ParseError:
-                    data = None  # parsed (and reported) below as without a cache
-                if data is not None and len(data) <= MAX_CACHED_BYTES:
-                    key = cache.key(str(f), data)
-                    hit = cache.get(key)
-                    cached = _from_json(hit[1]) if hit is not None else None
-                    if hit is not None and cached is not None:
-                        self._parse_file(f, hit[0], iter(cached), savepoint=False)
-                        continue
+                hit, data, key = _cached(f, cache, digests)
+                if hit is not None:
+                    self._parse_file(f, hit[0], iter(hit[1]), savepoint=False)
+                    continue
             try:
                 fmt, papers = iter_file(f) if data is None else iter_text(decode_bytes(data, str(f)), str(f))
                 kept = self._parse_file(f, fmt, ((p, p.model_dump_json()) for p in papers))
@@ -323,12 +319,39 @@ class PaperSpool:
         return self.con.execute(sql, params).fetchall()
 
 
-def _from_json(jsons: Sequence[str]) -> list[tuple[Paper, str]] | None:
-    """A cached file's papers with their JSON; None when one no longer validates (the file is parsed again)."""
+_Cached = tuple[str, list[tuple[Paper, str]]]
+
+
+def _cached(f: Path, cache: ParseCache, digests: Mapping[str, bytes] | None
+            ) -> tuple[_Cached | None, bytes | None, bytes | None]:
+    """(format, papers with their JSON) of ``f`` from ``cache``; else None, the file's bytes and the key to
+    cache its papers under (None: unreadable, parsed and reported as without a cache; or too large)."""
+    digest = digests.get(str(f)) if digests is not None else None
+    if digest is not None:
+        hit = _from_cache(cache, cache.key_of_digest(str(f), digest))
+        if hit is not None:
+            return hit, None, None
     try:
-        return [(Paper.model_validate_json(js), js) for js in jsons]
-    except ValidationError:
+        data = read_bytes(f)
+    except ParseError:
+        return None, None, None
+    if len(data) > MAX_CACHED_BYTES:
+        return None, data, None
+    # Keyed by the bytes parsed here, whatever the caller hashed earlier.
+    key = cache.key(str(f), data)
+    hit = _from_cache(cache, key) if digest is None else None
+    return (hit, None, None) if hit is not None else (None, data, key)
+
+
+def _from_cache(cache: ParseCache, key: bytes) -> _Cached | None:
+    """A cached file's format and papers with their JSON; None when absent, damaged or no longer valid."""
+    hit = cache.get(key)
+    if hit is None:
         return None
+    try:
+        return hit[0], [(Paper.model_validate_json(js), js) for js in hit[1]]
+    except ValidationError:
+        return None  # parsed again, and the entry replaced
 
 
 def _paper(js: str, where: Path) -> Paper:

@@ -128,10 +128,12 @@ class StoreWriter:
         """Tokens already recorded in this store for these text hashes."""
         return _token_rows(self.con, keys)
 
-    def record_tokens(self, entries: Mapping[str, list[str]]) -> None:
-        """BM25 tokens by text hash: the next build's token cache."""
+    def record_tokens(self, entries: Mapping[str, list[str]], raw: Mapping[str, str] | None = None) -> None:
+        """BM25 tokens by text hash: the next build's token cache. ``raw``: the JSON of entries read from
+        a previous store (`Store.tokens_for`), copied as stored instead of encoded again."""
+        raw = raw or {}
         self.con.executemany("INSERT OR IGNORE INTO doc_tokens VALUES (?, ?)",
-                             ((h, json.dumps(toks, ensure_ascii=False)) for h, toks in entries.items()))
+                             ((h, raw.get(h) or json.dumps(toks, ensure_ascii=False)) for h, toks in entries.items()))
 
     def finish(self, lexical: int) -> None:
         """Record the number of BM25 documents (chunks `lexical_chunks` keeps) and commit."""
@@ -144,19 +146,22 @@ class StoreWriter:
         self.con.close()
 
 
-def _token_rows(con: sqlite3.Connection, keys: Sequence[str]) -> dict[str, list[str]]:
-    """doc_tokens rows for ``keys``, decoded; an unreadable row is left out (a cache: analyse again)."""
+def _token_rows(con: sqlite3.Connection, keys: Sequence[str], raw: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """doc_tokens rows for ``keys``, decoded; an unreadable row is left out (a cache: analyse again).
+    ``raw`` receives the stored JSON of each row returned (to copy it without encoding it again)."""
     out: dict[str, list[str]] = {}
     for i in range(0, len(keys), 500):
         part = list(keys[i : i + 500])
-        for h, raw in con.execute(f"SELECT text_hash, tokens FROM doc_tokens WHERE text_hash IN "
-                                  f"({','.join('?' * len(part))})", part):
+        for h, raw_json in con.execute(f"SELECT text_hash, tokens FROM doc_tokens WHERE text_hash IN "
+                                       f"({','.join('?' * len(part))})", part):
             try:
-                toks = json.loads(raw)
+                toks = json.loads(raw_json)
             except (ValueError, TypeError, RecursionError):
                 continue
             if isinstance(toks, list) and all(isinstance(t, str) for t in toks):
                 out[h] = toks
+                if raw is not None:
+                    raw[h] = raw_json
     return out
 
 
@@ -346,13 +351,15 @@ class Store:
             return False
         return row is not None and row[0] == analysis_key
 
-    def tokens_for(self, analysis_key: str, keys: Sequence[str]) -> dict[str, list[str]]:
-        """`doc_tokens` for these text hashes only (a build at scale looks its batch up, not the whole table)."""
+    def tokens_for(self, analysis_key: str, keys: Sequence[str], raw: dict[str, str] | None = None,
+                   ) -> dict[str, list[str]]:
+        """`doc_tokens` for these text hashes only (a build at scale looks its batch up, not the whole table);
+        ``raw`` receives each returned row's stored JSON."""
         try:
             row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
             if row is None or row[0] != analysis_key:
                 return {}
-            return _token_rows(self.con, keys)
+            return _token_rows(self.con, keys, raw)
         except sqlite3.OperationalError:
             return {}
         except sqlite3.DatabaseError as exc:
