@@ -170,7 +170,8 @@ def build_index(
             with _parse_cache(home, writable=not dry_run) as cache:
                 _parse_into(parsed, engine, path_list, options.strict, progress, cache, listing, digests)
                 if cache is not None:
-                    cache.close(collect=True)  # a full build: entries of files no longer read go
+                    # A full build: entries of files it no longer reads go (not when an engine parsed elsewhere).
+                    cache.close(collect=isinstance(engine, LocalEngine))
             parse_s = time.perf_counter() - t_parse
             outcome = _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
                                     progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run)
