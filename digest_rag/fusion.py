@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from .errors import IndexCorruptedError, UsageError
 from .models import Chunk, Paper, SearchHit, SearchMode
 from .snippets import make_snippet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import ChunkHead
 
 RRF_K = 60
 
@@ -115,15 +119,18 @@ def rank_chunks(
 
 def aggregate(
     ranked_chunks: Sequence[tuple[int, float, list[str]]],
-    chunks: Mapping[int, Chunk],
+    chunks: Mapping[int, Chunk] | Mapping[int, ChunkHead],
     papers: Mapping[str, Paper],
     k: int,
     query: str | Iterable[str] | None = None,
+    fetch: Callable[[list[int]], Mapping[int, Chunk]] | None = None,
 ) -> list[SearchHit]:
     """Each paper once, scored by its best chunk, that chunk as the snippet.
 
     With ``query``, each snippet is centred on the query's matches (see
-    :func:`make_snippet`).
+    :func:`make_snippet`). ``chunks`` may hold only each chunk's paper and
+    section kind (`store.ChunkHead`); ``fetch`` then reads the snippet chunks
+    of the ``k`` papers shown (`Store.chunks`).
 
     ``modes`` of a hit is the union of the retrievers that found any of the
     paper's chunks, so a reader can tell lexical-only matches from agreed ones.
@@ -144,11 +151,14 @@ def aggregate(
         # A title chunk scores the paper but makes a poor snippet: prefer the best text chunk.
         if chunk.section_kind != "title":
             snippet_of.setdefault(pid, cid)
+    shown = [(pid, snippet_of.get(pid, best[pid][0])) for pid in order[:k]]
+    full: Mapping[int, Chunk | ChunkHead] = fetch([cid for _pid, cid in shown]) if fetch is not None else chunks
     hits: list[SearchHit] = []
-    for pid in order[:k]:
-        _cid, score = best[pid]
-        cid = snippet_of.get(pid, _cid)
-        chunk = chunks[cid]
+    for pid, cid in shown:
+        score = best[pid][1]
+        chunk = full.get(cid)
+        if not isinstance(chunk, Chunk):  # a head whose chunk was not fetched: the store changed under us
+            raise IndexCorruptedError(f"chunk {cid} vanished while searching")
         found_modes: list[SearchMode] = [m for m in ("dense", "lexical") if m in modes[pid]]  # type: ignore[misc]
         hits.append(
             SearchHit(

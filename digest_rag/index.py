@@ -322,12 +322,13 @@ class DigestIndex:
         with self.stored_analysis():  # Korean words from the index's table of Kiwi's readings: no Kiwi start-up
             rankings = run_retrievers(retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir), mode,
                                       query, max(CANDIDATES, k * 20), allowed)
-            chunks = self.store.chunks({cid for r in rankings.values() for cid, _s in r})
-            ranked = rank_chunks(rankings, {cid: c.paper_id for cid, c in chunks.items()}, fusion_weights)
+            # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
+            heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
+            ranked = rank_chunks(rankings, {cid: h.paper_id for cid, h in heads.items()}, fusion_weights)
             terms = highlight_terms(query)  # once per search, not once per snippet
             papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
-                self.store, {c.paper_id for c in chunks.values()}, self._paper_cache, self._paper_lock)
-            hits = aggregate(ranked, chunks, papers, k, query=terms)
+                self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
+            hits = aggregate(ranked, heads, papers, k, query=terms, fetch=self.store.chunks)
             return SearchResults(
                 (opening_snippet(h, self.store.first_text_chunk(h.paper.id), terms) if h.section == "title" else h
                  for h in hits),

@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
@@ -82,6 +83,13 @@ def write_store(
         writer.finish(len(lexical_chunks(chunks)))
     finally:
         writer.close()
+
+
+class ChunkHead(NamedTuple):
+    """A chunk's paper and section kind (`Store.chunk_heads`)."""
+
+    paper_id: str
+    section_kind: str
 
 
 class StoreWriter:
@@ -265,6 +273,12 @@ class Store:
             return {r[0]: Chunk(**dict(zip(keys, r, strict=True))) for r in rows}
         except ValidationError as exc:
             raise IndexCorruptedError(f"{self.path}: damaged chunk record ({exc.errors()[0]['msg']})") from exc
+
+    def chunk_heads(self, ids: Iterable[int]) -> dict[int, ChunkHead]:
+        """Paper and section kind of each chunk by id: what ranking a search's candidates needs, without
+        reading and validating their texts (`chunks` then fetches the few that are shown)."""
+        rows = self._query_in("SELECT id, paper_id, section_kind FROM chunks WHERE id IN", (int(i) for i in ids))
+        return {int(r[0]): ChunkHead(str(r[1]), str(r[2])) for r in rows}
 
     def first_text_chunk(self, paper_id: str) -> Chunk | None:
         """The paper's first chunk of real text (not its title passage)."""

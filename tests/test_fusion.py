@@ -39,6 +39,27 @@ def test_aggregate_one_hit_per_paper_and_no_title_snippet() -> None:
     assert len(aggregate([(3, 0.8, ["lexical"]), (2, 0.7, ["dense"])], chunks, papers, k=1)) == 1
 
 
+def test_aggregate_on_heads_fetches_only_the_shown_chunks() -> None:
+    from digest_rag.errors import IndexCorruptedError
+    from digest_rag.store import ChunkHead
+
+    papers = {p: Paper(id=p, title=f"Paper {p}") for p in "abc"}
+    chunks = {1: chunk(1, "a", "Paper a", kind="title"), 2: chunk(2, "a", "body of a"), 3: chunk(3, "b", "body of b"),
+              4: chunk(4, "a", "more of a"), 5: chunk(5, "c", "body of c")}
+    heads = {cid: ChunkHead(c.paper_id, c.section_kind) for cid, c in chunks.items()}
+    ranked = [(1, 0.9, ["dense"]), (3, 0.8, ["lexical"]), (2, 0.7, ["dense"]), (4, 0.6, ["lexical"]), (5, 0.5, ["dense"])]
+    asked: list[list[int]] = []
+
+    def fetch(ids: list[int]) -> dict[int, Chunk]:
+        asked.append(list(ids))
+        return {i: chunks[i] for i in ids}
+
+    hits = aggregate(ranked, heads, papers, k=2, fetch=fetch)
+    assert hits == aggregate(ranked, chunks, papers, k=2)
+    assert asked == [[2, 3]]  # the snippet chunks of the two papers shown, nothing else
+    with pytest.raises(IndexCorruptedError):
+        aggregate(ranked, heads, papers, k=2, fetch=lambda ids: {})
+
 def test_fusion_weights_scale_each_retriever() -> None:
     from digest_rag.fusion import fuse_papers
 

@@ -124,3 +124,12 @@ def test_bm25_count_is_recorded_not_recomputed(seed_index_dir: Path, tmp_path: P
     scanned = old_style.counts()
     old_style.close()
     assert recorded == scanned and recorded[0] == 29 and recorded[1] > recorded[2] > 0
+
+
+def test_chunk_heads_match_the_chunks(seed_index_dir: Path, tmp_path: Path) -> None:
+    store = Store(_store_copy(seed_index_dir, tmp_path / "store.sqlite"))
+    chunks = store.chunks()
+    ids = sorted(chunks)[:40] + [10**9]  # an id the store lacks is left out, as by `chunks`
+    heads = store.chunk_heads(ids)
+    assert heads == {cid: (chunks[cid].paper_id, chunks[cid].section_kind) for cid in ids if cid in chunks}
+    store.close()
