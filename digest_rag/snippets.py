@@ -13,6 +13,8 @@ English forms of a Korean query term count too ("스케일링 법칙" marks "Sca
 
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Iterable, Sequence
 
@@ -43,13 +45,16 @@ def highlight_terms(query: str) -> frozenset[str]:
     return frozenset(t for t in query_term_weights(query) if ":" not in t)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _latin_word_tokens(word: str) -> frozenset[str]:
+    # A Latin word alone never reaches Kiwi and its tokens depend on nothing else, so they are kept by word:
+    # a snippet's few hundred words are mostly words seen in earlier snippets (its analysis was half of a
+    # lexical search's time).
+    return frozenset(tokenize_many([word])[0])
+
+
 def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
-    matches = list(_LATIN_WORD.finditer(text))
-    if not matches:
-        return []
-    # Each Latin word alone never reaches Kiwi, so this is a cheap regex pass.
-    tokens = tokenize_many([m.group(0) for m in matches])
-    return [m.span() for m, toks in zip(matches, tokens, strict=True) if terms.intersection(toks)]
+    return [m.span() for m in _LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
 
 
 def _korean_spans(text: str, terms: frozenset[str]) -> list[Span]:
