@@ -1,7 +1,7 @@
 """Does Kiwi's BM25 analysis overlap with encoding? Sequential vs a thread beside the encoder, in one process.
 
 Encodes 600 passages of an index's chunks with the e5-small-shaped model (sentence-transformers, torch) and
-analyses every chunk text for BM25 (`digest_rag.analysis.tokenize_many`, Kiwi), first one after the other, then
+analyses every chunk text for BM25 (`digest_rag.lexical.analysis.tokenize_many`, Kiwi), first one after the other, then
 with the analysis in a thread while the encoder runs. A build could hide its analysis behind the encode only if
 the second total were lower than the first.
 
@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     from sentence_transformers import SentenceTransformer
 
-    from digest_rag.analysis import get_kiwi, tokenize_many
+    from digest_rag.lexical.analysis import get_kiwi, tokenize_many
 
     store = next(args.index.glob("gen-*/store.sqlite"))
     con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)

@@ -41,7 +41,7 @@ def main() -> None:
           f"(written in {time.perf_counter() - t:.1f}s)")
     env = code_env(ROOT)
     index = work / "index"
-    cli = [sys.executable, "-m", "digest_rag.cli"]
+    cli = [sys.executable, "-m", "digest_rag.frontends.cli"]
     wall, rss, out = timed_process([*cli, "build", str(corpus), "--index", str(index), "--lexical-only", "-q",
                                     "--json"], env, timeout=3600)
     report = json.loads(out)

@@ -13,7 +13,7 @@ multilingual-e5-small's exact shape: `_common.e5_shaped_model`). The current cod
   The baseline encodes queries with torch whatever the index's backend (as it did); the current code with
   the index's backend (ONNX Runtime + tokenizers, no torch).
 
-Rows: wall time and peak RSS of one `python -m digest_rag.cli search QUERY --index DIR -k 5` process
+Rows: wall time and peak RSS of one `python -m digest_rag.frontends.cli search QUERY --index DIR -k 5` process
 (one warm-up run per row and code, not counted; median over --rounds), then in-process `DigestIndex.search`
 p50 / p95 over 10 queries x --repeat after a warm-up pass (hybrid on the torch index, lexical on the
 lexical index).
@@ -52,7 +52,7 @@ P50_TARGETS = {"hybrid": 50.0, "lexical": 15.0}  # ms in-process p50 at ml-paper
 
 
 def cli(tree: Path, *args: str, timeout: float = 3600) -> None:
-    timed_process([sys.executable, "-m", "digest_rag.cli", *args], code_env(tree), timeout=timeout)
+    timed_process([sys.executable, "-m", "digest_rag.frontends.cli", *args], code_env(tree), timeout=timeout)
 
 
 def prepare(tree: Path, model: Path, base: Path, *, force: bool) -> dict[str, Path]:
@@ -77,7 +77,7 @@ def prepare(tree: Path, model: Path, base: Path, *, force: bool) -> dict[str, Pa
 
 
 def search_cmd(index: Path, kind: str) -> list[str]:
-    cmd = [sys.executable, "-m", "digest_rag.cli", "search", QUERY, "--index", str(index), "-k", "5"]
+    cmd = [sys.executable, "-m", "digest_rag.frontends.cli", "search", QUERY, "--index", str(index), "-k", "5"]
     return cmd + (["--mode", "lexical"] if kind == "lexical" else [])
 
 

@@ -37,7 +37,7 @@ def sample_passages(model: Path, size: int) -> Path:
         return out
     from transformers import AutoTokenizer
 
-    from digest_rag.chunking import chunk_papers, passage_text
+    from digest_rag.build.chunking import chunk_papers, passage_text
     from digest_rag.models import ChunkerSettings
     from digest_rag.parsing import parse_paths
 
@@ -64,7 +64,7 @@ def child(backend: str, model: str, passages_path: str, batch_size: int, emb_out
         t = time.perf_counter()
         emb = st.encode(["passage: " + x for x in texts], normalize_embeddings=True)
     else:
-        from digest_rag.encoder import Encoder
+        from digest_rag.dense.encoder import Encoder
 
         enc = Encoder.load(model, device="cpu", backend=backend, batch_size=batch_size)
         load_s = time.perf_counter() - t
@@ -93,7 +93,7 @@ def main() -> None:
     # Export outside the timed runs, so 'load s' below is the steady state.
     for b in args.backends:
         if b.startswith("onnx"):
-            subprocess.run([sys.executable, "-c", f"from digest_rag.encoder import Encoder; Encoder.load({str(model)!r}, device='cpu', backend={b!r})"],
+            subprocess.run([sys.executable, "-c", f"from digest_rag.dense.encoder import Encoder; Encoder.load({str(model)!r}, device='cpu', backend={b!r})"],
                            check=True, capture_output=True)
     runs: dict[str, list[dict]] = {b: [] for b in args.backends}
     embs: dict[str, np.ndarray] = {}

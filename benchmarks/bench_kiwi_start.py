@@ -31,7 +31,7 @@ _CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 from kiwipiepy import Kiwi
-from digest_rag.analysis import bundled_user_words
+from digest_rag.lexical.analysis import bundled_user_words
 kiwi = Kiwi(**json.loads(sys.argv[1]))
 for word in bundled_user_words():
     kiwi.add_user_word(word, "NNP")

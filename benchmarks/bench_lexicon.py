@@ -1,4 +1,4 @@
-"""Time of mining the bilingual lexicon (digest_rag.lexicon) from a built index's cached tokens.
+"""Time of mining the bilingual lexicon (digest_rag.lexical.lexicon) from a built index's cached tokens.
 
 Mining runs inside every build, after the BM25 documents are analysed; this
 times it alone, on the token cache the index's store keeps (no Kiwi: the
@@ -14,11 +14,11 @@ import argparse
 import time
 from pathlib import Path
 
-from digest_rag.analysis import default_glossary
-from digest_rag.layout import read_manifest
-from digest_rag.lexical import _TokenCache, _paper_field_tokens, analysis_cache_key, lexical_chunks
-from digest_rag.lexicon import mine_lexicon
-from digest_rag.store import Store
+from digest_rag.lexical.analysis import default_glossary
+from digest_rag.storage.layout import read_manifest
+from digest_rag.lexical.index import _TokenCache, _paper_field_tokens, analysis_cache_key, lexical_chunks
+from digest_rag.lexical.lexicon import mine_lexicon
+from digest_rag.storage.store import Store
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Query rows (issue 14), each system in its own processes, interleaved round by ro
   snippets cut and highlighted) against txtai `Embeddings(hybrid=True).search(q, 10)` (dense + BM25);
 * in-process lexical p50: `mode="lexical"` (Kiwi analysis, glossary expansion, snippets) against txtai's
   keyword-only BM25 index;
-* one CLI hybrid search process: `python -m digest_rag.cli search Q --index DIR -k 5` against a minimal txtai
+* one CLI hybrid search process: `python -m digest_rag.frontends.cli search Q --index DIR -k 5` against a minimal txtai
   script (`Embeddings().load(DIR); print(search(Q, 5))`), wall time and peak RSS (/usr/bin/time).
 
 Build rows (issue 15, `--build`), each a fresh process, the two systems interleaved (order alternates by round):
@@ -104,8 +104,8 @@ for hit in emb.search(sys.argv[2], 5):
 #: line): argv corpus, model, out.jsonl. One JSON object per passage: id (the chunk id), paper, text.
 _PASSAGES = """
 import json, sys
-from digest_rag.chunking import chunk_paper, passage_text
-from digest_rag.model_files import inspect_model, token_counter
+from digest_rag.build.chunking import chunk_paper, passage_text
+from digest_rag.dense.model_files import inspect_model, token_counter
 from digest_rag.models import ChunkerSettings
 from digest_rag.parsing import parse_paths
 corpus, model, out = sys.argv[1:4]
@@ -275,7 +275,7 @@ def main() -> None:
                 "txtai": [sys.executable, "-c", _TXTAI, str(bm25_dir), str(args.repeat), queries],
             },
             "one CLI hybrid search process": {
-                "digest_rag": [sys.executable, "-m", "digest_rag.cli", "search", QUERY, "--index", str(args.index), "-k", "5"],
+                "digest_rag": [sys.executable, "-m", "digest_rag.frontends.cli", "search", QUERY, "--index", str(args.index), "-k", "5"],
                 "txtai": [sys.executable, "-c", _TXTAI_CLI, str(hybrid_dir), QUERY],
             },
         }

@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--lexical", action="store_true", help="time lexical (BM25) search end to end only")
     ap.add_argument("--feedback", action="store_true",
-                    help="with --lexical: turn pseudo-relevance feedback on (digest_rag.feedback.FeedbackSettings())")
+                    help="with --lexical: turn pseudo-relevance feedback on (digest_rag.lexical.feedback.FeedbackSettings())")
     args = ap.parse_args()
     from digest_rag import DigestIndex
 
@@ -48,7 +48,7 @@ def main() -> None:
     if args.lexical:
         idx = DigestIndex.load(args.index)
         if args.feedback:
-            from digest_rag.feedback import FeedbackSettings
+            from digest_rag.lexical.feedback import FeedbackSettings
 
             idx.lexical.feedback = FeedbackSettings()
         idx.search(QUERIES[0], k=10, mode="lexical")  # load Kiwi and the glossary, warm caches

@@ -38,7 +38,7 @@ def main() -> None:
     codes = {f"baseline-{BASELINE_COMMIT}": baseline_tree(), "current": ROOT}
 
     def cmd(query: str) -> list[str]:
-        return [sys.executable, "-m", "digest_rag.cli", "search", query, "--index", str(args.index), "-k", "5",
+        return [sys.executable, "-m", "digest_rag.frontends.cli", "search", query, "--index", str(args.index), "-k", "5",
                 "--mode", "lexical", "--json"]
 
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}

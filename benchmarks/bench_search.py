@@ -58,7 +58,7 @@ def data(n: int) -> tuple[Path, Path]:
 
 
 def child_build(vec_path: str, factory: str, out: str) -> None:
-    from digest_rag.vectors import build_faiss, save_faiss, search_param_of
+    from digest_rag.dense.faiss_index import build_faiss, save_faiss, search_param_of
 
     x = np.load(vec_path)
     t = time.perf_counter()
@@ -71,7 +71,7 @@ def child_build(vec_path: str, factory: str, out: str) -> None:
 def child_search(index_path: str, q_path: str, gt_path: str, param: int, mmap: bool) -> None:
     from _common import peak_rss_mib
 
-    from digest_rag.vectors import load_faiss, search_faiss, set_search_param
+    from digest_rag.dense.faiss_index import load_faiss, search_faiss, set_search_param
 
     t = time.perf_counter()
     index = load_faiss(Path(index_path), mmap=mmap)
@@ -151,7 +151,7 @@ def main() -> None:
         base = run_child("numpy", str(vec), str(q))
         print(f"| {n:,} | numpy brute force (baseline) | - | - | {vec.stat().st_size / 2**20:.0f} | - | {base['peak_rss_mib']} | "
               f"{base['p50_ms_k10']} | {base['p95_ms_k10']} | - | 1.0 | 1.0x |", flush=True)
-        from digest_rag.vectors import choose_factory
+        from digest_rag.dense.faiss_index import choose_factory
 
         seen: set[str] = set()
         for fac in args.factories:

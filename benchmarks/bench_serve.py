@@ -12,7 +12,7 @@ and that the answers switch: every answer after the switch comes from the new ge
 "Gemma 2 지식 증류" finds Gemma 2, which the old generation did not hold.
 
 Then, per query after warm-up, at that size: p50 of one client asking the server one question at a
-time, and p50 of the shell (digest_rag.shell.Shell.handle: refresh check + search + formatting).
+time, and p50 of the shell (digest_rag.frontends.shell.Shell.handle: refresh check + search + formatting).
 
 Usage: python benchmarks/bench_serve.py [--mode lexical|hybrid] [--clients 8] [--seconds 30]
        (--mode hybrid builds with the random e5-small-shaped model of _common.e5_shaped_model)
@@ -160,7 +160,7 @@ def main() -> None:
             t.start()
         time.sleep(args.seconds / 3)
         t_update = time.monotonic()
-        upd = subprocess.Popen([sys.executable, "-m", "digest_rag.cli", "update", str(held), "--index", str(index_dir),
+        upd = subprocess.Popen([sys.executable, "-m", "digest_rag.frontends.cli", "update", str(held), "--index", str(index_dir),
                                 "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
         cap = start + args.max_window
@@ -227,8 +227,8 @@ def main() -> None:
     print(f"serve, one question at a time with highlight=html (the page): p50 {pct(page_seq, 50):.1f} ms over "
           f"{len(page_seq)}")
 
-    from digest_rag.live import LiveIndex
-    from digest_rag.shell import Shell
+    from digest_rag.frontends.live import LiveIndex
+    from digest_rag.frontends.shell import Shell
 
     with LiveIndex(index_dir, interval=0) as live:
         for color in (True, False):  # on a terminal matches are coloured (a Kiwi pass per snippet); piped, not

@@ -1,4 +1,4 @@
-"""How often an index's stored word analyses (digest_rag.eojeols) give a query the same BM25 terms as Kiwi.
+"""How often an index's stored word analyses (digest_rag.lexical.word_table) give a query the same BM25 terms as Kiwi.
 
     python benchmarks/eojeol_agreement.py --index /tmp/kf/ml eval/dev_queries.jsonl eval/ml_papers_tune.jsonl
 
@@ -22,12 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from digest_rag import DigestIndex
-    from digest_rag.analysis import _normalize, _segments, query_term_weights
+    from digest_rag.lexical.analysis import _normalize, _segments, query_term_weights
 
     idx = DigestIndex.load(args.index)
     table = idx.lexical.eojeols if idx.lexical is not None else None
     if table is None:
-        print(f"{args.index}: no word table (built before digest_rag.eojeols?)", file=sys.stderr)
+        print(f"{args.index}: no word table (built before digest_rag.lexical.word_table?)", file=sys.stderr)
         return 1
     for path in args.queries:
         queries = [json.loads(line)["query"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

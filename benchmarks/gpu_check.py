@@ -19,8 +19,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from digest_rag.chunking import chunk_papers, passage_text  # noqa: E402
-from digest_rag.encoder import Encoder, auto_device  # noqa: E402
+from digest_rag.build.chunking import chunk_papers, passage_text  # noqa: E402
+from digest_rag.dense.encoder import Encoder, auto_device  # noqa: E402
 from digest_rag.models import ChunkerSettings  # noqa: E402
 from digest_rag.parsing import parse_paths  # noqa: E402
 from digest_rag.testing import build_e5_shaped_model, build_tiny_model, corpus_texts  # noqa: E402

@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
+from digest_rag.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time names load on first use
-    from .build import BuildReport
-    from .chunking import chunk_paper, chunk_papers
-    from .corpus_report import CorpusReport, inspect_corpus
-    from .encoder import DEFAULT_MODEL, Encoder, resolve_model_name
-    from .errors import (
+    from digest_rag.build.pipeline import BuildReport
+    from digest_rag.build.chunking import chunk_paper, chunk_papers
+    from digest_rag.build.corpus_report import CorpusReport, inspect_corpus
+    from digest_rag.dense.encoder import DEFAULT_MODEL, Encoder, resolve_model_name
+    from digest_rag.errors import (
         CorpusError,
         DamagedIndexWarning,
         DigestRagError,
@@ -39,19 +39,19 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
         UnsafeIndexPathError,
         UsageError,
     )
-    from .index import DigestIndex
-    from .models import BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section
-    from .parsing import ParseResult, Skip, parse_file, parse_paths
-    from .variants import VariantReport, apply_variant, export_variant
+    from digest_rag.index import DigestIndex
+    from digest_rag.models import BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section
+    from digest_rag.parsing import ParseResult, Skip, parse_file, parse_paths
+    from digest_rag.evaluation.variants import VariantReport, apply_variant, export_variant
 
 # Public name -> the submodule defining it, imported on first access (PEP 562): `import digest_rag` or
-# `from digest_rag.cli import ...` must not pay for the build pipeline, the encoder, FAISS wrappers or the
+# `from digest_rag.frontends.cli import ...` must not pay for the build pipeline, the encoder, FAISS wrappers or the
 # parsers that a given command never touches (a lexical `digest-rag search` process starts much faster).
 _LAZY: dict[str, str] = {
-    "BuildReport": "build",
-    **dict.fromkeys(("chunk_paper", "chunk_papers"), "chunking"),
-    **dict.fromkeys(("CorpusReport", "inspect_corpus"), "corpus_report"),
-    **dict.fromkeys(("DEFAULT_MODEL", "Encoder", "resolve_model_name"), "encoder"),
+    "BuildReport": "build.pipeline",
+    **dict.fromkeys(("chunk_paper", "chunk_papers"), "build.chunking"),
+    **dict.fromkeys(("CorpusReport", "inspect_corpus"), "build.corpus_report"),
+    **dict.fromkeys(("DEFAULT_MODEL", "Encoder", "resolve_model_name"), "dense.encoder"),
     **dict.fromkeys(
         ("CorpusError", "DamagedIndexWarning", "DigestRagError", "EmptyQueryError", "IncompatibleModelError",
          "IndexClosedError", "IndexCorruptedError", "IndexLockedError", "IndexNotFoundError", "IndexVersionError",
@@ -65,7 +65,7 @@ _LAZY: dict[str, str] = {
         "models",
     ),
     **dict.fromkeys(("ParseResult", "Skip", "parse_file", "parse_paths"), "parsing"),
-    **dict.fromkeys(("VariantReport", "apply_variant", "export_variant"), "variants"),
+    **dict.fromkeys(("VariantReport", "apply_variant", "export_variant"), "evaluation.variants"),
 }
 
 

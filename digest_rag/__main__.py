@@ -1,6 +1,6 @@
 """`python -m digest_rag ...` runs the digest-rag CLI."""
 
-from .cli import run
+from digest_rag.frontends.cli import run
 
 if __name__ == "__main__":
     run()

@@ -16,22 +16,22 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .analysis import stored_analysis
-from .errors import IndexClosedError, IndexCorruptedError
-from .fusion import aggregate, rank_chunks
-from .generation import OpenGeneration, open_generation
-from .layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
-from .models import ChunkerSettings, IndexManifest, Paper, SearchResults
-from .query import CANDIDATES, check_k, check_mode, clean_query, make_filters
-from .retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
-from .snippets import highlight_terms, opening_snippet
-from .store import PaperLookup
-from .summary import index_summary
+from digest_rag.lexical.analysis import stored_analysis
+from digest_rag.errors import IndexClosedError, IndexCorruptedError
+from digest_rag.search.fusion import aggregate, rank_chunks
+from digest_rag.storage.generation import OpenGeneration, open_generation
+from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
+from digest_rag.models import ChunkerSettings, IndexManifest, Paper, SearchResults
+from digest_rag.search.request import CANDIDATES, check_k, check_mode, clean_query, make_filters
+from digest_rag.search.retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
+from digest_rag.search.snippets import highlight_terms, opening_snippet
+from digest_rag.storage.store import PaperLookup
+from digest_rag.storage.summary import index_summary
 
 if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build() and update() only:
     # a search process need not load parsing, chunking, FAISS building and the embedding cache
-    from .build import BuildOutcome, BuildReport, ProgressCallback
-    from .encoder import Encoder
+    from digest_rag.build.pipeline import BuildOutcome, BuildReport, ProgressCallback
+    from digest_rag.dense.encoder import Encoder
 
 __all__ = ["DEFAULT_INDEX_DIR", "DigestIndex"]
 
@@ -201,7 +201,7 @@ class DigestIndex:
         overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
                               batch_size=batch_size, backend=backend, strict=strict, engine=engine,
                               ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker, **unknown)
-        from .build import build_index
+        from digest_rag.build.pipeline import build_index
 
         outcome = build_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress,
                               force=force)
@@ -226,7 +226,7 @@ class DigestIndex:
         ``up_to_date`` when nothing would be done. Parsing and chunking do run.
         ``options`` are `build`'s (model, lexical_only, chunker, factory, ...).
         """
-        from .build import build_index
+        from digest_rag.build.pipeline import build_index
 
         outcome = build_index(paths, Path(index_dir), _explicit(**options), encoder=encoder, wait=wait, force=force,
                               dry_run=True)
@@ -250,7 +250,7 @@ class DigestIndex:
         its kind (a lexical-only index stays lexical-only unless ``model`` is given); the engine
         options are never inherited. An unknown option raises UsageError.
         """
-        from .build import update_index
+        from digest_rag.build.pipeline import update_index
 
         outcome = update_index(paths, Path(index_dir), _explicit(**options), encoder=encoder, wait=wait,
                                progress=progress)
@@ -337,7 +337,7 @@ class DigestIndex:
 
     def stored_analysis(self) -> AbstractContextManager[None]:
         """Within the block, query terms and snippet highlights read Korean words from this index's stored Kiwi
-        analyses (`digest_rag.eojeols`), starting Kiwi only for words the index has never seen."""
+        analyses (`digest_rag.lexical.word_table`), starting Kiwi only for words the index has never seen."""
         return stored_analysis(self.lexical.eojeols if self.lexical is not None else None)
 
     # --------------------------------------------------------------------- info

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import UsageError
+from digest_rag.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - pandas is optional, for to_frame() only
     import pandas as pd
@@ -28,7 +28,7 @@ Language = Literal["ko", "en", "mixed"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
 SourceFormat = Literal["weekly", "daily", "blog", "notes", "jsonl"]
 Backend = Literal["torch", "onnx", "onnx-int8"]
-# Where a build parses, chunks and embeds: in this process, or on a Ray cluster (digest_rag.engines).
+# Where a build parses, chunks and embeds: in this process, or on a Ray cluster (digest_rag.build.engines).
 Engine = Literal["local", "ray"]
 # Evaluation corpora: "full" as parsed; "english-half" keeps only English text for a fixed half (variants.py).
 CorpusVariant = Literal["full", "english-half"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .text import read_text
+from digest_rag.text import read_text
 
 E5_SMALL_SHAPE: dict[str, int] = {
     "num_hidden_layers": 12,
@@ -187,7 +187,7 @@ def _report():
         json.dump(sorted(m for m in sys.modules if m.split(".")[0] in heavy), f)
 atexit.register(_report)
 sys.argv = ["digest-rag", *sys.argv[1:]]
-runpy.run_module("digest_rag.cli", run_name="__main__")
+runpy.run_module("digest_rag.frontends.cli", run_name="__main__")
 """
 
 
@@ -267,7 +267,7 @@ def running_server(index_dir: str | Path, *, args: Sequence[str] = (), env: Mapp
     url = ServerURL(f"http://127.0.0.1:{port}")
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "digest_rag.cli", "serve", "--index", str(index_dir), "--port", str(port), *args],
+            [sys.executable, "-m", "digest_rag.frontends.cli", "serve", "--index", str(index_dir), "--port", str(port), *args],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         url.pid = proc.pid

@@ -11,8 +11,8 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ParseError
-from .models import Language
+from digest_rag.errors import ParseError
+from digest_rag.models import Language
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _LATIN = re.compile(r"[A-Za-z]")

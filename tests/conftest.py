@@ -53,7 +53,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, seed_corpus: Path) -> P
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_model: Path):  # noqa: ANN201 - Encoder, imported lazily
-    from digest_rag.encoder import Encoder
+    from digest_rag.dense.encoder import Encoder
 
     return Encoder.load(str(tiny_model), device="cpu")
 

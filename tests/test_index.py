@@ -19,7 +19,7 @@ from digest_rag import (
     UnsafeIndexPathError,
     UsageError,
 )
-from digest_rag.encoder import Encoder
+from digest_rag.dense.encoder import Encoder
 from digest_rag.parsing import parse_paths
 from digest_rag.testing import build_tiny_model, corpus_texts
 

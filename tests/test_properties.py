@@ -26,7 +26,7 @@ from digest_rag import (
     QueryTruncatedWarning,
     Section,
 )
-from digest_rag.chunking import approx_token_count, chunk_paper, passage_text
+from digest_rag.build.chunking import approx_token_count, chunk_paper, passage_text
 from digest_rag.parsing import PARSERS, detect_format, parse_paths
 from digest_rag.text import decode_bytes
 

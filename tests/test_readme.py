@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest_rag.cli import app
+from digest_rag.frontends.cli import app
 
 FENCE = re.compile(r"^( *)```(\w+)\n(.*?)^\1```", re.S | re.M)
 EXPECT = re.compile(r"#.*\bexit (\d)\b")
@@ -199,7 +199,7 @@ def test_readme_mcp_configuration_runs(readme: str, workspace: Path) -> None:
     assert entry["command"] == "digest-rag" and entry["args"][0] == "mcp"
     _build_workspace_index()
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "digest_rag.cli", *entry["args"]], cwd=str(workspace),
+        command=sys.executable, args=["-m", "digest_rag.frontends.cli", *entry["args"]], cwd=str(workspace),
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
 

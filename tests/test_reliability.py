@@ -35,9 +35,9 @@ from digest_rag import (
     QueryTruncatedWarning,
     UnsafeIndexPathError,
 )
-from digest_rag.cli import app
-from digest_rag.layout import CACHE_DIR
-from digest_rag.locking import WriterLock, lock_path
+from digest_rag.frontends.cli import app
+from digest_rag.storage.layout import CACHE_DIR
+from digest_rag.storage.locking import WriterLock, lock_path
 from digest_rag.parsing import parse_paths
 from digest_rag.testing import wait_paused
 
@@ -56,7 +56,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "digest_rag.cli", *args]
+    return [sys.executable, "-m", "digest_rag.frontends.cli", *args]
 
 
 def _answers(index_dir: Path, encoder: object | None = None) -> list[tuple[str, list[tuple[str, float]]]]:
@@ -261,7 +261,7 @@ def test_locked_index_fails_fast_or_waits_in_process(dense_copy: Path, seed_corp
 
 def test_stale_lock_of_a_killed_process_does_not_block(dense_copy: Path, seed_corpus: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from digest_rag.locking import WriterLock; "
+        "import sys, time; from pathlib import Path; from digest_rag.storage.locking import WriterLock; "
         "WriterLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(600)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(dense_copy)], stdout=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digest_rag import threads
-from digest_rag.vectors import build_faiss, search_faiss
+from digest_rag.dense.faiss_index import build_faiss, search_faiss
 
 
 @pytest.fixture()

@@ -1,0 +1,1 @@
+"""The build pipeline: parse, chunk, embed, write a generation; engines, spool and caches."""

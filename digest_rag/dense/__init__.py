@@ -1,0 +1,1 @@
+"""The dense side: model resolution and files, encoder runtimes, the embedding cache, the FAISS index, training."""

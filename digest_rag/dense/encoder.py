@@ -1,0 +1,406 @@
+"""Multilingual E5 through sentence-transformers: model resolution, loading, encoding.
+
+Resolution order for the model: an explicit name or local path, else the
+``DIGEST_RAG_MODEL`` environment variable, else ``intfloat/multilingual-e5-small``.
+Loading order for a hub name: the local Hugging Face cache first (works
+offline), then the hub (unless ``HF_HUB_OFFLINE=1``). ``trust_remote_code`` is
+never enabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from digest_rag.errors import ModelUnavailableError, UsageError
+from digest_rag.models import BACKENDS, PASSAGE_PREFIX, QUERY_PREFIX
+from digest_rag.threads import configure_threads
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "intfloat/multilingual-e5-small"
+MODEL_ENV = "DIGEST_RAG_MODEL"
+MODEL_ALIASES: dict[str, str] = {
+    "small": "intfloat/multilingual-e5-small",
+    "base": "intfloat/multilingual-e5-base",
+    "large": "intfloat/multilingual-e5-large",
+    "e5-small": "intfloat/multilingual-e5-small",
+    "e5-base": "intfloat/multilingual-e5-base",
+    "e5-large": "intfloat/multilingual-e5-large",
+}
+
+
+def resolve_model_name(model: str | os.PathLike[str] | None = None) -> str:
+    """The model an operation should use: explicit > $DIGEST_RAG_MODEL > default.
+
+    Aliases (small, base, large) expand to the multilingual E5 hub names; an
+    existing local directory becomes its absolute path, so the same model
+    compares equal however it was spelled.
+    """
+    name = str(model) if model is not None and str(model).strip() else os.environ.get(MODEL_ENV, "").strip()
+    if not name:
+        name = DEFAULT_MODEL
+    name = MODEL_ALIASES.get(name.lower(), name)
+    p = Path(name).expanduser()
+    if p.exists():
+        return str(p.resolve())
+    return name
+
+
+def auto_device() -> str:
+    """CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are 'name' or 'owner/name'; anything else is meant as a filesystem path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - huggingface_hub always ships with sentence-transformers
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def model_unavailable_message(name: str, looked: list[str], cause: str) -> str:
+    """One readable paragraph: which model, where we looked, how to fix it."""
+    where = "; ".join(looked)
+    return (
+        f"embedding model '{name}' is not available ({cause}). Looked in: {where}. "
+        f"Fix: pass a local sentence-transformers directory with --model PATH (or model=PATH), "
+        f"or set {MODEL_ENV}=PATH, or download it once while online "
+        f"(python -c \"from sentence_transformers import SentenceTransformer as S; S('{name}')\"), "
+        f"or use lexical search (--mode lexical / build --lexical-only)."
+    )
+
+
+def model_identity(model: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:
+    """(name, revision) that ``Encoder.load(model)`` would report, found without loading the weights.
+
+    None when that cannot be known cheaply: a hub model not in the local
+    cache, or a path that does not exist. Used to tell whether an index is
+    already up to date before paying for a model load.
+    """
+    name = resolve_model_name(model)
+    path = Path(name)
+    if path.is_dir():
+        return name, _revision_of(path)
+    if path.exists() or _looks_like_path(name):
+        return None
+    revision = _hub_revision(name)
+    return (name, revision) if revision else None
+
+
+def _revision_of(path: Path) -> str:
+    """A snapshot hash from the HF cache layout, else a fingerprint of the config files."""
+    parts = path.resolve().parts
+    if "snapshots" in parts:
+        i = parts.index("snapshots")
+        if i + 1 < len(parts):
+            return parts[i + 1]
+    h = hashlib.sha256()
+    for fname in ("config.json", "modules.json", "tokenizer.json", "config_sentence_transformers.json"):
+        f = path / fname
+        if f.is_file():
+            h.update(fname.encode())
+            h.update(f.read_bytes())
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        h.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return "local-" + h.hexdigest()[:16]
+
+
+class Encoder:
+    """A loaded E5-style embedding model.
+
+    Queries are sent as ``"query: " + text`` and passages as ``"passage: " + text``;
+    embeddings come back L2-normalised float32, so inner product is cosine.
+
+    Example:
+        >>> enc = Encoder.load("intfloat/multilingual-e5-small")  # doctest: +SKIP
+        >>> enc.encode_queries(["스케일링 법칙"]).shape  # doctest: +SKIP
+        (1, 384)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        name: str,
+        revision: str,
+        device: str,
+        batch_size: int = 32,
+        query_prefix: str = QUERY_PREFIX,
+        passage_prefix: str = PASSAGE_PREFIX,
+        backend: str = "torch",
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.revision = revision
+        self.device = device
+        self.batch_size = batch_size
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.backend = backend
+        self.encode_calls = 0
+        self.encoded_texts = 0
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        backend: str = "torch",
+        light: bool = False,
+    ) -> Encoder:
+        """Resolve and load a model; raise ModelUnavailableError with a fix when it cannot be had.
+
+        ``backend`` is "torch" (sentence-transformers as is), "onnx" (the same
+        weights exported once to ONNX and run by ONNX Runtime) or "onnx-int8"
+        (that export with dynamically quantised int8 weights: 1.4x the
+        chunks/s of torch on a 2-core AVX2 CPU, mean cosine to torch 0.9999;
+        BENCHMARKS.md). See onnx_backend.py.
+
+        ``light`` (a search process, or a build with few passages to encode):
+        on CPU with the torch backend, a model of the common Transformer +
+        Pooling layout runs without sentence-transformers' start-up imports
+        (transformers_runtime.py), a plain BERT/XLM-R encoder on torch alone
+        (bert_encoder.py); same weights, same batches, the same vectors.
+        """
+        if backend not in BACKENDS:
+            raise UsageError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+        name = resolve_model_name(model)
+        path = Path(name)
+        if backend != "torch":
+            fast = _load_onnx_export(name, path, device, backend)
+            if fast is not None:
+                return cls(fast.model, name, fast.revision, fast.device, batch_size=batch_size, backend=backend)
+        elif light and (device or auto_device()) == "cpu":
+            plain = _load_plain(name, path)
+            if plain is not None:
+                return cls(plain.model, name, plain.revision, plain.device, batch_size=batch_size, backend=backend)
+        dev = device or auto_device()
+        looked: list[str] = []
+        if path.is_dir():
+            looked.append(f"local directory {path}")
+            st = _load_st(str(path), dev, backend, local_only=True, name=name, looked=looked)
+            revision = _revision_of(path)
+        elif path.exists():
+            raise ModelUnavailableError(model_unavailable_message(name, [str(path)], "a file, not a model directory"))
+        elif _looks_like_path(name):
+            raise ModelUnavailableError(model_unavailable_message(name, [f"local path {name}"], "no such directory"))
+        else:
+            st = _load_from_hub_or_cache(name, dev, backend, looked)
+            revision = _hub_revision(name) or "unknown"
+        configure_threads()  # after the load: torch is imported by now, so its pool is sized too
+        if backend != "torch":
+            from digest_rag.dense.onnx_runtime import onnx_model_from
+
+            # Local directories get their export beside the weights; hub models (read-only cache) in our cache.
+            model_dir = path if path.is_dir() else None
+            st = onnx_model_from(st, name, revision, model_dir, int8=backend == "onnx-int8", device=dev)
+        elif dev == "cuda":
+            # Half precision halves memory and roughly doubles throughput on GPUs; E5 is robust to it.
+            st = st.half()
+        return cls(st, name, revision, dev, batch_size=batch_size, backend=backend)
+
+    @property
+    def dimension(self) -> int:
+        """Embedding dimension (384 for e5-small)."""
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens the model reads per input (512 for E5), special tokens included."""
+        return int(self.model.max_seq_length)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer."""
+        return self.model.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode(self, texts: Sequence[str], show_progress: bool = False, batches_in_order: bool = False) -> np.ndarray:
+        self.encode_calls += 1
+        self.encoded_texts += len(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if batches_in_order:
+            # sentence-transformers re-sorts each call by character count, which puts a Korean and an English
+            # passage of the same token count far apart; one call per batch keeps the caller's batches.
+            emb = np.concatenate([self._run(texts[i : i + self.batch_size], False)
+                                  for i in range(0, len(texts), self.batch_size)])
+        else:
+            emb = self._run(texts, show_progress)
+        emb = np.asarray(emb, dtype=np.float32)
+        # Re-normalise in float32: fp16 models return vectors whose norm drifts from 1.
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return np.ascontiguousarray(emb / norms, dtype=np.float32)
+
+    def _run(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
+        return self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Embed questions with the query prefix; returns (n, dim) normalised float32."""
+        return self._encode([self.query_prefix + q for q in queries])
+
+    def encode_passages(self, passages: Sequence[str], show_progress: bool = False, *,
+                        batches_in_order: bool = False) -> np.ndarray:
+        """Embed passages with the passage prefix; returns (n, dim) normalised float32.
+
+        ``batches_in_order``: the passages are already in the order to batch them (a build sorts them by
+        token count, `passage_order`), so every `batch_size` consecutive passages go through the model
+        together instead of the model's own sort by character count.
+        """
+        return self._encode([self.passage_prefix + p for p in passages], show_progress=show_progress,
+                            batches_in_order=batches_in_order)
+
+
+class _Exported(NamedTuple):
+    model: Any
+    revision: str
+    device: str
+
+
+def _load_plain(name: str, path: Path) -> _Exported | None:
+    """The model run through `transformers` alone (see transformers_runtime.py); None when it needs the full path."""
+    from digest_rag.dense.model_files import model_dir as files_of
+    from digest_rag.dense.torch_runtime import load_plain_model
+
+    files_dir = files_of(name)  # the local directory, or the hub-cache snapshot; never the network
+    if files_dir is None:
+        return None
+    revision = _revision_of(path) if path.is_dir() else _hub_revision(name)
+    if revision is None:
+        return None
+    model = load_plain_model(files_dir, device="cpu")
+    if model is None:
+        return None
+    configure_threads()
+    return _Exported(model, revision, "cpu")
+
+
+def _load_onnx_export(name: str, path: Path, device: str | None, backend: str) -> _Exported | None:
+    """An existing ONNX export opened without torch or sentence-transformers; None when there is none yet.
+
+    Query processes on an onnx index take this path: loading the model through
+    sentence-transformers costs seconds of imports for weights ONNX Runtime
+    does not use. The first load of a model (no export yet) returns None and
+    goes through sentence-transformers, which exports.
+    """
+    from digest_rag.dense.model_files import model_dir as files_of
+    from digest_rag.dense.onnx_runtime import default_device, load_exported
+
+    files_dir = files_of(name)  # the local directory, or the hub-cache snapshot
+    if files_dir is None:
+        return None
+    revision = _revision_of(path) if path.is_dir() else _hub_revision(name)
+    if revision is None:
+        return None
+    model_dir = path if path.is_dir() else None  # part of the export key, as in Encoder.load's export path
+    dev = device or default_device()
+    configure_threads()
+    model = load_exported(name, revision, model_dir, files_dir, int8=backend == "onnx-int8", device=dev)
+    return _Exported(model, revision, dev) if model is not None else None
+
+
+def _load_st(path_or_name: str, device: str, backend: str, *, local_only: bool, name: str, looked: list[str]) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(
+            path_or_name,
+            device=device,
+            trust_remote_code=False,
+            local_files_only=local_only,
+        )
+    except Exception as exc:  # sentence-transformers raises many types (OSError, ValueError, HTTP errors)
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailableError(model_unavailable_message(name, looked, cause[:200])) from exc
+
+
+def _load_from_hub_or_cache(name: str, device: str, backend: str, looked: list[str]) -> Any:
+    looked.append(f"Hugging Face cache {_cache_dir()}")
+    try:
+        return _load_st(name, device, backend, local_only=True, name=name, looked=looked)
+    except ModelUnavailableError as cached_err:
+        if _hub_offline():
+            raise ModelUnavailableError(
+                model_unavailable_message(name, looked + ["hub skipped: HF_HUB_OFFLINE=1"], "not in the local cache")
+            ) from cached_err
+    looked.append("the Hugging Face hub")
+    reachable, why = _hub_reachable()
+    if not reachable:
+        # huggingface_hub retries for over a minute when offline; a quick probe fails in seconds.
+        raise ModelUnavailableError(model_unavailable_message(name, looked, f"not in the local cache and the hub is unreachable: {why}"))
+    return _load_st(name, device, backend, local_only=False, name=name, looked=looked)
+
+
+_HUB_PROBE: tuple[bool, str] | None = None
+
+
+def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """One TCP connect to the hub endpoint, remembered for the process."""
+    global _HUB_PROBE
+    if _HUB_PROBE is None:
+        import socket
+        from urllib.parse import urlparse
+
+        try:
+            from huggingface_hub import constants
+
+            endpoint = str(constants.ENDPOINT)
+        except Exception:  # pragma: no cover
+            endpoint = "https://huggingface.co"
+        url = urlparse(endpoint)
+        host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                _HUB_PROBE = (True, "")
+        except OSError as exc:
+            _HUB_PROBE = (False, f"{host}:{port} ({exc.strerror or exc})")
+    return _HUB_PROBE
+
+
+def _hub_revision(name: str) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:
+        return None
+    if isinstance(found, str):
+        return _revision_of(Path(found).parent)
+    return None

@@ -1,0 +1,1 @@
+"""Query sets, metrics and corpus variants for measuring search quality."""

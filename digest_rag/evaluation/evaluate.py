@@ -1,0 +1,351 @@
+"""Retrieval evaluation: query files, metrics, a naive BM25 baseline, a report table.
+
+Relevance is binary and judged per paper. Metrics are computed on the ranked
+list of *paper ids* a search function returns (duplicates removed, first
+occurrence kept), so chunk-level retrievers must aggregate to papers first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import bm25s
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from digest_rag.errors import DigestRagError, ParseError, UsageError
+from digest_rag.models import Paper
+
+__all__ = [
+    "EvalQuery",
+    "QueryResult",
+    "EvalRow",
+    "EvalReport",
+    "load_queries",
+    "resolve_relevant",
+    "recall_at",
+    "mrr_at",
+    "ndcg_at",
+    "first_relevant_rank",
+    "evaluate",
+    "naive_baseline",
+    "format_table",
+    "evaluate_index",
+    "stable_bucket",
+    "is_heldout",
+]
+
+SearchFn = Callable[[str, int], list[str]]
+
+
+class EvalQuery(BaseModel):
+    """One evaluation question and the papers (ids or exact English titles) that answer it."""
+
+    query: str = Field(min_length=1)
+    relevant: list[str] = Field(min_length=1)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is blank")
+        return v
+
+
+class QueryResult(BaseModel):
+    """Per-query outcome, kept for failure analysis."""
+
+    query: str
+    relevant: list[str]
+    ranked: list[str] = Field(description="top-10 paper ids returned")
+    first_rank: int | None = Field(description="1-based rank of the first relevant paper in the top 10, None if absent")
+    recall_at_10: float
+
+
+class EvalRow(BaseModel):
+    """Aggregate metrics of one retrieval mode over a query set."""
+
+    mode: str
+    n_queries: int
+    recall_at_1: float
+    recall_at_5: float
+    recall_at_10: float
+    mrr_at_10: float
+    ndcg_at_10: float
+    details: list[QueryResult] = Field(default_factory=list)
+
+    def failures(self) -> list[QueryResult]:
+        """Queries whose first relevant paper is not ranked first."""
+        return [d for d in self.details if d.first_rank != 1]
+
+
+class EvalReport(BaseModel):
+    """Rows for every evaluated mode, in the order they were run."""
+
+    query_file: str | None = None
+    rows: list[EvalRow] = Field(default_factory=list)
+
+    def table(self) -> str:
+        """The rows as a fixed-width text table."""
+        return format_table(self.rows)
+
+
+# --------------------------------------------------------------------- queries
+
+
+def load_queries(path: str | Path) -> list[EvalQuery]:
+    """Read a JSON Lines query file; blank lines are skipped, bad lines raise ParseError with the line number."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParseError(f"{p}: cannot read query file ({exc})") from exc
+    queries: list[EvalQuery] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            queries.append(EvalQuery.model_validate(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise ParseError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from exc
+        except ValueError as exc:  # valid JSON that Python refuses, e.g. an integer of 5,000 digits
+            raise ParseError(f"{p}:{lineno}: not a query record ({exc})") from exc
+        except RecursionError as exc:
+            raise ParseError(f"{p}:{lineno}: not a query record (JSON nested too deeply)") from exc
+        except ValidationError as exc:
+            errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
+            raise ParseError(f"{p}:{lineno}: bad query record ({errs})") from exc
+    return queries
+
+
+def resolve_relevant(q: EvalQuery, papers: Sequence[Paper]) -> set[str]:
+    """Paper ids for `q.relevant`: each entry is an id or an English title (case-insensitive, exact).
+
+    Raises UsageError naming the first entry that matches no paper.
+    """
+    by_id = {p.id: p.id for p in papers}
+    by_title: dict[str, str] = {}
+    for p in papers:
+        by_title.setdefault(" ".join(p.title.split()).casefold(), p.id)
+    out: set[str] = set()
+    for rel in q.relevant:
+        key = rel.strip()
+        if key in by_id:
+            out.add(by_id[key])
+            continue
+        pid = by_title.get(" ".join(key.split()).casefold())
+        if pid is None:
+            raise UsageError(f"relevant paper {rel!r} of query {q.query!r} matches no paper id or title")
+        out.add(pid)
+    return out
+
+
+def stable_bucket(key: str, buckets: int, salt: str) -> int:
+    """A bucket in ``[0, buckets)`` fixed by SHA-256 of ``salt:key``.
+
+    Unlike ``hash()`` it is the same on every machine, Python version and run,
+    so splits and corpus variants decided with it never drift.
+    """
+    if buckets < 1:
+        raise UsageError(f"buckets must be >= 1, got {buckets}")
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % buckets
+
+
+def is_heldout(q: EvalQuery) -> bool:
+    """True for the fixed held-out third of a development set.
+
+    Keyed on the smallest relevant paper id, so questions about the same
+    paper (or sharing it) land on the same side of the split.
+    """
+    return stable_bucket(min(r.strip() for r in q.relevant), 3, "heldout") == 0
+
+
+# --------------------------------------------------------------------- metrics
+
+
+def _dedupe(ranked: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for r in ranked:
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def recall_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    """|relevant ∩ top k| / |relevant| (0.0 when nothing is relevant)."""
+    if not relevant:
+        return 0.0
+    return len(set(_dedupe(ranked)[:k]) & relevant) / len(relevant)
+
+
+def first_relevant_rank(ranked: Sequence[str], relevant: set[str], k: int | None = None) -> int | None:
+    """1-based rank of the first relevant item within the top k (all when k is None), else None."""
+    items = _dedupe(ranked)
+    if k is not None:
+        items = items[:k]
+    for i, r in enumerate(items, start=1):
+        if r in relevant:
+            return i
+    return None
+
+
+def mrr_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    """Reciprocal rank of the first relevant item in the top k, 0.0 when none."""
+    rank = first_relevant_rank(ranked, relevant, k)
+    return 1.0 / rank if rank else 0.0
+
+
+def ndcg_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
+    """Binary-relevance nDCG@k with the log2(rank + 1) discount."""
+    if not relevant:
+        return 0.0
+    dcg = sum(1.0 / math.log2(i + 1) for i, r in enumerate(_dedupe(ranked)[:k], start=1) if r in relevant)
+    idcg = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(relevant), k) + 1))
+    return dcg / idcg
+
+
+def evaluate(queries: Sequence[EvalQuery], search: SearchFn, papers: Sequence[Paper], name: str) -> EvalRow:
+    """Run `search(query, 10)` for every query and average the metrics into one row named `name`."""
+    if not queries:
+        raise UsageError("no evaluation queries")
+    details: list[QueryResult] = []
+    sums = dict.fromkeys(("r1", "r5", "r10", "mrr", "ndcg"), 0.0)
+    for q in queries:
+        rel = resolve_relevant(q, papers)
+        ranked = _dedupe(search(q.query, 10))[:10]
+        sums["r1"] += recall_at(ranked, rel, 1)
+        sums["r5"] += recall_at(ranked, rel, 5)
+        sums["r10"] += recall_at(ranked, rel, 10)
+        sums["mrr"] += mrr_at(ranked, rel, 10)
+        sums["ndcg"] += ndcg_at(ranked, rel, 10)
+        details.append(
+            QueryResult(
+                query=q.query,
+                relevant=sorted(rel),
+                ranked=ranked,
+                first_rank=first_relevant_rank(ranked, rel, 10),
+                recall_at_10=recall_at(ranked, rel, 10),
+            )
+        )
+    n = len(queries)
+    return EvalRow(
+        mode=name,
+        n_queries=n,
+        recall_at_1=sums["r1"] / n,
+        recall_at_5=sums["r5"] / n,
+        recall_at_10=sums["r10"] / n,
+        mrr_at_10=sums["mrr"] / n,
+        ndcg_at_10=sums["ndcg"] / n,
+        details=details,
+    )
+
+
+# --------------------------------------------------------------------- baseline
+
+
+def _paper_text(p: Paper) -> str:
+    parts = [p.title, p.title_ko or ""]
+    parts.extend(s.text for s in p.sections)
+    return "\n".join(x for x in parts if x)
+
+
+def naive_baseline(papers: Sequence[Paper]) -> SearchFn:
+    """BM25 over whole papers (title + all sections), whitespace split + lowercase, no morphology.
+
+    This is the "what would a naive implementation do" reference the real
+    lexical index must beat: Korean words keep their particles ("컨텍스트를"),
+    so they rarely match a query's differently inflected form.
+    """
+    ids = [p.id for p in papers]
+    corpus = [_paper_text(p).lower().split() for p in papers]
+    retriever: bm25s.BM25 | None = None
+    if ids:
+        retriever = bm25s.BM25()
+        retriever.index(corpus, show_progress=False)
+
+    def search(query: str, k: int) -> list[str]:
+        if retriever is None or k <= 0:
+            return []
+        vocab = retriever.vocab_dict
+        n_terms = len(retriever.scores["indptr"]) - 1
+        tids = sorted({vocab[t] for t in query.lower().split() if t in vocab and vocab[t] < n_terms})
+        if not tids:
+            return []
+        scores = np.asarray(retriever.get_scores_from_ids(tids))
+        cand = np.flatnonzero(scores > 0)
+        order = cand[np.lexsort((cand, -scores[cand]))][:k]
+        return [ids[i] for i in order]
+
+    return search
+
+
+# --------------------------------------------------------------------- report
+
+
+def format_table(rows: Sequence[EvalRow]) -> str:
+    """A fixed-width table: one line per mode, metrics with three decimals."""
+    headers = ("mode", "queries", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10")
+    width = max([len(headers[0])] + [len(r.mode) for r in rows])
+    lines = [f"{headers[0]:<{width}}  {headers[1]:>7}" + "".join(f"  {h:>7}" for h in headers[2:])]
+    lines.append("-" * len(lines[0]))
+    for r in rows:
+        vals = (r.recall_at_1, r.recall_at_5, r.recall_at_10, r.mrr_at_10, r.ndcg_at_10)
+        lines.append(f"{r.mode:<{width}}  {r.n_queries:>7}" + "".join(f"  {v:>7.3f}" for v in vals))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- index
+
+
+def evaluate_index(
+    index: object,
+    queries_path: str | Path,
+    modes: Sequence[str] | None = None,
+    *,
+    baseline: bool = True,
+    fusion_weights: Sequence[Mapping[str, float]] = (),
+) -> EvalReport:
+    """Evaluate a loaded `DigestIndex` on a query file, per mode, beside the naive baseline.
+
+    Modes default to all three; a mode the index cannot serve (dense on a
+    lexical-only index, or with no model available) is reported as skipped
+    in a warning rather than failing the whole report. Each of
+    ``fusion_weights`` (retriever -> weight, see `fusion.parse_fusion_weights`)
+    adds a hybrid row fused with those weights, named ``hybrid d=<dense>,l=<lexical>``.
+    """
+    queries = load_queries(queries_path)
+    papers = list(index.papers.values())  # type: ignore[attr-defined]
+    report = EvalReport(query_file=str(queries_path))
+    for mode in modes or ("lexical", "dense", "hybrid"):
+
+        def search(q: str, k: int, _mode: str = mode) -> list[str]:
+            return [h.paper.id for h in index.search(q, k=k, mode=_mode)]  # type: ignore[attr-defined]
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                report.rows.append(evaluate(queries, search, papers, mode))
+        except DigestRagError as exc:
+            if modes:  # explicitly requested: the caller wants the error
+                raise
+            warnings.warn(f"mode {mode} not evaluated: {exc}", stacklevel=2)
+    for weights in fusion_weights:
+        name = f"hybrid d={weights.get('dense', 1.0):g},l={weights.get('lexical', 1.0):g}"
+
+        def fused(q: str, k: int, _w: Mapping[str, float] = weights) -> list[str]:
+            return [h.paper.id for h in index.search(q, k=k, mode="hybrid", fusion_weights=_w)]  # type: ignore[attr-defined]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report.rows.append(evaluate(queries, fused, papers, name))
+    if baseline:
+        report.rows.append(evaluate(queries, naive_baseline(papers), papers, "naive-bm25"))
+    return report

@@ -1,0 +1,1 @@
+"""What people run: the CLI, the shell, the HTTP server, the MCP server, the live index, terminal display."""

@@ -1,0 +1,532 @@
+"""The `digest-rag` command: parses arguments, calls the library, prints.
+
+Exit codes: 0 ok, 1 usage error, 2 data or index problem, 3 model unavailable.
+Results go to stdout; progress bars, warnings and errors go to stderr, so
+`--json` output can be piped as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from digest_rag.frontends.display import format_hits
+from digest_rag.errors import DigestRagError
+from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
+from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
+from digest_rag.version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from digest_rag.build.pipeline import BuildReport
+
+try:  # typer >= 0.24 vendors click; older releases use click itself
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_exc  # type: ignore[no-redef]
+
+
+# Click needs an Enum to list choices in --help; it is made from the library's SEARCH_MODES, not redefined.
+Mode = Enum("Mode", {m: m for m in SEARCH_MODES}, type=str)  # type: ignore[misc]
+
+
+class _Group(TyperGroup):
+    """Makes command-line usage errors one line on stderr with exit code 1, as documented.
+
+    Click's default is a multi-line usage block and exit code 2, which would
+    collide with "2 = data or index problem".
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exc.NoArgsIsHelpError as exc:
+            typer.echo(exc.format_message())  # `digest-rag` alone: the help, not an error
+            sys.exit(0)
+        except _click_exc.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "digest-rag"
+            _err(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')")
+            sys.exit(1)
+        except _click_exc.ClickException as exc:
+            _err(f"error: {' '.join(exc.format_message().split())}")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _err("aborted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=_Group,
+    add_completion=False,
+    no_args_is_help=True,
+    help=(
+        "Find ML papers across Korean and English digests.\n\n"
+        "Example: digest-rag build corpus/ && digest-rag search \"스케일링 법칙에 대한 논문을 찾아줘\" -k 5\n\n"
+        "Exit codes: 0 ok, 1 usage, 2 data or index problem, 3 model unavailable."
+    ),
+    rich_markup_mode=None,
+)
+
+IndexOpt = typer.Option(DEFAULT_INDEX_DIR, "--index", "-i", help="Index directory.")
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@contextmanager
+def _handled() -> Iterator[None]:
+    """Typed errors become one line on stderr and their exit code; warnings one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except DigestRagError as exc:
+            _flush_warnings(caught)
+            _err(f"error: {' '.join(str(exc).split())}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _err("interrupted; the index was left as it was before this command")
+            raise typer.Exit(130) from None
+        _flush_warnings(caught)
+
+
+def _flush_warnings(caught: list[warnings.WarningMessage]) -> None:
+    seen: set[str] = set()
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, FutureWarning, PendingDeprecationWarning)):
+            continue
+        text = " ".join(str(w.message).split())
+        if text not in seen:
+            seen.add(text)
+            _err(f"warning: {text}")
+
+
+_UNITS = {"parsing": "file", "chunking": "paper", "encoding": "passage", "merging": "shard", "indexing": "step"}
+
+
+class _ProgressBars:
+    """A tqdm bar per stage (count, rate, ETA) fed by the library's ``progress(stage, done, total)`` calls."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = tqdm(
+                total=total, desc=f"{stage:<9}", unit=_UNITS.get(stage, "item"), file=sys.stderr,
+                dynamic_ncols=True, leave=True,
+            )
+        if bar.disable:  # closed: the stage already finished
+            return
+        if bar.total != total:
+            bar.total = total
+        if done > bar.n:
+            bar.update(done - bar.n)  # update() (not setting n) keeps tqdm's rate and ETA estimates right
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[_ProgressBars | None]:
+    """Progress bars on stderr, only when it is a terminal and not --quiet/--json."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    bars = _ProgressBars()
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
+def _quiet_libraries() -> None:
+    # Library chatter (weights loading bars, HF warnings) would break one-line errors and clean JSON.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("sentence_transformers", "transformers", "huggingface_hub", "faiss"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"digest-rag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Find ML papers across Korean and English digests."""
+    _quiet_libraries()
+
+
+def _plan_summary(index_dir: Path, rep: BuildReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"index": str(index_dir), **rep.model_dump()}, ensure_ascii=False))
+        return
+    if rep.up_to_date:
+        typer.echo(f"dry run: up to date, nothing to do ({rep.papers} papers, {rep.chunks} chunks in {index_dir})")
+        return
+    typer.echo(
+        f"dry run: {rep.papers} papers (+{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)}), {rep.chunks} chunks "
+        f"({rep.rechunked} papers to cut again); {rep.encoded} to encode, {rep.reused} from the embedding cache; "
+        f"model {'must load' if rep.model_loaded else 'not needed'}{' (lexical-only)' if rep.lexical_only else ''}; "
+        f"nothing written to {index_dir}"
+    )
+    if rep.full_rebuild_reason:
+        typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
+
+
+def _build_summary(index: DigestIndex, as_json: bool) -> None:
+    rep = index.last_build
+    assert rep is not None
+    if as_json:
+        typer.echo(json.dumps({"index": str(index.index_dir), **rep.model_dump()}, ensure_ascii=False))
+        return
+    kind = "lexical-only" if rep.lexical_only else f"{index.manifest.model_name} ({index.manifest.index_type})"
+    if rep.up_to_date:
+        typer.echo(
+            f"up to date: {rep.papers} papers, {rep.chunks} chunks in {index.index_dir} [{kind}]; no input file or "
+            f"option changed since {index.manifest.created_at}, nothing written ({rep.seconds:.1f}s; --force rebuilds)"
+        )
+        return
+    typer.echo(
+        f"indexed {rep.papers} papers, {rep.chunks} chunks into {index.index_dir} [{kind}] in {rep.seconds:.1f}s; "
+        f"encoded {rep.encoded}, reused {rep.reused}; +{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)} papers"
+    )
+    if rep.full_rebuild_reason:
+        typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
+    for m in rep.merged:
+        typer.echo(f"merged: {m}")
+    if rep.skipped:
+        typer.echo(f"skipped {len(rep.skipped)} file(s):")
+        for s in rep.skipped:
+            typer.echo(f"  {s['source']}: {s['reason']}")
+
+
+EngineOpt = typer.Option("local", "--engine", help="Where to parse, chunk and embed: local, or ray (a Ray cluster; needs the 'ray' extra).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray instance).")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="Ray encoder actors (default: one per node, or per GPU share).")
+GpusOpt = typer.Option(None, "--gpus-per-worker", min=0.0, help="GPUs each Ray encoder actor holds (default 0: CPU).")
+
+
+@app.command()
+def build(
+    paths: list[Path] = typer.Argument(None, help="Digest files or directories (default: corpus/)."),
+    index: Path = IndexOpt,
+    model: str = typer.Option(None, "--model", "-m", help="Model name or local path (default: $DIGEST_RAG_MODEL, else intfloat/multilingual-e5-small)."),
+    lexical_only: bool = typer.Option(False, "--lexical-only", help="No embeddings: BM25 only, no model needed."),
+    factory: str = typer.Option(None, "--factory", help="FAISS factory string, e.g. 'IDMap2,HNSW32,Flat' (default: the index's, else by size)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda or mps (default: the index's, else auto)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Encoding batch size (default: the index's, else 32)."),
+    backend: Backend = typer.Option(None, "--backend", help="Encoder runtime: torch, onnx or onnx-int8 (default: the index's, else torch; onnx needs the 'onnx' extra)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail if any file is skipped."),
+    wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when no input file or option changed."),
+    engine: Engine = EngineOpt,
+    ray_address: str = RayAddressOpt,
+    workers: int = WorkersOpt,
+    gpus_per_worker: float = GpusOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what the build would do (papers, chunks to encode, cache hits, model load); write nothing."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
+) -> None:
+    """Build (or incrementally rebuild) an index from digest files.
+
+    Example: digest-rag build corpus/ --index indexes/default
+    """
+    if dry_run:
+        with _handled():
+            rep = DigestIndex.dry_run(
+                [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
+                lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size,
+                backend=backend, strict=strict or None, wait=wait, force=force,
+            )
+        _plan_summary(index, rep, as_json)
+        return
+    with _handled(), _progress(quiet or as_json) as bars:
+        # An absent flag is None, so the index's saved option applies rather than the flag's default.
+        idx = DigestIndex.build(
+            [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
+            lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size, backend=backend,
+            strict=strict or None, wait=wait, progress=bars, force=force, engine=engine, ray_address=ray_address,
+            workers=workers, gpus_per_worker=gpus_per_worker,
+        )
+    _build_summary(idx, as_json)
+
+
+@app.command()
+def update(
+    paths: list[Path] = typer.Argument(..., help="New or changed digest files."),
+    index: Path = IndexOpt,
+    model: str = typer.Option(None, "--model", "-m", help="Model name or local path (default: the index's)."),
+    wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
+    engine: Engine = EngineOpt,
+    ray_address: str = RayAddressOpt,
+    workers: int = WorkersOpt,
+    gpus_per_worker: float = GpusOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the update report as JSON."),
+) -> None:
+    """Add or replace the papers of some files, keeping the rest of the index.
+
+    Example: digest-rag update new-digest.txt --index indexes/default
+    """
+    with _handled(), _progress(quiet or as_json) as bars:
+        idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait, progress=bars,
+                                 engine=engine, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+    _build_summary(idx, as_json)
+
+
+def _use_color(flag: bool | None) -> bool:
+    """--color/--no-color win; otherwise colour only on a terminal, honouring NO_COLOR and TERM=dumb."""
+    if flag is not None:
+        return flag
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="The question, in Korean or English."),
+    index: Path = IndexOpt,
+    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of papers."),
+    mode: Mode = typer.Option(Mode.hybrid, "--mode", help="hybrid (E5 + BM25), dense (E5 only) or lexical (BM25 only)."),
+    model: str = typer.Option(None, "--model", "-m", help="Query model (must match the index's)."),
+    date_from: str = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD)."),
+    date_to: str = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD)."),
+    tag: list[str] = typer.Option(None, "--tag", help="Only papers with this tag (repeatable)."),
+    language: Language = typer.Option(None, "--lang", help="Only matches in ko, en or mixed text."),
+    search_param: int = typer.Option(None, "--search-param", min=1,
+                                     help="FAISS recall knob: efSearch for HNSW, nprobe for IVF (default: the index's)."),
+    color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
+) -> None:
+    """Search the index: a ranked list with titles, date, tags, score and a highlighted snippet.
+
+    Example: digest-rag search "긴 컨텍스트를 악용하는 탈옥 공격" --index indexes/default -k 5
+    """
+    with _handled():
+        idx = DigestIndex.load(index, model=model, search_param=search_param)
+        hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None, language=language)
+        if as_json:
+            typer.echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
+        else:
+            width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+            use_color = _use_color(color)
+            with idx.stored_analysis():
+                # color= tells click not to strip the codes when --color is forced onto a pipe.
+                typer.echo(format_hits(hits, query, color=use_color, width=width), color=use_color)
+
+
+@app.command()
+def info(
+    index: Path = IndexOpt,
+    as_json: bool = typer.Option(False, "--json", help="Everything, as JSON (papers with sections and languages)."),
+) -> None:
+    """Describe an index: papers, chunks, languages, sections, model, size.
+
+    Example: digest-rag info --index indexes/default --json
+    """
+    with _handled():
+        idx = DigestIndex.load(index)
+        data = idx.info()
+        if as_json:
+            typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+            return
+        typer.echo(_format_info(data))
+
+
+@app.command()
+def inspect(
+    paths: list[Path] = typer.Argument(..., help="Digest files or directories, as `build` would read them."),
+    as_json: bool = typer.Option(False, "--json", help="The whole report as one JSON document."),
+) -> None:
+    """Show how a corpus is read, without building: formats, sections, missing titles/authors, skips.
+
+    Example: digest-rag inspect corpus/ corpus/2024-06-28-daily-digest.txt --json
+    """
+    from digest_rag.build.corpus_report import format_report, inspect_corpus
+
+    with _handled():
+        report = inspect_corpus([str(p) for p in paths])
+        typer.echo(report.model_dump_json(indent=2) if as_json else format_report(report))
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover - loop always returns
+
+
+def _format_info(data: dict[str, Any]) -> str:
+    """The `info` text: one labelled line per fact, sources one per line."""
+    param = f", search param {data['search_param']}" if data.get("search_param") else ""
+    backend = f", built with {data['backend']}" if data.get("backend") else ""
+    model = (f"{data['model']}  (dimension {data['dimension']}, FAISS {data['index_type']}{param}{backend})" if data["model"]
+             else "none: lexical-only (BM25); rebuild with a model for dense and hybrid search")
+    sources = data["sources"]
+    lex = data.get("lexicon")
+    lexicon = (f"{lex['pairs']} mined pairs (" + ", ".join(f"{k} {v}" for k, v in lex["by_source"].items())
+               + f"; miner {lex['miner']})" if lex else "none")
+    lines = [
+        f"index       {data['index_dir']}  ({_human_size(data['size_bytes'])} on disk, format {data['format_version']}, "
+        f"digest_rag {data['library_version']})",
+        f"built       {data['created_at']}",
+        f"model       {model}",
+        f"papers      {data['papers']}, dated {data['date_from'] or '?'} .. {data['date_to'] or '?'}",
+        f"chunks      {data['chunks']}: " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_language"].items()),
+        "sections    " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_section"].items()),
+        "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
+        f"lexicon     {lexicon}",
+        f"sources     {len(sources)} file(s)",
+    ]
+    lines += [f"            {n:>4} papers  {src}" for src, n in sources.items()]
+    return "\n".join(lines)
+
+
+@app.command("eval")
+def eval_cmd(
+    queries: Path = typer.Argument(..., help="JSON Lines: {\"query\": ..., \"relevant\": [paper ids or English titles]}."),
+    index: Path = IndexOpt,
+    mode: list[Mode] = typer.Option(None, "--mode", help="Modes to evaluate (repeatable; default: all three)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    fusion_weights: list[str] = typer.Option(
+        None, "--fusion-weights",
+        help="Also evaluate hybrid fused with these weights, e.g. dense=0.5,lexical=1 or 0.5:1 (repeatable: a sweep).",
+    ),
+) -> None:
+    """Recall@1/5/10, MRR@10 and nDCG@10 per mode, beside a naive BM25 baseline.
+
+    Example: digest-rag eval eval/dev_queries.jsonl --index indexes/default
+    """
+    from digest_rag.evaluation.evaluate import evaluate_index, format_table
+    from digest_rag.search.fusion import parse_fusion_weights
+
+    with _handled():
+        sweep = [parse_fusion_weights(w) for w in fusion_weights or ()]
+        idx = DigestIndex.load(index)
+        report = evaluate_index(idx, queries, modes=[m.value for m in mode] if mode else None, fusion_weights=sweep)
+        if as_json:
+            typer.echo(report.model_dump_json(indent=2))
+        else:
+            typer.echo(format_table(report.rows))
+
+
+@app.command("export-variant")
+def export_variant_cmd(
+    paths: list[Path] = typer.Argument(..., help="Digest files or directories, as for build."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSON Lines corpus to write."),
+    variant: CorpusVariant = typer.Option("english-half", "--variant", help="english-half: a fixed half keeps only English text."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write an evaluation variant of a corpus as JSON Lines with the same paper ids.
+
+    Example: digest-rag export-variant corpus/ -o /tmp/en-half.jsonl && digest-rag build /tmp/en-half.jsonl
+    """
+    from digest_rag.evaluation.variants import export_variant
+
+    with _handled():
+        report = export_variant([str(p) for p in paths], variant, output)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        typer.echo(f"wrote {report.papers} papers ({report.english_only} English-only) to {report.path}")
+
+
+def _need_extra(module: str, extra: str) -> None:
+    """A missing optional extra is a one-line install hint and exit code 1."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        _err(f"error: this command needs the '{extra}' extra: pip install \"digest-rag[{extra}]\"")
+        raise typer.Exit(1)
+
+
+@app.command()
+def shell(
+    index: Path = IndexOpt,
+    color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
+) -> None:
+    """Ask questions one after another on an index loaded once (:help inside lists the commands).
+
+    Example: digest-rag shell --index indexes/default   (then: 탈옥 공격 / :mode lexical / :k 5 / :open 1 / :quit)
+    """
+    from digest_rag.frontends.shell import run_shell
+
+    with _handled():
+        width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+        run_shell(index, width=width, color=_use_color(color))
+
+
+@app.command()
+def serve(
+    index: Path = IndexOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs --token)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    token: str = typer.Option(None, "--token", envvar="DIGEST_RAG_TOKEN", show_envvar=True,
+                              help="Bearer token the API requires (required off loopback)."),
+    rate_limit: float = typer.Option(20.0, "--rate-limit", min=0.0,
+                                     help="Requests per second per client on the API (0: no limit)."),
+) -> None:
+    """Serve the index over HTTP: a JSON API (/search, /papers/{id}, /info, /healthz) and a search page at /.
+
+    Read-only; follows new generations written by build/update without a restart.
+
+    Example: digest-rag serve --index indexes/default --port 8000   (then open http://127.0.0.1:8000/)
+    """
+    _need_extra("fastapi", "serve")
+    _need_extra("uvicorn", "serve")
+    from digest_rag.frontends.server import serve as run_server
+
+    with _handled():
+        run_server(index, host=host, port=port, token=token, rate_limit=rate_limit)
+
+
+@app.command()
+def mcp(index: Path = IndexOpt) -> None:
+    """Serve the index to LLM agents as MCP tools over stdio: search_papers and get_paper.
+
+    Example (a client's configuration): {"command": "digest-rag", "args": ["mcp", "--index", "/path/to/index"]}
+    """
+    _need_extra("mcp", "mcp")
+    from digest_rag.frontends.mcp_server import run_mcp
+
+    with _handled():
+        run_mcp(index)
+
+
+def run() -> NoReturn:
+    """Console-script entry point; exits with the documented code (0 ok, 1 usage, 2 data/index, 3 model)."""
+    app()
+    sys.exit(0)  # pragma: no cover - app() always exits
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,122 @@
+"""What `serve`, `mcp` and `shell` share: validated search requests and paper records.
+
+The three front ends are thin layers over :class:`~digest_rag.index.DigestIndex`;
+this module holds the one definition of their request limits and of the JSON a
+paper becomes, so that an HTTP client, an MCP agent and a person at the shell
+get the same answers and the same errors for the same input.
+
+    >>> from digest_rag.frontends.service import SearchRequest
+    >>> SearchRequest(query="스케일링 법칙", k=5, mode="lexical").k
+    5
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from digest_rag.errors import PaperNotFoundError, UsageError
+from digest_rag.index import DigestIndex
+from digest_rag.models import Language, Paper, SearchMode, SearchResults
+from digest_rag.search.request import MAX_QUERY_CHARS
+
+__all__ = [
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "SearchOptions",
+    "SearchRequest",
+    "find_paper",
+    "paper_record",
+    "usage_error",
+]
+
+MAX_K = 100
+"""Most papers one request may ask for: bounds the work (and the response size) of a single request."""
+
+
+MAX_TAGS = 20
+MAX_TAG_CHARS = 100
+
+
+def usage_error(exc: ValidationError) -> UsageError:
+    """A pydantic validation failure as one readable line, typed as the library's UsageError."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return UsageError("; ".join(parts) or "invalid request")
+
+
+class SearchOptions(BaseModel):
+    """Search settings without the question: what the shell keeps between questions."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    k: int = Field(default=10, ge=1, le=MAX_K, description=f"number of papers, 1..{MAX_K}")
+    mode: SearchMode = "hybrid"
+    language: Language | None = Field(default=None, description="only matches in ko, en or mixed text")
+    date_from: _dt.date | None = Field(default=None, description="only papers dated on or after (YYYY-MM-DD)")
+    date_to: _dt.date | None = Field(default=None, description="only papers dated on or before (YYYY-MM-DD)")
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="only papers with any of these tags")
+
+    @field_validator("date_from", "date_to", mode="before")
+    @classmethod
+    def _iso_date(cls, v: Any) -> Any:
+        # Only YYYY-MM-DD: pydantic would also take timestamps and datetimes, which nobody means here.
+        if v is None or v == "" or isinstance(v, _dt.date):
+            return v or None
+        try:
+            return _dt.date.fromisoformat(str(v).strip())
+        except ValueError:
+            raise ValueError(f"must be a date like 2024-06-28 (got {str(v)[:40]!r})") from None
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        tags = [t.strip().lstrip("#") for t in (v or []) if isinstance(t, str) and t.strip().lstrip("#")]
+        if any(len(t) > MAX_TAG_CHARS for t in tags):
+            raise ValueError(f"a tag has at most {MAX_TAG_CHARS} characters")
+        return tags
+
+    @classmethod
+    def parse(cls, **values: Any) -> SearchOptions:
+        """Validated options; bad values raise UsageError (one line) instead of pydantic's report."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise usage_error(exc) from None
+
+    def changed(self, **values: Any) -> SearchOptions:
+        """A copy with some settings changed, validated (UsageError on a bad value)."""
+        return type(self).parse(**{**self.model_dump(), **values})
+
+
+class SearchRequest(SearchOptions):
+    """One question with its settings, validated against the limits every front end applies."""
+
+    query: str = Field(max_length=MAX_QUERY_CHARS, description=f"the question, at most {MAX_QUERY_CHARS} characters")
+
+    def run(self, index: DigestIndex) -> SearchResults:
+        """Ask ``index``; an empty query raises EmptyQueryError, bad filters UsageError (from the library)."""
+        return index.search(
+            self.query, k=self.k, mode=self.mode, language=self.language, date_from=self.date_from,
+            date_to=self.date_to, tags=self.tags or None,
+        )
+
+
+def paper_record(paper: Paper) -> dict[str, Any]:
+    """A paper as JSON-ready data: id, titles, date, authors, tags, urls, source and every section's text."""
+    return {"paper_id": paper.id, **paper.model_dump(mode="json", exclude={"id"})}
+
+
+def find_paper(index: DigestIndex, paper_id: str) -> Paper:
+    """The paper with id ``paper_id``; PaperNotFoundError when the index has none."""
+    paper = index.paper(paper_id) if isinstance(paper_id, str) else None
+    if paper is None:
+        raise PaperNotFoundError(f"no paper with id {paper_id[:200]!r} in the index")
+    return paper

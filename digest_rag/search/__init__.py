@@ -1,0 +1,1 @@
+"""The query side: a checked request, the retrievers, fusion and snippets."""

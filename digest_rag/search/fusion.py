@@ -1,0 +1,174 @@
+"""Fusion of retrievers' chunk rankings, and aggregation of chunks into papers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from digest_rag.errors import IndexCorruptedError, UsageError
+from digest_rag.models import Chunk, Paper, SearchHit, SearchMode
+from digest_rag.search.snippets import make_snippet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from digest_rag.storage.store import ChunkHead
+
+RRF_K = 60
+
+#: Weight of each retriever's paper ranking in hybrid fusion (weighted
+#: reciprocal rank fusion). Equal by default: no measurement with the real
+#: multilingual-E5 model is available offline to justify another split (the
+#: tiny test model is random), see docs/EVAL.md. Override per search
+#: (`DigestIndex.search(fusion_weights=...)`) and sweep with
+#: ``digest-rag eval --fusion-weights``.
+DEFAULT_FUSION_WEIGHTS: dict[str, float] = {"dense": 1.0, "lexical": 1.0}
+
+
+def parse_fusion_weights(text: str) -> dict[str, float]:
+    """``"dense=0.5,lexical=1"`` (or ``"0.5:1"``, dense first) as retriever -> weight; UsageError when malformed."""
+    names = tuple(DEFAULT_FUSION_WEIGHTS)
+    raw = text.strip()
+    try:
+        if "=" in raw:
+            pairs = [part.split("=", 1) for part in raw.split(",") if part.strip()]
+            weights = {name.strip(): float(value) for name, value in pairs}
+        else:
+            values = [float(v) for v in raw.split(":")]
+            if len(values) != len(names):
+                raise ValueError(f"expected {len(names)} numbers")
+            weights = dict(zip(names, values, strict=True))
+    except ValueError as exc:
+        raise UsageError(f"bad fusion weights {text!r} ({exc}); write e.g. dense=0.5,lexical=1 or 0.5:1") from exc
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise UsageError(f"unknown retriever in fusion weights: {', '.join(sorted(unknown))} (use {', '.join(names)})")
+    if any(w < 0 or w != w for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise UsageError(f"fusion weights must be non-negative and not all zero: {text!r}")
+    return {**DEFAULT_FUSION_WEIGHTS, **weights}
+
+
+def rrf_fuse(rankings: Mapping[str, Sequence[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float, list[str]]]:
+    """Reciprocal rank fusion of several (id, score) rankings.
+
+    Returns (id, fused score, names of the rankings that contained the id),
+    best first. RRF ignores the raw scores, which live on incomparable scales
+    (cosine vs BM25), and rewards ids that several retrievers agree on.
+    """
+    fused: dict[int, float] = {}
+    found: dict[int, list[str]] = {}
+    for name, ranking in rankings.items():
+        for rank, (cid, _score) in enumerate(ranking, start=1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+            found.setdefault(cid, []).append(name)
+    order = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(cid, score, found[cid]) for cid, score in order]
+
+
+def fuse_papers(
+    rankings: Mapping[str, Sequence[tuple[int, float]]],
+    chunk_paper: Mapping[int, str],
+    k: int = RRF_K,
+    weights: Mapping[str, float] | None = None,
+) -> list[tuple[int, float, list[str]]]:
+    """Reciprocal rank fusion at the paper level; returns (snippet chunk id, score, retrievers).
+
+    Each retriever's chunk ranking is first collapsed to a paper ranking (a
+    paper ranks where its best chunk does), then the paper rankings are fused.
+    Fusing chunks directly favours papers with many chunks: one of their
+    chunks is likely to rank well in both lists by chance. The snippet is the
+    paper's chunk with the best chunk-level fused score. ``weights`` scales
+    each retriever's 1/(k + rank) (default `DEFAULT_FUSION_WEIGHTS`).
+    """
+    weights = DEFAULT_FUSION_WEIGHTS if weights is None else weights
+    paper_rrf: dict[str, float] = {}
+    lexical_rank: dict[str, int] = {}
+    for name, ranking in rankings.items():
+        seen: set[str] = set()
+        for cid, _score in ranking:
+            pid = chunk_paper.get(cid)
+            if pid is None or pid in seen:
+                continue
+            seen.add(pid)
+            paper_rrf[pid] = paper_rrf.get(pid, 0.0) + weights.get(name, 1.0) / (k + len(seen))
+            if name == "lexical":
+                lexical_rank[pid] = len(seen)
+    best_chunk: dict[str, int] = {}
+    found: dict[str, set[str]] = {}
+    for cid, _score, names in rrf_fuse(rankings, k):
+        pid = chunk_paper.get(cid)
+        if pid is None:
+            continue
+        best_chunk.setdefault(pid, cid)
+        found.setdefault(pid, set()).update(names)
+    # Ties (rank 1 + rank 2 either way round) go to the lexical side: exact names are its strength.
+    none = len(paper_rrf) + 1
+    order = sorted(paper_rrf.items(), key=lambda kv: (-round(kv[1], 12), lexical_rank.get(kv[0], none), kv[0]))
+    return [(best_chunk[pid], score, sorted(found[pid])) for pid, score in order]
+
+
+def rank_chunks(
+    rankings: Mapping[str, Sequence[tuple[int, float]]],
+    chunk_paper: Mapping[int, str],
+    weights: Mapping[str, float] | None = None,
+) -> list[tuple[int, float, list[str]]]:
+    """(chunk id, score, retrievers) best first: one retriever's ranking as it is, several fused by paper."""
+    if len(rankings) == 1:
+        name, ranking = next(iter(rankings.items()))
+        return [(cid, score, [name]) for cid, score in ranking]
+    return fuse_papers(rankings, chunk_paper, weights=weights)
+
+
+def aggregate(
+    ranked_chunks: Sequence[tuple[int, float, list[str]]],
+    chunks: Mapping[int, Chunk] | Mapping[int, ChunkHead],
+    papers: Mapping[str, Paper],
+    k: int,
+    query: str | Iterable[str] | None = None,
+    fetch: Callable[[list[int]], Mapping[int, Chunk]] | None = None,
+) -> list[SearchHit]:
+    """Each paper once, scored by its best chunk, that chunk as the snippet.
+
+    With ``query``, each snippet is centred on the query's matches (see
+    :func:`make_snippet`). ``chunks`` may hold only each chunk's paper and
+    section kind (`store.ChunkHead`); ``fetch`` then reads the snippet chunks
+    of the ``k`` papers shown (`Store.chunks`).
+
+    ``modes`` of a hit is the union of the retrievers that found any of the
+    paper's chunks, so a reader can tell lexical-only matches from agreed ones.
+    """
+    best: dict[str, tuple[int, float]] = {}
+    snippet_of: dict[str, int] = {}
+    modes: dict[str, set[str]] = {}
+    order: list[str] = []
+    for cid, score, found in ranked_chunks:
+        chunk = chunks.get(cid)
+        if chunk is None or chunk.paper_id not in papers:
+            continue
+        pid = chunk.paper_id
+        modes.setdefault(pid, set()).update(found)
+        if pid not in best:
+            best[pid] = (cid, score)
+            order.append(pid)
+        # A title chunk scores the paper but makes a poor snippet: prefer the best text chunk.
+        if chunk.section_kind != "title":
+            snippet_of.setdefault(pid, cid)
+    shown = [(pid, snippet_of.get(pid, best[pid][0])) for pid in order[:k]]
+    full: Mapping[int, Chunk | ChunkHead] = fetch([cid for _pid, cid in shown]) if fetch is not None else chunks
+    hits: list[SearchHit] = []
+    for pid, cid in shown:
+        score = best[pid][1]
+        chunk = full.get(cid)
+        if not isinstance(chunk, Chunk):  # a head whose chunk was not fetched: the store changed under us
+            raise IndexCorruptedError(f"chunk {cid} vanished while searching")
+        found_modes: list[SearchMode] = [m for m in ("dense", "lexical") if m in modes[pid]]  # type: ignore[misc]
+        hits.append(
+            SearchHit(
+                paper=papers[pid],
+                score=score,
+                snippet=make_snippet(chunk.text, query=query),
+                section=chunk.section_kind,
+                language=chunk.language,
+                chunk_id=cid,
+                modes=found_modes,
+            )
+        )
+    return hits

@@ -1,0 +1,125 @@
+"""What a search asks for, checked: the query text, k, the mode and the filters.
+
+Every check raises `UsageError` (CLI exit 1) with a sentence saying what was
+wrong, before any retriever runs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from digest_rag.errors import EmptyQueryError, QueryTruncatedWarning, UsageError
+from digest_rag.models import CHUNK_KINDS, LANGUAGES, SEARCH_MODES
+
+MAX_QUERY_CHARS = 2_000
+#: How many chunks each retriever hands to fusion, at least.
+CANDIDATES = 200
+
+
+def check_mode(mode: Any) -> str:
+    """``mode`` if it is one of SEARCH_MODES."""
+    if mode not in SEARCH_MODES:
+        raise UsageError(f"unknown mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    return str(mode)
+
+
+def check_k(k: Any) -> int:
+    """``k`` as a positive int; strings, floats and booleans are refused, not coerced."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise UsageError(f"k must be a whole number of papers, at least 1 (got {_short(k)})")
+    if k < 1:
+        raise UsageError(f"k must be at least 1 (got {k})")
+    return k
+
+
+def clean_query(query: Any) -> str:
+    """The query with control characters blanked, cut to MAX_QUERY_CHARS (with a QueryTruncatedWarning)."""
+    if not isinstance(query, str) or not query.strip():
+        raise EmptyQueryError("the query is empty; ask a question, e.g. \"스케일링 법칙에 대한 논문\"")
+    query = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in query).strip()
+    if len(query) > MAX_QUERY_CHARS:
+        warnings.warn(
+            f"query of {len(query)} characters truncated to {MAX_QUERY_CHARS}", QueryTruncatedWarning, stacklevel=3
+        )
+        query = query[:MAX_QUERY_CHARS]
+    if not query:
+        raise EmptyQueryError("the query has no printable characters")
+    return query
+
+
+class Filters(BaseModel):
+    """Which chunks a search may return: by paper date and tags, by chunk language and section kind."""
+
+    model_config = ConfigDict(frozen=True)
+
+    date_from: _dt.date | None = None
+    date_to: _dt.date | None = None
+    tags: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    sections: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing is filtered out."""
+        return not (self.date_from or self.date_to or self.tags or self.languages or self.sections)
+
+
+def _as_date(value: Any, name: str) -> _dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):  # a date too, but its isoformat() would not compare with dates
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return _dt.date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise UsageError(f"{name} must be a date like 2024-06-28 (got {_short(value)})") from exc
+
+
+def _names(value: str | Sequence[str] | None, what: str, allowed: Sequence[str] | None) -> tuple[str, ...]:
+    # A lone string is one name, never a sequence of letters ("llm" is the tag llm, not l, l, m).
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        names: tuple[Any, ...] = (value,)
+    elif isinstance(value, (bytes, bytearray, dict)) or not isinstance(value, Iterable):
+        raise UsageError(f"{what} must be a string or a list of strings (got {_short(value)})")
+    else:
+        names = tuple(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise UsageError(f"{what} must be strings (got {_short(name)})")
+        if allowed is not None and name not in allowed:
+            raise UsageError(f"unknown {what} {_short(name)}; choose from {', '.join(allowed)}")
+    return names
+
+
+def _short(value: Any) -> str:
+    """repr of a caller's value, cut: a hostile 10,000-character value is not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def make_filters(
+    date_from: Any = None,
+    date_to: Any = None,
+    tags: str | Sequence[str] | None = None,
+    language: str | Sequence[str] | None = None,
+    section: str | Sequence[str] | None = None,
+) -> Filters:
+    """Check the search filters and return them as `Filters`."""
+    return Filters(
+        date_from=_as_date(date_from, "date_from"),
+        date_to=_as_date(date_to, "date_to"),
+        tags=_names(tags, "tag", None),
+        languages=_names(language, "language", LANGUAGES),
+        sections=_names(section, "section", CHUNK_KINDS),
+    )

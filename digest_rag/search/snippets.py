@@ -1,0 +1,170 @@
+"""Snippets: which part of a matched chunk a result shows, and where the query's words are in it.
+
+Highlighting and snippet windows find the query's BM25 terms
+(``digest_rag.lexical.analysis.tokenize``) back in a text. Korean words carry
+particles and endings ("스케일링의", "법칙을", "학습했다"), so Hangul text is
+re-analysed with Kiwi (or read from the index's stored Kiwi analyses,
+`digest_rag.lexical.word_table`) and each morpheme whose form (nouns) or lemma (verbs,
+adjectives) is a query term is marked at its exact character offsets; the
+particle stays unmarked. Latin words are matched through the same
+normalisation as the index ("models" matches "model"), and the glossary's
+English forms of a Korean query term count too ("스케일링 법칙" marks "Scaling Laws").
+"""
+
+from __future__ import annotations
+
+import functools
+
+import re
+from collections.abc import Iterable, Sequence
+
+from digest_rag.lexical.analysis import current_stored_analysis, kiwi_morphs, query_term_weights, tokenize_many
+from digest_rag.models import Chunk, SearchHit
+
+__all__ = ["SNIPPET_CHARS", "Span", "highlight_terms", "make_snippet", "match_spans", "opening_snippet"]
+
+SNIPPET_CHARS = 320
+
+Span = tuple[int, int]
+
+# Same word shape the analyser uses for Latin text, so spans cover what BM25 matched.
+_LATIN_WORD = re.compile(r"[0-9A-Za-z\u00c0-\u024f]+(?:[-.'\u2019][0-9A-Za-z\u00c0-\u024f]+)*")
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\u4e00-\u9fff]")
+_NOUN_TAGS = frozenset({"NNG", "NNP", "XR", "SH"})
+_PRED_TAGS = frozenset({"VV", "VA"})
+
+
+def highlight_terms(query: str) -> frozenset[str]:
+    """The normalised words of ``query`` that highlighting looks for: BM25's own query terms.
+
+    Where the analyser expands a query through its bilingual glossary
+    ("스케일링 법칙" -> "scaling", "law"), the expansions are highlighted too,
+    so an English snippet found by a Korean question shows why it matched.
+    """
+    # Concept tokens ("ml:12") stand for phrases and never occur as words in text.
+    return frozenset(t for t in query_term_weights(query) if ":" not in t)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _latin_word_tokens(word: str) -> frozenset[str]:
+    # A Latin word alone never reaches Kiwi and its tokens depend on nothing else, so they are kept by word:
+    # a snippet's few hundred words are mostly words seen in earlier snippets (its analysis was half of a
+    # lexical search's time).
+    return frozenset(tokenize_many([word])[0])
+
+
+def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
+    return [m.span() for m in _LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
+
+
+def _korean_spans(text: str, terms: frozenset[str]) -> list[Span]:
+    # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
+    # start in a fresh process) has nothing to find.
+    if not _HANGUL.search(text) or not any(_HANGUL.search(t) for t in terms):
+        return []
+    spans: list[Span] = []
+    # Snippets are corpus text: an index's table of Kiwi's readings (`analysis.stored_analysis`) knows their
+    # words, and Kiwi is asked only for a text with a word it lacks.
+    for t in kiwi_morphs([text], current_stored_analysis())[0]:
+        tag = str(t.tag).split("-", 1)[0]
+        if tag in _NOUN_TAGS:
+            hit = t.form in terms
+        elif tag in _PRED_TAGS:
+            hit = (getattr(t, "lemma", None) or t.form + "다") in terms
+        else:
+            continue
+        if hit and _HANGUL.search(t.form):
+            spans.append((int(t.start), int(t.start) + int(t.len)))
+    return spans
+
+
+def _merge(spans: Iterable[Span]) -> list[Span]:
+    out: list[Span] = []
+    for start, end in sorted(spans):
+        if end <= start:
+            continue
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def match_spans(text: str, query: str | Iterable[str]) -> list[Span]:
+    """Sorted, non-overlapping ``(start, end)`` character spans of query terms in ``text``.
+
+    ``query`` is the question as typed, or an iterable of already-normalised
+    terms (as returned by :func:`highlight_terms`).
+    """
+    terms = highlight_terms(query) if isinstance(query, str) else frozenset(query)
+    if not terms or not text:
+        return []
+    return _merge([*_latin_spans(text, terms), *_korean_spans(text, terms)])
+
+
+
+# A sentence ends before this whitespace: Latin/CJK punctuation, or the Korean
+# declarative ending "다." that most commentary sentences close with.
+_SENTENCE_END = re.compile(r"[.!?。？！]\s")
+
+
+def _window_start(flat: str, spans: Sequence[tuple[int, int]], limit: int) -> int:
+    """Where a ``limit``-character window over ``flat`` shows the most query matches.
+
+    The window opens a little before its first match (a fifth of ``limit``) so
+    the reader sees what leads up to it, at the sentence start nearest to that
+    point when one is close enough, else at a word boundary.
+    """
+    lead = limit // 5
+    best, best_count = 0, -1
+    for first, _end in spans:
+        start = max(0, min(first - lead, len(flat) - limit))
+        count = sum(1 for a, b in spans if a >= start and b <= start + limit)
+        if count > best_count:  # strictly greater: ties keep the earliest window
+            best, best_count = start, count
+    if best == 0:
+        return 0
+    inside = [(a, b) for a, b in spans if a >= best and b <= best + limit]
+    first_in, last_in = inside[0][0], inside[-1][1]
+    # Moving the start earlier must not push the last counted match past the cut
+    # (which lands on the last space before ``limit``, hence the 2 characters).
+    floor = min(first_in, max(0, best - lead, last_in - limit + 2))
+    starts = [m.end() for m in _SENTENCE_END.finditer(flat, floor, first_in)]
+    if starts:
+        return min(starts, key=lambda i: abs(i - best))
+    space = flat.rfind(" ", floor, best + 1)
+    return space + 1 if space >= 0 else max(best, floor)
+
+
+def make_snippet(text: str, limit: int = SNIPPET_CHARS, query: str | Iterable[str] | None = None) -> str:
+    """The chunk text on one line, about ``limit`` characters, cut at word boundaries.
+
+    With ``query`` (the question, or terms from :func:`highlight_terms`),
+    a chunk longer than ``limit`` is shown around the passage with the most
+    query-term matches rather than from its start, with "…" marking what was
+    left out on either side; a chunk without matches is shown from its start.
+    """
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    start = 0
+    if query is not None:
+        spans = match_spans(flat, query)
+        if spans:
+            start = _window_start(flat, spans, limit)
+    body = flat[start:]
+    prefix = "… " if start > 0 else ""
+    if len(body) <= limit:
+        return prefix + body
+    cut = body.rfind(" ", 0, limit)
+    return prefix + body[: cut if cut > limit // 2 else limit].rstrip() + " …"
+
+
+def opening_snippet(hit: SearchHit, chunk: Chunk | None, terms: Iterable[str]) -> SearchHit:
+    """A hit found by its title passage alone shows the paper's opening text (``chunk``) as its snippet."""
+    if chunk is None:
+        return hit
+    return hit.model_copy(update={
+        "snippet": make_snippet(chunk.text, query=terms), "section": chunk.section_kind, "language": chunk.language,
+        "chunk_id": chunk.id,
+    })

@@ -1,0 +1,452 @@
+"""The SQLite store of an index generation: papers, chunks, and cached embeddings.
+
+Papers are kept as their pydantic JSON (no pickle); chunks as rows so that
+filters (date, tags, language, section) become SQL over bound parameters.
+Embeddings are cached by the sha256 of the exact passage text sent to the
+model, so a rebuild re-encodes only passages whose text changed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from pydantic import ValidationError
+
+from digest_rag.errors import IndexCorruptedError, IndexVersionError
+from digest_rag.models import Chunk, Paper
+
+SCHEMA_VERSION = 1
+
+#: The columns a chunk row carries after its id and paper id, shared by the store and a build's spool.
+CHUNK_COLUMNS = """\
+    section_index INTEGER NOT NULL,
+    section_kind TEXT NOT NULL,
+    language TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    passage_hash TEXT NOT NULL
+"""
+
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE papers (
+    id TEXT PRIMARY KEY,
+    date TEXT,
+    source TEXT NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE TABLE paper_tags (paper_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (paper_id, tag));
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    paper_id TEXT NOT NULL REFERENCES papers(id),
+{CHUNK_COLUMNS});
+CREATE INDEX chunks_paper ON chunks(paper_id);
+CREATE TABLE embeddings (passage_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE doc_tokens (text_hash TEXT PRIMARY KEY, tokens TEXT NOT NULL);
+"""
+
+
+def write_store(
+    path: Path,
+    papers: Sequence[Paper],
+    chunks: Sequence[Chunk],
+    passage_hashes: Sequence[str],
+    vectors: np.ndarray | None,
+    doc_tokens: Mapping[str, list[str]] | None = None,
+    analysis_key: str | None = None,
+) -> None:
+    """Create a new store file at ``path`` (which must not exist) in one transaction.
+
+    ``doc_tokens`` (text hash -> BM25 tokens, made by the analysis named
+    ``analysis_key``) is the next build's token cache, as the embeddings are
+    its vector cache. A build streams through `StoreWriter` instead.
+    """
+    from digest_rag.lexical.index import lexical_chunks
+
+    writer = StoreWriter(path, analysis_key if doc_tokens else None)
+    try:
+        writer.add_papers((p, p.model_dump_json()) for p in papers)
+        writer.add_chunks(chunks, passage_hashes)
+        if vectors is not None:
+            writer.add_embeddings(passage_hashes, vectors)
+        if doc_tokens and analysis_key:
+            writer.record_tokens(doc_tokens)
+        writer.finish(len(lexical_chunks(chunks)))
+    finally:
+        writer.close()
+
+
+class ChunkHead(NamedTuple):
+    """A chunk's paper and section kind (`Store.chunk_heads`)."""
+
+    paper_id: str
+    section_kind: str
+
+
+class StoreWriter:
+    """Writes a new store file in one transaction, a batch at a time (a build of a million papers streams).
+
+    The number of BM25 documents, which opening an index checks against the
+    BM25 files, goes into the meta table at `finish`: a reader need not derive it.
+    """
+
+    def __init__(self, path: Path, analysis_key: str | None = None) -> None:
+        self.path = path
+        self.con = sqlite3.connect(str(path), isolation_level=None)
+        self.con.executescript(_SCHEMA)
+        self.con.execute("BEGIN")
+        self.con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if analysis_key:
+            self.con.execute("INSERT INTO meta VALUES ('analysis_key', ?)", (analysis_key,))
+
+    def add_papers(self, papers: Iterable[tuple[Paper, str]]) -> None:
+        """Papers with their JSON (``p.model_dump_json()``, which the caller may already have)."""
+        rows = list(papers)
+        self.con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?)",
+                             ((p.id, p.date.isoformat() if p.date else None, p.source, js) for p, js in rows))
+        self.con.executemany("INSERT OR IGNORE INTO paper_tags VALUES (?, ?)",
+                             ((p.id, t.lower()) for p, _js in rows for t in p.tags))
+
+    def add_chunks(self, chunks: Sequence[Chunk], passage_hashes: Sequence[str]) -> None:
+        """Chunks with the hashes of the passages they embed."""
+        self.con.executemany(
+            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((c.id, c.paper_id, c.section_index, c.section_kind, c.language, c.start, c.end, c.text, h)
+             for c, h in zip(chunks, passage_hashes, strict=True)),
+        )
+
+    def add_embeddings(self, passage_hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Embeddings by passage hash (a repeated passage is kept once)."""
+        self.con.executemany(
+            "INSERT OR IGNORE INTO embeddings VALUES (?, ?)",
+            ((h, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+             for h, v in zip(passage_hashes, vectors, strict=True)),
+        )
+
+    def tokens(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """Tokens already recorded in this store for these text hashes."""
+        return _token_rows(self.con, keys)
+
+    def record_tokens(self, entries: Mapping[str, list[str]], raw: Mapping[str, str] | None = None) -> None:
+        """BM25 tokens by text hash: the next build's token cache. ``raw``: the JSON of entries read from
+        a previous store (`Store.tokens_for`), copied as stored instead of encoded again."""
+        raw = raw or {}
+        self.con.executemany("INSERT OR IGNORE INTO doc_tokens VALUES (?, ?)",
+                             ((h, raw.get(h) or json.dumps(toks, ensure_ascii=False)) for h, toks in entries.items()))
+
+    def finish(self, lexical: int) -> None:
+        """Record the number of BM25 documents (chunks `lexical_chunks` keeps) and commit."""
+        self.con.execute("INSERT INTO meta VALUES ('lexical_count', ?)", (str(lexical),))
+        self.con.execute("COMMIT")
+        self.con.execute("PRAGMA journal_mode=DELETE")
+
+    def close(self) -> None:
+        """Close (without `finish`, nothing is committed)."""
+        self.con.close()
+
+
+def _token_rows(con: sqlite3.Connection, keys: Sequence[str], raw: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """doc_tokens rows for ``keys``, decoded; an unreadable row is left out (a cache: analyse again).
+    ``raw`` receives the stored JSON of each row returned (to copy it without encoding it again)."""
+    out: dict[str, list[str]] = {}
+    for i in range(0, len(keys), 500):
+        part = list(keys[i : i + 500])
+        for h, raw_json in con.execute(f"SELECT text_hash, tokens FROM doc_tokens WHERE text_hash IN "
+                                       f"({','.join('?' * len(part))})", part):
+            try:
+                toks = json.loads(raw_json)
+            except (ValueError, TypeError, RecursionError):
+                continue
+            if isinstance(toks, list) and all(isinstance(t, str) for t in toks):
+                out[h] = toks
+                if raw is not None:
+                    raw[h] = raw_json
+    return out
+
+
+class Store:
+    """Read access to a store file. Opened read-only: searching never writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # as_uri() percent-encodes, so paths holding '?', '#' or '%' still open read-only.
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        con: sqlite3.Connection | None = None
+        try:
+            con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if con is not None:
+                con.close()
+            raise IndexCorruptedError(f"{path}: SQLite store is unreadable ({exc})") from exc
+        self.con = con
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            con.close()
+            if row is None:
+                raise IndexCorruptedError(f"{path}: SQLite store has no schema version")
+            raise IndexVersionError(f"{path}: unknown store schema version {row[0]!r} (this digest_rag reads {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        try:
+            return self.con.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
+
+    def _query_in(self, sql: str, values: Iterable[object]) -> list[tuple]:
+        """Rows of ``sql`` (ending in "IN") for each batch of distinct ``values``, 500 bound parameters at a time."""
+        unique = list(dict.fromkeys(values))
+        rows: list[tuple] = []
+        for i in range(0, len(unique), 500):
+            part = unique[i : i + 500]
+            rows += self._query(f"{sql} ({','.join('?' * len(part))})", part)
+        return rows
+
+    def papers(self, ids: Iterable[str] | None = None) -> dict[str, Paper]:
+        """Papers by id (all when ``ids`` is None)."""
+        if ids is None:
+            rows = self._query("SELECT json FROM papers ORDER BY id")
+        else:
+            rows = self._query_in("SELECT json FROM papers WHERE id IN", ids)
+        out = {}
+        for (js,) in rows:
+            try:
+                p = Paper.model_validate_json(js)
+            except ValidationError as exc:
+                raise IndexCorruptedError(f"{self.path}: damaged paper record ({exc.errors()[0]['msg']})") from exc
+            out[p.id] = p
+        return out
+
+    def paper_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are papers of this store (no record is parsed)."""
+        id_list = list(dict.fromkeys(ids))
+        found: set[str] = set()
+        for i in range(0, len(id_list), 500):
+            part = id_list[i : i + 500]
+            found.update(r[0] for r in self._query(f"SELECT id FROM papers WHERE id IN ({','.join('?' * len(part))})", part))
+        return found
+
+    def counts(self) -> tuple[int, int, int]:
+        """(papers, chunks, chunks the BM25 index holds): compared with the manifest on load.
+
+        BM25 holds every chunk but title passages, except the title passage of a
+        paper with no other text (see `lexical.lexical_chunks`).
+        """
+        # Rows are counted (a plain COUNT reads the narrowest index: ~0.2 s at a million papers) so that a
+        # deleted row is caught; the BM25 document count is recorded at commit (StoreWriter.finish), because
+        # computing it per paper took 1 s per 100k papers on every load. Older stores compute it.
+        papers = self._query("SELECT COUNT(*) FROM papers")[0][0]
+        chunks = self._query("SELECT COUNT(*) FROM chunks")[0][0]
+        recorded = self._query("SELECT value FROM meta WHERE key = 'lexical_count'")
+        if recorded:
+            try:
+                return int(papers), int(chunks), int(recorded[0][0])
+            except ValueError as exc:
+                raise IndexCorruptedError(f"{self.path}: damaged counts in the meta table") from exc
+        text_chunks = self._query(
+            "SELECT COALESCE(SUM(section_kind != 'title' OR NOT EXISTS ("
+            "SELECT 1 FROM chunks d WHERE d.paper_id = c.paper_id AND d.section_kind != 'title')), 0) FROM chunks c"
+        )[0][0]
+        return int(papers), int(chunks), int(text_chunks)
+
+    def chunks(self, ids: Iterable[int] | None = None) -> dict[int, Chunk]:
+        """Chunks by id (all when ``ids`` is None)."""
+        cols = 'id, paper_id, section_index, section_kind, language, start, "end", text'
+        if ids is None:
+            rows = self._query(f"SELECT {cols} FROM chunks ORDER BY paper_id, section_index, start")
+        else:
+            rows = self._query_in(f"SELECT {cols} FROM chunks WHERE id IN", (int(i) for i in ids))
+        keys = ("id", "paper_id", "section_index", "section_kind", "language", "start", "end", "text")
+        try:
+            return {r[0]: Chunk(**dict(zip(keys, r, strict=True))) for r in rows}
+        except ValidationError as exc:
+            raise IndexCorruptedError(f"{self.path}: damaged chunk record ({exc.errors()[0]['msg']})") from exc
+
+    def chunk_heads(self, ids: Iterable[int]) -> dict[int, ChunkHead]:
+        """Paper and section kind of each chunk by id: what ranking a search's candidates needs, without
+        reading and validating their texts (`chunks` then fetches the few that are shown)."""
+        rows = self._query_in("SELECT id, paper_id, section_kind FROM chunks WHERE id IN", (int(i) for i in ids))
+        return {int(r[0]): ChunkHead(str(r[1]), str(r[2])) for r in rows}
+
+    def first_text_chunk(self, paper_id: str) -> Chunk | None:
+        """The paper's first chunk of real text (not its title passage)."""
+        rows = self._query(
+            "SELECT id FROM chunks WHERE paper_id = ? AND section_kind != 'title' ORDER BY section_index, start LIMIT 1",
+            (paper_id,),
+        )
+        return self.chunks([rows[0][0]])[rows[0][0]] if rows else None
+
+    def chunk_ids_where(
+        self,
+        date_from: _dt.date | None = None,
+        date_to: _dt.date | None = None,
+        tags: Sequence[str] | None = None,
+        languages: Sequence[str] | None = None,
+        sections: Sequence[str] | None = None,
+    ) -> set[int]:
+        """Ids of chunks that pass the filters (papers without a date fail any date filter)."""
+        where: list[str] = []
+        params: list[object] = []
+        if date_from is not None:
+            where.append("p.date >= ?")
+            params.append(date_from.isoformat())
+        if date_to is not None:
+            where.append("p.date <= ?")
+            params.append(date_to.isoformat())
+        if tags:
+            where.append(f"p.id IN (SELECT paper_id FROM paper_tags WHERE tag IN ({','.join('?' * len(tags))}))")
+            params.extend(t.lower().lstrip("#") for t in tags)
+        if languages:
+            where.append(f"c.language IN ({','.join('?' * len(languages))})")
+            params.extend(languages)
+        if sections:
+            where.append(f"c.section_kind IN ({','.join('?' * len(sections))})")
+            params.extend(sections)
+        sql = "SELECT c.id FROM chunks c JOIN papers p ON p.id = c.paper_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return {r[0] for r in self._query(sql, params)}
+
+    def embeddings(self, dimension: int, hashes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Embeddings kept with this generation: passage hash -> vector (only ``hashes`` when given)."""
+        out: dict[str, np.ndarray] = {}
+        if hashes is None:
+            rows = self._query("SELECT passage_hash, vector FROM embeddings")
+        else:
+            rows = self._query_in("SELECT passage_hash, vector FROM embeddings WHERE passage_hash IN", hashes)
+        for h, blob in rows:
+            vec = np.frombuffer(blob, dtype=np.float32)
+            if vec.shape[0] != dimension:
+                raise IndexCorruptedError(f"{self.path}: cached embedding of dimension {vec.shape[0]}, expected {dimension}")
+            out[h] = vec
+        return out
+
+    def doc_tokens(self, analysis_key: str) -> dict[str, list[str]]:
+        """The BM25 token cache (text hash -> tokens), empty unless made by the analysis ``analysis_key``.
+
+        Stores written before the cache existed have no such table: empty too.
+        """
+        try:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
+            if row is None or row[0] != analysis_key:
+                return {}
+            rows = self.con.execute("SELECT text_hash, tokens FROM doc_tokens").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
+        out: dict[str, list[str]] = {}
+        for h, raw in rows:
+            try:
+                toks = json.loads(raw)
+            except (ValueError, TypeError, RecursionError):
+                return {}  # a cache is an optimisation: unreadable means rebuild the tokens
+            if isinstance(toks, list) and all(isinstance(t, str) for t in toks):
+                out[h] = toks
+        return out
+
+    def has_tokens_of(self, analysis_key: str) -> bool:
+        """Whether this store's BM25 token cache was made by the analysis ``analysis_key``."""
+        try:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
+        except sqlite3.DatabaseError:
+            return False
+        return row is not None and row[0] == analysis_key
+
+    def tokens_for(self, analysis_key: str, keys: Sequence[str], raw: dict[str, str] | None = None,
+                   ) -> dict[str, list[str]]:
+        """`doc_tokens` for these text hashes only (a build at scale looks its batch up, not the whole table);
+        ``raw`` receives each returned row's stored JSON."""
+        try:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
+            if row is None or row[0] != analysis_key:
+                return {}
+            return _token_rows(self.con, keys, raw)
+        except sqlite3.OperationalError:
+            return {}
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
+
+    def chunks_of(self, paper_ids: Sequence[str]) -> list[Chunk]:
+        """Chunks of these papers, ordered by paper, section and start (the order chunk_paper cuts them)."""
+        cols = 'id, paper_id, section_index, section_kind, language, start, "end", text'
+        rows = self._query_in(f"SELECT {cols} FROM chunks WHERE paper_id IN", paper_ids)
+        rows.sort(key=lambda r: (r[1], r[2], r[5]))
+        keys = ("id", "paper_id", "section_index", "section_kind", "language", "start", "end", "text")
+        try:
+            return [Chunk(**dict(zip(keys, r, strict=True))) for r in rows]
+        except ValidationError as exc:
+            raise IndexCorruptedError(f"{self.path}: damaged chunk record ({exc.errors()[0]['msg']})") from exc
+
+    def stats(self) -> dict[str, object]:
+        """Counts by language and section kind, date range, top tags, sources."""
+        by_lang = dict(self._query("SELECT language, COUNT(*) FROM chunks GROUP BY language ORDER BY language"))
+        by_kind = dict(self._query("SELECT section_kind, COUNT(*) FROM chunks GROUP BY section_kind ORDER BY section_kind"))
+        lo, hi = self._query("SELECT MIN(date), MAX(date) FROM papers")[0]
+        tags = self._query("SELECT tag, COUNT(*) AS n FROM paper_tags GROUP BY tag ORDER BY n DESC, tag LIMIT 15")
+        sources = self._query("SELECT source, COUNT(*) FROM papers GROUP BY source ORDER BY source")
+        return {
+            "chunks_by_language": by_lang,
+            "chunks_by_section": by_kind,
+            "date_from": lo,
+            "date_to": hi,
+            "top_tags": dict(tags),
+            "sources": dict(sources),
+        }
+
+
+#: Parsed papers a loaded index keeps for later searches (a shell or server asks about the same papers often).
+PAPER_CACHE_SIZE = 4096
+
+
+class PaperLookup(Mapping[str, Paper]):
+    """The papers of a search's candidate chunks: membership from their ids, records parsed when read.
+
+    A search touches a few hundred candidate chunks but shows ``k`` papers;
+    loading every paper of the index (all of them parsed from JSON: 25 s and
+    GBs at a million papers) or even every candidate's is wasted work.
+    """
+
+    def __init__(self, store: Store, ids: Iterable[str], cache: OrderedDict[str, Paper], lock: threading.Lock) -> None:
+        self._store = store
+        self._ids = store.paper_ids(ids)
+        self._cache = cache
+        self._lock = lock
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._ids
+
+    def __getitem__(self, pid: str) -> Paper:
+        if pid not in self._ids:
+            raise KeyError(pid)
+        with self._lock:
+            paper = self._cache.get(pid)
+            if paper is not None:
+                self._cache.move_to_end(pid)
+                return paper
+        paper = self._store.papers([pid]).get(pid)
+        if paper is None:  # deleted under us: the store is read-only, so this is damage
+            raise IndexCorruptedError(f"{self._store.path}: paper {pid!r} vanished while searching")
+        with self._lock:
+            self._cache[pid] = paper
+            while len(self._cache) > PAPER_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return paper
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)

@@ -1,0 +1,266 @@
+"""CLI: in-process with typer's CliRunner and as a real subprocess; exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from digest_rag.frontends.cli import app
+
+HIT_KEYS = {"paper_id", "title", "title_ko", "date", "tags", "score", "snippet", "section", "language", "source", "modes"}
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "digest_rag.frontends.cli", *args], capture_output=True, text=True, env=full_env, cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_search_json(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
+                              "--mode", "lexical", "-k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.stdout)
+    assert len(hits) == 3 and HIT_KEYS <= set(hits[0])
+    assert hits[0]["title"] == "Many-shot Jailbreaking" and hits[0]["modes"] == ["lexical"]
+
+
+def test_search_text(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["search", "Gemma 2 지식 증류", "--index", str(seed_index_dir), "-k", "2"])
+    assert res.exit_code == 0, res.output
+    assert " 1. " in res.stdout and "score" in res.stdout
+
+
+def test_info_json_lists_seed_papers(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["info", "--index", str(seed_index_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["papers"] == 29 and len(info["paper_list"]) == 29
+    langs = {s["language"] for p in info["paper_list"] for s in p["sections"]}
+    assert {"ko", "en"} <= langs
+    assert all(p["sections"] for p in info["paper_list"])
+
+
+def test_info_text(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["info", "--index", str(seed_index_dir)])
+    assert res.exit_code == 0 and "papers      29" in res.stdout
+    # Exact index: no search parameter to show; the encoder backend is shown.
+    assert "FAISS IDMap2,Flat, built with torch)" in res.stdout and "search param" not in res.stdout
+
+
+def test_exit_codes(runner: CliRunner, seed_index_dir: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["search", "   ", "--index", str(seed_index_dir)])
+    assert res.exit_code == 1 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
+    res = runner.invoke(app, ["search", "x", "--index", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "no such index directory" in res.stderr
+    res = runner.invoke(app, ["search", "x", "--index", str(seed_index_dir), "--mode", "dense", "--model", str(tmp_path / "nope")])
+    assert res.exit_code == 3 and "DIGEST_RAG_MODEL" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_subprocess_build_search_and_missing_model(tmp_path: Path, seed_corpus: Path, tiny_model: Path) -> None:
+    index = tmp_path / "ix"
+    res = _run("build", str(seed_corpus), "--index", str(index), "--model", str(tiny_model), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "indexed 29 papers" in res.stdout
+    res = _run("search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(index), "--mode", "lexical", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["title"] == "Many-shot Jailbreaking"
+    # An unreachable model: hybrid answers from BM25 with exactly one warning line; dense fails cleanly.
+    env = {"DIGEST_RAG_MODEL": "unreachable-org/unreachable-model"}
+    res = _run("search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(index), "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["modes"] == ["lexical"]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "unreachable-org/unreachable-model" in lines[0]
+    res = _run("search", "x", "--index", str(index), "--mode", "dense", env=env)
+    assert res.returncode == 3 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: embedding model 'unreachable-org/unreachable-model' is not available")
+
+
+def test_subprocess_build_with_missing_explicit_model(tmp_path: Path, seed_corpus: Path) -> None:
+    res = _run("build", str(seed_corpus), "--index", str(tmp_path / "ix"), "--model", str(tmp_path / "no-model"))
+    assert res.returncode == 3 and "Traceback" not in res.stderr
+    assert not (tmp_path / "ix" / "manifest.json").exists()
+
+
+def test_eval_command(runner: CliRunner, seed_index_dir: Path, repo_root: Path) -> None:
+    res = runner.invoke(app, ["eval", str(repo_root / "eval" / "dev_queries.jsonl"), "--index", str(seed_index_dir)])
+    assert res.exit_code == 0, res.output
+    for name in ("lexical", "dense", "hybrid", "naive-bm25", "R@1", "MRR@10", "nDCG@10"):
+        assert name in res.stdout
+
+
+def test_help_has_examples(runner: CliRunner) -> None:
+    for cmd in ("build", "update", "search", "info", "eval"):
+        res = runner.invoke(app, [cmd, "--help"])
+        assert res.exit_code == 0 and "Example: digest-rag" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "x", "--bogus"],  # unknown option
+        ["search"],  # missing argument
+        ["search", "x", "--mode", "semantic"],  # unknown --mode value
+        ["search", "x", "--lang", "de"],  # unknown --lang value
+        ["search", "x", "-k", "0"],  # out of range
+        ["serch", "x"],  # unknown command
+        ["build", "--backend", "tensorflow"],
+        ["eval", "q.jsonl", "--mode", "semantic"],
+    ],
+)
+def test_usage_errors_exit_1_with_one_line(runner: CliRunner, args: list[str]) -> None:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, (res.stdout, res.stderr)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and "--help" in res.stderr
+    assert res.stdout == ""
+
+
+def test_usage_error_exit_code_through_console_entry_point() -> None:
+    # The real process path (run() -> sys.exit), not only the in-process runner.
+    res = _run("search", "x", "--mode", "semantic")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "'semantic' is not one of 'hybrid', 'dense', 'lexical'" in res.stderr
+
+
+def test_no_arguments_prints_help(runner: CliRunner) -> None:
+    res = runner.invoke(app, [])
+    assert res.exit_code == 0 and "Exit codes: 0 ok, 1 usage" in res.stdout and "search" in res.stdout
+
+
+def test_console_script_installed() -> None:
+    script = Path(sys.executable).with_name("digest-rag")
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (not a venv install)")
+    res = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("digest-rag ")
+
+
+def test_search_text_is_readable_and_plain_when_piped(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
+                              "--mode", "lexical", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    first = res.stdout.split("\n\n")[0].splitlines()
+    assert first[0] == " 1. Many-shot Jailbreaking" and first[1].strip() == "다발성 탈옥"
+    assert first[2].strip().startswith("2024-04-01") and "score " in first[2]
+    assert first[3].strip().startswith("[") and "\x1b[" not in res.stdout  # not a terminal: no ANSI codes
+    assert res.stdout.count("\n\n") == 2  # three papers, a blank line between them
+
+
+def test_search_color_highlights_query_terms(runner: CliRunner, seed_index_dir: Path) -> None:
+    res = runner.invoke(app, ["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
+                              "--mode", "lexical", "-k", "1", "--color"])
+    assert res.exit_code == 0, res.output
+    assert "\x1b[1;33m컨텍스트\x1b[0m" in res.stdout  # the particle 를/가 stays outside the mark
+
+
+def test_search_param_flag(runner: CliRunner, seed_index_dir: Path) -> None:
+    args = ["search", "Gemma 2 지식 증류", "--index", str(seed_index_dir), "--mode", "dense", "-k", "2", "--json"]
+    res = runner.invoke(app, [*args, "--search-param", "64"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)) == 2
+    res = runner.invoke(app, [*args, "--search-param", "0"])
+    assert res.exit_code == 1
+
+
+def test_progress_bars_only_on_a_terminal(runner: CliRunner, seed_corpus: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from digest_rag.frontends.cli import _ProgressBars
+    from digest_rag.parsing import parse_paths
+
+    # Not a terminal (the runner's stderr): the build prints its summary and no bar.
+    res = runner.invoke(app, ["build", str(seed_corpus), "--index", str(tmp_path / "ix"), "--lexical-only"])
+    assert res.exit_code == 0, res.output
+    assert "%|" not in res.stderr and "indexed 29 papers" in res.stdout
+    # The bars themselves: one per stage, with counts and units, fed by the library's callbacks.
+    calls: list[tuple[str, int, int]] = []
+    parse_paths([seed_corpus], progress=lambda *a: calls.append(a))
+    assert calls[0] == ("parsing", 0, 4) and calls[-1] == ("parsing", 4, 4)
+    bars = _ProgressBars()
+    for stage, done, total in [*calls, ("encoding", 0, 300), ("encoding", 256, 300), ("encoding", 300, 300)]:
+        bars(stage, done, total)
+    bars.close()
+    err = capsys.readouterr().err
+    assert "parsing" in err and "4/4" in err and "file" in err
+    assert "encoding" in err and "300/300" in err and "passage" in err
+
+
+def test_build_twice_says_up_to_date_and_force_rebuilds(runner: CliRunner, seed_corpus: Path, tmp_path: Path) -> None:
+    args = ["build", str(seed_corpus), "--index", str(tmp_path / "ix"), "--lexical-only"]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and res.stdout.startswith("up to date: 29 papers") and "--force" in res.stdout
+    res = runner.invoke(app, [*args, "--json"])
+    assert json.loads(res.stdout)["up_to_date"] is True
+    res = runner.invoke(app, [*args, "--force"])
+    assert res.exit_code == 0 and res.stdout.startswith("indexed 29 papers")
+
+
+def test_lexical_search_process_never_imports_torch(seed_index_dir: Path, tmp_path: Path) -> None:
+    # A lexical question needs Kiwi, BM25 and SQLite only; torch/sentence-transformers cost seconds of start-up.
+    from digest_rag.testing import cli_heavy_imports
+
+    res, heavy = cli_heavy_imports(["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_index_dir),
+                                    "--mode", "lexical", "-k", "3", "--json"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["title"] == "Many-shot Jailbreaking"
+    assert heavy == []
+
+
+def test_lexical_search_in_the_corpus_words_never_starts_kiwi(seed_index_dir: Path, tmp_path: Path) -> None:
+    # Every word of this question is written so in the seeds: the index's table of Kiwi's readings
+    # (digest_rag.lexical.word_table) answers it, and Kiwi (a second and ~500 MB to start) is never imported.
+    from digest_rag import DigestIndex
+    from digest_rag.testing import cli_heavy_imports
+
+    query = "매우 긴 컨텍스트에서는 탈옥 공격"
+    res, kiwi = cli_heavy_imports(["search", query, "--index", str(seed_index_dir), "--mode", "lexical", "-k", "3",
+                                   "--json"], tmp_path, modules=["kiwipiepy"])
+    assert res.returncode == 0, res.stderr
+    assert kiwi == []
+    records = json.loads(res.stdout)
+    assert records[0]["title"] == "Many-shot Jailbreaking"
+    # The same hits, scores and snippets as when Kiwi analyses the question.
+    idx = DigestIndex.load(seed_index_dir)
+    try:
+        assert idx.lexical is not None and idx.lexical.eojeols is not None
+        idx.lexical.eojeols = None
+        hits = idx.search(query, k=3, mode="lexical").to_records()
+    finally:
+        idx.close()
+    assert [(r["title"], round(r["score"], 6), r["snippet"]) for r in records] == [
+        (r["title"], round(r["score"], 6), r["snippet"]) for r in hits]
+
+
+def test_lexical_search_with_an_unknown_word_falls_back_to_kiwi(seed_index_dir: Path, tmp_path: Path) -> None:
+    from digest_rag.testing import cli_heavy_imports
+
+    res, kiwi = cli_heavy_imports(["search", "긴 컨텍스트를 뷁쉛는 탈옥 공격", "--index", str(seed_index_dir),
+                                   "--mode", "lexical", "-k", "3", "--json"], tmp_path, modules=["kiwipiepy"])
+    assert res.returncode == 0, res.stderr
+    assert kiwi and json.loads(res.stdout)[0]["title"] == "Many-shot Jailbreaking"
+
+
+def test_eval_fusion_weight_sweep(runner: CliRunner, seed_index_dir: Path, repo_root: Path) -> None:
+    res = runner.invoke(app, ["eval", str(repo_root / "eval" / "dev_queries.jsonl"), "--index", str(seed_index_dir),
+                              "--mode", "lexical", "--fusion-weights", "0:1", "--fusion-weights", "dense=1,lexical=0.5"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("  ")[0].strip(): line for line in res.output.splitlines()}
+    assert "hybrid d=0,l=1" in rows and "hybrid d=1,l=0.5" in rows
+    # Dense weighted 0: hybrid ranks papers as lexical does.
+    assert rows["hybrid d=0,l=1"].split()[3:] == rows["lexical"].split()[2:]
+    bad = runner.invoke(app, ["eval", "q.jsonl", "--index", str(seed_index_dir), "--fusion-weights", "sparse=1"])
+    assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1

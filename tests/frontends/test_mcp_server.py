@@ -1,0 +1,75 @@
+"""`digest-rag mcp`: the real program over stdio, driven by the official MCP client library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mcp", reason="the 'mcp' extra is not installed")
+from mcp import Client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters  # noqa: E402
+
+from digest_rag.frontends.live import LiveIndex  # noqa: E402
+from digest_rag.frontends.mcp_server import create_server  # noqa: E402
+
+JAILBREAK = "긴 컨텍스트를 악용하는 탈옥 공격"
+
+
+def test_mcp_over_stdio(seed_lexical_index_dir: Path) -> None:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "digest_rag.frontends.cli", "mcp", "--index", str(seed_lexical_index_dir)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+    async def session() -> None:
+        async with Client(params, read_timeout_seconds=120) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert set(tools) == {"search_papers", "get_paper"}
+            props = tools["search_papers"].input_schema["properties"]
+            assert {"query", "k", "mode", "lang", "date_from", "date_to", "tags"} <= set(props)
+            assert tools["search_papers"].input_schema["required"] == ["query"]
+            assert props["mode"]["enum"] == ["hybrid", "dense", "lexical"]
+
+            res = await client.call_tool("search_papers", {"query": JAILBREAK, "k": 3, "mode": "lexical"})
+            assert not res.is_error
+            hits = res.structured_content["result"]
+            assert len(hits) == 3 and hits[0]["title"] == "Many-shot Jailbreaking" and hits[0]["rank"] == 1
+            assert json.loads(res.content[0].text)["title"] == "Many-shot Jailbreaking"  # text for plain clients
+
+            dated = await client.call_tool("search_papers", {"query": "distillation", "mode": "lexical",
+                                                             "date_from": "2024-06-01", "tags": ["llm"]})
+            assert not dated.is_error and dated.structured_content["result"]
+            assert all(h["date"] >= "2024-06-01" and "llm" in h["tags"] for h in dated.structured_content["result"])
+
+            paper = await client.call_tool("get_paper", {"id": hits[0]["paper_id"]})
+            assert not paper.is_error and paper.structured_content["title_ko"] == "다발성 탈옥"
+            assert {s["language"] for s in paper.structured_content["sections"]} == {"ko", "en"}
+
+            for args, name in [({"query": ""}, "EmptyQueryError"), ({"query": "x", "k": 0}, "UsageError"),
+                               ({"query": "x", "date_from": "2024-13-01"}, "UsageError"),
+                               ({"query": "x" * 10_000}, "UsageError")]:
+                bad = await client.call_tool("search_papers", args)
+                assert bad.is_error and f"{name}: " in bad.content[0].text and "Traceback" not in bad.content[0].text
+            missing = await client.call_tool("get_paper", {"id": "no-such-paper"})
+            assert missing.is_error and "PaperNotFoundError" in missing.content[0].text
+
+    asyncio.run(session())
+
+
+def test_mcp_in_process_dense_mode(seed_index_dir: Path) -> None:
+    """The same tools in-process on a hybrid index (tiny model): every mode answers."""
+    with LiveIndex(seed_index_dir, interval=0) as live:
+        server = create_server(live)
+
+        async def session() -> None:
+            async with Client(server) as client:
+                for mode in ("hybrid", "dense", "lexical"):
+                    res = await client.call_tool("search_papers", {"query": "Gemma 2 지식 증류", "k": 2, "mode": mode})
+                    assert not res.is_error and len(res.structured_content["result"]) == 2
+
+        asyncio.run(session())

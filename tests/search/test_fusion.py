@@ -1,0 +1,92 @@
+"""Fusion of rankings and aggregation of chunks into papers (digest_rag.search.fusion)."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest_rag.search.fusion import aggregate, fuse_papers, rrf_fuse
+from digest_rag.models import Chunk, Paper
+
+
+def chunk(cid: int, pid: str, text: str = "text", kind: str = "summary") -> Chunk:
+    return Chunk(id=cid, paper_id=pid, section_index=-1 if kind == "title" else 0, section_kind=kind,
+                 language="en", text=text, start=0, end=len(text))
+
+
+def test_rrf_rewards_agreement_and_reports_retrievers() -> None:
+    fused = rrf_fuse({"dense": [(1, 0.9), (2, 0.8)], "lexical": [(2, 7.0), (3, 5.0)]})
+    assert [cid for cid, _s, _n in fused] == [2, 1, 3]
+    assert fused[0][2] == ["dense", "lexical"] and fused[1][2] == ["dense"]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_fuse_papers_counts_each_paper_once_per_retriever() -> None:
+    # Paper "a" has three chunks high in the dense list; "b" is first in both lists.
+    owner = {1: "a", 2: "a", 3: "a", 4: "b", 5: "c"}
+    fused = fuse_papers({"dense": [(4, 1.0), (1, 0.9), (2, 0.8), (3, 0.7)], "lexical": [(4, 9.0), (5, 8.0), (1, 1.0)]}, owner)
+    assert [owner[cid] for cid, _s, _n in fused] == ["b", "a", "c"]
+    assert fused[0][1] == pytest.approx(2 / 61)  # rank 1 in both, not more for extra chunks
+
+
+def test_aggregate_one_hit_per_paper_and_no_title_snippet() -> None:
+    papers = {p: Paper(id=p, title=f"Paper {p}") for p in "ab"}
+    chunks = {1: chunk(1, "a", "Paper a", kind="title"), 2: chunk(2, "a", "body of a"), 3: chunk(3, "b", "body of b"),
+              4: chunk(4, "a", "more of a")}
+    hits = aggregate([(1, 0.9, ["dense"]), (3, 0.8, ["lexical"]), (2, 0.7, ["dense"]), (4, 0.6, ["lexical"])], chunks, papers, k=5)
+    assert [h.paper.id for h in hits] == ["a", "b"]
+    assert hits[0].score == 0.9 and hits[0].snippet == "body of a" and hits[0].chunk_id == 2
+    assert hits[0].modes == ["dense", "lexical"]
+    assert len(aggregate([(3, 0.8, ["lexical"]), (2, 0.7, ["dense"])], chunks, papers, k=1)) == 1
+
+
+def test_aggregate_on_heads_fetches_only_the_shown_chunks() -> None:
+    from digest_rag.errors import IndexCorruptedError
+    from digest_rag.storage.store import ChunkHead
+
+    papers = {p: Paper(id=p, title=f"Paper {p}") for p in "abc"}
+    chunks = {1: chunk(1, "a", "Paper a", kind="title"), 2: chunk(2, "a", "body of a"), 3: chunk(3, "b", "body of b"),
+              4: chunk(4, "a", "more of a"), 5: chunk(5, "c", "body of c")}
+    heads = {cid: ChunkHead(c.paper_id, c.section_kind) for cid, c in chunks.items()}
+    ranked = [(1, 0.9, ["dense"]), (3, 0.8, ["lexical"]), (2, 0.7, ["dense"]), (4, 0.6, ["lexical"]), (5, 0.5, ["dense"])]
+    asked: list[list[int]] = []
+
+    def fetch(ids: list[int]) -> dict[int, Chunk]:
+        asked.append(list(ids))
+        return {i: chunks[i] for i in ids}
+
+    hits = aggregate(ranked, heads, papers, k=2, fetch=fetch)
+    assert hits == aggregate(ranked, chunks, papers, k=2)
+    assert asked == [[2, 3]]  # the snippet chunks of the two papers shown, nothing else
+    with pytest.raises(IndexCorruptedError):
+        aggregate(ranked, heads, papers, k=2, fetch=lambda ids: {})
+
+def test_fusion_weights_scale_each_retriever() -> None:
+    from digest_rag.search.fusion import fuse_papers
+
+    rankings = {"dense": [(1, 0.9), (2, 0.8)], "lexical": [(2, 9.0), (1, 3.0)]}
+    chunk_paper = {1: "a", 2: "b"}
+    # Equal weights: a tie (rank 1 + rank 2 both ways) goes to the lexical side.
+    assert [c for c, _s, _n in fuse_papers(rankings, chunk_paper)] == [2, 1]
+    # Lexical switched off: dense order wins; lexical dominant: lexical order.
+    assert [c for c, _s, _n in fuse_papers(rankings, chunk_paper, weights={"dense": 1, "lexical": 0})] == [1, 2]
+    assert [c for c, _s, _n in fuse_papers(rankings, chunk_paper, weights={"dense": 0.2, "lexical": 1})] == [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("dense=0.5,lexical=1", {"dense": 0.5, "lexical": 1.0}), ("0.25:1", {"dense": 0.25, "lexical": 1.0}),
+     ("lexical=2", {"dense": 1.0, "lexical": 2.0})],
+)
+def test_parse_fusion_weights(text: str, expected: dict[str, float]) -> None:
+    from digest_rag.search.fusion import parse_fusion_weights
+
+    assert parse_fusion_weights(text) == expected
+
+
+@pytest.mark.parametrize("text", ["sparse=1", "1:2:3", "dense=x", "0:0", "dense=-1"])
+def test_parse_fusion_weights_rejects(text: str) -> None:
+    from digest_rag.errors import UsageError
+    from digest_rag.search.fusion import parse_fusion_weights
+
+    with pytest.raises(UsageError):
+        parse_fusion_weights(text)
