@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from digest_rag.errors import ModelUnavailableError, UsageError
+from digest_rag.dense.static_runtime import STATIC_MAX_TOKENS, STATIC_PREFIX, TokenizerCounter
 from digest_rag.models import BACKENDS, PASSAGE_PREFIX, QUERY_PREFIX
 from digest_rag.threads import configure_threads
 
@@ -192,6 +194,10 @@ class Encoder:
             raise UsageError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
         name = resolve_model_name(model)
         path = Path(name)
+        static = _load_static(name, path, backend)
+        if static is not None:
+            return cls(static.model, name, static.revision, static.device, batch_size=batch_size, backend=backend,
+                       query_prefix=STATIC_PREFIX, passage_prefix=STATIC_PREFIX)
         if backend != "torch":
             fast = _load_onnx_export(name, path, device, backend)
             if fast is not None:
@@ -214,15 +220,21 @@ class Encoder:
             st = _load_from_hub_or_cache(name, dev, backend, looked)
             revision = _hub_revision(name) or "unknown"
         configure_threads()  # after the load: torch is imported by now, so its pool is sized too
-        if backend != "torch":
+        if backend != "torch" and _is_static(st):
+            log.warning("%s is a static embedding model: the %s backend cannot export it; running it on torch",
+                        name, backend)
+        elif backend != "torch":
             from digest_rag.dense.onnx_runtime import onnx_model_from
 
             # Local directories get their export beside the weights; hub models (read-only cache) in our cache.
             model_dir = path if path.is_dir() else None
             st = onnx_model_from(st, name, revision, model_dir, int8=backend == "onnx-int8", device=dev)
-        elif dev == "cuda":
+        elif dev == "cuda" and not _is_static(st):
             # Half precision halves memory and roughly doubles throughput on GPUs; E5 is robust to it.
             st = st.half()
+        if _is_static(st):  # a StaticEmbedding layout numpy does not run (extra modules): no prefixes either
+            return cls(st, name, revision, dev, batch_size=batch_size, backend=backend,
+                       query_prefix=STATIC_PREFIX, passage_prefix=STATIC_PREFIX)
         return cls(st, name, revision, dev, batch_size=batch_size, backend=backend)
 
     @property
@@ -233,16 +245,26 @@ class Encoder:
 
     @property
     def max_seq_length(self) -> int:
-        """Tokens the model reads per input (512 for E5), special tokens included."""
-        return int(self.model.max_seq_length)
+        """Tokens the model reads per input (512 for E5), special tokens included.
+
+        A model without a limit (a StaticEmbedding reports infinity) reads
+        `STATIC_MAX_TOKENS`: passages are still cut to a finite size.
+        """
+        length = self.model.max_seq_length
+        if length is None or not math.isfinite(length) or length > 1_000_000:
+            return STATIC_MAX_TOKENS
+        return int(length)
 
     @property
     def tokenizer(self) -> Any:
-        """The model's Hugging Face tokenizer."""
-        return self.model.tokenizer
+        """The model's tokenizer, callable as a Hugging Face one (``tok(text, add_special_tokens=False)``)."""
+        tok = self.model.tokenizer
+        if not callable(tok) and hasattr(tok, "encode_batch"):  # a raw `tokenizers.Tokenizer` (StaticEmbedding)
+            return TokenizerCounter(tok)
+        return tok
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` without special tokens."""
+        """Tokens of ``text`` without special tokens, through the model's own tokenizer."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _encode(self, texts: Sequence[str], show_progress: bool = False, batches_in_order: bool = False) -> np.ndarray:
@@ -292,6 +314,37 @@ class _Exported(NamedTuple):
     model: Any
     revision: str
     device: str
+
+
+def _is_static(st: Any) -> bool:
+    """True for a loaded SentenceTransformer whose first module is a StaticEmbedding."""
+    try:
+        return type(st[0]).__name__ == "StaticEmbedding"
+    except Exception:  # noqa: BLE001 - not indexable: not a SentenceTransformer
+        return False
+
+
+def _load_static(name: str, path: Path, backend: str) -> _Exported | None:
+    """A StaticEmbedding model on numpy (static_runtime.py), whatever the backend; None for other models.
+
+    A static model is a table lookup: ONNX Runtime has nothing to speed up, so the onnx backends say so
+    in one line and run it here.
+    """
+    from digest_rag.dense.model_files import model_dir as files_of
+    from digest_rag.dense.static_runtime import is_static_model, load_static_model
+
+    files_dir = files_of(name)
+    if files_dir is None or not is_static_model(files_dir):
+        return None
+    revision = _revision_of(path) if path.is_dir() else _hub_revision(name)
+    model = load_static_model(files_dir) if revision is not None else None
+    if model is None:
+        log.info("static model %s needs sentence-transformers (layout numpy does not run)", name)
+        return None
+    if backend != "torch":
+        log.warning("%s is a static embedding model (a table lookup): the %s backend runs it on numpy, "
+                    "without ONNX Runtime", name, backend)
+    return _Exported(model, str(revision), "cpu")
 
 
 def _load_plain(name: str, path: Path) -> _Exported | None:
@@ -399,6 +452,8 @@ def _hub_revision(name: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(name, "config.json")
+        if not isinstance(found, str):  # a StaticEmbedding model has no config.json
+            found = try_to_load_from_cache(name, "modules.json")
     except Exception:
         return None
     if isinstance(found, str):

@@ -117,6 +117,9 @@ def inspect_model(model: str | os.PathLike[str] | None = None) -> ModelFacts | N
     root = model_dir(name)
     if root is None:
         return None
+    static = _static_facts(name, root)
+    if static is not None:
+        return static
     modules = _read_json(root / "modules.json")
     config = _read_json(root / "config.json")
     if not isinstance(modules, list) or not modules or not isinstance(config, dict):
@@ -153,6 +156,20 @@ def inspect_model(model: str | os.PathLike[str] | None = None) -> ModelFacts | N
     if revision is None:
         return None
     return ModelFacts(name=name, revision=revision, path=str(root), dimension=dim, max_seq_length=max_len)
+
+
+def _static_facts(name: str, root: Path) -> ModelFacts | None:
+    """A StaticEmbedding model's facts (static_runtime.py): the table's width, the fixed length, no prefixes."""
+    from digest_rag.dense.static_runtime import STATIC_MAX_TOKENS, STATIC_PREFIX, static_layout
+
+    layout = static_layout(root)
+    if layout is None:
+        return None
+    revision = _revision_of(root) if Path(name).is_dir() else (_hub_revision(name) or None)
+    if revision is None:
+        return None
+    return ModelFacts(name=name, revision=revision, path=str(root), dimension=int(layout["dimension"]),
+                      max_seq_length=STATIC_MAX_TOKENS, query_prefix=STATIC_PREFIX, passage_prefix=STATIC_PREFIX)
 
 
 @functools.lru_cache(maxsize=4)
