@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from digest_rag.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time names load on first use
-    from digest_rag.build.pipeline import BuildReport
+    from digest_rag.build.report import BuildReport
     from digest_rag.build.chunking import chunk_paper, chunk_papers
     from digest_rag.build.corpus_report import CorpusReport, inspect_corpus
     from digest_rag.dense.encoder import DEFAULT_MODEL, Encoder, resolve_model_name
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
 # `from digest_rag.frontends.cli import ...` must not pay for the build pipeline, the encoder, FAISS wrappers or the
 # parsers that a given command never touches (a lexical `digest-rag search` process starts much faster).
 _LAZY: dict[str, str] = {
-    "BuildReport": "build.pipeline",
+    "BuildReport": "build.report",
     **dict.fromkeys(("chunk_paper", "chunk_papers"), "build.chunking"),
     **dict.fromkeys(("CorpusReport", "inspect_corpus"), "build.corpus_report"),
     **dict.fromkeys(("DEFAULT_MODEL", "Encoder", "resolve_model_name"), "dense.encoder"),

@@ -30,7 +30,8 @@ from digest_rag.storage.summary import index_summary
 
 if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build() and update() only:
     # a search process need not load parsing, chunking, FAISS building and the embedding cache
-    from digest_rag.build.pipeline import BuildOutcome, BuildReport, ProgressCallback
+    from digest_rag.build.report import BuildOutcome, BuildReport
+    from digest_rag.models import ProgressCallback
     from digest_rag.dense.encoder import Encoder
 
 __all__ = ["DEFAULT_INDEX_DIR", "DigestIndex"]

@@ -9,7 +9,7 @@ CLI as they are.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover - pandas is optional, for to_frame() only
 # Every enumeration of the library, defined once. The tuples are derived from the Literal types so
 # the two can never disagree; the CLI, the parsers and the query checks all take them from here.
 SectionKind = Literal["summary", "abstract", "commentary", "key_points", "body"]
-# Chunks add "title": one short passage per paper holding only its titles (see chunking.py).
-ChunkKind = Literal["title", "summary", "abstract", "commentary", "key_points", "body"]
+# Chunks add "title": one short passage per paper holding only its titles (see build/chunking.py).
+ChunkKind = Literal["title", SectionKind]
 Language = Literal["ko", "en", "mixed"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
 SourceFormat = Literal["weekly", "daily", "blog", "notes", "jsonl"]
@@ -32,6 +32,8 @@ Backend = Literal["torch", "onnx", "onnx-int8"]
 Engine = Literal["local", "ray"]
 # Evaluation corpora: "full" as parsed; "english-half" keeps only English text for a fixed half (variants.py).
 CorpusVariant = Literal["full", "english-half"]
+# The stages a build reports through its progress callback, in the order they run ("merging": Ray's shards).
+ProgressStage = Literal["parsing", "chunking", "encoding", "merging", "indexing"]
 
 SECTION_KINDS: tuple[str, ...] = get_args(SectionKind)
 CHUNK_KINDS: tuple[str, ...] = get_args(ChunkKind)
@@ -41,6 +43,10 @@ SOURCE_FORMATS: tuple[str, ...] = get_args(SourceFormat)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 ENGINES: tuple[str, ...] = get_args(Engine)
 CORPUS_VARIANTS: tuple[str, ...] = get_args(CorpusVariant)
+PROGRESS_STAGES: tuple[str, ...] = get_args(ProgressStage)
+
+#: Called as ``progress(stage, done, total)`` while a build runs.
+ProgressCallback = Callable[[ProgressStage, int, int], None]
 
 # The E5 instruction prefixes: every query and passage is embedded with one of them.
 QUERY_PREFIX = "query: "

@@ -30,11 +30,11 @@ from digest_rag.errors import UsageError
 from digest_rag.models import BuildOptions, Chunk, ChunkerSettings, Paper
 from digest_rag.parsing import ParseResult, parse_paths
 from digest_rag.dense.faiss_index import build_faiss
+from digest_rag.models import ProgressCallback
 
 if TYPE_CHECKING:  # pragma: no cover
     from digest_rag.dense.encoder import Encoder
 
-ProgressCallback = Callable[[str, int, int], None]
 BatchCallback = Callable[[np.ndarray, np.ndarray], None]
 
 

@@ -43,7 +43,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from digest_rag.build.chunking import TokenCounter, approx_token_count, chunk_papers
-from digest_rag.build.engines import ProgressCallback, encode_step
+from digest_rag.build.engines import encode_step
+from digest_rag.models import ProgressCallback
 from digest_rag.errors import ParseError, UsageError
 from digest_rag.models import Chunk, ChunkerSettings, Paper
 from digest_rag.parsing import ParseResult, check_strict, combine_parsed, corpus_files, file_name_error, parse_bytes

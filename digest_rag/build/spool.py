@@ -19,7 +19,7 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from digest_rag.parsing import (  # noqa: PLC2701 - the one merge rule, shared
 from digest_rag.build.parse_cache import MAX_CACHED_BYTES, ParseCache
 from digest_rag.storage.store import CHUNK_COLUMNS
 from digest_rag.text import decode_bytes, read_bytes
+from digest_rag.models import ProgressCallback
 
 __all__ = ["PaperSpool", "SPOOL_BATCH"]
 
@@ -59,7 +60,6 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_paper ON chunks(paper_id);
 """
 
-ProgressCallback = Callable[[str, int, int], None]
 
 
 class PaperSpool:

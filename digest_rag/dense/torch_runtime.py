@@ -16,7 +16,7 @@ process, and only the question's word embedding rows read); other encoders go
 through `transformers.AutoModel`. Batches are cut and normalised as
 sentence-transformers cuts and normalises them, so on CPU the vectors are
 sentence-transformers' to the bit, and builds with few passages to encode use
-this path too (digest_rag.build.pipeline.LIGHT_ENCODE_LIMIT).
+this path too (digest_rag.build.passage_model.LIGHT_ENCODE_LIMIT).
 
 Any other layout (Dense layers, lower-casing, a missing fast tokenizer, remote
 code) returns None from `load_plain_model`, and the caller loads the model

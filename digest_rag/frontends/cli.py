@@ -29,7 +29,7 @@ from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Lang
 from digest_rag.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from digest_rag.build.pipeline import BuildReport
+    from digest_rag.build.report import BuildReport
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
     from typer._click import exceptions as _click_exc

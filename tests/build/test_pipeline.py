@@ -287,14 +287,14 @@ def test_a_build_with_no_cache_misses_never_imports_torch(tmp_path: Path, corpus
     res = _subprocess_build(corpus, ix, tiny_model)
     rep = res["report"]
     assert rep["model_loaded"] and 1 <= rep["encoded"] <= 3 and rep["rechunked"] == 1, rep
-    # So few passages are encoded the light way (build.LIGHT_ENCODE_LIMIT): torch alone, no sentence-transformers.
+    # So few passages are encoded the light way (build.passage_model.LIGHT_ENCODE_LIMIT): torch alone, no sentence-transformers.
     assert res["heavy"] == ["torch"], res["heavy"]
 
 
 def test_light_and_sentence_transformers_builds_write_the_same_vectors(
         tmp_path: Path, seed_corpus: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A build encodes few passages on torch alone and many through sentence-transformers: same bytes either way."""
-    import digest_rag.build.pipeline as build_module
+    import digest_rag.build.passage_model as build_module
     from digest_rag.dense.torch_runtime import PlainSentenceModel
 
     light = DigestIndex.build([seed_corpus], index_dir=tmp_path / "light", model=str(tiny_model))
@@ -408,7 +408,7 @@ def test_damaged_or_deleted_cache_only_costs_time(tmp_path: Path, corpus: Path, 
 
 
 def test_passages_are_encoded_most_tokens_first_in_a_fixed_order(tiny_encoder: Encoder) -> None:
-    from digest_rag.build.pipeline import passage_order
+    from digest_rag.build.embedding import passage_order
 
     todo = [("h3", "짧다"), ("h1", "a long English passage about attention and transformers"), ("h2", "짧다"),
             ("h0", "긴 컨텍스트를 악용하는 탈옥 공격 " * 3)]

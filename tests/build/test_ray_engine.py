@@ -70,7 +70,7 @@ def _answers(index_dir: Path, encoder: object) -> list[tuple[str, list[tuple[str
 
 
 def test_missing_ray_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seed_corpus: Path) -> None:
-    from digest_rag import ray_engine
+    from digest_rag.build import ray_engine
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as when it is not installed
     with pytest.raises(UsageError, match=r'pip install "digest-rag\[ray\]"'):

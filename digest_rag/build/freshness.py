@@ -1,0 +1,125 @@
+"""Whether an index is up to date: the inputs' fingerprint (files, options, model) and the check against the manifest's."""
+
+from __future__ import annotations
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from digest_rag.dense.encoder import MODEL_ENV, Encoder, model_identity
+from digest_rag.errors import (
+    IncompatibleModelError,
+    IndexCorruptedError,
+)
+from digest_rag.storage.generation import (
+    collect_garbage,
+    open_generation,
+)
+from digest_rag.storage.layout import (
+    FORMAT_VERSION,
+    MANIFEST,
+    read_manifest,
+)
+from digest_rag.lexical.index import analysis_cache_key
+from digest_rag.models import (
+    BuildOptions,
+)
+from digest_rag.parsing import Skip, corpus_files
+from digest_rag.version import __version__
+from digest_rag.build.report import BuildOutcome, BuildReport
+
+
+# ------------------------------------------------------------------ up-to-date check
+def previous_options(index_dir: Path) -> BuildOptions | None:
+    """The options saved by the index being replaced, or None (no index, or one too damaged to say)."""
+    if not (index_dir / MANIFEST).is_file():
+        return None
+    try:
+        return BuildOptions.from_manifest(read_manifest(index_dir))
+    except IndexCorruptedError:
+        return None  # the build repairs it; previous_index decides whether that is allowed
+
+
+def inputs_fingerprint(
+    paths: Sequence[str | Path], index_dir: Path, options: BuildOptions, encoder: Encoder | None, *,
+    listing: tuple[list[Path], list[Skip]] | None = None, digests: dict[str, bytes] | None = None,
+) -> str | None:
+    """A hash of everything a build's output depends on, or None when the model can't be pinned down cheaply.
+
+    Reading every input file costs a fraction of a second for thousands of
+    notes; parsing them, loading the model and re-tokenising for BM25 cost
+    tens of seconds, which is what an unchanged corpus saves. ``listing`` is
+    `corpus_files` of ``paths`` when the caller has it; ``digests`` receives
+    each file's sha256 (the parse cache's key).
+    """
+    backend = options.backend
+    if options.lexical_only:
+        identity: tuple[str, str] | None = ("", "")
+    elif encoder is not None:
+        identity = (encoder.name, encoder.revision)
+        backend = encoder.backend  # type: ignore[assignment]
+    else:
+        identity = model_identity(options.model or os.environ.get(MODEL_ENV) or None)
+    if identity is None:
+        return None
+    files, skips = listing if listing is not None else corpus_files(paths)
+    h = hashlib.sha256()
+    payload = {
+        "format": FORMAT_VERSION, "library": __version__, "analysis": analysis_cache_key(),
+        "model": list(identity), "backend": backend, "lexical_only": options.lexical_only, "factory": options.factory,
+        "chunker": options.chunker.model_dump() if options.chunker else None, "strict": options.strict,
+        "missing": [s.source for s in skips],
+    }
+    h.update(json.dumps(payload, sort_keys=True).encode())
+    real_dirs: dict[Path, Path] = {}
+    for f in files:
+        try:
+            data = f.read_bytes()
+            # Path.resolve walks every component of every file; a directory's is the same for its files.
+            if f.is_symlink():
+                real = f.resolve()
+            else:
+                parent = real_dirs.get(f.parent)
+                if parent is None:
+                    parent = real_dirs[f.parent] = f.parent.resolve()
+                real = parent / f.name
+        except OSError:
+            return None  # let the real build report the unreadable file
+        digest = hashlib.sha256(data).digest()
+        if digests is not None:
+            digests[str(f)] = digest
+        h.update(b"\x00" + str(real).encode() + b"\x00" + digest)
+    return h.hexdigest()
+
+
+def if_up_to_date(index_dir: Path, inputs: str, *, dry_run: bool = False) -> BuildOutcome | None:
+    """The existing index, opened and fully verified, when it was built from exactly these inputs; else None."""
+    if not (index_dir / MANIFEST).is_file():
+        return None
+    try:
+        manifest = read_manifest(index_dir)
+        if manifest.inputs_fingerprint != inputs:
+            return None
+        if dry_run:
+            report = BuildReport(papers=manifest.paper_count, chunks=manifest.chunk_count,
+                                 reused=manifest.chunk_count if manifest.model_name else 0,
+                                 lexical_only=manifest.model_name is None, up_to_date=True, dry_run=True)
+            return BuildOutcome(report=report, encoder=None)
+        # verify=True: a damaged index is never "up to date"; the rebuild repairs it.
+        opened = open_generation(index_dir, manifest, verify=True)
+    except (IndexCorruptedError, IncompatibleModelError, ValidationError):
+        return None
+    # A builder killed between its commit and its clean-up leaves the old generation behind; we hold the lock.
+    collect_garbage(index_dir, keep=manifest.data_dir)
+    report = BuildReport(
+        papers=manifest.paper_count, chunks=manifest.chunk_count,
+        reused=manifest.chunk_count if manifest.model_name else 0,
+        lexical_only=manifest.model_name is None, up_to_date=True,
+    )
+    return BuildOutcome(report=report, encoder=None, opened=opened)

@@ -1,0 +1,162 @@
+"""Writing a build's generation: store, BM25, word table, lexicon, FAISS and the manifest, committed atomically."""
+
+from __future__ import annotations
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from digest_rag.build.engines import BuildEngine, LocalEngine
+from digest_rag.errors import (
+    index_write_errors,
+)
+from digest_rag.storage.generation import (
+    PendingGeneration,
+    pause_point,
+)
+from digest_rag.storage.layout import (
+    FAISS_FILE,
+    FORMAT_VERSION,
+    LEXICAL_DIR,
+    STORE_FILE,
+)
+from digest_rag.lexical.word_table import EojeolRecorder
+from digest_rag.lexical.index import LexicalBuilder, TokenCache, analysis_cache_key, lexical_chunks
+from digest_rag.models import (
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    BuildOptions,
+    ChunkerSettings,
+    IndexManifest,
+)
+from digest_rag.build.spool import PaperSpool
+from digest_rag.storage.store import Store, StoreWriter
+from digest_rag.text import fingerprint
+from digest_rag.dense.faiss_index import save_faiss, search_param_of
+from digest_rag.version import __version__
+from digest_rag.build.passage_model import PassageModel
+from digest_rag.models import ProgressCallback
+from digest_rag.build.previous import LexicalBase
+
+
+class _StoreTokens(TokenCache):
+    """BM25 tokens looked up and recorded in SQLite: the new store's doc_tokens (texts seen earlier in this
+    build), then the previous store's (the last build's cache); nothing accumulates in memory."""
+
+    def __init__(self, writer: StoreWriter, previous: Store | None, recorder: EojeolRecorder | None = None) -> None:
+        super().__init__(None, recorder)
+        self._writer = writer
+        self._previous = previous
+        self._key = analysis_cache_key()
+        self._recorded: set[str] = set()
+        self._raw: dict[str, str] = {}  # the previous store's JSON of the tokens just looked up there
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        found = self._writer.tokens(keys)
+        self._recorded = set(found)
+        rest = [k for k in keys if k not in found]
+        self._raw = {}
+        if rest and self._previous is not None:
+            found.update(self._previous.tokens_for(self._key, rest, self._raw))
+        return found
+
+    def record(self, entries: Mapping[str, list[str]]) -> None:
+        self._writer.record_tokens({k: v for k, v in entries.items() if k not in self._recorded}, self._raw)
+        self._raw = {}
+
+
+def write_generation(
+    index_dir: Path,
+    spool: PaperSpool,
+    hashes: list[str],
+    vectors: np.ndarray | None,
+    encoder: PassageModel | None,
+    settings: ChunkerSettings,
+    options: BuildOptions,
+    progress: ProgressCallback | None,
+    previous: Store | None,
+    inputs: str | None,
+    engine: BuildEngine | None = None,
+    eojeol_rows: dict[str, tuple[str, int]] | None = None,
+    base: LexicalBase | None = None,
+) -> tuple[IndexManifest, int]:
+    """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
+    how many texts Kiwi analysed. Papers and chunks stream from ``spool`` a batch at a time; the BM25
+    tokens of texts the ``previous`` store analysed are read back from it, not analysed again; the word
+    table and lexicon start from ``base`` (the previous generation's, ``eojeol_rows`` read from its table)."""
+    # A full disk (or quota, read-only mount) before the commit: one typed line, the old index untouched.
+    with index_write_errors(index_dir), PendingGeneration(index_dir) as gen:
+        if progress:
+            progress("indexing", 0, 3)
+        n_papers, n_chunks = len(spool), spool.chunk_count
+        writer = StoreWriter(gen.path / STORE_FILE, analysis_cache_key())
+        try:
+            # The word table (eojeols.py) starts from the previous one: reused tokens' texts are not analysed.
+            base = base or LexicalBase()
+            tokens = _StoreTokens(writer, previous, EojeolRecorder(eojeol_rows, base=base.eojeols))
+            lexical = LexicalBuilder(None, tokens, previous_lexicon=base.lexicon)
+            ids: list[np.ndarray] = []
+            n_lexical = 0
+            for batch in spool.batches():
+                writer.add_papers(batch)
+                rows = spool.chunks_of([p.id for p, _js in batch])
+                chunks = [c for c, _h in rows]
+                writer.add_chunks(chunks, [h for _c, h in rows])
+                # The store keeps BM25's tokens as the next build's cache (see _StoreTokens).
+                bm25_docs = lexical_chunks(chunks)
+                lexical.add(bm25_docs, {p.id: p for p, _js in batch})
+                n_lexical += len(bm25_docs)
+                ids.append(np.fromiter((c.id for c in chunks), dtype=np.int64, count=len(chunks)))
+            if vectors is not None:
+                writer.add_embeddings(hashes, vectors)
+            lex = lexical.finish()  # before the commit: mining the lexicon may analyse (and record) phrases
+            writer.finish(n_lexical)
+        finally:
+            writer.close()
+        used_factory = search_param = faiss_version = None
+        if vectors is not None:
+            import faiss
+
+            fidx, used_factory = (engine or LocalEngine()).build_faiss(
+                np.concatenate(ids), vectors, options.factory, progress)
+            save_faiss(fidx, gen.path / FAISS_FILE)
+            search_param, faiss_version = search_param_of(fidx), faiss.__version__
+        pause_point("writing")
+        if progress:
+            progress("indexing", 1, 3)
+        lex.save(gen.path / LEXICAL_DIR)
+        if progress:
+            progress("indexing", 2, 3)
+        manifest = IndexManifest(
+            format_version=FORMAT_VERSION,
+            library_version=__version__,
+            created_at=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            data_dir=gen.name,
+            model_name=encoder.name if encoder else None,
+            model_revision=encoder.revision if encoder else None,
+            dimension=encoder.dimension if encoder else None,
+            query_prefix=encoder.query_prefix if encoder else QUERY_PREFIX,
+            passage_prefix=encoder.passage_prefix if encoder else PASSAGE_PREFIX,
+            normalized=True,
+            chunker=settings,
+            build_options=options,
+            corpus_fingerprint=fingerprint(spool.sorted_json(), presorted=True),
+            inputs_fingerprint=inputs,
+            paper_count=n_papers,
+            chunk_count=n_chunks,
+            faiss_version=faiss_version,
+            index_type=used_factory,
+            search_param=search_param,
+            backend=encoder.backend if encoder else None,
+            lexical=True,
+            sources=spool.sources(),
+            files=gen.checksums(),
+        )
+        gen.commit(manifest)
+        if progress:
+            progress("indexing", 3, 3)
+    return manifest, tokens.analysed
