@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from digest_rag.lexical.analysis import stored_analysis
 from digest_rag.errors import IndexClosedError, IndexCorruptedError
 from digest_rag.search.fusion import aggregate, rank_chunks
+from digest_rag.search.known_item import NameTable, promote
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
 from digest_rag.models import ChunkerSettings, IndexManifest, Paper, SearchResults
@@ -79,6 +80,7 @@ class DigestIndex:
         self._papers: dict[str, Paper] | None = None
         self._paper_cache: OrderedDict[str, Paper] = OrderedDict()
         self._paper_lock = threading.Lock()
+        self._names: NameTable | None = None
         self.last_build: BuildReport | None = None
         self._closed = False
 
@@ -323,9 +325,11 @@ class DigestIndex:
         with self.stored_analysis():  # Korean words from the index's table of Kiwi's readings: no Kiwi start-up
             rankings = run_retrievers(retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir), mode,
                                       query, max(CANDIDATES, k * 20), allowed)
+            owners = self._owners(query, rankings, allowed)
             # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
             heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
-            ranked = rank_chunks(rankings, {cid: h.paper_id for cid, h in heads.items()}, fusion_weights)
+            chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
+            ranked = promote(rank_chunks(rankings, chunk_paper, fusion_weights), chunk_paper, owners)
             terms = highlight_terms(query)  # once per search, not once per snippet
             papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
                 self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
@@ -335,6 +339,30 @@ class DigestIndex:
                  for h in hits),
                 query=query, mode=mode,
             )
+
+    @property
+    def names(self) -> NameTable:
+        """The names papers' titles introduce (`search.known_item.NameTable`), read on first use."""
+        if self._names is None:
+            with self._paper_lock:
+                if self._names is None:
+                    self._names = NameTable(self.store.titles())
+        return self._names
+
+    def _owners(self, query: str, rankings: dict[str, list[tuple[int, float]]], allowed: set[int] | None) -> set[str]:
+        """Papers whose titles introduce a name the query uses (known-item matching, `search.known_item`).
+        An owner the lexical ranking missed joins it with its own BM25 score, so that promotion can reach it."""
+        owners = {pid for pids in self.names.owned(query).values() for pid in pids}
+        lexical = rankings.get("lexical")
+        if not owners or lexical is None or self.lexical is None:
+            return owners
+        owner_chunks = self.store.chunk_ids_of(owners)
+        ranked_ids = {cid for cid, _s in lexical}
+        found = {pid for cid, pid in owner_chunks.items() if cid in ranked_ids}
+        ids = {cid for cid, pid in owner_chunks.items() if pid not in found and (allowed is None or cid in allowed)}
+        if ids:
+            lexical.extend(self.lexical.search(query, len(ids), ids))
+        return owners
 
     def stored_analysis(self) -> AbstractContextManager[None]:
         """Within the block, query terms and snippet highlights read Korean words from this index's stored Kiwi

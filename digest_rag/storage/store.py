@@ -229,6 +229,15 @@ class Store:
             out[p.id] = p
         return out
 
+    def titles(self) -> list[tuple[str, str]]:
+        """(paper id, English title) of every paper, read without validating whole records."""
+        return [(str(r[0]), str(r[1] or "")) for r in self._query("SELECT id, json_extract(json, '$.title') FROM papers")]
+
+    def chunk_ids_of(self, paper_ids: Iterable[str]) -> dict[int, str]:
+        """Chunk id -> paper id of every chunk of ``paper_ids``."""
+        return {int(r[0]): str(r[1]) for r in self._query_in("SELECT id, paper_id FROM chunks WHERE paper_id IN",
+                                                             paper_ids)}
+
     def paper_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are papers of this store (no record is parsed)."""
         id_list = list(dict.fromkeys(ids))

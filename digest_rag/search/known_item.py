@@ -1,0 +1,232 @@
+"""Known-item matching: a question that names a model or method puts the paper that introduces it first.
+
+"RoBERTa가 BERT 사전학습에서 바꾼 점" names RoBERTa; many papers mention RoBERTa in passing and share
+more of the question's other words than RoBERTa's own note, so BM25 alone ranks the owner low. Here:
+
+* **Names a paper owns** come from its title (`title_names`): the head before a colon when it is short
+  ("Mip-NeRF: A Multiscale ..." owns *mip-nerf*, "Llama 2" owns *llama 2*), the name-like words of that
+  head (internal capitals, digits, all capitals: XLNet, GPT-4, AWQ), and the initials of a head of
+  capitalised words ("Direct Preference Optimization: ..." owns *dpo*). A name that more than
+  `MAX_OWNERS` titles claim is a common word, not a name, and is dropped (`NameTable`).
+* **Names a question uses** (`question_names`): its Latin words with any Korean particle cut off
+  (RoBERTa가, Mixtral에서), joined with a following number ("Llama 2"), and Hangul words that a curated
+  table (`data/name_transliterations_ko_en.tsv`) spells as a Latin name (로버타 -> roberta, 라마 2 -> llama 2),
+  matched on the word with its particle cut off.
+* **Promotion** (`promote`): each owner's score gets `BONUS` x the best score of the ranking added; owners
+  missing from the candidates join them first. An owner whose text has little to do with the rest of the
+  question (a name used as context) stays below a paper that matches it well; one that matches it at all
+  beats papers that merely mention the name. A question naming more than `MAX_NAMES` owned names is
+  a list of context, and nothing is promoted.
+
+Keys are compared without case, spaces, hyphens or dots (`name_key`): "Mip-NeRF", "mip nerf" and
+"MipNeRF" are one name.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib import resources
+
+__all__ = ["BONUS", "MAX_NAMES", "MAX_OWNERS", "NameTable", "name_key", "promote", "question_names",
+           "title_names", "transliterations"]
+
+#: A promoted paper's score gains this share of the ranking's best score (chosen on the tuning questions,
+#: docs/EVAL.md "Issue 25").
+BONUS = 0.3
+#: A name claimed by more titles than this is a common word ("Scaling", "Learning"), not one paper's name.
+MAX_OWNERS = 3
+#: A capitalised first word is a name when at most this many titles hold it ("Swin", not "Scaling").
+RARE_TITLES = 5
+#: A question naming more owned names than this lists context ("MAE나 BEiT, MoCo보다 ..."): no promotion.
+MAX_NAMES = 2
+#: Heads (the part before a colon) of up to this many words are names themselves ("Swin Transformer").
+MAX_HEAD_WORDS = 4
+
+_TRANSLIT_FILE = "name_transliterations_ko_en.tsv"
+_LATIN = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-.][A-Za-z0-9]+)*")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*")
+_HANGUL = re.compile(r"[\uac00-\ud7a3]+")
+_NUMBER_AFTER = re.compile(r"\s*-?\s*(\d+(?:\.\d+)?)(?![\d])")
+# Words that head titles without naming anything.
+_STOP = frozenset(
+    "a an the of on for in to with and or is are be by from via at as towards toward do does can how what why "
+    "when we you your our it its not no all one two more less than beyond into".split()
+)
+# Korean particles and endings that follow a name in a question (longest first).
+_PARTICLES = tuple(sorted(
+    "이 가 은 는 을 를 의 에 에서 에게 로 으로 와 과 랑 이랑 도 만 보다 처럼 같은 이나 나 까지 부터 하고 "
+    "에서는 에서의 으로는 로는 와는 과는 이라는 라는 이란 란 에는 에도 로도 으로도 이는 이가 "
+    "에선 한테 께서 이며 이고 다 이다 인가 인지 같이".split(), key=len, reverse=True))
+
+
+def name_key(text: str) -> str:
+    """``text`` as a comparable name: lower case, without spaces, hyphens, dots or underscores."""
+    return re.sub(r"[\s\-._]+", "", text).lower()
+
+
+def _name_like(word: str) -> bool:
+    """XLNet, RoBERTa, GPT-4, AWQ, T5, eDiffi: a capital after the first letter, or a digit in a word."""
+    letters = word.replace("-", "")
+    if len(letters) < 2:
+        return False
+    return any(ch.isupper() for ch in letters[1:]) or (any(ch.isdigit() for ch in letters)
+                                                      and any(ch.isalpha() for ch in letters))
+
+
+def title_names(title: str, rare: Callable[[str], bool] | None = None) -> dict[str, int]:
+    """The name keys a paper with this title owns, each with its strength: 2 when the name is the whole head
+    ("XLNet", "GPT-4", "Mip-NeRF: ..."), 1 for a name inside it (see the module docstring).
+
+    Only the head's first word can be a name inside it ("Pixel-BERT: ..." owns *pixel-bert*, "Deep ViT
+    Features ..." owns nothing: it uses ViT). ``rare(word)`` says a word is rare among all titles: then a
+    capitalised first word of a short head is a name ("Swin Transformer: ..." owns *swin*, "Mixtral of
+    Experts" *mixtral*), where a common one ("Scaling Laws ...", "Attention Is All You Need") is not.
+    """
+    title = title.strip()
+    if not title or not _LATIN.search(title):
+        return {}
+    head = re.split(r"\s*:\s+|\s+[-\u2013\u2014]\s+|:$", title, maxsplit=1)[0].strip()
+    has_colon = head != title
+    words = _WORD.findall(head)
+    if not words:
+        return {}
+    names: dict[str, int] = {}
+    first = words[0]
+    if (has_colon or len(words) <= 2) and len(words) <= MAX_HEAD_WORDS and not (
+            len(words) == 1 and first.lower() in _STOP):
+        # "Mip-NeRF: ...", "Swin Transformer: ...", or a short title that is a name ("Llama 2", "MelGAN").
+        names[name_key(head)] = 2
+    if len(words) > 1 and (_name_like(first) or (
+            rare is not None and first[:1].isupper() and len(first) >= 3 and first.lower() not in _STOP
+            and len(words) <= 3 and rare(first.lower()))):
+        names.setdefault(name_key(first), 1)
+    caps = [w for w in words if w[:1].isupper() and w.lower() not in _STOP]
+    if has_colon and len(caps) >= 3 and len(caps) == len([w for w in words if w.lower() not in _STOP]):
+        # "Direct Preference Optimization: ..." introduces DPO; hyphenated words give each part's initial.
+        initials = "".join(part[0] for w in caps for part in w.split("-") if part)
+        if len(initials) >= 3:
+            names.setdefault(initials.lower(), 2)
+    return {n: v for n, v in names.items() if len(n) >= 2 and n not in _STOP}
+
+
+@functools.lru_cache(maxsize=1)
+def transliterations() -> dict[str, tuple[str, ...]]:
+    """Hangul form (spaces removed) -> the Latin name keys it spells, from the bundled table."""
+    text = resources.files("digest_rag").joinpath("data", _TRANSLIT_FILE).read_text(encoding="utf-8")
+    table: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2:
+            continue
+        latin = tuple(name_key(f) for f in cols[1].split("|") if f.strip())
+        for form in cols[0].split("|"):
+            key = re.sub(r"\s+", "", form.strip())
+            if key:
+                table[key] = tuple(dict.fromkeys(table.get(key, ()) + latin))
+    return table
+
+
+def _strip_particle(word: str, known: Mapping[str, object]) -> str | None:
+    """The longest prefix of a Hangul ``word`` that ``known`` holds, once a particle is cut off (or none is)."""
+    if word in known:
+        return word
+    for p in _PARTICLES:
+        if word.endswith(p) and word[: -len(p)] in known:
+            return word[: -len(p)]
+    return None
+
+
+def question_names(question: str, known: Mapping[str, object] | None = None) -> list[str]:
+    """Name keys the question uses, longest first within a span ("라마 2" gives *llama2* before *llama*).
+
+    Latin words count whatever follows them (a particle, nothing); a following number joins them
+    ("Llama 2", "GPT-4"). Hangul words count when the transliteration table spells them as a name.
+    ``known`` (optional) keeps only keys it holds, trying the joined form first.
+    """
+    out: list[str] = []
+
+    def add(*candidates: str) -> None:
+        # The first candidate the table knows (or all, without a table): the longest reading of one span.
+        for c in candidates:
+            if c and (known is None or c in known):
+                out.append(c)
+                if known is not None:
+                    return
+
+    for m in _LATIN.finditer(question):
+        word = m.group(0)
+        num = _NUMBER_AFTER.match(question, m.end())
+        whole = name_key(word)
+        add(*([whole + num.group(1).replace(".", "")] if num else []), whole)
+    table = transliterations()
+    tokens = re.findall(r"\S+", question)
+    for i, tok in enumerate(tokens):
+        hangul = _HANGUL.match(tok)
+        if not hangul:
+            continue
+        word = hangul.group(0)
+        # Two words spelled as one name ("스테이블 디퓨전"), else the word itself.
+        nxt = _HANGUL.match(tokens[i + 1]) if i + 1 < len(tokens) else None
+        stem2 = _strip_particle(word + nxt.group(0), table) if nxt and hangul.end() == len(tok) else None
+        stem = stem2 or _strip_particle(word, table)
+        if stem is None:
+            continue
+        rest = tok[len(word):] if stem2 is None else ""
+        num = re.match(r"-?(\d+)", rest) or (
+            re.match(r"(\d+)", tokens[i + 1]) if stem2 is None and i + 1 < len(tokens) and stem == word else None)
+        for latin in table[stem]:
+            add(*([latin + num.group(1)] if num else []), latin)
+    return list(dict.fromkeys(out))
+
+
+class NameTable:
+    """Name key -> the ids of the papers whose titles own it (at most `MAX_OWNERS`)."""
+
+    def __init__(self, titles: Iterable[tuple[str, str]]) -> None:
+        titles = list(titles)
+        # How many titles hold each word: a head's first word names a model only when few titles use it.
+        counts: dict[str, int] = {}
+        for _pid, title in titles:
+            for w in {w.lower() for w in _WORD.findall(title or "")}:
+                counts[w] = counts.get(w, 0) + 1
+        owners: dict[str, dict[str, int]] = {}
+        for pid, title in titles:
+            for key, strength in title_names(title or "", lambda w: counts.get(w, 0) <= RARE_TITLES).items():
+                owners.setdefault(key, {})[pid] = strength
+        # A key many titles claim is a word, not a name; of the rest, the papers it names whole come first.
+        self.owners: dict[str, tuple[str, ...]] = {}
+        for key, by_paper in owners.items():
+            if len(by_paper) <= MAX_OWNERS:
+                top = max(by_paper.values())
+                self.owners[key] = tuple(pid for pid, v in by_paper.items() if v == top)
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def owned(self, question: str) -> dict[str, tuple[str, ...]]:
+        """The names ``question`` uses that papers own, with their owners; empty when it names more than
+        `MAX_NAMES` (a list of context, not one paper asked about)."""
+        found = {key: self.owners[key] for key in question_names(question, self.owners)}
+        return found if len(found) <= MAX_NAMES else {}
+
+
+def promote(
+    ranked: Sequence[tuple[int, float, list[str]]],
+    chunk_paper: Mapping[int, str],
+    owners: Iterable[str],
+    bonus: float = BONUS,
+) -> list[tuple[int, float, list[str]]]:
+    """``ranked`` (chunk id, score, retrievers) with every chunk of an owner paper scored higher by ``bonus`` x
+    the best score, re-sorted (stable: ties keep their order)."""
+    owner_set = set(owners)
+    if not ranked or not owner_set:
+        return list(ranked)
+    extra = bonus * max(score for _cid, score, _found in ranked)
+    out = [(cid, score + extra if chunk_paper.get(cid) in owner_set else score, found)
+           for cid, score, found in ranked]
+    out.sort(key=lambda row: -row[1])
+    return out
