@@ -288,6 +288,7 @@ class DigestIndex:
 
     def paper(self, paper_id: str) -> Paper | None:
         """One paper by id, or None; read from the store without loading every paper."""
+        self._check_open()
         if self._papers is not None:
             return self._papers.get(paper_id)
         return self.store.papers([paper_id]).get(paper_id)

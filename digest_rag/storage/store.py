@@ -12,15 +12,16 @@ import datetime as _dt
 import json
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
 
-from digest_rag.errors import IndexCorruptedError, IndexVersionError
+from digest_rag.errors import IndexClosedError, IndexCorruptedError, IndexVersionError
 from digest_rag.models import Chunk, Paper
 
 SCHEMA_VERSION = 1
@@ -134,7 +135,7 @@ class StoreWriter:
 
     def tokens(self, keys: Sequence[str]) -> dict[str, list[str]]:
         """Tokens already recorded in this store for these text hashes."""
-        return _token_rows(self.con, keys)
+        return _token_rows(lambda sql, params: self.con.execute(sql, params).fetchall(), keys)
 
     def record_tokens(self, entries: Mapping[str, list[str]], raw: Mapping[str, str] | None = None) -> None:
         """BM25 tokens by text hash: the next build's token cache. ``raw``: the JSON of entries read from
@@ -154,13 +155,25 @@ class StoreWriter:
         self.con.close()
 
 
-def _token_rows(con: sqlite3.Connection, keys: Sequence[str], raw: dict[str, str] | None = None) -> dict[str, list[str]]:
+def _check_tables(path: Path, kinds: Mapping[str, str]) -> None:
+    """IndexCorruptedError unless each of the store's tables is a real table (``kinds``: sqlite_master's
+    name -> type). A view named ``chunks`` could run an endless recursive query on every read."""
+    for name in STORE_TABLES + OPTIONAL_TABLES:
+        kind = kinds.get(name)
+        if kind is None and name in OPTIONAL_TABLES:
+            continue
+        if kind != "table":
+            raise IndexCorruptedError(
+                f"{path}: SQLite store's {name!r} is {'missing' if kind is None else 'a ' + str(kind)}, not a table")
+
+
+def _token_rows(run: Callable[[str, Sequence[object]], list[tuple]], keys: Sequence[str], raw: dict[str, str] | None = None) -> dict[str, list[str]]:
     """doc_tokens rows for ``keys``, decoded; an unreadable row is left out (a cache: analyse again).
     ``raw`` receives the stored JSON of each row returned (to copy it without encoding it again)."""
     out: dict[str, list[str]] = {}
     for i in range(0, len(keys), 500):
         part = list(keys[i : i + 500])
-        for h, raw_json in con.execute(f"SELECT text_hash, tokens FROM doc_tokens WHERE text_hash IN "
+        for h, raw_json in run(f"SELECT text_hash, tokens FROM doc_tokens WHERE text_hash IN "
                                        f"({','.join('?' * len(part))})", part):
             try:
                 toks = json.loads(raw_json)
@@ -173,35 +186,104 @@ def _token_rows(con: sqlite3.Connection, keys: Sequence[str], raw: dict[str, str
     return out
 
 
+#: Tables a store must hold as real tables; ``doc_tokens`` came later and may be missing from old stores.
+STORE_TABLES = ("meta", "papers", "paper_tags", "chunks", "embeddings")
+OPTIONAL_TABLES = ("doc_tokens",)
+
+#: Seconds one read of a store may run before it is taken for a hostile file (an endless view, a vast
+#: forged table): far above any honest query (a full COUNT over a million papers is ~0.2 s).
+READ_DEADLINE_S = 8.0
+#: SQLite virtual-machine steps between two looks at the clock.
+_PROGRESS_STEPS = 100_000
+
+
+class _Deadline:
+    """A progress handler that interrupts a statement once ``READ_DEADLINE_S`` has passed since its read began.
+
+    The clock is per thread: SQLite calls the handler on the thread that steps the statement, so threads
+    sharing a connection (a server's) each have their own read's deadline.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def start(self) -> None:
+        self._local.until = time.monotonic() + READ_DEADLINE_S
+        self._local.expired = False
+
+    def stop(self) -> None:
+        self._local.until = float("inf")
+
+    @property
+    def expired(self) -> bool:
+        return bool(getattr(self._local, "expired", False))
+
+    def __call__(self) -> int:
+        if time.monotonic() > getattr(self._local, "until", float("inf")):
+            self._local.expired = True
+            return 1  # non-zero: SQLite interrupts the statement ("interrupted")
+        return 0
+
+
 class Store:
-    """Read access to a store file. Opened read-only: searching never writes."""
+    """Read access to a store file. Opened read-only: searching never writes.
+
+    The file is untrusted even when its checksum matches (a checksum can be forged): it opens only
+    when its tables are tables (not views that could compute forever), and every read runs under a
+    deadline that ends in IndexCorruptedError instead of a hang.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._closed = False
+        self._deadline = _Deadline()
         # as_uri() percent-encodes, so paths holding '?', '#' or '%' still open read-only.
         uri = Path(path).resolve().as_uri() + "?mode=ro"
         con: sqlite3.Connection | None = None
         try:
             con = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
+            con.set_progress_handler(self._deadline, _PROGRESS_STEPS)
+            self.con = con
+            _check_tables(path, dict(self._query("SELECT name, type FROM sqlite_master")))
+            row = self._query("SELECT value FROM meta WHERE key = 'schema_version'")
+        except (sqlite3.DatabaseError, IndexCorruptedError) as exc:
             if con is not None:
                 con.close()
+            if isinstance(exc, IndexCorruptedError):
+                raise
             raise IndexCorruptedError(f"{path}: SQLite store is unreadable ({exc})") from exc
-        self.con = con
-        if row is None or row[0] != str(SCHEMA_VERSION):
+        if not row or row[0][0] != str(SCHEMA_VERSION):
             con.close()
-            if row is None:
+            if not row:
                 raise IndexCorruptedError(f"{path}: SQLite store has no schema version")
-            raise IndexVersionError(f"{path}: unknown store schema version {row[0]!r} (this digest_rag reads {SCHEMA_VERSION})")
+            raise IndexVersionError(f"{path}: unknown store schema version {row[0][0]!r} "
+                                    f"(this digest_rag reads {SCHEMA_VERSION})")
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection; reading afterwards raises IndexClosedError."""
+        self._closed = True
         self.con.close()
+
+    def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Rows of ``sql`` under the read deadline. SQLite's own errors go up as they are, except a deadline
+        passed (IndexCorruptedError) and a closed store (IndexClosedError)."""
+        if self._closed:
+            raise IndexClosedError(f"{self.path}: the store was closed; load the index again")
+        self._deadline.start()
+        try:
+            return self.con.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if self._deadline.expired:
+                raise IndexCorruptedError(
+                    f"{self.path}: SQLite store took over {READ_DEADLINE_S:g} s to answer one read; "
+                    f"it is damaged or hostile (rebuild with build --force)") from exc
+            raise
+        finally:
+            self._deadline.stop()
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         try:
-            return self.con.execute(sql, params).fetchall()
+            return self._run(sql, params)
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptedError(f"{self.path}: SQLite store is damaged ({exc})") from exc
 
@@ -348,10 +430,9 @@ class Store:
         Stores written before the cache existed have no such table: empty too.
         """
         try:
-            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
-            if row is None or row[0] != analysis_key:
+            if not self.has_tokens_of(analysis_key):
                 return {}
-            rows = self.con.execute("SELECT text_hash, tokens FROM doc_tokens").fetchall()
+            rows = self._run("SELECT text_hash, tokens FROM doc_tokens")
         except sqlite3.OperationalError:
             return {}
         except sqlite3.DatabaseError as exc:
@@ -369,20 +450,19 @@ class Store:
     def has_tokens_of(self, analysis_key: str) -> bool:
         """Whether this store's BM25 token cache was made by the analysis ``analysis_key``."""
         try:
-            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
+            rows = self._run("SELECT value FROM meta WHERE key = 'analysis_key'")
         except sqlite3.DatabaseError:
             return False
-        return row is not None and row[0] == analysis_key
+        return bool(rows) and rows[0][0] == analysis_key
 
     def tokens_for(self, analysis_key: str, keys: Sequence[str], raw: dict[str, str] | None = None,
                    ) -> dict[str, list[str]]:
         """`doc_tokens` for these text hashes only (a build at scale looks its batch up, not the whole table);
         ``raw`` receives each returned row's stored JSON."""
         try:
-            row = self.con.execute("SELECT value FROM meta WHERE key = 'analysis_key'").fetchone()
-            if row is None or row[0] != analysis_key:
+            if not self.has_tokens_of(analysis_key):
                 return {}
-            return _token_rows(self.con, keys, raw)
+            return _token_rows(self._run, keys, raw)
         except sqlite3.OperationalError:
             return {}
         except sqlite3.DatabaseError as exc:
