@@ -29,9 +29,9 @@ from digest_rag.errors import CorpusError, IndexCorruptedError, ParseError
 from digest_rag.storage.layout import TMP_GENERATION_PREFIX
 from digest_rag.models import Chunk, Paper
 from digest_rag.parsing import (  # noqa: PLC2701 - the one merge rule, shared
+    PaperMerger,
     ParseResult,
     Skip,
-    _merge_into,
     _printable,
     combine_parsed,
     corpus_files,
@@ -85,6 +85,8 @@ class PaperSpool:
         self.merged: list[str] = []
         self.files: dict[str, str] = {}
         self._chunks = 0
+        self._merging: dict[str, PaperMerger] = {}  # id -> copies merged so far, written by _finish_merges
+        self._marks: dict[str, tuple | None] = {}  # the current file's merges: id -> PaperMerger.mark before it
 
     def __enter__(self) -> PaperSpool:
         return self
@@ -133,6 +135,7 @@ class PaperSpool:
                 continue
             if cache is not None and key is not None:
                 cache.put(key, fmt, kept)
+        self._finish_merges()
         if progress:
             progress("parsing", len(files), len(files))
 
@@ -145,6 +148,7 @@ class PaperSpool:
         """
         if savepoint:
             self.con.execute("SAVEPOINT file")
+        self._marks = {}
         notes: list[str] = []
         kept: list[str] = []
         try:
@@ -160,6 +164,11 @@ class PaperSpool:
             if savepoint:
                 self.con.execute("ROLLBACK TO file")
                 self.con.execute("RELEASE file")
+                for pid, mark in self._marks.items():  # the merges of this file's papers are undone too
+                    if mark is None:
+                        del self._merging[pid]
+                    else:
+                        self._merging[pid].rollback(mark)
             raise
         if savepoint:
             self.con.execute("RELEASE file")
@@ -174,6 +183,7 @@ class PaperSpool:
         self.files.update(result.files)
         for i in range(0, len(result.papers), SPOOL_BATCH):
             self._add(result.papers[i : i + SPOOL_BATCH], self.merged)
+        self._finish_merges()
 
     def _skip(self, source: str, exc: ParseError) -> None:
         # combine_parsed words a skip's reason; reuse it so both paths report alike.
@@ -181,26 +191,32 @@ class PaperSpool:
 
     def _add(self, papers: Sequence[Paper], notes: list[str], jsons: Sequence[str] | None = None) -> None:
         """Insert ``papers`` (``jsons``: their `model_dump_json`, when already made); one whose id is
-        already here is merged into the first (`_merge_into`)."""
+        already here is merged into the first (`PaperMerger`), written back by `_finish_merges`."""
         if not papers:
             return
-        ids = [p.id for p in papers]
+        ids = [p.id for p in papers if p.id not in self._merging]
         known = {r[0] for r in self._in("SELECT id FROM papers WHERE id IN", ids)}
         fresh: dict[str, tuple[Paper, str | None]] = {}
         for i, p in enumerate(papers):
-            if p.id in known or p.id in fresh:
-                kept = fresh[p.id][0] if p.id in fresh else self.paper(p.id)
-                merged = _merge_into(kept, p)
-                notes.append(f"{p.id}: {p.source} merged into {kept.source}")
-                if p.id in fresh:
-                    fresh[p.id] = (merged, None)
-                else:
-                    self.con.execute("UPDATE papers SET json = ? WHERE id = ?", (merged.model_dump_json(), p.id))
+            merger = self._merging.get(p.id)
+            if p.id not in self._marks and (merger is not None or p.id in known or p.id in fresh):
+                self._marks[p.id] = merger.mark() if merger is not None else None
+            if merger is None and (p.id in known or p.id in fresh):
+                # The kept paper is read (or taken) once per id, however many copies follow.
+                merger = self._merging[p.id] = PaperMerger(fresh[p.id][0] if p.id in fresh else self.paper(p.id))
+            if merger is not None:
+                notes.append(merger.add(p))
             else:
                 fresh[p.id] = (p, jsons[i] if jsons is not None else None)
         self.con.executemany("INSERT INTO papers VALUES (?, ?, ?)",
                              ((p.id, p.source, js if js is not None else p.model_dump_json())
                               for p, js in fresh.values()))
+
+    def _finish_merges(self) -> None:
+        """Write the merged papers over their first copies (once each, after every copy was added)."""
+        self.con.executemany("UPDATE papers SET json = ? WHERE id = ?",
+                             ((m.paper().model_dump_json(), pid) for pid, m in self._merging.items()))
+        self._merging.clear()
 
     def keep_old(self, old_db: Path, reread: Iterable[str]) -> None:
         """An update: add the previous index's papers, except those of files read again or replaced by id."""

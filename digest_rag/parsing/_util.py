@@ -83,11 +83,13 @@ def is_url_line(line: str) -> bool:
 
 
 def merge_unique(*lists: Iterable[str]) -> list[str]:
-    """Concatenate lists keeping the first occurrence of each item."""
+    """Concatenate lists keeping the first occurrence of each item (linear: a set remembers what is kept)."""
     out: list[str] = []
+    seen: set[str] = set()
     for lst in lists:
         for item in lst:
-            if item not in out:
+            if item not in seen:
+                seen.add(item)
                 out.append(item)
     return out
 

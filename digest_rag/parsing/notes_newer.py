@@ -249,7 +249,9 @@ class _Draft:
     links: list[str] = field(default_factory=list)
 
     def has_body(self) -> bool:
-        return any(s.strip() for s in (*self.abstract, *self.commentary, *self.english))
+        # Lazily, list by list: unpacking every body line into one tuple per call (once per line of the
+        # note) made a long note's parse quadratic.
+        return any(s.strip() for part in (self.abstract, self.commentary, self.english) for s in part)
 
     def started(self) -> bool:
         return self.title is not None or self.has_body()
@@ -273,13 +275,16 @@ def _logical_lines(text: str) -> list[str]:
 
 def _plain_title(lines: list[str], i: int, need_authors: bool) -> _Title | None:
     """An old-style 'Title (Authors)' block (possibly wrapped) at line i."""
-    from .notes import _title_block  # the older reader's title finder, shared
+    from .notes import _MAX_TITLE_LINES, _title_block  # the older reader's title finder, shared
 
-    view = ["" if ln in (_OPEN, _CLOSE) or _QUOTE_RE.match(ln) else ln for ln in lines]
-    block = _title_block(view, i)
+    # Only the lines a title block can span are looked at: a view of the whole note per candidate line
+    # made a note's parse quadratic in its lines (211 KB took 64 s).
+    view = ["" if ln in (_OPEN, _CLOSE) or _QUOTE_RE.match(ln[:MAX_MATCH_LINE]) else ln
+            for ln in lines[i : i + _MAX_TITLE_LINES]]
+    block = _title_block(view, 0)
     if block is None:
         return None
-    title, authors, end = block
+    title, authors, end = block[0], block[1], block[2] + i
     if need_authors and not authors:
         return None
     return _Title(title=title, authors=authors, links=[], tail="", end=end)
