@@ -163,6 +163,12 @@ class TokenCache:
         return [list(found[k]) for k in keys]
 
 
+#: Tokens of one paper field (title, tags, authors) added to each of its chunks' BM25 documents. Every real
+#: field is shorter (a 300-author list is ~900); without a bound, a paper merged from thousands of copies
+#: (thousands of tags and of chunks) made the BM25 input grow as their product.
+MAX_FIELD_TOKENS = 1024
+
+
 def _paper_field_tokens(
     papers: dict[str, Paper], needed: Iterable[str], cache: TokenCache
 ) -> dict[str, tuple[list[str], list[str], list[str]]]:
@@ -174,7 +180,7 @@ def _paper_field_tokens(
         texts.append(" \n ".join(t for t in (p.title, p.title_ko or "") if t))
         texts.append(" \n ".join(p.tags))
         texts.append(" \n ".join(p.authors))
-    toks = cache.tokens(texts)
+    toks = [t[:MAX_FIELD_TOKENS] for t in cache.tokens(texts)]
     return {pid: (toks[3 * i], toks[3 * i + 1], toks[3 * i + 2]) for i, pid in enumerate(ids)}
 
 
