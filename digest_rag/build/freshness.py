@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from digest_rag.dense.encoder import MODEL_ENV, Encoder, model_identity
+from digest_rag.dense.encoder import MODEL_ENV, UNAVAILABLE, Encoder, model_identity, resolve_model_name
 from digest_rag.errors import (
     IncompatibleModelError,
     IndexCorruptedError,
@@ -46,11 +46,24 @@ def previous_options(index_dir: Path) -> BuildOptions | None:
         return None  # the build repairs it; previous_index decides whether that is allowed
 
 
+def default_model_unavailable(options: BuildOptions, encoder: Encoder | None) -> bool:
+    """Whether this build wants the default model (no model asked for, none in $DIGEST_RAG_MODEL) and the
+    local cache lacks it: then the build falls back to lexical-only (`load_encoder`). A files-only check."""
+    if options.lexical_only or encoder is not None or options.model or os.environ.get(MODEL_ENV):
+        return False
+    return model_identity(None) is None
+
+
 def inputs_fingerprint(
     paths: Sequence[str | Path], index_dir: Path, options: BuildOptions, encoder: Encoder | None, *,
     listing: tuple[list[Path], list[Skip]] | None = None, digests: dict[str, bytes] | None = None,
+    unavailable: bool = False,
 ) -> str | None:
     """A hash of everything a build's output depends on, or None when the model can't be pinned down cheaply.
+
+    With ``unavailable`` (`default_model_unavailable`) the model's identity is "the default model, not in
+    the local cache": the lexical-only index that such a build falls back to is up to date on the next
+    build for as long as the model stays out of the cache, and rebuilt with vectors once it is there.
 
     Reading every input file costs a fraction of a second for thousands of
     notes; parsing them, loading the model and re-tokenising for BM25 cost
@@ -66,6 +79,8 @@ def inputs_fingerprint(
         backend = encoder.backend  # type: ignore[assignment]
     else:
         identity = model_identity(options.model or os.environ.get(MODEL_ENV) or None)
+        if identity is None and unavailable:
+            identity = (resolve_model_name(None), UNAVAILABLE)
     if identity is None:
         return None
     files, skips = listing if listing is not None else corpus_files(paths)

@@ -51,7 +51,7 @@ from digest_rag.parsing import ParseResult, Skip, check_strict, corpus_files
 from digest_rag.build.spool import PaperSpool
 from digest_rag.build.chunk_reuse import chunk_papers_reusing, chunks_reusable
 from digest_rag.build.embedding import _store_lookup, embed_passages, reusable_embeddings
-from digest_rag.build.freshness import if_up_to_date, inputs_fingerprint, previous_options
+from digest_rag.build.freshness import default_model_unavailable, if_up_to_date, inputs_fingerprint, previous_options
 from digest_rag.build.passage_model import ModelFactsDiffer, PassageModel, passage_model
 from digest_rag.build.previous import LexicalBase, previous_lexical_base, previous_index
 from digest_rag.build.report import BuildOutcome, BuildReport
@@ -95,7 +95,9 @@ def build_index(
         # The files are listed and hashed once: for the up-to-date check, then as the parse cache's keys.
         listing = corpus_files(path_list)
         digests: dict[str, bytes] = {}
-        inputs = inputs_fingerprint(path_list, index_dir, options, encoder, listing=listing, digests=digests)
+        unavailable = default_model_unavailable(options, encoder)
+        inputs = inputs_fingerprint(path_list, index_dir, options, encoder, listing=listing, digests=digests,
+                                    unavailable=unavailable)
         if inputs is not None and not force:
             current = if_up_to_date(index_dir, inputs, dry_run=dry_run)
             if current is not None:
@@ -114,7 +116,8 @@ def build_index(
                     cache.close(collect=isinstance(engine, LocalEngine))
             parse_s = time.perf_counter() - t_parse
             outcome = _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
-                                    progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run)
+                                    progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run,
+                                    inputs_assume_fallback=unavailable)
         outcome.report.timings = {"parse": round(parse_s, 3), **outcome.report.timings}
         return outcome
 
@@ -226,9 +229,12 @@ def _index_papers_once(
     inputs: str | None,
     engine: BuildEngine,
     dry_run: bool = False,
+    inputs_assume_fallback: bool = False,
 ) -> BuildOutcome:
     """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
 
+    ``inputs_assume_fallback``: ``inputs`` was computed with the default model unavailable
+    (`inputs_fingerprint`), so it is saved only if this build did fall back to lexical-only.
     ``engine`` runs the chunking, the encoding of cache misses and the FAISS
     build (here, or on a Ray cluster); everything else happens here. Papers
     and chunks stay in the spool and pass through memory a batch at a time;
@@ -290,8 +296,15 @@ def _index_papers_once(
             report.seconds = round(time.perf_counter() - t0, 3)
             return BuildOutcome(report=report, encoder=loaded)
 
-        # A lexical-only fallback (a model was wanted but is unavailable) must not pass for the requested build.
-        fingerprint_ok = model is not None or options.lexical_only
+        # A lexical-only fallback (a model was wanted but is unavailable) passes for the requested build only
+        # while the model stays unavailable: its fingerprint says so (inputs_fingerprint), and a build whose
+        # fingerprint assumed the fallback but that loaded a model (downloaded it) saves none.
+        if options.lexical_only:
+            fingerprint_ok = True
+        elif model is None:
+            fingerprint_ok = inputs_assume_fallback
+        else:
+            fingerprint_ok = not inputs_assume_fallback
         saved = options if model is None else options.model_copy(update={"model": model.name, "backend": model.backend})
         t = time.perf_counter()
         manifest, report.analysed = write_generation(

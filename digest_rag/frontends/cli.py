@@ -209,6 +209,10 @@ def _build_summary(index: DigestIndex, as_json: bool) -> None:
         typer.echo(json.dumps({"index": str(index.index_dir), **rep.model_dump()}, ensure_ascii=False))
         return
     kind = "lexical-only" if rep.lexical_only else f"{index.manifest.model_name} ({index.manifest.index_type})"
+    options = index.manifest.build_options
+    if rep.up_to_date and rep.lexical_only and options is not None and not options.lexical_only:
+        # A fallback: the model was wanted but not in the local cache; it stays up to date until it is there.
+        kind = "lexical-only: no embedding model in the local cache; a build once it is there adds vectors"
     if rep.up_to_date:
         typer.echo(
             f"up to date: {rep.papers} papers, {rep.chunks} chunks in {index.index_dir} [{kind}]; no input file or "

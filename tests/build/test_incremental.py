@@ -180,3 +180,70 @@ def test_bm25_tokens_come_from_the_previous_build(tmp_path: Path, corpus: Path, 
     for q in ("LLaMA", "토큰 캐시 테스트"):
         assert edited.search(q, k=1, mode="lexical")
     assert edited.search("토큰 캐시 테스트", k=1, mode="lexical")[0].paper.source.endswith(BLOG)
+
+
+def _use_hub_cache(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    """Point the process at an empty hub cache: the environment (read by digest_rag's files-only check) and
+    huggingface_hub's constant (read once at its import, which an earlier test may have done)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+
+def _hub_cache_with(cache: Path, name: str, model_dir: Path) -> None:
+    """Lay ``model_dir`` out in a Hugging Face hub cache as hub model ``name`` (refs/main -> snapshot)."""
+    repo = cache / ("models--" + name.replace("/", "--"))
+    shutil.copytree(model_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+
+
+def test_fallback_index_is_up_to_date_until_the_model_is_cached(tmp_path: Path, corpus: Path, tiny_model: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built without --lexical-only and without the model: the next build is up to date (no model load, no new
+    generation, no warning) while the model stays out of the cache, and builds vectors once it is there."""
+    import warnings
+
+    from digest_rag.dense.encoder import DEFAULT_MODEL
+    from digest_rag.errors import ModelFallbackWarning
+
+    cache = tmp_path / "hub"
+    _use_hub_cache(monkeypatch, cache)
+    with pytest.warns(ModelFallbackWarning):
+        first = DigestIndex.build([corpus], index_dir=tmp_path / "ix")
+    assert first.manifest.model_name is None and first.manifest.inputs_fingerprint
+
+    def no_load(*_a: object, **_k: object) -> Encoder:
+        raise AssertionError("model load attempted for an unchanged fallback index")
+
+    with monkeypatch.context() as m, warnings.catch_warnings():
+        m.setattr(Encoder, "load", no_load)
+        warnings.simplefilter("error", ModelFallbackWarning)
+        again = DigestIndex.build([corpus], index_dir=tmp_path / "ix")
+        assert again.last_build.up_to_date and again.manifest == first.manifest
+        plan = DigestIndex.dry_run([corpus], index_dir=tmp_path / "ix")
+        assert plan.up_to_date
+    assert [p.name for p in (tmp_path / "ix").glob("gen-*")] == [first.manifest.data_dir]
+    # A changed file is a real rebuild, still a fallback, and again up to date afterwards.
+    (corpus / BLOG).write_text((corpus / BLOG).read_text() + "\n")
+    with pytest.warns(ModelFallbackWarning):
+        assert not DigestIndex.build([corpus], index_dir=tmp_path / "ix").last_build.up_to_date
+    assert DigestIndex.build([corpus], index_dir=tmp_path / "ix").last_build.up_to_date
+    # The model arrives in the local cache: the next build is not up to date and embeds.
+    _hub_cache_with(cache, DEFAULT_MODEL, tiny_model)
+    hybrid = DigestIndex.build([corpus], index_dir=tmp_path / "ix")
+    assert not hybrid.last_build.up_to_date and hybrid.manifest.model_name == DEFAULT_MODEL
+    assert hybrid.last_build.encoded == hybrid.last_build.chunks
+
+
+def test_explicit_lexical_only_fingerprint_ignores_the_model_cache(tmp_path: Path, corpus: Path, tiny_model: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """--lexical-only means no model at all: a model appearing in the cache changes nothing."""
+    from digest_rag.dense.encoder import DEFAULT_MODEL
+
+    cache = tmp_path / "hub"
+    _use_hub_cache(monkeypatch, cache)
+    DigestIndex.build([corpus], index_dir=tmp_path / "ix", lexical_only=True).close()
+    _hub_cache_with(cache, DEFAULT_MODEL, tiny_model)
+    assert DigestIndex.build([corpus], index_dir=tmp_path / "ix").last_build.up_to_date

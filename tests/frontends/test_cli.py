@@ -264,3 +264,25 @@ def test_eval_fusion_weight_sweep(runner: CliRunner, seed_index_dir: Path, repo_
     assert rows["hybrid d=0,l=1"].split()[3:] == rows["lexical"].split()[2:]
     bad = runner.invoke(app, ["eval", "q.jsonl", "--index", str(seed_index_dir), "--fusion-weights", "sparse=1"])
     assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1
+
+
+def test_subprocess_fallback_index_is_up_to_date_without_torch(tmp_path: Path, seed_corpus: Path) -> None:
+    """Issue 22 item 1: the README's main command without the weights builds a lexical-only fallback; the next
+    `build` (and `--dry-run`) is up to date: no warning, no new generation, no torch or sentence-transformers."""
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty-hub")}
+    index = tmp_path / "ix"
+    res = _run("build", str(seed_corpus), "--index", str(index), "-q", env=env)
+    assert res.returncode == 0 and "[lexical-only]" in res.stdout and res.stderr.startswith("warning: "), res.stderr
+    gens = sorted(p.name for p in index.glob("gen-*"))
+    for extra in ([], ["--dry-run"]):
+        res = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "digest_rag.frontends.cli", "build", str(seed_corpus),
+             "--index", str(index), *extra],
+            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, timeout=300,
+        )
+        assert res.returncode == 0, res.stderr
+        assert "up to date" in res.stdout and res.stdout.count("\n") == 1
+        imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+        assert not {"torch", "sentence_transformers", "transformers"} & imported
+        assert not [ln for ln in res.stderr.splitlines() if not ln.startswith("import time:")]  # no warning
+    assert sorted(p.name for p in index.glob("gen-*")) == gens
