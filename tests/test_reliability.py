@@ -642,9 +642,16 @@ def test_bad_corpus_files_are_skipped_with_reasons(messy_corpus: Path, tmp_path:
 
 def test_build_continues_past_bad_files_and_strict_fails(messy_corpus: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    res = runner.invoke(app, ["build", str(messy_corpus), "--index", str(tmp_path / "ix"), "--lexical-only"])
+    res = runner.invoke(app, ["build", str(messy_corpus), "--index", str(tmp_path / "ix"), "--lexical-only",
+                              "--verbose"])
     assert res.exit_code == 0, res.output
-    assert "skipped 5 file(s):" in res.stdout and "binary file" in res.stdout and "merged: " in res.stdout
+    assert "skipped 5 file(s):" in res.stdout and "binary file" in res.stdout and "merged: " in res.stderr
+    # --quiet: the summary line alone (issue 22 item 4: one "merged: ..." line per duplicate went to stdout).
+    res = runner.invoke(app, ["build", str(messy_corpus), "--index", str(tmp_path / "ix3"), "--lexical-only", "-q"])
+    assert res.exit_code == 0 and res.stdout.count("\n") == 1 and "skipped 5 file(s)" in res.stdout
+    assert "merged" not in res.output
+    res = runner.invoke(app, ["build", str(messy_corpus), "--index", str(tmp_path / "ix4"), "--lexical-only"])
+    assert "merged: " not in res.output and "duplicate paper(s)" in res.stdout
     res = runner.invoke(app, ["build", str(messy_corpus), "--index", str(tmp_path / "ix2"), "--lexical-only",
                               "--strict"])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "strict mode" in res.stderr

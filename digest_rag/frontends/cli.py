@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperGroup
 
 from digest_rag.frontends.display import format_hits
-from digest_rag.errors import DigestRagError
+from digest_rag.errors import CorpusError, DigestRagError
 from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
 from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
 from digest_rag.version import __version__
@@ -87,6 +87,13 @@ IndexOpt = typer.Option(DEFAULT_INDEX_DIR, "--index", "-i", help="Index director
 
 def _err(msg: str) -> None:
     typer.echo(msg, err=True)
+
+
+def _require_paths(paths: Sequence[Path]) -> None:
+    """A path named on the command line that does not exist is a typo, not a file to skip: exit 2, one line."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise CorpusError(f"no such file or directory: {', '.join(missing)}")
 
 
 @contextmanager
@@ -202,7 +209,9 @@ def _plan_summary(index_dir: Path, rep: BuildReport, as_json: bool) -> None:
         typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
 
 
-def _build_summary(index: DigestIndex, as_json: bool) -> None:
+def _build_summary(index: DigestIndex, as_json: bool, quiet: bool = False, verbose: bool = False) -> None:
+    """The summary line; then (not with --quiet) re-encode reasons, merged duplicates as a count (each one
+    with --verbose, on stderr) and skipped files."""
     rep = index.last_build
     assert rep is not None
     if as_json:
@@ -222,11 +231,17 @@ def _build_summary(index: DigestIndex, as_json: bool) -> None:
     typer.echo(
         f"indexed {rep.papers} papers, {rep.chunks} chunks into {index.index_dir} [{kind}] in {rep.seconds:.1f}s; "
         f"encoded {rep.encoded}, reused {rep.reused}; +{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)} papers"
+        + (f"; skipped {len(rep.skipped)} file(s)" if rep.skipped else "")
     )
+    if quiet:
+        return
     if rep.full_rebuild_reason:
         typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
-    for m in rep.merged:
-        typer.echo(f"merged: {m}")
+    if rep.merged:
+        typer.echo(f"merged {len(rep.merged)} duplicate paper(s) found in more than one file"
+                   + ("" if verbose else " (--verbose lists them)"))
+        for m in rep.merged if verbose else ():
+            _err(f"merged: {m}")
     if rep.skipped:
         typer.echo(f"skipped {len(rep.skipped)} file(s):")
         for s in rep.skipped:
@@ -236,6 +251,8 @@ def _build_summary(index: DigestIndex, as_json: bool) -> None:
 EngineOpt = typer.Option("local", "--engine", help="Where to parse, chunk and embed: local, or ray (a Ray cluster; needs the 'ray' extra).")
 RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray instance).")
 WorkersOpt = typer.Option(None, "--workers", min=1, help="Ray encoder actors (default: one per node, or per GPU share).")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars; only the summary line.")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Also list each duplicate paper merged across files (on stderr).")
 GpusOpt = typer.Option(None, "--gpus-per-worker", min=0.0, help="GPUs each Ray encoder actor holds (default 0: CPU).")
 
 
@@ -257,7 +274,8 @@ def build(
     workers: int = WorkersOpt,
     gpus_per_worker: float = GpusOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what the build would do (papers, chunks to encode, cache hits, model load); write nothing."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
 ) -> None:
     """Build (or incrementally rebuild) an index from digest files.
@@ -266,6 +284,7 @@ def build(
     """
     if dry_run:
         with _handled():
+            _require_paths(paths or [Path("corpus")])
             rep = DigestIndex.dry_run(
                 [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
                 lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size,
@@ -274,6 +293,7 @@ def build(
         _plan_summary(index, rep, as_json)
         return
     with _handled(), _progress(quiet or as_json) as bars:
+        _require_paths(paths or [Path("corpus")])
         # An absent flag is None, so the index's saved option applies rather than the flag's default.
         idx = DigestIndex.build(
             [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
@@ -281,7 +301,7 @@ def build(
             strict=strict or None, wait=wait, progress=bars, force=force, engine=engine, ray_address=ray_address,
             workers=workers, gpus_per_worker=gpus_per_worker,
         )
-    _build_summary(idx, as_json)
+    _build_summary(idx, as_json, quiet, verbose)
 
 
 @app.command()
@@ -294,7 +314,8 @@ def update(
     ray_address: str = RayAddressOpt,
     workers: int = WorkersOpt,
     gpus_per_worker: float = GpusOpt,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the update report as JSON."),
 ) -> None:
     """Add or replace the papers of some files, keeping the rest of the index.
@@ -302,9 +323,10 @@ def update(
     Example: digest-rag update new-digest.txt --index indexes/default
     """
     with _handled(), _progress(quiet or as_json) as bars:
+        _require_paths(paths)
         idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait, progress=bars,
                                  engine=engine, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
-    _build_summary(idx, as_json)
+    _build_summary(idx, as_json, quiet, verbose)
 
 
 def _use_color(flag: bool | None) -> bool:
@@ -377,6 +399,7 @@ def inspect(
     from digest_rag.build.corpus_report import format_report, inspect_corpus
 
     with _handled():
+        _require_paths(paths)
         report = inspect_corpus([str(p) for p in paths])
         typer.echo(report.model_dump_json(indent=2) if as_json else format_report(report))
 
@@ -389,8 +412,11 @@ def _human_size(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover - loop always returns
 
 
+INFO_SOURCES = 10  # source files `info` lists (those with most papers); --json has them all
+
+
 def _format_info(data: dict[str, Any]) -> str:
-    """The `info` text: one labelled line per fact, sources one per line."""
+    """The `info` text: one labelled line per fact, then the source files with most papers, one per line."""
     param = f", search param {data['search_param']}" if data.get("search_param") else ""
     backend = f", built with {data['backend']}" if data.get("backend") else ""
     model = (f"{data['model']}  (dimension {data['dimension']}, FAISS {data['index_type']}{param}{backend})" if data["model"]
@@ -411,7 +437,11 @@ def _format_info(data: dict[str, Any]) -> str:
         f"lexicon     {lexicon}",
         f"sources     {len(sources)} file(s)",
     ]
-    lines += [f"            {n:>4} papers  {src}" for src, n in sources.items()]
+    shown = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))[:INFO_SOURCES]
+    lines += [f"            {n:>4} papers  {src}" for src, n in shown]
+    if len(sources) > len(shown):
+        lines.append(f"            ... {len(sources) - len(shown)} more (the {len(shown)} with most papers shown; "
+                     "--json lists all)")
     return "\n".join(lines)
 
 

@@ -286,3 +286,27 @@ def test_subprocess_fallback_index_is_up_to_date_without_torch(tmp_path: Path, s
         assert not {"torch", "sentence_transformers", "transformers"} & imported
         assert not [ln for ln in res.stderr.splitlines() if not ln.startswith("import time:")]  # no warning
     assert sorted(p.name for p in index.glob("gen-*")) == gens
+
+
+def test_info_text_lists_at_most_ten_sources(runner: CliRunner, seed_index_dir: Path) -> None:
+    """Issue 22 item 2: one line per source file made `info` 1,617 lines long on ml-papers; --json keeps them all."""
+    from digest_rag import DigestIndex
+    from digest_rag.frontends.cli import _format_info
+
+    with DigestIndex.load(seed_index_dir) as idx:
+        data = idx.info()
+    data["sources"] = {f"notes/{i:04d}.md": 1 + i % 3 for i in range(1617)}
+    text = _format_info(data)
+    assert len(text.splitlines()) <= 40
+    assert "1607 more" in text and "--json lists all" in text and "notes/0002.md" in text  # most papers first
+
+
+def test_missing_path_is_exit_2_and_one_line(runner: CliRunner, seed_index_dir: Path, tmp_path: Path) -> None:
+    """Issue 22 item 3: `update corpus/nope.txt` (a typo) exited 0 after "skipped 1 file(s)"."""
+    nope = str(tmp_path / "nope.txt")
+    for args in (["update", nope, "--index", str(tmp_path / "ix")], ["build", nope, "--index", str(tmp_path / "ix")],
+                 ["build", nope, "--index", str(tmp_path / "ix"), "--dry-run"], ["inspect", nope]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.stderr == f"error: no such file or directory: {nope}\n" and res.stdout == ""
+    assert not (tmp_path / "ix").exists()
