@@ -106,6 +106,15 @@ def _unlink(line: str) -> str:
     return m.group("t").strip() if m else line
 
 
+def _trailing_url(line: str) -> int | None:
+    """Where a last word that is a URL starts ("Title https://..." -> 5); string scans, no regex to backtrack."""
+    s = line.rstrip()
+    cut = max(s.rfind(" "), s.rfind("\t"))
+    if cut <= 0 or not s[cut + 1 :].lstrip("<").startswith(("http://", "https://")):
+        return None
+    return cut
+
+
 def _title_block(lines: list[str], start: int) -> tuple[str, list[str], int] | None:
     """Find a 'Title (Author, ...)' block (possibly wrapped) at non-empty line `start`.
 
@@ -115,6 +124,18 @@ def _title_block(lines: list[str], start: int) -> tuple[str, list[str], int] | N
     """
     if start >= len(lines) or not _looks_like_title(_unlink(lines[start])):
         return None
+    first = _unlink(lines[start]).strip()
+    url = _trailing_url(first)
+    if url is not None:
+        # "SpanBERT https://arxiv.org/abs/..." names a paper and its link; the link is not part of the title.
+        following = next((ln.strip() for ln in lines[start + 1:] if ln.strip()), "")
+        if "://" in following and not has_hangul(following):
+            return None  # a list of links ("SpanBERT URL", "ALBERT URL", ...): the file name names the note
+        title = first[:url].strip()
+        split = trailing_parenthetical(title)
+        if split is not None and not _LINKISH_RE.match(split[1]):
+            return split[0], split_authors(split[1]), start + 1
+        return title, [], start + 1
     parts: list[str] = []
     i = start
     while i < len(lines) and len(parts) < _MAX_TITLE_LINES:

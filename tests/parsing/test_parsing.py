@@ -314,6 +314,22 @@ def test_notes_variants() -> None:
         notes.parse("https://www.youtube.com/watch?v=x\n", "papers/2023/230306.md")
 
 
+def test_notes_title_line_with_a_url_keeps_the_url_out_of_the_title() -> None:
+    """Issue 22 item 6: "200129 LM Pretraining.md" in ml-papers got the title `SpanBERT https://arxiv.org/abs/...`."""
+    one = notes.parse("BlendMask https://arxiv.org/abs/2001.00309\nFCOS 저자가 만든 모델.\n\n#instance_segmentation\n",
+                      "papers/2020/200103 BlendMask.md")[0]
+    assert (one.title, one.id) == ("BlendMask", "2001.00309")
+    assert one.sections[0].text == "FCOS 저자가 만든 모델."
+    listed = notes.parse("SpanBERT https://arxiv.org/abs/1907.10529\nALBERT https://arxiv.org/abs/1909.11942\n"
+                         "XLNet https://arxiv.org/abs/1906.08237\n\n#pretraining #nlp\n", "papers/2020/200129 LM Pretraining.md")[0]
+    assert listed.title == "LM Pretraining" and "SpanBERT" in listed.sections[0].text
+    links = notes.parse("NUQMM https://arxiv.org/pdf/2206.09557.pdf\nhttps://arxiv.org/pdf/1706.02021.pdf\n\n양자화 정리.\n",
+                        "papers/2023/230406 Quantization.md")[0]
+    assert links.title == "Quantization"
+    authors = notes.parse("Some Paper (Ann Lee, Bo Kim) https://arxiv.org/abs/2001.00001\n코멘트.\n", "papers/2020/200101 X.md")[0]
+    assert (authors.title, authors.authors) == ("Some Paper", ["Ann Lee", "Bo Kim"])
+
+
 def test_ml_papers_corpus(ml_papers_dir: Path) -> None:
     files = sorted(
         f for f in ml_papers_dir.rglob("*.md") if not any(part.startswith(".") for part in f.relative_to(ml_papers_dir).parts)
@@ -325,7 +341,7 @@ def test_ml_papers_corpus(ml_papers_dir: Path) -> None:
     assert len(result.papers) + len(result.merged) == len(result.files)
     assert all(s.reason.strip() for s in result.skipped)
     for p in result.papers:
-        assert p.title.strip(), p.source
+        assert p.title.strip() and "://" not in p.title, p.source
         assert p.sections and all(s.text.strip() for s in p.sections), p.source
         assert p.format == "notes"
     print(f"\nml-papers: files={len(files)} papers={len(result.papers)} skips={len(result.skipped)} merged={len(result.merged)}")
