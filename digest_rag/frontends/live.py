@@ -6,7 +6,11 @@ file; when it changes, it loads the new generation *beside* the one in use
 (requests keep being answered meanwhile), warms it up, swaps the reference in
 one assignment under a lock, and closes the old generation once the last
 request using it has finished. A generation that fails to load (damaged,
-half-deleted) is reported and skipped: the old one keeps answering.
+half-deleted) is reported in :attr:`LiveIndex.last_error` (``/healthz``'s
+``reload_error``) and skipped: the old one keeps answering. Each load runs on a
+loader thread of its own, so a load that never finishes (a store that stalls)
+is reported after ``reload_timeout`` seconds and abandoned when the next
+generation is committed, which is loaded beside it: the watcher never wedges.
 
 Model work runs on one thread per LiveIndex (:meth:`LiveIndex.call`,
 :meth:`LiveIndex.submit`): the warm-up of every generation and each request
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +51,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MANIFEST = "manifest.json"
+
+DEFAULT_RELOAD_TIMEOUT = 60.0
+"""Seconds a new generation may take to load and warm up before :attr:`LiveIndex.last_error` reports it."""
+
+MAX_STALLED_LOADS = 4
+"""Abandoned loads that may still be running (each holds a thread) before no further load is started."""
 
 
 def _stamp(index_dir: Path) -> tuple[int, int, int] | None:
@@ -73,6 +84,17 @@ class _Generation:
         self.info: dict[str, Any] | None = None
 
 
+class _Attempt:
+    """One load of a committed generation (by its manifest stamp), on a loader thread of its own."""
+
+    def __init__(self, stamp: tuple[int, int, int] | None) -> None:
+        self.stamp = stamp
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.abandoned = False  # a newer generation was committed while this one loaded: discard the result
+        self.switched = False
+
+
 class LiveIndex:
     """A DigestIndex that reloads itself when its directory gets a new generation.
 
@@ -84,12 +106,15 @@ class LiveIndex:
     """
 
     def __init__(self, index_dir: str | Path, *, interval: float = 1.0, warm_up: bool = True,
-                 **load_options: Any) -> None:
+                 reload_timeout: float = DEFAULT_RELOAD_TIMEOUT, **load_options: Any) -> None:
         self.index_dir = Path(index_dir)
+        self.reload_timeout = reload_timeout
+        self._attempt: _Attempt | None = None  # the newest load started, finished or not
+        self._stalled: list[_Attempt] = []  # abandoned loads still running
         self._options = load_options
         self._warm_up = warm_up
         self._lock = threading.Lock()  # guards _current and the users counts
-        self._reload_lock = threading.Lock()  # one reload at a time
+        self._reload_lock = threading.Lock()  # guards _attempt, _stalled and the switch to a loaded generation
         self._stop = threading.Event()
         # One thread for all model work (warm-ups and requests): one OpenMP team for torch in this process.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-rag-index")
@@ -119,7 +144,14 @@ class LiveIndex:
         if index is None:
             index = DigestIndex.load(self.index_dir, **self._options)
         if self._warm_up:
-            try:  # on the worker: the encoder's weights load lazily here, and torch's team belongs to that thread
+            try:
+                # First a lexical question here, on the loader thread: a store that stalls (a tampered
+                # generation) stalls this thread, reported by refresh(), and not the one thread requests use.
+                if index.lexical is not None:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        index.search("warm-up", k=1, mode="lexical")
+                # Then on the worker: the encoder's weights load lazily here, and torch's team belongs to that thread.
                 self._on_worker(self._warm, index)
             except BaseException:
                 index.close()
@@ -144,42 +176,89 @@ class LiveIndex:
                     log.warning("dense search unavailable: %s", exc)
             index.search("warm-up", k=1, mode="lexical" if index.lexical is not None else "hybrid")
 
-    def refresh(self) -> bool:
-        """Load the directory's generation if it is not the one in use; True when it switched."""
+    def refresh(self, wait: float | None = None) -> bool:
+        """Load the directory's generation if it is not the one in use; True when it switched.
+
+        The load runs on a loader thread of its own and this waits for it at most ``wait`` seconds
+        (default: ``reload_timeout``). A load that has run longer than ``reload_timeout`` is reported in
+        :attr:`last_error`; it is abandoned (its result discarded) as soon as a newer generation is
+        committed, which is loaded beside it: a load that hangs never keeps a later good generation out.
+        """
+        wait = self.reload_timeout if wait is None else wait
+        stamp = _stamp(self.index_dir)
         with self._reload_lock:
-            stamp = _stamp(self.index_dir)
-            current = self._current
-            if stamp == current.stamp:
+            attempt = self._attempt
+            if attempt is not None and attempt.stamp != stamp and not attempt.done.is_set():
+                attempt.abandoned = True  # still loading a generation that is no longer the newest
+                self._stalled.append(attempt)
+                self._attempt = attempt = None
+            self._stalled = [a for a in self._stalled if not a.done.is_set()]
+            if stamp == self._current.stamp:
                 return False
-            try:
-                fresh = self._load(current.index)
-            except DigestRagError as exc:
-                # A generation mid-commit or damaged: keep answering from the one in use, retry on the next change.
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("index %s not reloaded, still serving %s: %s", self.index_dir, current.name, exc)
-                current.stamp = stamp
-                return False
-            self.last_error = None
-            if fresh.generation == current.name:  # manifest rewritten, same generation
-                fresh.close()
-                current.stamp = stamp
-                return False
-            new = _Generation(fresh, stamp)
-            self.reloads += 1
-            with self._lock:
-                old, self._current = self._current, new
-                old.retired = True
-                idle = old.users == 0
-            if idle:
-                old.index.close()
-            log.info("index %s: now serving %s (was %s)", self.index_dir, new.name, old.name)
-            return True
+            if attempt is None or attempt.stamp != stamp:
+                if len(self._stalled) >= MAX_STALLED_LOADS:
+                    self.last_error = (f"ReloadStalled: {len(self._stalled)} loads of {self.index_dir} have not "
+                                       f"finished; no other load starts until one does; still serving "
+                                       f"{self.generation}")
+                    return False
+                attempt = self._attempt = _Attempt(stamp)
+                threading.Thread(target=self._load_attempt, args=(attempt,), name="digest-rag-load",
+                                 daemon=True).start()
+        if not attempt.done.wait(max(wait, 0.0)):
+            age = time.monotonic() - attempt.started
+            if age >= self.reload_timeout:
+                self.last_error = (f"ReloadTimeout: loading the new generation of {self.index_dir} has not "
+                                   f"finished after {age:.0f}s; still serving {self.generation}")
+            return False
+        with self._reload_lock:
+            switched, attempt.switched = attempt.switched, False  # reported once
+        return switched
+
+    def _load_attempt(self, attempt: _Attempt) -> None:
+        """The loader thread: load ``attempt``'s generation and switch to it unless a newer one came meanwhile."""
+        current = self._current
+        try:
+            fresh = self._load(current.index)
+        except Exception as exc:  # noqa: BLE001 - any failure of a load is reported, never raised into the watcher
+            # A generation mid-commit or damaged: keep answering from the one in use, retry on the next change.
+            with self._reload_lock:
+                if not attempt.abandoned:
+                    self.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+            log.warning("index %s not reloaded, still serving %s: %s: %s", self.index_dir, current.name,
+                        type(exc).__name__, exc)
+            attempt.done.set()
+            return
+        with self._reload_lock:
+            if attempt.abandoned or self._stop.is_set():
+                stale = fresh
+            elif fresh.generation == self._current.name:  # manifest rewritten, same generation
+                stale = fresh
+                self._current.stamp = attempt.stamp
+                self.last_error = None
+            else:
+                stale = None
+                new = _Generation(fresh, attempt.stamp)
+                self.reloads += 1
+                self.last_error = None
+                attempt.switched = True
+                with self._lock:
+                    old, self._current = self._current, new
+                    old.retired = True
+                    idle = old.users == 0
+            attempt.done.set()
+        if stale is not None:
+            stale.close()
+            return
+        if idle:
+            old.index.close()
+        log.info("index %s: now serving %s (was %s)", self.index_dir, new.name, old.name)
 
     def _watch(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                self.refresh()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one failure
+                self.refresh(wait=interval)
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one failure
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 log.exception("index reload failed")
 
     # ---------------------------------------------------------------- serving
