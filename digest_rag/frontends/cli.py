@@ -525,9 +525,19 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (anything but loopback needs --token)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     token: str = typer.Option(None, "--token", envvar="DIGEST_RAG_TOKEN", show_envvar=True,
-                              help="Bearer token the API requires (required off loopback)."),
+                              help="Bearer token the API requires (required off loopback, 16+ characters)."),
     rate_limit: float = typer.Option(20.0, "--rate-limit", min=0.0,
                                      help="Requests per second per client on the API (0: no limit)."),
+    trust_proxy: bool = typer.Option(False, "--trust-proxy",
+                                     help="Behind a reverse proxy at loopback: rate-limit by its X-Forwarded-For."),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", metavar="NAME",
+                                           help="Also answer requests for this Host name (repeatable; loopback "
+                                                "names and the bound address always; '*': any)."),
+    max_queue: int = typer.Option(16, "--max-queue", min=1,
+                                  help="Requests waiting for the index at once; more get 503."),
+    max_connections: int = typer.Option(None, "--max-connections", min=1,
+                                        help="Open connections at most (default 1000, less under a low open-file "
+                                             "limit)."),
 ) -> None:
     """Serve the index over HTTP: a JSON API (/search, /papers/{id}, /info, /healthz) and a search page at /.
 
@@ -540,7 +550,8 @@ def serve(
     from digest_rag.frontends.server import serve as run_server
 
     with _handled():
-        run_server(index, host=host, port=port, token=token, rate_limit=rate_limit)
+        run_server(index, host=host, port=port, token=token, rate_limit=rate_limit, trust_proxy=trust_proxy,
+                   allowed_hosts=allowed_host, max_queue=max_queue, max_connections=max_connections)
 
 
 @app.command()

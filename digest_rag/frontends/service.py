@@ -19,14 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from digest_rag.errors import PaperNotFoundError, UsageError
 from digest_rag.index import DigestIndex
+from digest_rag.lexical.analysis import tokenize
 from digest_rag.models import Language, Paper, SearchMode, SearchResults
 from digest_rag.search.request import MAX_QUERY_CHARS
 
 __all__ = [
     "MAX_K",
     "MAX_QUERY_CHARS",
+    "MAX_QUERY_TERMS",
     "SearchOptions",
     "SearchRequest",
+    "check_query_terms",
     "find_paper",
     "paper_record",
     "usage_error",
@@ -35,6 +38,10 @@ __all__ = [
 MAX_K = 100
 """Most papers one request may ask for: bounds the work (and the response size) of a single request."""
 
+
+MAX_QUERY_TERMS = 64
+"""Most analysed terms (BM25 tokens) one question may have: a question's cost grows with its terms (lookups,
+scoring, and highlighting every snippet), and a 2,000-character paste has hundreds. Real questions have a few."""
 
 MAX_TAGS = 20
 MAX_TAG_CHARS = 100
@@ -102,11 +109,24 @@ class SearchRequest(SearchOptions):
     query: str = Field(max_length=MAX_QUERY_CHARS, description=f"the question, at most {MAX_QUERY_CHARS} characters")
 
     def run(self, index: DigestIndex) -> SearchResults:
-        """Ask ``index``; an empty query raises EmptyQueryError, bad filters UsageError (from the library)."""
+        """Ask ``index``; an empty query raises EmptyQueryError, bad filters or too many terms UsageError."""
+        check_query_terms(self.query)
         return index.search(
             self.query, k=self.k, mode=self.mode, language=self.language, date_from=self.date_from,
             date_to=self.date_to, tags=self.tags or None,
         )
+
+
+def check_query_terms(query: str) -> int:
+    """How many terms the analyser makes of ``query``; UsageError when more than MAX_QUERY_TERMS.
+
+    Counted on the analysed tokens, not characters: 2,000 Hangul characters may be five terms or five hundred.
+    Inside ``DigestIndex.stored_analysis()`` the index's known words cost no Kiwi call.
+    """
+    terms = len(tokenize(query)) if isinstance(query, str) else 0
+    if terms > MAX_QUERY_TERMS:
+        raise UsageError(f"the query has {terms} terms; at most {MAX_QUERY_TERMS} are allowed (ask a shorter question)")
+    return terms
 
 
 def paper_record(paper: Paper) -> dict[str, Any]:

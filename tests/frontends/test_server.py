@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import re
 import shutil
+import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -20,9 +26,11 @@ from digest_rag import DigestIndex, UsageError  # noqa: E402
 from digest_rag.frontends.cli import app as cli_app  # noqa: E402
 from digest_rag.frontends.live import LiveIndex  # noqa: E402
 from digest_rag.frontends.server import STATIC_DIR, RateLimiter, check_bind, create_app  # noqa: E402
-from digest_rag.frontends.service import MAX_K  # noqa: E402
+from digest_rag.frontends.service import MAX_K, SearchRequest  # noqa: E402
 
 JAILBREAK = "긴 컨텍스트를 악용하는 탈옥 공격"
+LOCAL = "http://localhost"  # the test client's default Host, "testserver", is not a loopback name: 400
+TOKEN = "s3cret-token-of-24-chars"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +41,7 @@ def live(seed_index_dir: Path) -> Iterator[LiveIndex]:
 
 @pytest.fixture(scope="module")
 def client(live: LiveIndex) -> TestClient:
-    return TestClient(create_app(live, rate_limit=0))
+    return TestClient(create_app(live, rate_limit=0), base_url=LOCAL)
 
 
 def _assert_error(res, status: int, name: str) -> None:  # noqa: ANN001 - httpx.Response
@@ -161,12 +169,12 @@ def test_unknown_routes_and_methods_are_json(client: TestClient) -> None:
 
 
 def test_token_enforcement(live: LiveIndex) -> None:
-    guarded = TestClient(create_app(live, token="s3cret-token", rate_limit=0))
+    guarded = TestClient(create_app(live, token=TOKEN, rate_limit=0), base_url=LOCAL)
     for path in ("/search?q=탈옥&mode=lexical", "/info", "/papers/x"):
         _assert_error(guarded.get(path), 401, "Unauthorized")
         _assert_error(guarded.get(path, headers={"Authorization": "Bearer wrong"}), 401, "Unauthorized")
-        _assert_error(guarded.get(path, headers={"Authorization": "s3cret-token"}), 401, "Unauthorized")
-    ok = guarded.get("/search", params={"q": "탈옥", "mode": "lexical"}, headers={"Authorization": "Bearer s3cret-token"})
+        _assert_error(guarded.get(path, headers={"Authorization": TOKEN}), 401, "Unauthorized")
+    ok = guarded.get("/search", params={"q": "탈옥", "mode": "lexical"}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200 and ok.json()
     assert guarded.get("/healthz").status_code == 200 and guarded.get("/").status_code == 200  # no data there
 
@@ -177,13 +185,13 @@ def test_non_loopback_bind_needs_a_token() -> None:
     for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
         with pytest.raises(UsageError, match="token"):
             check_bind(host, None)
-        check_bind(host, "t")
+        check_bind(host, TOKEN)
     res = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--index", "nowhere"], env={"DIGEST_RAG_TOKEN": ""})
     assert res.exit_code == 1 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
 
 
 def test_rate_limit(live: LiveIndex) -> None:
-    limited = TestClient(create_app(live, rate_limit=1))
+    limited = TestClient(create_app(live, rate_limit=1), base_url=LOCAL)
     codes = [limited.get("/search", params={"q": "탈옥", "mode": "lexical"}).status_code for _ in range(4)]
     assert codes[:2] == [200, 200] and codes[-1] == 429  # a burst of 2, then 1 per second
     res = limited.get("/info")
@@ -243,7 +251,7 @@ def _lexical_index(root: Path, files: list[str], corpus: Path) -> Path:
 def test_hot_reload_switches_generations_without_dropping_requests(tmp_path: Path, seed_corpus: Path) -> None:
     index_dir = _lexical_index(tmp_path, ["2024-04-weekly-top-papers-roundup.txt"], seed_corpus)
     with LiveIndex(index_dir, interval=0) as li:
-        client = TestClient(create_app(li, rate_limit=0))
+        client = TestClient(create_app(li, rate_limit=0), base_url=LOCAL)
         before = client.get("/search", params={"q": "Gemma 2", "mode": "lexical", "k": 3})
         assert before.status_code == 200
         assert not any(h["title"].startswith("Gemma 2") for h in before.json())
@@ -285,3 +293,308 @@ def test_hot_reload_by_the_watcher_and_a_damaged_generation_is_skipped(tmp_path:
         while li.generation == first and time.monotonic() < deadline:
             time.sleep(0.05)
         assert li.generation != first and li.last_error is None
+
+
+# ---------------------------------------------------------------- issue 23: a serve that cannot be stalled
+def test_a_wrong_host_gets_400(live: LiveIndex) -> None:
+    # DNS rebinding: a page of attacker.example whose name now points at 127.0.0.1 sends its own Host.
+    app = create_app(live, rate_limit=0)
+    for base in ("http://attacker.example", "http://attacker.example:8000", "http://127.0.0.1.attacker.example"):
+        for path in ("/", "/healthz", "/search?q=탈옥&mode=lexical", "/info"):
+            _assert_error(TestClient(app, base_url=base).get(path), 400, "BadHost")
+    for base in ("http://localhost", "http://127.0.0.1:8000", "http://[::1]:8000", "http://LOCALHOST."):
+        assert TestClient(app, base_url=base).get("/healthz").status_code == 200, base
+    no_host = TestClient(app, base_url=LOCAL).get("/healthz", headers={"Host": ""})
+    _assert_error(no_host, 400, "BadHost")
+    named = create_app(live, rate_limit=0, allowed_hosts=["papers.example.org"])
+    assert TestClient(named, base_url="http://papers.example.org").get("/healthz").status_code == 200
+    assert TestClient(named, base_url="http://localhost:9000").get("/healthz").status_code == 200
+    _assert_error(TestClient(named, base_url="http://other.example.org").get("/healthz"), 400, "BadHost")
+    anyhost = create_app(live, rate_limit=0, allowed_hosts=["*"])
+    assert TestClient(anyhost, base_url="http://whatever.example").get("/healthz").status_code == 200
+
+
+def test_allowed_host_names_include_the_bound_address() -> None:
+    from digest_rag.frontends.server import allowed_host_names
+
+    assert allowed_host_names("192.168.1.10") == {"localhost", "127.0.0.1", "::1", "192.168.1.10"}
+    assert allowed_host_names("::", ["fe80::1", "Example.org:8000"]) == {"localhost", "127.0.0.1", "::1",
+                                                                        "fe80::1", "example.org"}
+    assert allowed_host_names("0.0.0.0") == {"localhost", "127.0.0.1", "::1"}
+
+
+def test_a_short_token_is_refused_off_loopback() -> None:
+    for token in ("t", "x" * 15):
+        with pytest.raises(UsageError, match="16 characters"):
+            check_bind("0.0.0.0", token)
+    check_bind("0.0.0.0", "x" * 16)
+    check_bind("127.0.0.1", "t")  # on loopback the token only guards; any length
+    res = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--token", "t", "--index", "nowhere"])
+    assert res.exit_code == 1 and "16 characters" in res.stderr and res.stderr.count("\n") == 1
+
+
+def _hangul_paste(chars: int = 2_000) -> str:
+    words = "모델 학습 데이터 언어 추론 성능 방법 결과 대규모 실험 강화학습 트랜스포머 어텐션 스케일링 법칙".split()
+    return " ".join(words[i % len(words)] + "에서" * (i % 3) for i in range(chars))[:chars]
+
+
+def test_a_question_of_too_many_terms_is_refused(client: TestClient, live: LiveIndex) -> None:
+    pasted = _hangul_paste()
+    res = client.get("/search", params={"q": pasted, "mode": "lexical"})
+    _assert_error(res, 400, "UsageError")
+    assert "terms" in res.json()["detail"]
+    pid = client.get("/search", params={"q": JAILBREAK, "k": 1, "mode": "lexical"}).json()[0]["paper_id"]
+    _assert_error(client.get(f"/papers/{pid}", params={"q": pasted}), 400, "UsageError")
+    words = " ".join(f"word{i}" for i in range(64))
+    assert client.get("/search", params={"q": words, "mode": "lexical"}).status_code == 200  # the limit is inclusive
+
+
+def test_paper_highlighting_is_bounded(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import digest_rag.frontends.server as server
+
+    pid = client.get("/search", params={"q": JAILBREAK, "k": 1, "mode": "lexical"}).json()[0]["paper_id"]
+    full = client.get(f"/papers/{pid}", params={"q": "탈옥"}).json()
+    assert "highlight_truncated" not in full
+    first = len(full["sections"][0]["text"])
+    monkeypatch.setattr(server, "MAX_HIGHLIGHT_CHARS", first)  # only the first section is highlighted
+    cut = client.get(f"/papers/{pid}", params={"q": "탈옥"}).json()
+    assert cut["highlight_truncated"] is True
+    assert cut["sections"][0]["html"] == full["sections"][0]["html"]
+    assert all("<mark>" not in s["html"] for s in cut["sections"][1:])
+    assert any("<mark>" in s["html"] for s in full["sections"][1:])
+    assert [re.sub(r"</?mark>", "", s["html"]) for s in cut["sections"]] == [
+        re.sub(r"</?mark>", "", s["html"]) for s in full["sections"]]  # the same text, escaped the same way
+
+
+@contextmanager
+def _uvicorn(app: object, **settings: object) -> Iterator[int]:
+    """``app`` served by uvicorn with serve's own settings on a free loopback port, in a thread; its port."""
+    import uvicorn
+
+    from digest_rag.frontends.server import server_config
+
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=0, **settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _get(port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        res = conn.getresponse()
+        return res.status, res.read()
+    finally:
+        conn.close()
+
+
+def _raw_request(port: int, path: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return sock
+
+
+def test_abandoned_requests_do_not_stall_the_next_one(live: LiveIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 30 slow questions whose clients hang up at once: queued ones are dropped, the running one stops at its
+    # next stage, so a normal question waits for at most one slow one (it waited for all 30 before).
+    real_run = SearchRequest.run
+    started: list[float] = []
+
+    def slow_run(self: SearchRequest, index: DigestIndex) -> object:
+        if self.query.startswith("slow"):
+            started.append(time.monotonic())
+            time.sleep(0.4)
+        return real_run(self, index)
+
+    monkeypatch.setattr(SearchRequest, "run", slow_run)
+    app = create_app(live, rate_limit=0, max_queue=64)
+    with _uvicorn(app) as port:
+        socks = [_raw_request(port, f"/search?mode=lexical&q=slow+{i}") for i in range(30)]
+        time.sleep(0.3)  # the requests are read and queued
+        for sock in socks:
+            sock.close()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        status, body = _get(port, "/search?mode=lexical&k=1&q=" + quote(JAILBREAK))
+        waited = time.monotonic() - t0
+        assert status == 200 and json.loads(body)[0]["title"] == "Many-shot Jailbreaking"
+        assert waited <= 2.0, f"the normal question waited {waited:.1f}s behind abandoned ones"
+        assert len(started) <= 3  # the abandoned questions never ran, but for the one or two already started
+        assert app.state.queue.dropped >= 25
+        deadline = time.monotonic() + 5
+        while app.state.queue.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.queue.pending == 0
+
+
+def test_a_full_queue_answers_503(live: LiveIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    real_run = SearchRequest.run
+
+    def held_run(self: SearchRequest, index: DigestIndex) -> object:
+        gate.wait(10)
+        return real_run(self, index)
+
+    monkeypatch.setattr(SearchRequest, "run", held_run)
+    app = create_app(live, rate_limit=0, max_queue=2)
+    with _uvicorn(app) as port:
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda: results.append(_get(port, "/search?mode=lexical&q=model")[0]))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while app.state.queue.pending < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        status, body = _get(port, "/search?mode=lexical&q=model")
+        assert status == 503 and json.loads(body)["error"] == "ServerBusy"
+        assert _get(port, "/healthz")[0] == 200  # liveness does not queue
+        gate.set()
+        for t in threads:
+            t.join(10)
+        assert results == [200, 200]
+
+
+def test_rotating_forwarded_for_does_not_lift_the_rate_limit(live: LiveIndex) -> None:
+    app = create_app(live, rate_limit=1)
+    with _uvicorn(app) as port:
+        codes = [_get(port, "/info", {"X-Forwarded-For": f"10.0.0.{i}"})[0] for i in range(10)]
+    assert codes[:2] == [200, 200] and codes.count(429) >= 7, codes
+    # Behind a proxy (--trust-proxy), the proxy's X-Forwarded-For names the client the limit counts.
+    app = create_app(live, rate_limit=1)
+    with _uvicorn(app, trust_proxy=True) as port:
+        codes = [_get(port, "/info", {"X-Forwarded-For": f"10.0.0.{i}"})[0] for i in range(10)]
+    assert codes == [200] * 10
+
+
+def test_slow_headers_are_cut_off(live: LiveIndex) -> None:
+    with _uvicorn(create_app(live, rate_limit=0), header_timeout=0.5) as port:
+        t0 = time.monotonic()
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")  # headers never finished
+        assert sock.recv(100) == b""  # closed by the server
+        assert time.monotonic() - t0 < 3
+        sock.close()
+        # The next request on a kept-alive connection gets the same deadline.
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = b""
+        while not re.search(rb"\r\n\r\n\{.*\}$", answer, re.S):  # the whole response
+            answer += sock.recv(1000)
+        assert answer.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert sock.recv(100) == b""
+        sock.close()
+
+
+def test_the_connection_cap_closes_the_oldest_idle_connection(live: LiveIndex) -> None:
+    with _uvicorn(create_app(live, rate_limit=0), max_connections=5) as port:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+        time.sleep(0.2)
+        assert _get(port, "/healthz")[0] == 200  # a newcomer gets in: an idle connection makes room
+        idle[0].settimeout(2)
+        assert idle[0].recv(100) == b""  # the oldest was closed
+        for sock in idle:
+            sock.close()
+
+
+def test_log_throttle_lets_no_flood_through() -> None:
+    from digest_rag.frontends.server import LogThrottle
+
+    throttle = LogThrottle(interval=60, burst=20)
+    logger = logging.getLogger("test.throttle")
+    passed = []
+    for i in range(10_000):
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError:
+            record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1,
+                                       "socket.accept() out of system resource", None, sys.exc_info())
+        if throttle.filter(record):
+            passed.append(record)
+    assert len(passed) == 1 and passed[0].exc_info is None  # one line, no traceback
+    for i in range(1_000):  # distinct messages: at most `burst` per interval
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, f"error {i}", None, None)
+        if throttle.filter(record):
+            passed.append(record)
+    assert len(passed) == 20
+    assert "[9999 similar log records held back]" in passed[1].getMessage()  # the next one passed says so
+    assert throttle.suppressed == 1_000 - 19
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="needs /proc and RLIMIT_NOFILE semantics of Linux")
+def test_idle_connections_beyond_the_open_file_limit(seed_lexical_index_dir: Path, tmp_path: Path) -> None:
+    # 1,100 idle connections to a serve limited to 1,024 open files: before, accept() met EMFILE, asyncio wrote a
+    # traceback per attempt (338 MB of stderr a minute) and /healthz failed until the run ended.
+    import resource
+    import subprocess
+
+    from digest_rag.testing import free_port
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip("this test needs 1,300 open files for its own client sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300) if hard == resource.RLIM_INFINITY
+                                                else min(max(soft, 1300), hard), hard))
+    port = free_port()
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digest_rag.frontends.cli", "serve", "--index", str(seed_lexical_index_dir),
+             "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),  # noqa: PLW1509
+        )
+    socks: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, stderr_path.read_text()[-2000:]
+            try:
+                if _get(port, "/healthz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+        for _ in range(1_100):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        assert len(socks) >= 1_050
+        time.sleep(3)  # idle, the server at its cap
+        assert stderr_path.stat().st_size < 1_000_000
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        t0 = time.monotonic()
+        while True:
+            try:
+                status, _ = _get(port, "/healthz", timeout=2)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() - t0 <= 5, "/healthz did not answer within 5 s of the connections closing"
+            time.sleep(0.1)
+        assert proc.poll() is None
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=20)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert stderr_path.stat().st_size < 1_000_000
