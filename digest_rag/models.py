@@ -142,10 +142,15 @@ class SearchResults(list[SearchHit]):
         >>> hits.to_frame()[["title", "title_ko", "date", "score"]]  # doctest: +SKIP
     """
 
-    def __init__(self, hits: Iterable[SearchHit] = (), *, query: str = "", mode: str = "") -> None:
+    def __init__(
+        self, hits: Iterable[SearchHit] = (), *, query: str = "", mode: str = "", strong_match: bool | None = None
+    ) -> None:
         super().__init__(hits)
         self.query = query
         self.mode = mode
+        #: whether the top hit is a strong match (False: "no strong match"); None where no confidence signal was
+        #: computed. `digest_rag.evaluation.evaluate` reports its rate per question kind.
+        self.strong_match = strong_match
 
     def to_records(self) -> list[dict[str, object]]:
         """One flat JSON-ready dict per hit (`SearchHit.to_record`), with its 1-based ``rank``."""

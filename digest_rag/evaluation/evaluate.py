@@ -16,14 +16,17 @@ from pathlib import Path
 
 import bm25s
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from digest_rag.errors import DigestRagError, ParseError, UsageError
 from digest_rag.models import Paper
 
 __all__ = [
+    "OFF_TOPIC",
     "EvalQuery",
+    "SearchOutcome",
     "QueryResult",
+    "KindRow",
     "EvalRow",
     "EvalReport",
     "load_queries",
@@ -35,19 +38,42 @@ __all__ = [
     "evaluate",
     "naive_baseline",
     "format_table",
+    "format_kind_table",
     "evaluate_index",
     "stable_bucket",
     "is_heldout",
 ]
 
-SearchFn = Callable[[str, int], list[str]]
+#: The kind of a question that no paper of the corpus answers; its ``relevant`` list is empty.
+OFF_TOPIC = "off-topic"
+
+
+class SearchOutcome(BaseModel):
+    """What a search function may return instead of a bare id list: the ranked ids and the confidence signal.
+
+    ``strong_match`` is the search's own verdict on its top hit (False: "no strong match"); None when the
+    search has no such signal. An empty ``ids`` list always counts as "no strong match".
+    """
+
+    ids: list[str]
+    strong_match: bool | None = None
+
+
+SearchFn = Callable[[str, int], "Sequence[str] | SearchOutcome"]
 
 
 class EvalQuery(BaseModel):
-    """One evaluation question and the papers (ids or exact English titles) that answer it."""
+    """One evaluation question, the papers (ids or exact English titles) that answer it, and its kind.
+
+    ``kind`` says how the question is asked ("known-item", "paraphrase", "descriptive", ...; free text,
+    None when unlabelled). An ``off-topic`` question has no answer in the corpus: its ``relevant`` is empty,
+    and it is scored only by how often the search flags "no strong match". Every other question names at
+    least one relevant paper.
+    """
 
     query: str = Field(min_length=1)
-    relevant: list[str] = Field(min_length=1)
+    relevant: list[str] = Field(default_factory=list)
+    kind: str | None = Field(default=None, min_length=1)
 
     @field_validator("query")
     @classmethod
@@ -55,6 +81,19 @@ class EvalQuery(BaseModel):
         if not v.strip():
             raise ValueError("query is blank")
         return v
+
+    @model_validator(mode="after")
+    def _relevant_matches_kind(self) -> EvalQuery:
+        if self.kind == OFF_TOPIC and self.relevant:
+            raise ValueError("an off-topic question has no relevant papers")
+        if self.kind != OFF_TOPIC and not self.relevant:
+            raise ValueError("relevant must name at least one paper (or kind must be off-topic)")
+        return self
+
+    @property
+    def off_topic(self) -> bool:
+        """True for a question with no answer in the corpus."""
+        return self.kind == OFF_TOPIC
 
 
 class QueryResult(BaseModel):
@@ -65,10 +104,32 @@ class QueryResult(BaseModel):
     ranked: list[str] = Field(description="top-10 paper ids returned")
     first_rank: int | None = Field(description="1-based rank of the first relevant paper in the top 10, None if absent")
     recall_at_10: float
+    kind: str | None = None
+    flagged: bool | None = Field(
+        default=None, description="the search said 'no strong match' (or found nothing); None: it gave no signal"
+    )
+
+
+class KindRow(BaseModel):
+    """Metrics of one question kind within an `EvalRow`.
+
+    R@1 and MRR@10 are None for off-topic questions (there is nothing to find); ``flag_rate`` is the share of
+    the kind's questions flagged "no strong match", None when the search gave no confidence signal at all.
+    """
+
+    kind: str
+    n_queries: int
+    recall_at_1: float | None
+    mrr_at_10: float | None
+    flag_rate: float | None = None
 
 
 class EvalRow(BaseModel):
-    """Aggregate metrics of one retrieval mode over a query set."""
+    """Aggregate metrics of one retrieval mode over a query set.
+
+    The recall/MRR/nDCG fields and ``n_queries`` cover the questions that have an answer; off-topic
+    questions appear only in ``by_kind`` (and ``details``).
+    """
 
     mode: str
     n_queries: int
@@ -78,10 +139,11 @@ class EvalRow(BaseModel):
     mrr_at_10: float
     ndcg_at_10: float
     details: list[QueryResult] = Field(default_factory=list)
+    by_kind: list[KindRow] = Field(default_factory=list, description="per question kind, when the file labels kinds")
 
     def failures(self) -> list[QueryResult]:
-        """Queries whose first relevant paper is not ranked first."""
-        return [d for d in self.details if d.first_rank != 1]
+        """Answerable queries whose first relevant paper is not ranked first."""
+        return [d for d in self.details if d.relevant and d.first_rank != 1]
 
 
 class EvalReport(BaseModel):
@@ -91,8 +153,9 @@ class EvalReport(BaseModel):
     rows: list[EvalRow] = Field(default_factory=list)
 
     def table(self) -> str:
-        """The rows as a fixed-width text table."""
-        return format_table(self.rows)
+        """The rows as a fixed-width text table, then the per-kind table when the questions have kinds."""
+        kinds = format_kind_table(self.rows)
+        return format_table(self.rows) + ("\n\n" + kinds if kinds else "")
 
 
 # --------------------------------------------------------------------- queries
@@ -161,9 +224,11 @@ def is_heldout(q: EvalQuery) -> bool:
     """True for the fixed held-out third of a development set.
 
     Keyed on the smallest relevant paper id, so questions about the same
-    paper (or sharing it) land on the same side of the split.
+    paper (or sharing it) land on the same side of the split. An off-topic
+    question, which has no paper, is keyed on its own text.
     """
-    return stable_bucket(min(r.strip() for r in q.relevant), 3, "heldout") == 0
+    key = min(r.strip() for r in q.relevant) if q.relevant else q.query
+    return stable_bucket(key, 3, "heldout") == 0
 
 
 # --------------------------------------------------------------------- metrics
@@ -212,20 +277,58 @@ def ndcg_at(ranked: Sequence[str], relevant: set[str], k: int) -> float:
     return dcg / idcg
 
 
+def _outcome(result: Sequence[str] | SearchOutcome, k: int) -> SearchOutcome:
+    if isinstance(result, SearchOutcome):
+        return SearchOutcome(ids=_dedupe(result.ids)[:k], strong_match=result.strong_match)
+    return SearchOutcome(ids=_dedupe(result)[:k], strong_match=getattr(result, "strong_match", None))
+
+
+def _kind_rows(details: Sequence[QueryResult], signal: bool) -> list[KindRow]:
+    by: dict[str, list[QueryResult]] = {}
+    for d in details:
+        if d.kind is not None:
+            by.setdefault(d.kind, []).append(d)
+    rows = []
+    for kind in sorted(by, key=lambda k: (k == OFF_TOPIC, k)):
+        ds = by[kind]
+        answerable = [d for d in ds if d.relevant]
+        rows.append(
+            KindRow(
+                kind=kind,
+                n_queries=len(ds),
+                recall_at_1=sum(d.first_rank == 1 for d in answerable) / len(answerable) if answerable else None,
+                mrr_at_10=sum(1.0 / d.first_rank for d in answerable if d.first_rank) / len(answerable)
+                if answerable else None,
+                flag_rate=sum(bool(d.flagged) for d in ds) / len(ds) if signal else None,
+            )
+        )
+    return rows
+
+
 def evaluate(queries: Sequence[EvalQuery], search: SearchFn, papers: Sequence[Paper], name: str) -> EvalRow:
-    """Run `search(query, 10)` for every query and average the metrics into one row named `name`."""
+    """Run `search(query, 10)` for every query and average the metrics into one row named `name`.
+
+    `search` returns ranked paper ids, or a `SearchOutcome` (or any id sequence with a ``strong_match``
+    attribute, such as `SearchResults`) that also carries the "no strong match" signal. Off-topic questions
+    are searched too and counted only in the per-kind flag rate.
+    """
     if not queries:
         raise UsageError("no evaluation queries")
     details: list[QueryResult] = []
     sums = dict.fromkeys(("r1", "r5", "r10", "mrr", "ndcg"), 0.0)
+    signal = False
     for q in queries:
         rel = resolve_relevant(q, papers)
-        ranked = _dedupe(search(q.query, 10))[:10]
-        sums["r1"] += recall_at(ranked, rel, 1)
-        sums["r5"] += recall_at(ranked, rel, 5)
-        sums["r10"] += recall_at(ranked, rel, 10)
-        sums["mrr"] += mrr_at(ranked, rel, 10)
-        sums["ndcg"] += ndcg_at(ranked, rel, 10)
+        out = _outcome(search(q.query, 10), 10)
+        ranked = out.ids
+        signal = signal or out.strong_match is not None
+        flagged = (not ranked) or out.strong_match is False
+        if rel:
+            sums["r1"] += recall_at(ranked, rel, 1)
+            sums["r5"] += recall_at(ranked, rel, 5)
+            sums["r10"] += recall_at(ranked, rel, 10)
+            sums["mrr"] += mrr_at(ranked, rel, 10)
+            sums["ndcg"] += ndcg_at(ranked, rel, 10)
         details.append(
             QueryResult(
                 query=q.query,
@@ -233,18 +336,25 @@ def evaluate(queries: Sequence[EvalQuery], search: SearchFn, papers: Sequence[Pa
                 ranked=ranked,
                 first_rank=first_relevant_rank(ranked, rel, 10),
                 recall_at_10=recall_at(ranked, rel, 10),
+                kind=q.kind,
+                flagged=flagged,
             )
         )
-    n = len(queries)
+    if not signal:  # no confidence signal: only an empty result list says anything, and not enough
+        for d in details:
+            d.flagged = None
+    n = sum(1 for q in queries if q.relevant)
+    avg = {key: v / n if n else 0.0 for key, v in sums.items()}
     return EvalRow(
         mode=name,
         n_queries=n,
-        recall_at_1=sums["r1"] / n,
-        recall_at_5=sums["r5"] / n,
-        recall_at_10=sums["r10"] / n,
-        mrr_at_10=sums["mrr"] / n,
-        ndcg_at_10=sums["ndcg"] / n,
+        recall_at_1=avg["r1"],
+        recall_at_5=avg["r5"],
+        recall_at_10=avg["r10"],
+        mrr_at_10=avg["mrr"],
+        ndcg_at_10=avg["ndcg"],
         details=details,
+        by_kind=_kind_rows(details, signal),
     )
 
 
@@ -302,7 +412,33 @@ def format_table(rows: Sequence[EvalRow]) -> str:
     return "\n".join(lines)
 
 
+def format_kind_table(rows: Sequence[EvalRow]) -> str:
+    """Per mode and question kind: queries, R@1, MRR@10 and the "no strong match" flag rate ("-": not
+    applicable or no signal). Empty when no question has a kind."""
+    if not any(r.by_kind for r in rows):
+        return ""
+    headers = ("mode", "kind", "queries", "R@1", "MRR@10", "flagged")
+    mw = max([len(headers[0])] + [len(r.mode) for r in rows])
+    kw = max([len(headers[1])] + [len(k.kind) for r in rows for k in r.by_kind])
+
+    def num(v: float | None) -> str:
+        return f"{v:>7.3f}" if v is not None else f"{'-':>7}"
+
+    lines = [f"{headers[0]:<{mw}}  {headers[1]:<{kw}}  {headers[2]:>7}" + "".join(f"  {h:>7}" for h in headers[3:])]
+    lines.append("-" * len(lines[0]))
+    for r in rows:
+        for k in r.by_kind:
+            lines.append(f"{r.mode:<{mw}}  {k.kind:<{kw}}  {k.n_queries:>7}  {num(k.recall_at_1)}  {num(k.mrr_at_10)}"
+                         f"  {num(k.flag_rate)}")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------- index
+
+
+def _index_outcome(hits: Sequence[object]) -> SearchOutcome:
+    """`DigestIndex.search` results as ids plus their ``strong_match`` verdict (None when the index gives none)."""
+    return SearchOutcome(ids=[h.paper.id for h in hits], strong_match=getattr(hits, "strong_match", None))  # type: ignore[attr-defined]
 
 
 def evaluate_index(
@@ -326,8 +462,8 @@ def evaluate_index(
     report = EvalReport(query_file=str(queries_path))
     for mode in modes or ("lexical", "dense", "hybrid"):
 
-        def search(q: str, k: int, _mode: str = mode) -> list[str]:
-            return [h.paper.id for h in index.search(q, k=k, mode=_mode)]  # type: ignore[attr-defined]
+        def search(q: str, k: int, _mode: str = mode) -> SearchOutcome:
+            return _index_outcome(index.search(q, k=k, mode=_mode))  # type: ignore[attr-defined]
 
         try:
             with warnings.catch_warnings():
@@ -340,8 +476,8 @@ def evaluate_index(
     for weights in fusion_weights:
         name = f"hybrid d={weights.get('dense', 1.0):g},l={weights.get('lexical', 1.0):g}"
 
-        def fused(q: str, k: int, _w: Mapping[str, float] = weights) -> list[str]:
-            return [h.paper.id for h in index.search(q, k=k, mode="hybrid", fusion_weights=_w)]  # type: ignore[attr-defined]
+        def fused(q: str, k: int, _w: Mapping[str, float] = weights) -> SearchOutcome:
+            return _index_outcome(index.search(q, k=k, mode="hybrid", fusion_weights=_w))  # type: ignore[attr-defined]
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -456,11 +456,12 @@ def eval_cmd(
         help="Also evaluate hybrid fused with these weights, e.g. dense=0.5,lexical=1 or 0.5:1 (repeatable: a sweep).",
     ),
 ) -> None:
-    """Recall@1/5/10, MRR@10 and nDCG@10 per mode, beside a naive BM25 baseline.
+    """Recall@1/5/10, MRR@10 and nDCG@10 per mode, beside a naive BM25 baseline; R@1, MRR@10 and the
+    "no strong match" flag rate per question kind when the file labels kinds (off-topic questions: flag rate only).
 
     Example: digest-rag eval eval/dev_queries.jsonl --index indexes/default
     """
-    from digest_rag.evaluation.evaluate import evaluate_index, format_table
+    from digest_rag.evaluation.evaluate import evaluate_index
     from digest_rag.search.fusion import parse_fusion_weights
 
     with _handled():
@@ -470,7 +471,7 @@ def eval_cmd(
         if as_json:
             typer.echo(report.model_dump_json(indent=2))
         else:
-            typer.echo(format_table(report.rows))
+            typer.echo(report.table())
 
 
 @app.command("export-variant")

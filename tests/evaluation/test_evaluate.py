@@ -10,10 +10,13 @@ import pytest
 
 from digest_rag.errors import ParseError, UsageError
 from digest_rag.evaluation.evaluate import (
+    OFF_TOPIC,
     EvalQuery,
     EvalReport,
+    SearchOutcome,
     evaluate,
     first_relevant_rank,
+    format_kind_table,
     format_table,
     is_heldout,
     load_queries,
@@ -186,6 +189,103 @@ def test_format_table(papers: list[Paper]) -> None:
     assert EvalReport(rows=[row]).table() == table
 
 
+# ---------------------------------------------------------------- question kinds and the confidence signal
+
+
+def test_off_topic_questions_have_no_answer_and_others_need_one() -> None:
+    q = EvalQuery(query="김치찌개 끓이는 법", relevant=[], kind=OFF_TOPIC)
+    assert q.off_topic and q.relevant == []
+    assert EvalQuery(query="x", relevant=["a"], kind="known-item").kind == "known-item"
+    with pytest.raises(ValueError, match="off-topic"):
+        EvalQuery(query="x", relevant=[])
+    with pytest.raises(ValueError, match="off-topic"):
+        EvalQuery(query="x", relevant=[], kind="paraphrase")
+    with pytest.raises(ValueError, match="no relevant"):
+        EvalQuery(query="x", relevant=["a"], kind=OFF_TOPIC)
+
+
+def test_off_topic_split_keys_on_the_question_text() -> None:
+    for text in ("김치찌개 끓이는 법", "축구 규칙", "태양광 효율", "고양이 사료"):
+        q = EvalQuery(query=text, relevant=[], kind=OFF_TOPIC)
+        assert is_heldout(q) == (stable_bucket(text, 3, "heldout") == 0)
+
+
+def _kinds_queries() -> list[EvalQuery]:
+    return [
+        EvalQuery(query="github issues", relevant=["b"], kind="known-item"),
+        EvalQuery(query="jailbreak", relevant=["a"], kind="known-item"),
+        EvalQuery(query="moe granularity", relevant=["c"], kind="paraphrase"),
+        EvalQuery(query="김치찌개", relevant=[], kind=OFF_TOPIC),
+        EvalQuery(query="축구", relevant=[], kind=OFF_TOPIC),
+    ]
+
+
+def test_evaluate_reports_r1_and_mrr_per_kind_and_leaves_off_topic_out_of_the_averages(papers: list[Paper]) -> None:
+    answers = {"github issues": ["b", "a"], "jailbreak": ["d", "a"], "moe granularity": ["c"],
+               "김치찌개": ["a"], "축구": []}
+    row = evaluate(_kinds_queries(), lambda q, k: answers[q][:k], papers, "fake")
+    assert row.n_queries == 3  # the two off-topic questions have nothing to find
+    assert row.recall_at_1 == pytest.approx(2 / 3)
+    assert row.mrr_at_10 == pytest.approx((1 + 0.5 + 1) / 3)
+    kinds = {k.kind: k for k in row.by_kind}
+    assert [k.kind for k in row.by_kind] == ["known-item", "paraphrase", OFF_TOPIC]  # off-topic last
+    assert (kinds["known-item"].n_queries, kinds["known-item"].recall_at_1) == (2, 0.5)
+    assert kinds["known-item"].mrr_at_10 == pytest.approx(0.75)
+    assert (kinds["paraphrase"].recall_at_1, kinds["paraphrase"].mrr_at_10) == (1.0, 1.0)
+    assert kinds[OFF_TOPIC].recall_at_1 is None and kinds[OFF_TOPIC].mrr_at_10 is None
+    # A plain id list carries no confidence signal: no flag rate is invented from it.
+    assert all(k.flag_rate is None for k in row.by_kind)
+    assert all(d.flagged is None for d in row.details)
+    assert [d.query for d in row.failures()] == ["jailbreak"]
+
+
+def test_evaluate_reports_the_no_strong_match_rate_when_the_search_gives_one(papers: list[Paper]) -> None:
+    strong = {"github issues": True, "jailbreak": False, "moe granularity": True, "김치찌개": False, "축구": None}
+    answers = {"github issues": ["b"], "jailbreak": ["a"], "moe granularity": ["c"], "김치찌개": ["a"], "축구": []}
+
+    def search(q: str, k: int) -> SearchOutcome:
+        return SearchOutcome(ids=answers[q][:k], strong_match=strong[q])
+
+    row = evaluate(_kinds_queries(), search, papers, "fake")
+    kinds = {k.kind: k for k in row.by_kind}
+    assert kinds[OFF_TOPIC].flag_rate == 1.0  # one flagged by the signal, one by returning nothing
+    assert kinds["known-item"].flag_rate == 0.5
+    assert kinds["paraphrase"].flag_rate == 0.0
+    assert row.recall_at_1 == 1.0
+
+
+def test_evaluate_reads_strong_match_off_search_results(papers: list[Paper]) -> None:
+    from digest_rag.models import SearchResults
+
+    assert SearchResults().strong_match is None
+    row = evaluate([EvalQuery(query="축구", relevant=[], kind=OFF_TOPIC)],
+                   lambda q, k: SearchResults([], strong_match=False), papers, "fake")
+    assert row.by_kind[0].flag_rate == 1.0
+
+
+def test_kind_table(papers: list[Paper]) -> None:
+    row = evaluate(_kinds_queries(), lambda q, k: SearchOutcome(ids=["b"], strong_match=q != "축구"), papers, "lexical")
+    table = format_kind_table([row])
+    lines = table.splitlines()
+    assert lines[0].split() == ["mode", "kind", "queries", "R@1", "MRR@10", "flagged"]
+    assert lines[2].split() == ["lexical", "known-item", "2", "0.500", "0.500", "0.000"]
+    assert lines[4].split() == ["lexical", OFF_TOPIC, "2", "-", "-", "0.500"]
+    assert len({len(line) for line in lines}) == 1  # fixed width
+    assert EvalReport(rows=[row]).table() == format_table([row]) + "\n\n" + table
+    plain = evaluate([EvalQuery(query="github issues", relevant=["b"])], naive_baseline(papers), papers, "naive")
+    assert format_kind_table([plain]) == "" and plain.by_kind == []
+
+
+def test_load_queries_reads_kinds(tmp_path: Path) -> None:
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"query": "a", "relevant": ["x"], "kind": "known-item"}\n'
+                 '{"query": "b", "relevant": [], "kind": "off-topic"}\n', encoding="utf-8")
+    assert [(q.kind, q.relevant) for q in load_queries(f)] == [("known-item", ["x"]), (OFF_TOPIC, [])]
+    f.write_text('{"query": "b", "relevant": []}\n', encoding="utf-8")
+    with pytest.raises(ParseError, match="off-topic"):
+        load_queries(f)
+
+
 # ---------------------------------------------------------------- dev query set
 
 
@@ -274,5 +374,41 @@ def test_ml_papers_relevant_ids_exist(ml_papers_dir: Path) -> None:
     papers = parse_paths([ROOT / "corpus", ml_papers_dir]).papers
     ids = {p.id for p in papers}
     for name in ("ml_papers_tune.jsonl", "ml_papers_heldout.jsonl"):
+        for q in load_queries(ROOT / "eval" / name):
+            assert set(q.relevant) <= ids, (name, q.query)
+
+
+# ---------------------------------------------------------------- question kinds development set (issue 25)
+
+_KINDS_FILES = ("ml_papers_kinds_tune.jsonl", "ml_papers_kinds_heldout.jsonl")
+
+
+def test_kinds_split_files_follow_the_rule_and_hold_enough_of_each_kind() -> None:
+    tune = load_queries(ROOT / "eval" / _KINDS_FILES[0])
+    held = load_queries(ROOT / "eval" / _KINDS_FILES[1])
+    assert not any(is_heldout(q) for q in tune)
+    assert all(is_heldout(q) for q in held)
+    everything = tune + held
+    assert len({q.query for q in everything}) == len(everything)
+    counts = {k: sum(q.kind == k for q in everything) for k in ("known-item", "paraphrase", OFF_TOPIC)}
+    assert counts["known-item"] >= 60 and counts["paraphrase"] >= 60 and counts[OFF_TOPIC] >= 30, counts
+    assert all(q.kind for q in everything)
+    # A paper asked about is on one side only, also against the older ml-papers split.
+    old_tune = load_queries(ROOT / "eval" / "ml_papers_tune.jsonl")
+    old_held = load_queries(ROOT / "eval" / "ml_papers_heldout.jsonl")
+    tune_ids = {min(q.relevant) for q in tune + old_tune if q.relevant}
+    held_ids = {min(q.relevant) for q in held + old_held if q.relevant}
+    assert not tune_ids & held_ids
+    # Readers' forms of a name: Latin script with a particle, and Hangul transliterations.
+    known = [q.query for q in everything if q.kind == "known-item"]
+    assert sum(any("a" <= ch.lower() <= "z" for ch in q) for q in known) >= 30
+    assert sum(not any("a" <= ch.lower() <= "z" for ch in q) for q in known) >= 15
+
+
+def test_kinds_relevant_ids_exist(ml_papers_dir: Path) -> None:
+    from digest_rag import parse_paths
+
+    ids = {p.id for p in parse_paths([ROOT / "corpus", ml_papers_dir]).papers}
+    for name in _KINDS_FILES:
         for q in load_queries(ROOT / "eval" / name):
             assert set(q.relevant) <= ids, (name, q.query)
