@@ -30,8 +30,9 @@ SourceFormat = Literal["weekly", "daily", "blog", "notes", "jsonl"]
 Backend = Literal["torch", "onnx", "onnx-int8"]
 # Where a build parses, chunks and embeds: in this process, or on a Ray cluster (digest_rag.build.engines).
 Engine = Literal["local", "ray"]
-# Evaluation corpora: "full" as parsed; "english-half" keeps only English text for a fixed half (variants.py).
-CorpusVariant = Literal["full", "english-half"]
+# Evaluation corpora: "full" as parsed; "english-half" keeps only English text for a fixed half; "mixed" does so
+# for a fixed half of the papers that have an English abstract/summary/body (variants.py).
+CorpusVariant = Literal["full", "english-half", "mixed"]
 # The stages a build reports through its progress callback, in the order they run ("merging": Ray's shards).
 ProgressStage = Literal["parsing", "chunking", "encoding", "merging", "indexing"]
 

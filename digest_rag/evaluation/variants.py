@@ -8,6 +8,17 @@ notes), tags and authors; the Korean title and every Korean or mixed section
 are dropped. The other half is left bilingual. Paper ids never change, so the
 relevance judgments of a query file apply to both variants.
 
+The ``mixed`` variant (issue 25) reproduces a real collection in which some
+papers' only text is an English abstract while the others carry Korean notes.
+In english-half most English-only papers are reduced to a title, because the
+ml-papers notes have no English text besides a link; that measures title
+matching. In mixed only papers with English prose of their own (an English
+abstract, summary or body of at least ``MIXED_MIN_ENGLISH`` characters) can be
+made English-only, and a fixed half of them, ``stable_bucket(id, 2, "mixed")
+== 0``, is; every other paper keeps everything. A Korean question about an
+English-only paper then has to find its English abstract among other papers'
+Korean notes.
+
 A variant is written as a JSON Lines corpus (:func:`write_jsonl`) that the
 ``jsonl`` parser reads back with the same ids, so it is indexed by the
 ordinary ``digest-rag build`` path.
@@ -31,6 +42,8 @@ from digest_rag.models import CORPUS_VARIANTS, CorpusVariant, Paper
 __all__ = [
     "VariantReport",
     "is_english_only",
+    "has_english_prose",
+    "english_only_in",
     "english_only",
     "apply_variant",
     "paper_record",
@@ -39,11 +52,29 @@ __all__ = [
 ]
 
 _SALT = "english-half"
+_MIXED_SALT = "mixed"
+#: English characters (abstract, summary, body) a paper needs before the mixed variant may make it English-only.
+MIXED_MIN_ENGLISH = 200
+_PROSE_KINDS = ("abstract", "summary", "body")
 
 
 def is_english_only(paper_id: str) -> bool:
     """True when `paper_id` is in the fixed half that keeps only English text in the english-half variant."""
     return stable_bucket(paper_id, 2, _SALT) == 0
+
+
+def has_english_prose(paper: Paper) -> bool:
+    """True when `paper` has at least `MIXED_MIN_ENGLISH` characters of English abstract, summary or body."""
+    return sum(len(s.text) for s in paper.sections if s.language == "en" and s.kind in _PROSE_KINDS) >= MIXED_MIN_ENGLISH
+
+
+def english_only_in(paper: Paper, variant: CorpusVariant) -> bool:
+    """True when `variant` keeps only the English text of `paper` (never in "full")."""
+    if variant == "english-half":
+        return is_english_only(paper.id)
+    if variant == "mixed":
+        return has_english_prose(paper) and stable_bucket(paper.id, 2, _MIXED_SALT) == 0
+    return False
 
 
 def english_only(paper: Paper) -> Paper:
@@ -54,12 +85,11 @@ def english_only(paper: Paper) -> Paper:
 
 
 def apply_variant(papers: Iterable[Paper], variant: CorpusVariant) -> list[Paper]:
-    """The papers of `variant`: unchanged for "full"; for "english-half", the fixed half made English-only."""
+    """The papers of `variant`: unchanged for "full"; for "english-half" and "mixed", the papers
+    `english_only_in` picks made English-only."""
     if variant not in CORPUS_VARIANTS:
         raise UsageError(f"unknown corpus variant {variant!r} (choose from {', '.join(CORPUS_VARIANTS)})")
-    if variant == "full":
-        return list(papers)
-    return [english_only(p) if is_english_only(p.id) else p for p in papers]
+    return [english_only(p) if english_only_in(p, variant) else p for p in papers]
 
 
 def paper_record(paper: Paper) -> dict[str, Any]:
@@ -126,8 +156,8 @@ class VariantReport(BaseModel):
 def export_variant(paths: Iterable[str | Path], variant: CorpusVariant, output: str | Path) -> VariantReport:
     """Parse `paths` as a build would, apply `variant` and write the papers as a JSONL corpus at `output`.
 
-    Example: ``export_variant(["corpus"], "english-half", "/tmp/en-half.jsonl")``; then
-    ``digest-rag build /tmp/en-half.jsonl`` indexes it with the original paper ids.
+    Example: ``export_variant(["corpus"], "mixed", "/tmp/mixed.jsonl")``; then
+    ``digest-rag build /tmp/mixed.jsonl`` indexes it with the original paper ids.
     """
     from digest_rag.parsing import parse_paths
 
@@ -136,7 +166,7 @@ def export_variant(paths: Iterable[str | Path], variant: CorpusVariant, output: 
     parsed = parse_paths(paths)
     papers = apply_variant(parsed.papers, variant)
     target = write_jsonl(papers, output)
-    n_en = sum(1 for p in parsed.papers if variant == "english-half" and is_english_only(p.id))
+    n_en = sum(1 for p in parsed.papers if english_only_in(p, variant))
     return VariantReport(
         path=str(target), variant=variant, papers=len(papers), english_only=n_en, skipped=len(parsed.skipped)
     )

@@ -1,4 +1,4 @@
-"""Tests for digest_rag.evaluation.variants: the strictly cross-lingual (english-half) corpus variant."""
+"""Tests for digest_rag.evaluation.variants: the cross-lingual (english-half, mixed) corpus variants."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from digest_rag import DigestIndex, parse_paths
 from digest_rag.errors import UsageError
 from digest_rag.evaluation.evaluate import evaluate, naive_baseline
 from digest_rag.models import Paper, Section
-from digest_rag.evaluation.variants import apply_variant, english_only, export_variant, is_english_only, write_jsonl
+from digest_rag.evaluation.variants import (
+    MIXED_MIN_ENGLISH,
+    apply_variant,
+    english_only,
+    english_only_in,
+    export_variant,
+    has_english_prose,
+    is_english_only,
+    write_jsonl,
+)
 
 
 def _paper(pid: str, title: str, en: str, ko: str) -> Paper:
@@ -126,3 +135,48 @@ def test_cli_export_variant(tmp_path: Path, seed_corpus: Path) -> None:
             assert len(back[p.id].sections) >= 1
     bad = CliRunner().invoke(app, ["export-variant", str(seed_corpus), "-o", str(tmp_path / "x.jsonl"), "--variant", "nope"])
     assert bad.exit_code == 1
+
+
+def _prose_paper(pid: str, english: bool) -> Paper:
+    en = "A long English abstract about distilling a large teacher into a small student model. " * 4 if english else ""
+    sections = [Section(kind="commentary", language="ko", text="지식 증류에 대한 한국어 노트입니다.")]
+    if english:
+        sections.insert(0, Section(kind="abstract", language="en", text=en))
+    else:
+        sections.insert(0, Section(kind="commentary", language="en", text="https://arxiv.org/abs/" + pid))
+    return Paper(id=pid, title=f"Paper {pid}", title_ko="논문", sections=sections)
+
+
+def test_mixed_makes_english_only_a_fixed_half_of_the_papers_with_english_prose() -> None:
+    with_prose = [_prose_paper(f"e{i}", True) for i in range(200)]
+    notes_only = [_prose_paper(f"k{i}", False) for i in range(200)]
+    out = {p.id: p for p in apply_variant(with_prose + notes_only, "mixed")}
+    stripped = [pid for pid, p in out.items() if p.title_ko is None]
+    # Only papers with an English abstract can lose their Korean text, and about half of them do.
+    assert all(pid.startswith("e") for pid in stripped)
+    assert 70 < len(stripped) < 130
+    assert stripped == [p.id for p in with_prose if english_only_in(p, "mixed")]
+    for pid in stripped:
+        assert [(s.kind, s.language) for s in out[pid].sections] == [("abstract", "en")]
+    assert all(out[p.id] == p for p in notes_only)  # a Korean note with a link line keeps everything
+    assert apply_variant(with_prose + notes_only, "mixed") == list(out.values())  # fixed
+    # Its own half, not english-half's.
+    assert stripped != [p.id for p in with_prose if is_english_only(p.id)]
+    assert not any(english_only_in(p, "full") for p in with_prose)
+
+
+def test_has_english_prose_needs_enough_english_abstract_text() -> None:
+    assert has_english_prose(_prose_paper("a", True))
+    assert not has_english_prose(_prose_paper("b", False))
+    short = Paper(id="c", title="C", sections=[Section(kind="abstract", language="en", text="x" * (MIXED_MIN_ENGLISH - 1))])
+    assert not has_english_prose(short)
+
+
+def test_export_variant_mixed_counts_its_english_only_papers(tmp_path: Path) -> None:
+    papers = [_prose_paper(f"e{i}", True) for i in range(20)] + [_prose_paper("k0", False)]
+    src = write_jsonl(papers, tmp_path / "src.jsonl")
+    report = export_variant([src], "mixed", tmp_path / "mixed.jsonl")
+    assert report.variant == "mixed" and report.papers == 21
+    assert report.english_only == sum(english_only_in(p, "mixed") for p in papers) > 0
+    back = {p.id: p for p in parse_paths([tmp_path / "mixed.jsonl"]).papers}
+    assert {pid for pid, p in back.items() if p.title_ko is None} == {p.id for p in papers if english_only_in(p, "mixed")}
