@@ -28,7 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     from sentence_transformers import SentenceTransformer
 
-    from digest_rag.lexical.analysis import get_kiwi, tokenize_many
+    from digest_rag.lexical.analysis import tokenize_many
+    from digest_rag.lexical.kiwi import get_kiwi
 
     store = next(args.index.glob("gen-*/store.sqlite"))
     con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)

@@ -14,9 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
-from digest_rag.lexical.analysis import default_glossary
+from digest_rag.lexical.glossary import default_glossary
 from digest_rag.storage.layout import read_manifest
-from digest_rag.lexical.index import _TokenCache, _paper_field_tokens, analysis_cache_key, lexical_chunks
+from digest_rag.lexical.builder import TokenCache, analysis_cache_key, lexical_chunks, paper_field_tokens
 from digest_rag.lexical.lexicon import mine_lexicon
 from digest_rag.storage.store import Store
 
@@ -29,8 +29,8 @@ def main() -> None:
     ix = Path(args.index)
     store = Store(ix / read_manifest(ix).data_dir / "store.sqlite")
     papers, chunks = store.papers(), lexical_chunks(store.chunks().values())
-    cache = _TokenCache(store.doc_tokens(analysis_cache_key()))
-    fields = _paper_field_tokens(papers, (c.paper_id for c in chunks), cache)
+    cache = TokenCache(store.doc_tokens(analysis_cache_key()))
+    fields = paper_field_tokens(papers, (c.paper_id for c in chunks), cache)
     docs = cache.tokens([c.text for c in chunks])
     concepts = default_glossary().concepts
     times = []

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from digest_rag import DigestIndex
-    from digest_rag.lexical.analysis import _normalize, _segments, query_term_weights
+    from digest_rag.lexical.analysis import _normalize, _segments
+    from digest_rag.lexical.terms import query_term_weights
 
     idx = DigestIndex.load(args.index)
     table = idx.lexical.eojeols if idx.lexical is not None else None

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from __future__ import annotations
-
-
-
 from digest_rag.build.chunking import approx_token_count, passage_text
 from digest_rag.build.engines import BuildEngine
+from digest_rag.build.passage_model import PassageModel
+from digest_rag.build.spool import PaperSpool
 from digest_rag.models import (
     Chunk,
     ChunkerSettings,
     IndexManifest,
+    ProgressCallback,
 )
-from digest_rag.build.spool import PaperSpool
 from digest_rag.storage.store import Store
 from digest_rag.text import sha256_text
-from digest_rag.build.passage_model import PassageModel
-from digest_rag.models import ProgressCallback
 
 
 def chunks_reusable(old: IndexManifest | None, model: PassageModel | None, settings: ChunkerSettings) -> bool:

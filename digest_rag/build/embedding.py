@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from digest_rag.build.engines import BuildEngine, LocalEngine
+from digest_rag.build.passage_model import PassageModel
+from digest_rag.build.report import BuildReport
 from digest_rag.dense.embedding_cache import EmbeddingCache, ModelIdentity, precision_of
 from digest_rag.dense.encoder import Encoder
-from digest_rag.build.engines import BuildEngine, LocalEngine
+from digest_rag.models import (
+    ChunkerSettings,
+    IndexManifest,
+    ProgressCallback,
+)
 from digest_rag.storage.generation import (
     pause_at_progress,
     pause_point,
 )
-from digest_rag.models import (
-    ChunkerSettings,
-    IndexManifest,
-)
 from digest_rag.storage.store import Store
-from digest_rag.build.passage_model import PassageModel
-from digest_rag.models import ProgressCallback
-from digest_rag.build.report import BuildReport
 
 
 def reusable_embeddings(old: IndexManifest | None, identity: ModelIdentity,

@@ -26,7 +26,7 @@ from digest_rag.storage.layout import (
     MANIFEST,
     read_manifest,
 )
-from digest_rag.lexical.index import analysis_cache_key
+from digest_rag.lexical.builder import analysis_cache_key
 from digest_rag.models import (
     BuildOptions,
 )

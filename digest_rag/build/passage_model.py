@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import os
 import warnings
 from typing import Any
 
-
 from digest_rag.dense.embedding_cache import ModelIdentity
 from digest_rag.dense.encoder import MODEL_ENV, Encoder
+from digest_rag.dense.model_files import ModelFacts, inspect_model, token_counter
 from digest_rag.errors import (
     ModelFallbackWarning,
     ModelUnavailableError,
 )
-from digest_rag.dense.model_files import ModelFacts, inspect_model, token_counter
 from digest_rag.models import (
     BuildOptions,
     IndexManifest,

@@ -39,7 +39,8 @@ from digest_rag.storage.layout import (
     check_target,
     read_manifest,
 )
-from digest_rag.lexical.index import LexicalIndex, analysis_cache_key
+from digest_rag.lexical.builder import analysis_cache_key
+from digest_rag.lexical.index import LexicalIndex
 from digest_rag.storage.locking import WriterLock, real_index_dir
 from digest_rag.models import (
     PASSAGE_PREFIX,

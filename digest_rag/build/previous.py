@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from digest_rag.errors import (
     DamagedIndexWarning,
     IndexCorruptedError,
     IndexVersionError,
+)
+from digest_rag.lexical.lexicon import LEXICON_FILE, MinedLexicon
+from digest_rag.lexical.word_table import EOJEOL_FILE
+from digest_rag.models import (
+    IndexManifest,
 )
 from digest_rag.storage.layout import (
     LEXICAL_DIR,
@@ -21,11 +23,6 @@ from digest_rag.storage.layout import (
     check_recoverable,
     read_manifest,
     verify_files,
-)
-from digest_rag.lexical.word_table import EOJEOL_FILE
-from digest_rag.lexical.lexicon import LEXICON_FILE, MinedLexicon
-from digest_rag.models import (
-    IndexManifest,
 )
 from digest_rag.storage.store import Store
 

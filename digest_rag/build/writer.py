@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import datetime as _dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,8 +9,22 @@ from pathlib import Path
 import numpy as np
 
 from digest_rag.build.engines import BuildEngine, LocalEngine
+from digest_rag.build.passage_model import PassageModel
+from digest_rag.build.previous import LexicalBase
+from digest_rag.build.spool import PaperSpool
+from digest_rag.dense.faiss_index import save_faiss, search_param_of
 from digest_rag.errors import (
     index_write_errors,
+)
+from digest_rag.lexical.builder import LexicalBuilder, TokenCache, analysis_cache_key, lexical_chunks
+from digest_rag.lexical.word_table import EojeolRecorder
+from digest_rag.models import (
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    BuildOptions,
+    ChunkerSettings,
+    IndexManifest,
+    ProgressCallback,
 )
 from digest_rag.storage.generation import (
     PendingGeneration,
@@ -24,23 +36,9 @@ from digest_rag.storage.layout import (
     LEXICAL_DIR,
     STORE_FILE,
 )
-from digest_rag.lexical.word_table import EojeolRecorder
-from digest_rag.lexical.index import LexicalBuilder, TokenCache, analysis_cache_key, lexical_chunks
-from digest_rag.models import (
-    PASSAGE_PREFIX,
-    QUERY_PREFIX,
-    BuildOptions,
-    ChunkerSettings,
-    IndexManifest,
-)
-from digest_rag.build.spool import PaperSpool
 from digest_rag.storage.store import Store, StoreWriter
 from digest_rag.text import fingerprint
-from digest_rag.dense.faiss_index import save_faiss, search_param_of
 from digest_rag.version import __version__
-from digest_rag.build.passage_model import PassageModel
-from digest_rag.models import ProgressCallback
-from digest_rag.build.previous import LexicalBase
 
 
 class _StoreTokens(TokenCache):

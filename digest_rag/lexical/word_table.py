@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from digest_rag.lexical.analysis import has_hangul
+from digest_rag.lexical.analysis import needs_kiwi
 from digest_rag.errors import IndexCorruptedError, IndexVersionError
 
 __all__ = ["EOJEOL_FILE", "EOJEOL_FORMAT", "MAX_WORDS", "EojeolRecorder", "EojeolTable", "Morph"]
@@ -168,7 +168,7 @@ class EojeolRecorder:
         if bad or len(group) > MAX_WORDS:
             return
         key = " ".join(text[s:e] for s, e in group)
-        if not has_hangul(key):
+        if not needs_kiwi(key):
             return  # only words with Hangul (or Hanja) ever reach Kiwi's part of the analysis
         offsets: list[int] = []
         pos = 0
@@ -426,7 +426,7 @@ class EojeolTable:
                 if n > 1:
                     if key in multiword:
                         candidates.add(key)
-                elif has_hangul(key):
+                elif needs_kiwi(key):
                     candidates.add(key)
                     if _EDGE.sub("", key):
                         candidates.add(_EDGE.sub("", key))
@@ -446,7 +446,7 @@ class EojeolTable:
                 s, e = words[i]
                 word = text[s:e]
                 i += 1
-                if not has_hangul(word):
+                if not needs_kiwi(word):
                     continue
                 # The word as written, then without the punctuation around it; each whole, then as stem + suffix.
                 core = _EDGE.sub("", word) or word
@@ -462,7 +462,7 @@ class EojeolTable:
 
     def _parts(self, words: Sequence[str]) -> dict[str, list[tuple[str, str, int, int, str]]]:
         """Readings of unknown ``words`` as a known stem + a known suffix (longest stem first)."""
-        words = [w for w in words if has_hangul(w)]
+        words = [w for w in words if needs_kiwi(w)]
         if not words:
             return {}
         stems = self.lookup((w[:k] for w in words for k in range(1, len(w) + 1)), "stems")

@@ -14,11 +14,19 @@ English forms of a Korean query term count too ("스케일링 법칙" marks "Sca
 from __future__ import annotations
 
 import functools
-
 import re
 from collections.abc import Iterable, Sequence
 
-from digest_rag.lexical.analysis import current_stored_analysis, kiwi_morphs, query_term_weights, tokenize_many
+# The analyser's own word shapes and tag sets: spans cover exactly what BM25 matched.
+from digest_rag.lexical.analysis import (
+    LATIN_WORD,
+    current_stored_analysis,
+    kiwi_morphs,
+    needs_kiwi,
+    tokenize_many,
+)
+from digest_rag.lexical.kiwi import NOUN_TAGS, PRED_TAGS
+from digest_rag.lexical.terms import query_term_weights
 from digest_rag.models import Chunk, SearchHit
 
 __all__ = ["SNIPPET_CHARS", "Span", "highlight_terms", "make_snippet", "match_spans", "opening_snippet"]
@@ -27,11 +35,6 @@ SNIPPET_CHARS = 320
 
 Span = tuple[int, int]
 
-# Same word shape the analyser uses for Latin text, so spans cover what BM25 matched.
-_LATIN_WORD = re.compile(r"[0-9A-Za-z\u00c0-\u024f]+(?:[-.'\u2019][0-9A-Za-z\u00c0-\u024f]+)*")
-_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\u4e00-\u9fff]")
-_NOUN_TAGS = frozenset({"NNG", "NNP", "XR", "SH"})
-_PRED_TAGS = frozenset({"VV", "VA"})
 
 
 def highlight_terms(query: str) -> frozenset[str]:
@@ -54,26 +57,26 @@ def _latin_word_tokens(word: str) -> frozenset[str]:
 
 
 def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
-    return [m.span() for m in _LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
+    return [m.span() for m in LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
 
 
 def _korean_spans(text: str, terms: frozenset[str]) -> list[Span]:
     # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
     # start in a fresh process) has nothing to find.
-    if not _HANGUL.search(text) or not any(_HANGUL.search(t) for t in terms):
+    if not needs_kiwi(text) or not any(needs_kiwi(t) for t in terms):
         return []
     spans: list[Span] = []
     # Snippets are corpus text: an index's table of Kiwi's readings (`analysis.stored_analysis`) knows their
     # words, and Kiwi is asked only for a text with a word it lacks.
     for t in kiwi_morphs([text], current_stored_analysis())[0]:
         tag = str(t.tag).split("-", 1)[0]
-        if tag in _NOUN_TAGS:
+        if tag in NOUN_TAGS:
             hit = t.form in terms
-        elif tag in _PRED_TAGS:
+        elif tag in PRED_TAGS:
             hit = (getattr(t, "lemma", None) or t.form + "다") in terms
         else:
             continue
-        if hit and _HANGUL.search(t.form):
+        if hit and needs_kiwi(t.form):
             spans.append((int(t.start), int(t.start) + int(t.len)))
     return spans
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from digest_rag.storage.cachedir import cache_root
 from digest_rag.errors import DigestRagError, IndexCorruptedError, IndexNotFoundError, IndexVersionError, UnsafeIndexPathError
-from digest_rag.lexical.index import LEXICAL_REQUIRED
+from digest_rag.lexical.files import LEXICAL_REQUIRED
 from digest_rag.models import IndexManifest
 
 #: The format this digest_rag writes. Version 1 (0.1, no saved build options) is still read.

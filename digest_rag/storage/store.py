@@ -71,7 +71,7 @@ def write_store(
     ``analysis_key``) is the next build's token cache, as the embeddings are
     its vector cache. A build streams through `StoreWriter` instead.
     """
-    from digest_rag.lexical.index import lexical_chunks
+    from digest_rag.lexical.builder import lexical_chunks
 
     writer = StoreWriter(path, analysis_key if doc_tokens else None)
     try:

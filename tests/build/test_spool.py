@@ -11,7 +11,7 @@ import pytest
 
 import digest_rag.build.spool as spool_mod
 from digest_rag import DigestIndex
-from digest_rag.lexical.index import LexicalBuilder
+from digest_rag.lexical.builder import LexicalBuilder
 from digest_rag.models import Paper
 from digest_rag.parsing import iter_text, parse_paths
 from digest_rag.build.spool import PaperSpool

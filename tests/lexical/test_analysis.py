@@ -6,17 +6,9 @@ import pytest
 
 from importlib import resources
 
-from digest_rag.lexical.analysis import (
-    ANALYSIS_VERSION,
-    EXPANSION_WEIGHT,
-    GLOSSARY_VERSION,
-    Glossary,
-    default_glossary,
-    document_tokens,
-    query_term_weights,
-    tokenize,
-    tokenize_many,
-)
+from digest_rag.lexical.analysis import ANALYSIS_VERSION, GLOSSARY_VERSION, tokenize, tokenize_many
+from digest_rag.lexical.glossary import EXPANSION_WEIGHT, Glossary, default_glossary
+from digest_rag.lexical.terms import document_tokens, query_term_weights
 
 
 @pytest.mark.parametrize(
@@ -200,7 +192,7 @@ def test_document_and_query_share_concept_tokens() -> None:
 
 
 def test_compiled_glossary_is_cached_and_loaded_without_kiwi(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import digest_rag.lexical.analysis as an
+    import digest_rag.lexical.glossary as glossary_module
 
     monkeypatch.setenv("DIGEST_RAG_CACHE", str(tmp_path))
     src = tmp_path / "g.tsv"
@@ -209,7 +201,7 @@ def test_compiled_glossary_is_cached_and_loaded_without_kiwi(tmp_path, monkeypat
     cached = list((tmp_path / "analysis").glob("glossary-*.json"))
     assert len(cached) == 1
     # Loading again reads the compiled state: no analysis (hence no Kiwi) at all.
-    monkeypatch.setattr(an, "tokenize_many", lambda _texts: pytest.fail("glossary analysed again"))
+    monkeypatch.setattr(glossary_module, "_analyse_many", lambda _texts: pytest.fail("glossary analysed again"))
     assert Glossary.load(src) == fresh and fresh.version == "3"
     # A damaged cache file only costs a recompile; a changed file gets its own entry.
     monkeypatch.undo()
@@ -312,7 +304,8 @@ def test_glossary_rejects_four_columns() -> None:
 def test_stored_kiwi_user_words_match_the_glossary() -> None:
     from kiwipiepy import Kiwi
 
-    from digest_rag.lexical.analysis import KIWI_OPTIONS, bundled_glossary_text, bundled_user_words, glossary_user_words
+    from digest_rag.lexical.glossary import bundled_glossary_text
+    from digest_rag.lexical.kiwi import KIWI_OPTIONS, bundled_user_words, glossary_user_words
 
     # Regenerate data/kiwi_user_words.txt with the command in its header when this fails.
     assert list(bundled_user_words()) == glossary_user_words(bundled_glossary_text(), Kiwi(**KIWI_OPTIONS))

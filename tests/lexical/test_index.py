@@ -11,7 +11,8 @@ import pytest
 
 from digest_rag.lexical.word_table import EOJEOL_FILE
 from digest_rag.errors import IndexCorruptedError
-from digest_rag.lexical.index import LEXICAL_FILES, FieldWeights, LexicalIndex
+from digest_rag.lexical.files import LEXICAL_FILES
+from digest_rag.lexical.index import FieldWeights, LexicalIndex
 from digest_rag.models import Chunk, Paper
 
 
@@ -265,7 +266,7 @@ def test_huge_bm25_parameter_is_corruption(index: LexicalIndex, tmp_path: Path) 
 def test_token_cache_skips_analysis_and_gives_the_same_index(
     chunks: list[Chunk], papers: dict[str, Paper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import digest_rag.lexical.index as lexical
+    import digest_rag.lexical.builder as builder_module
 
     first = LexicalIndex.build(chunks, papers)
     # Every chunk text and every paper field text was analysed once, and is recorded for the next build.
@@ -274,7 +275,7 @@ def test_token_cache_skips_analysis_and_gives_the_same_index(
     def no_analysis(texts: list[str]) -> list[list[str]]:
         raise AssertionError(f"analysed {len(texts)} texts that were cached")
 
-    monkeypatch.setattr(lexical, "document_tokens", no_analysis)
+    monkeypatch.setattr(builder_module, "document_tokens", no_analysis)
     again = LexicalIndex.build(chunks, papers, token_cache=first.token_entries)
     assert again.analysed_texts == 0 and again.token_entries == first.token_entries
     for q in ("탈옥 공격", "SWE-Agent", "Gemma distillation"):
@@ -327,7 +328,7 @@ def test_top_k_selection_matches_a_full_sort_with_ties(index: LexicalIndex, monk
 def test_title_only_paper_is_searchable() -> None:
     # A paper whose note is only its English title still gets a BM25 document
     # (its title passage); papers with text are indexed by their text chunks only.
-    from digest_rag.lexical.index import lexical_chunks
+    from digest_rag.lexical.builder import lexical_chunks
 
     def chunk(cid: int, pid: str, kind: str, text: str) -> Chunk:
         return Chunk(id=cid, paper_id=pid, section_index=0, section_kind=kind, language="en",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from digest_rag.lexical.analysis import default_glossary, document_tokens
+from digest_rag.lexical.glossary import default_glossary
+from digest_rag.lexical.terms import document_tokens
 from digest_rag.errors import IndexCorruptedError, IndexVersionError
 from digest_rag.lexical.index import LexicalIndex
 from digest_rag.lexical.lexicon import (

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from digest_rag.lexical.analysis import get_kiwi, has_hangul, query_term_weights
+from digest_rag.lexical.analysis import needs_kiwi
+from digest_rag.lexical.kiwi import get_kiwi
+from digest_rag.lexical.terms import query_term_weights
 from digest_rag.lexical.word_table import EOJEOL_FORMAT, EojeolRecorder, EojeolTable, Morph
 from digest_rag.errors import IndexVersionError
 
@@ -36,7 +38,7 @@ def test_table_round_trips_kiwi_analysis(tmp_path: Path) -> None:
     assert len(table) > 10
     for text in TEXTS:
         # Korean and mixed words come back as Kiwi gave them; Latin-only words ("GPT-4") are never Korean tokens.
-        words = [w for w in re.finditer(r"\S+", text) if has_hangul(w.group())]
+        words = [w for w in re.finditer(r"\S+", text) if needs_kiwi(w.group())]
         kiwi = [m for m in _kiwi(text) if any(w.start() <= m[2] < w.end() for w in words)]
         assert [tuple(m) for m in table.analyse(text)] == kiwi
         assert query_term_weights(text, stored=table) == query_term_weights(text)

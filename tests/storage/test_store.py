@@ -61,7 +61,7 @@ def test_not_a_database(tmp_path: Path) -> None:
 
 def test_token_cache_is_keyed_by_analysis(seed_index_dir: Path, tmp_path: Path) -> None:
     from digest_rag.storage.layout import read_manifest
-    from digest_rag.lexical.index import analysis_cache_key
+    from digest_rag.lexical.builder import analysis_cache_key
 
     src = seed_index_dir / read_manifest(seed_index_dir).data_dir / "store.sqlite"
     store = Store(src)
@@ -89,7 +89,7 @@ def test_token_cache_is_keyed_by_analysis(seed_index_dir: Path, tmp_path: Path) 
 def test_hostile_token_cache_row_is_ignored(seed_index_dir: Path, tmp_path: Path) -> None:
     """Issue 16 item 6: a cached token list nested 200k deep was a RecursionError traceback in the next build."""
     from digest_rag.index import read_manifest
-    from digest_rag.lexical.index import analysis_cache_key
+    from digest_rag.lexical.builder import analysis_cache_key
 
     copy = tmp_path / "store.sqlite"
     shutil.copy(seed_index_dir / read_manifest(seed_index_dir).data_dir / "store.sqlite", copy)
