@@ -12,11 +12,10 @@ import datetime as _dt
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from digest_rag.lexical.analysis import stored_analysis
+from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.errors import IndexClosedError, IndexCorruptedError
 from digest_rag.search.fusion import aggregate, rank_chunks
 from digest_rag.search.known_item import NameTable, promote
@@ -25,7 +24,7 @@ from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_ma
 from digest_rag.models import ChunkerSettings, IndexManifest, Paper, SearchResults
 from digest_rag.search.request import CANDIDATES, check_k, check_mode, clean_query, make_filters
 from digest_rag.search.retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
-from digest_rag.search.snippets import highlight_terms, opening_snippet
+from digest_rag.search.snippets import Highlighter, opening_snippet
 from digest_rag.storage.store import PaperLookup
 from digest_rag.storage.summary import index_summary
 
@@ -295,7 +294,7 @@ class DigestIndex:
 
     def search(
         self,
-        query: str,
+        query: str | QueryTerms,
         k: int = 10,
         *,
         mode: str = "hybrid",
@@ -318,28 +317,48 @@ class DigestIndex:
         """
         self._check_open()
         mode = check_mode(mode)
-        query = clean_query(query)
+        if isinstance(query, str):
+            query = clean_query(query)
         k = check_k(k)
         filters = make_filters(date_from, date_to, tags, language, section)
         allowed = None if filters.empty else self.store.chunk_ids_where(
             filters.date_from, filters.date_to, list(filters.tags), list(filters.languages), list(filters.sections))
-        with self.stored_analysis():  # Korean words from the index's table of Kiwi's readings: no Kiwi start-up
-            rankings = run_retrievers(retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir), mode,
-                                      query, max(CANDIDATES, k * 20), allowed)
-            owners = self._owners(query, rankings, allowed)
-            # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
-            heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
-            chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
-            ranked = promote(rank_chunks(rankings, chunk_paper, fusion_weights), chunk_paper, owners)
-            terms = highlight_terms(query)  # once per search, not once per snippet
-            papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
-                self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
-            hits = aggregate(ranked, heads, papers, k, query=terms, fetch=self.store.chunks)
-            return SearchResults(
-                (opening_snippet(h, self.store.first_text_chunk(h.paper.id), terms) if h.section == "title" else h
-                 for h in hits),
-                query=query, mode=mode,
-            )
+        # A question the caller analysed already (`analyse`: to check its size first, as serve does) is not
+        # analysed again.
+        terms = query if isinstance(query, QueryTerms) else self.analyse(query)
+        query = terms.text
+        # The question is analysed once (`QueryTerms`) and handed to the retrievers, ranking and snippets;
+        # its Korean words are read from the index's table of Kiwi's readings, so Kiwi rarely starts.
+        highlighter = self.highlighter(terms)
+        rankings = run_retrievers(retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir), mode,
+                                  terms, max(CANDIDATES, k * 20), allowed)
+        owners = self._owners(terms, rankings, allowed)
+        # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
+        heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
+        chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
+        ranked = promote(rank_chunks(rankings, chunk_paper, fusion_weights), chunk_paper, owners)
+        papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
+            self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
+        hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self.store.chunks)
+        return SearchResults(
+            (opening_snippet(h, self.store.first_text_chunk(h.paper.id), highlighter) if h.section == "title" else h
+             for h in hits),
+            query=query, mode=mode, highlighter=highlighter,
+        )
+
+    def analyse(self, query: str) -> QueryTerms:
+        """``query`` analysed as a search analyses it, once: its BM25 terms with their glossary and lexicon
+        expansions (Korean words read from the index's word table) and the paper names it uses."""
+        self._check_open()
+        query = clean_query(query)
+        terms = self.lexical.analyse(query) if self.lexical is not None else analyse_query(query)
+        names = tuple(self.names.owned(query))
+        return terms.model_copy(update={"names": names}) if names else terms
+
+    def highlighter(self, query: str | QueryTerms) -> Highlighter:
+        """Where the words of ``query`` (or of its analysis) occur in a text, as a search's snippets mark them."""
+        terms = self.analyse(query) if isinstance(query, str) else query
+        return Highlighter.of(terms, self.lexical.eojeols if self.lexical is not None else None)
 
     @property
     def names(self) -> NameTable:
@@ -350,10 +369,10 @@ class DigestIndex:
                     self._names = NameTable(self.store.titles())
         return self._names
 
-    def _owners(self, query: str, rankings: dict[str, list[tuple[int, float]]], allowed: set[int] | None) -> set[str]:
+    def _owners(self, query: QueryTerms, rankings: dict[str, list[tuple[int, float]]], allowed: set[int] | None) -> set[str]:
         """Papers whose titles introduce a name the query uses (known-item matching, `search.known_item`).
         An owner the lexical ranking missed joins it with its own BM25 score, so that promotion can reach it."""
-        owners = {pid for pids in self.names.owned(query).values() for pid in pids}
+        owners = {pid for name in query.names for pid in self.names.owners.get(name, ())}
         lexical = rankings.get("lexical")
         if not owners or lexical is None or self.lexical is None:
             return owners
@@ -365,12 +384,6 @@ class DigestIndex:
             lexical.extend(self.lexical.search(query, len(ids), ids))
         return owners
 
-    def stored_analysis(self) -> AbstractContextManager[None]:
-        """Within the block, query terms and snippet highlights read Korean words from this index's stored Kiwi
-        analyses (`digest_rag.lexical.word_table`), starting Kiwi only for words the index has never seen."""
-        return stored_analysis(self.lexical.eojeols if self.lexical is not None else None)
-
-    # --------------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""
         self._check_open()

@@ -19,6 +19,8 @@ from digest_rag.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover - pandas is optional, for to_frame() only
     import pandas as pd
 
+    from digest_rag.search.snippets import Highlighter
+
 # Every enumeration of the library, defined once. The tuples are derived from the Literal types so
 # the two can never disagree; the CLI, the parsers and the query checks all take them from here.
 SectionKind = Literal["summary", "abstract", "commentary", "key_points", "body"]
@@ -144,7 +146,8 @@ class SearchResults(list[SearchHit]):
     """
 
     def __init__(
-        self, hits: Iterable[SearchHit] = (), *, query: str = "", mode: str = "", strong_match: bool | None = None
+        self, hits: Iterable[SearchHit] = (), *, query: str = "", mode: str = "", strong_match: bool | None = None,
+        highlighter: Highlighter | None = None,
     ) -> None:
         super().__init__(hits)
         self.query = query
@@ -152,6 +155,8 @@ class SearchResults(list[SearchHit]):
         #: whether the top hit is a strong match (False: "no strong match"); None where no confidence signal was
         #: computed. `digest_rag.evaluation.evaluate` reports its rate per question kind.
         self.strong_match = strong_match
+        #: Where the search's terms occur in a text (its snippets, a title), as the search analysed them.
+        self.highlighter = highlighter
 
     def to_records(self) -> list[dict[str, object]]:
         """One flat JSON-ready dict per hit (`SearchHit.to_record`), with its 1-based ``rank``."""

@@ -231,3 +231,27 @@ def test_paper_generation_and_loaded_encoder(seed_index_dir: Path, tiny_encoder:
         assert encoder is not None
     with DigestIndex.load(seed_index_dir, encoder=encoder) as again:
         assert again.loaded_encoder is encoder
+
+
+def test_a_search_analyses_its_question_once(seed_index, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The question is analysed once per search (QueryTerms), for ranking, snippets and printing alike."""
+    import digest_rag.lexical.analysis as analysis_module
+    import digest_rag.lexical.terms as terms_module
+    from digest_rag.frontends.display import format_hits
+
+    question = "긴 컨텍스트를 악용하는 탈옥 공격"
+    calls: list[list[str]] = []
+    real = analysis_module._analyse_many
+
+    def counting(texts, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(list(texts))
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(analysis_module, "_analyse_many", counting)
+    monkeypatch.setattr(terms_module, "_analyse_many", counting)
+    for mode in ("lexical", "hybrid"):
+        calls.clear()
+        hits = seed_index.search(question, k=5, mode=mode)
+        assert hits
+        format_hits(hits, color=True, width=80)
+        assert sum(question in texts for texts in calls) == 1, (mode, calls)

@@ -364,9 +364,8 @@ def search(
         else:
             width = min(shutil.get_terminal_size((100, 24)).columns, 120)
             use_color = _use_color(color)
-            with idx.stored_analysis():
-                # color= tells click not to strip the codes when --color is forced onto a pipe.
-                typer.echo(format_hits(hits, query, color=use_color, width=width), color=use_color)
+            # color= tells click not to strip the codes when --color is forced onto a pipe.
+            typer.echo(format_hits(hits, color=use_color, width=width), color=use_color)
 
 
 @app.command()

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from digest_rag.models import Paper, SearchHit
-from digest_rag.search.snippets import Span, highlight_terms, match_spans
+from digest_rag.search.snippets import Highlighter, Span, as_highlighter, match_spans
 
 __all__ = [
     "HighlightStyle",
@@ -26,6 +26,7 @@ __all__ = [
     "format_hits",
     "format_paper",
     "highlight",
+    "as_highlighter",
     "match_spans",
 ]
 
@@ -72,7 +73,7 @@ def _apply_html(text: str, spans: Sequence[Span]) -> str:
     return "".join(out)
 
 
-def highlight(text: str, query: str | Iterable[str], style: HighlightStyle = "ansi") -> str:
+def highlight(text: str, query: str | Highlighter | Iterable[str], style: HighlightStyle = "ansi") -> str:
     """``text`` with every query term marked: ANSI bold colour, ``**markdown**``, ``[brackets]``, HTML or nothing.
 
     ``style="html"`` escapes the text (``<``, ``&``, quotes) and wraps matches in
@@ -80,7 +81,7 @@ def highlight(text: str, query: str | Iterable[str], style: HighlightStyle = "an
     """
     if style not in _MARKS:
         raise ValueError(f"unknown highlight style {style!r}; choose one of {', '.join(_MARKS)}")
-    spans = match_spans(text, query)
+    spans = match_spans(text, as_highlighter(query))
     if style == "html":
         return _apply_html(text, spans)
     return _apply(text, spans, _MARKS[style])
@@ -129,7 +130,7 @@ _SECTION_LABELS = {
 }
 
 
-def format_hit(hit: SearchHit, rank: int, query: str | Iterable[str], *, color: bool = False,
+def format_hit(hit: SearchHit, rank: int, query: Highlighter | Iterable[str], *, color: bool = False,
                width: int = 100) -> str:
     """One hit as a few lines: titles, date/tags/score, then the snippet with query terms marked.
 
@@ -163,11 +164,16 @@ def format_hit(hit: SearchHit, rank: int, query: str | Iterable[str], *, color: 
     return "\n".join(lines)
 
 
-def format_hits(hits: Sequence[SearchHit], query: str, *, color: bool = False, width: int = 100) -> str:
-    """A ranked, readable list of hits (blank line between papers); "no matching papers" when empty."""
+def format_hits(hits: Sequence[SearchHit], query: str | Highlighter | None = None, *, color: bool = False,
+                width: int = 100) -> str:
+    """A ranked, readable list of hits (blank line between papers); "no matching papers" when empty.
+
+    Terms are marked as the search analysed them (`SearchResults.highlighter`), else as ``query`` gives them.
+    """
     if not hits:
         return "no matching papers"
-    terms = highlight_terms(query)
+    found = getattr(hits, "highlighter", None)
+    terms = found if found is not None else as_highlighter(query or "")
     return "\n\n".join(format_hit(h, i, terms, color=color, width=width) for i, h in enumerate(hits, 1))
 
 

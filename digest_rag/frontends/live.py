@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from digest_rag.errors import DigestRagError, IncompatibleModelError, ModelUnavailableError
+from digest_rag.errors import IncompatibleModelError, ModelUnavailableError
 from digest_rag.index import DigestIndex
 from digest_rag.threads import torch_query_threads
 

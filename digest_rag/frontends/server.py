@@ -501,14 +501,13 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
 
         def work(idx: DigestIndex, job: Job) -> tuple[str, list[dict[str, Any]]]:
             job.check()
-            with idx.stored_analysis():  # Korean words from the index's table, not Kiwi
-                hits = req.run(idx)  # refuses a question of more than MAX_QUERY_TERMS terms before searching
-                job.check()
-                records = hits.to_records()
-                if highlight == "html":
-                    for rec in records:
-                        job.check()
-                        rec["snippet_html"] = _highlight(str(rec["snippet"]), hits.query, style="html")
+            hits = req.run(idx)  # refuses a question of more than MAX_QUERY_TERMS terms before searching
+            job.check()
+            records = hits.to_records()
+            if highlight == "html" and hits.highlighter is not None:
+                for rec in records:
+                    job.check()
+                    rec["snippet_html"] = _highlight(str(rec["snippet"]), hits.highlighter, style="html")
             return idx.generation, records
 
         # On the index's one worker thread, not anyio's pool: see digest_rag.frontends.live on torch's OpenMP teams.
@@ -522,21 +521,22 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
     ) -> Response:
         def work(idx: DigestIndex, job: Job) -> tuple[str, dict[str, Any]]:
             job.check()
-            with idx.stored_analysis():
-                record = paper_record(find_paper(idx, paper_id))
-                if q and q.strip():
-                    check_query_terms(q)
-                    budget = MAX_HIGHLIGHT_CHARS
-                    for section in record["sections"]:
-                        job.check()
-                        text = section["text"]
-                        if len(text) <= budget:
-                            section["html"] = _highlight(text, q, style="html")
-                            budget -= len(text)
-                        else:  # past the budget: the text escaped, unmarked
-                            section["html"] = _highlight(text, (), style="html")
-                            record["highlight_truncated"] = True
-                            budget = 0
+            record = paper_record(find_paper(idx, paper_id))
+            if q and q.strip():
+                terms = idx.analyse(q)  # once, as a search would
+                check_query_terms(terms)
+                marks = idx.highlighter(terms)
+                budget = MAX_HIGHLIGHT_CHARS
+                for section in record["sections"]:
+                    job.check()
+                    text = section["text"]
+                    if len(text) <= budget:
+                        section["html"] = _highlight(text, marks, style="html")
+                        budget -= len(text)
+                    else:  # past the budget: the text escaped, unmarked
+                        section["html"] = _highlight(text, (), style="html")
+                        record["highlight_truncated"] = True
+                        budget = 0
             return idx.generation, record
 
         return await answer(request, work)

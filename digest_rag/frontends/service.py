@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from digest_rag.errors import PaperNotFoundError, UsageError
 from digest_rag.index import DigestIndex
-from digest_rag.lexical.analysis import tokenize
+from digest_rag.lexical.terms import QueryTerms
 from digest_rag.models import Language, Paper, SearchMode, SearchResults
 from digest_rag.search.request import MAX_QUERY_CHARS
 
@@ -110,20 +110,21 @@ class SearchRequest(SearchOptions):
 
     def run(self, index: DigestIndex) -> SearchResults:
         """Ask ``index``; an empty query raises EmptyQueryError, bad filters or too many terms UsageError."""
-        check_query_terms(self.query)
+        terms = index.analyse(self.query)  # once: counted here, then searched with
+        check_query_terms(terms)
         return index.search(
-            self.query, k=self.k, mode=self.mode, language=self.language, date_from=self.date_from,
+            terms, k=self.k, mode=self.mode, language=self.language, date_from=self.date_from,
             date_to=self.date_to, tags=self.tags or None,
         )
 
 
-def check_query_terms(query: str) -> int:
-    """How many terms the analyser makes of ``query``; UsageError when more than MAX_QUERY_TERMS.
+def check_query_terms(query: QueryTerms) -> int:
+    """How many terms the analyser made of the question (its own words, not their expansions); UsageError when
+    more than MAX_QUERY_TERMS.
 
     Counted on the analysed tokens, not characters: 2,000 Hangul characters may be five terms or five hundred.
-    Inside ``DigestIndex.stored_analysis()`` the index's known words cost no Kiwi call.
     """
-    terms = len(tokenize(query)) if isinstance(query, str) else 0
+    terms = sum(1 for source in query.sources.values() if source == "question")
     if terms > MAX_QUERY_TERMS:
         raise UsageError(f"the query has {terms} terms; at most {MAX_QUERY_TERMS} are allowed (ask a shorter question)")
     return terms

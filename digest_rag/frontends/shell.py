@@ -156,10 +156,9 @@ class Shell:
         self.live.refresh()  # a cheap stat; picks up a generation committed since the last question
 
         def work(index: DigestIndex) -> str:
-            with index.stored_analysis():  # Korean words from the index's table, not Kiwi
-                hits = request.run(index)
-                self.last = hits
-                return format_hits(hits, hits.query or question, color=self.color, width=self.width)
+            hits = request.run(index)
+            self.last = hits
+            return format_hits(hits, color=self.color, width=self.width)
 
         return self.live.call(work)  # on the index's thread, where torch's OpenMP team lives (digest_rag.frontends.live)
 

@@ -28,11 +28,9 @@ readers write Korean translations and transliterations ("스케일링 법칙",
 
 from __future__ import annotations
 
-import contextlib
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,7 +45,7 @@ from digest_rag.lexical.kiwi import (
 #: Version of the bundled glossary file (its "# version:" header must match).
 GLOSSARY_VERSION = "2"
 
-__all__ = ["ANALYSIS_VERSION", "LATIN_WORD", "kiwi_morphs", "needs_kiwi", "stored_analysis", "tokenize", "tokenize_many"]
+__all__ = ["ANALYSIS_VERSION", "LATIN_WORD", "StoredAnalysis", "kiwi_morphs", "needs_kiwi", "tokenize", "tokenize_many"]
 
 
 #: Stored with every lexical index; a mismatch means the index must be rebuilt.
@@ -335,26 +333,6 @@ class StoredAnalysis(Protocol):
 
     def analyse(self, text: str) -> Sequence[object] | None:
         """Morphemes of ``text`` with Kiwi's attributes, or None when the table cannot tell."""
-
-
-#: The stored analysis query and snippet analysis use in this context (`stored_analysis`).
-_stored: ContextVar[StoredAnalysis | None] = ContextVar("digest_rag_stored_analysis", default=None)
-
-
-@contextlib.contextmanager
-def stored_analysis(table: StoredAnalysis | None) -> Iterator[None]:
-    """Within the block, queries and snippets read Korean words from ``table`` (an index's), Kiwi only for
-    words it lacks. Documents (and the glossary) are always analysed by Kiwi."""
-    token = _stored.set(table)
-    try:
-        yield
-    finally:
-        _stored.reset(token)
-
-
-def current_stored_analysis() -> StoredAnalysis | None:
-    """The table `stored_analysis` put in place here, if any."""
-    return _stored.get()
 
 
 def kiwi_morphs(segments: Sequence[str], stored: StoredAnalysis | None = None) -> list[Sequence[object]]:

@@ -46,7 +46,7 @@ from digest_rag.lexical.files import (
     read_npy,
 )
 from digest_rag.lexical.lexicon import MinedLexicon
-from digest_rag.lexical.terms import query_term_weights
+from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.lexical.word_table import EOJEOL_FILE, EojeolRecorder, EojeolTable
 from digest_rag.models import Chunk, Paper
 
@@ -177,15 +177,20 @@ class LexicalIndex:
         index.token_entries = cache.used
         return index
 
-    def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every indexed chunk (aligned with `chunk_ids`) for `query`.
+    def analyse(self, query: str) -> QueryTerms:
+        """The question's `QueryTerms` for this index: Korean words read from its word table (Kiwi only for
+        words it has never seen), glossary expansions and the partners of its mined lexicon."""
+        return analyse_query(query, lexicon=self.lexicon, stored=self.eojeols)
+
+    def scores(self, query: str | QueryTerms) -> np.ndarray:
+        """BM25 score of every indexed chunk (aligned with `chunk_ids`) for ``query`` (analysed by `analyse`
+        unless it already is).
 
         The query's own tokens count once each (a repeated word does not double
         its weight); glossary expansions into the other language count
-        `EXPANSION_WEIGHT` (see `analysis.query_term_weights`).
+        `EXPANSION_WEIGHT` (see `digest_rag.lexical.terms.analyse_query`).
         """
-        terms = query_term_weights(query, stored=self.eojeols)
-        terms = self.lexicon.expand(terms)
+        terms = dict((self.analyse(query) if isinstance(query, str) else query).weights)
         scores = self.term_scores(terms)
         if self.feedback is not None:
             extra = feedback_terms(self, scores, terms, self.feedback)
@@ -232,7 +237,7 @@ class LexicalIndex:
             out[docs] += np.float32(w) * data[lo:hi]
         return out
 
-    def search(self, query: str, k: int = 100, allowed: set[int] | None = None) -> list[tuple[int, float]]:
+    def search(self, query: str | QueryTerms, k: int = 100, allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """Top `k` (chunk id, score) pairs, best first, positive scores only.
 
         `allowed` restricts the result to those chunk ids (filters by date, tag,

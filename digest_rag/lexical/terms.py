@@ -2,15 +2,73 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
-from digest_rag.lexical.analysis import StoredAnalysis, _analyse_many, _stored
+from pydantic import BaseModel, ConfigDict
+
+from digest_rag.lexical.analysis import StoredAnalysis, _analyse_many
 from digest_rag.lexical.glossary import (
     CONCEPT_WEIGHT,
     EXPANSION_WEIGHT,
     Glossary,
     default_glossary,
 )
+from digest_rag.models import Language
+from digest_rag.text import detect_language
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from digest_rag.lexical.lexicon import MinedLexicon
+
+#: Where a query term comes from: the question's own words, a glossary concept token (never a word of any
+#: text), the other language's forms of a glossary concept, or the lexicon mined from the corpus.
+TermSource = Literal["question", "concept", "glossary", "lexicon"]
+
+
+class QueryTerms(BaseModel):
+    """A question analysed once per search, then handed to every part that needs its words.
+
+    The lexical retriever scores ``weights``; snippets and highlighting look for `highlight` (the question's
+    words and their glossary and lexicon expansions, so a match found through an expansion is marked too);
+    ``names`` are the model or method names the question uses (known-item matching).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    weights: Mapping[str, float]
+    sources: Mapping[str, TermSource]
+    language: Language
+    names: tuple[str, ...] = ()
+
+    @property
+    def highlight(self) -> frozenset[str]:
+        """The terms that can occur as words of a text: every term but the concept tokens."""
+        return frozenset(t for t, source in self.sources.items() if source != "concept")
+
+
+def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: MinedLexicon | None = None,
+                  stored: StoredAnalysis | None = None, weight: float = EXPANSION_WEIGHT) -> QueryTerms:
+    """The `QueryTerms` of a question: its tokens (1.0), its glossary concept tokens (`CONCEPT_WEIGHT`), the
+    other forms of its glossary concepts (``weight``) and, with ``lexicon``, the mined partners of its words.
+
+    ``stored`` (an index's word table) reads Korean words without starting Kiwi wherever it knows them.
+    """
+    gloss = glossary or default_glossary()
+    a = _analyse_many([text], stored)[0]
+    tokens, seq = a.bag(), a.sequence()
+    sources: dict[str, TermSource] = dict.fromkeys(tokens, "question")
+    weights = gloss.expand(tokens, weight, seq) if weight > 0 else dict.fromkeys(tokens, 1.0)
+    for t in weights:
+        sources.setdefault(t, "glossary")
+    for c in gloss.annotate(seq, tokens):
+        weights[c] = max(weights.get(c, 0.0), CONCEPT_WEIGHT)
+        sources.setdefault(c, "concept")
+    if lexicon is not None:
+        weights = lexicon.expand(weights)
+        for t in weights:
+            sources.setdefault(t, "lexicon")
+    return QueryTerms(text=text, weights=weights, sources=sources, language=detect_language(text))
 
 
 def document_tokens(texts: Sequence[str], glossary: Glossary | None = None,
@@ -35,13 +93,7 @@ def query_term_weights(text: str, glossary: Glossary | None = None, weight: floa
 
     ``glossary`` defaults to the bundled one; ``weight=0`` turns the plain-word
     expansion off (concept tokens stay: they are part of the index's analysis).
-    ``stored`` (default: the `stored_analysis` in place) reads Korean words
+    ``stored`` (an index's word table) reads Korean words
     from an index's table of Kiwi's analyses instead of starting Kiwi.
     """
-    gloss = glossary or default_glossary()
-    a = _analyse_many([text], stored if stored is not None else _stored.get())[0]
-    tokens, seq = a.bag(), a.sequence()
-    terms = gloss.expand(tokens, weight, seq) if weight > 0 else dict.fromkeys(tokens, 1.0)
-    for c in gloss.annotate(seq, tokens):
-        terms[c] = max(terms.get(c, 0.0), CONCEPT_WEIGHT)
-    return terms
+    return dict(analyse_query(text, glossary=glossary, stored=stored, weight=weight).weights)

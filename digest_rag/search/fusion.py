@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from digest_rag.errors import IndexCorruptedError, UsageError
 from digest_rag.models import Chunk, Paper, SearchHit, SearchMode
-from digest_rag.search.snippets import make_snippet
+from digest_rag.search.snippets import Highlighter, make_snippet
 
 if TYPE_CHECKING:  # pragma: no cover
     from digest_rag.storage.store import ChunkHead
@@ -122,12 +122,12 @@ def aggregate(
     chunks: Mapping[int, Chunk] | Mapping[int, ChunkHead],
     papers: Mapping[str, Paper],
     k: int,
-    query: str | Iterable[str] | None = None,
+    query: Highlighter | None = None,
     fetch: Callable[[list[int]], Mapping[int, Chunk]] | None = None,
 ) -> list[SearchHit]:
     """Each paper once, scored by its best chunk, that chunk as the snippet.
 
-    With ``query``, each snippet is centred on the query's matches (see
+    With ``query`` (the search's `Highlighter`), each snippet is centred on the query's matches (see
     :func:`make_snippet`). ``chunks`` may hold only each chunk's paper and
     section kind (`store.ChunkHead`); ``fetch`` then reads the snippet chunks
     of the ``k`` papers shown (`Store.chunks`).

@@ -20,6 +20,7 @@ from digest_rag.errors import (
     UsageError,
 )
 from digest_rag.lexical.index import LexicalIndex
+from digest_rag.lexical.terms import QueryTerms
 from digest_rag.models import IndexManifest
 from digest_rag.dense.faiss_index import search_faiss
 
@@ -31,7 +32,7 @@ class Retriever(Protocol):
 
     name: str
 
-    def search(self, query: str, k: int, allowed_ids: set[int] | None) -> Ranking:
+    def search(self, query: QueryTerms, k: int, allowed_ids: set[int] | None) -> Ranking:
         """Top ``k`` (chunk id, score), best first, restricted to ``allowed_ids`` when given."""
         ...
 
@@ -44,7 +45,7 @@ class LexicalRetriever:
     def __init__(self, index: LexicalIndex) -> None:
         self.index = index
 
-    def search(self, query: str, k: int, allowed_ids: set[int] | None) -> Ranking:
+    def search(self, query: QueryTerms, k: int, allowed_ids: set[int] | None) -> Ranking:
         return self.index.search(query, k, allowed_ids)
 
 
@@ -115,8 +116,8 @@ class DenseRetriever:
         """The encoder if it is loaded already, else None (never loads it)."""
         return self._encoder
 
-    def search(self, query: str, k: int, allowed_ids: set[int] | None) -> Ranking:
-        vector = self.encoder.encode_queries([query])[0]
+    def search(self, query: QueryTerms, k: int, allowed_ids: set[int] | None) -> Ranking:
+        vector = self.encoder.encode_queries([query.text])[0]
         return search_faiss(self.faiss_index, vector, k, allowed_ids)
 
 
@@ -142,7 +143,7 @@ def retrievers_for(
     return chosen
 
 
-def run_retrievers(retrievers: list[Retriever], mode: str, query: str, n: int,
+def run_retrievers(retrievers: list[Retriever], mode: str, query: QueryTerms, n: int,
                    allowed: set[int] | None) -> dict[str, Ranking]:
     """Each retriever's (chunk id, score) ranking of ``query`` by name. When the encoder cannot be loaded in a
     hybrid search, warn (ModelFallbackWarning, at the caller of `DigestIndex.search`) and leave dense out."""

@@ -18,34 +18,17 @@ import re
 from collections.abc import Iterable, Sequence
 
 # The analyser's own word shapes and tag sets: spans cover exactly what BM25 matched.
-from digest_rag.lexical.analysis import (
-    LATIN_WORD,
-    current_stored_analysis,
-    kiwi_morphs,
-    needs_kiwi,
-    tokenize_many,
-)
+from digest_rag.lexical.analysis import LATIN_WORD, StoredAnalysis, kiwi_morphs, needs_kiwi, tokenize_many
 from digest_rag.lexical.kiwi import NOUN_TAGS, PRED_TAGS
-from digest_rag.lexical.terms import query_term_weights
+from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.models import Chunk, SearchHit
 
-__all__ = ["SNIPPET_CHARS", "Span", "highlight_terms", "make_snippet", "match_spans", "opening_snippet"]
+__all__ = ["SNIPPET_CHARS", "Highlighter", "Span", "as_highlighter", "make_snippet", "match_spans", "opening_snippet"]
 
 SNIPPET_CHARS = 320
 
 Span = tuple[int, int]
 
-
-
-def highlight_terms(query: str) -> frozenset[str]:
-    """The normalised words of ``query`` that highlighting looks for: BM25's own query terms.
-
-    Where the analyser expands a query through its bilingual glossary
-    ("스케일링 법칙" -> "scaling", "law"), the expansions are highlighted too,
-    so an English snippet found by a Korean question shows why it matched.
-    """
-    # Concept tokens ("ml:12") stand for phrases and never occur as words in text.
-    return frozenset(t for t in query_term_weights(query) if ":" not in t)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -60,15 +43,15 @@ def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
     return [m.span() for m in LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
 
 
-def _korean_spans(text: str, terms: frozenset[str]) -> list[Span]:
+def _korean_spans(text: str, terms: frozenset[str], stored: StoredAnalysis | None) -> list[Span]:
     # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
     # start in a fresh process) has nothing to find.
     if not needs_kiwi(text) or not any(needs_kiwi(t) for t in terms):
         return []
     spans: list[Span] = []
-    # Snippets are corpus text: an index's table of Kiwi's readings (`analysis.stored_analysis`) knows their
-    # words, and Kiwi is asked only for a text with a word it lacks.
-    for t in kiwi_morphs([text], current_stored_analysis())[0]:
+    # Snippets are corpus text: an index's table of Kiwi's readings (``stored``) knows their words, and Kiwi
+    # is asked only for a text with a word it lacks.
+    for t in kiwi_morphs([text], stored)[0]:
         tag = str(t.tag).split("-", 1)[0]
         if tag in NOUN_TAGS:
             hit = t.form in terms
@@ -93,17 +76,43 @@ def _merge(spans: Iterable[Span]) -> list[Span]:
     return out
 
 
-def match_spans(text: str, query: str | Iterable[str]) -> list[Span]:
-    """Sorted, non-overlapping ``(start, end)`` character spans of query terms in ``text``.
+class Highlighter:
+    """Where a search's terms occur in a text: made once per search from its `QueryTerms`.
 
-    ``query`` is the question as typed, or an iterable of already-normalised
-    terms (as returned by :func:`highlight_terms`).
+    ``terms`` are normalised words (`QueryTerms.highlight`: the question's words and their glossary and lexicon
+    expansions); ``stored`` (the index's word table) reads the Korean words of a text without Kiwi.
     """
-    terms = highlight_terms(query) if isinstance(query, str) else frozenset(query)
-    if not terms or not text:
-        return []
-    return _merge([*_latin_spans(text, terms), *_korean_spans(text, terms)])
 
+    __slots__ = ("stored", "terms")
+
+    def __init__(self, terms: Iterable[str], stored: StoredAnalysis | None = None) -> None:
+        self.terms = frozenset(terms)
+        self.stored = stored
+
+    @classmethod
+    def of(cls, query: QueryTerms, stored: StoredAnalysis | None = None) -> Highlighter:
+        """The highlighter of an analysed question."""
+        return cls(query.highlight, stored)
+
+    def spans(self, text: str) -> list[Span]:
+        """Sorted, non-overlapping ``(start, end)`` character spans of the terms in ``text``."""
+        if not self.terms or not text:
+            return []
+        return _merge([*_latin_spans(text, self.terms), *_korean_spans(text, self.terms, self.stored)])
+
+
+def as_highlighter(query: str | Highlighter | Iterable[str]) -> Highlighter:
+    """A `Highlighter` as given, of normalised terms, or of a question typed as text (analysed here: a
+    search's results carry the one it made, `SearchResults.highlighter`, so showing them analyses nothing)."""
+    if isinstance(query, Highlighter):
+        return query
+    return Highlighter.of(analyse_query(query)) if isinstance(query, str) else Highlighter(query)
+
+
+def match_spans(text: str, query: str | Highlighter | Iterable[str]) -> list[Span]:
+    """Sorted, non-overlapping ``(start, end)`` character spans in ``text`` of the words of ``query`` (a
+    question, normalised terms or a `Highlighter`)."""
+    return as_highlighter(query).spans(text)
 
 
 # A sentence ends before this whitespace: Latin/CJK punctuation, or the Korean
@@ -139,10 +148,10 @@ def _window_start(flat: str, spans: Sequence[tuple[int, int]], limit: int) -> in
     return space + 1 if space >= 0 else max(best, floor)
 
 
-def make_snippet(text: str, limit: int = SNIPPET_CHARS, query: str | Iterable[str] | None = None) -> str:
+def make_snippet(text: str, limit: int = SNIPPET_CHARS, query: str | Highlighter | Iterable[str] | None = None) -> str:
     """The chunk text on one line, about ``limit`` characters, cut at word boundaries.
 
-    With ``query`` (the question, or terms from :func:`highlight_terms`),
+    With ``query`` (a question, a `Highlighter`, or normalised terms such as `QueryTerms.highlight`),
     a chunk longer than ``limit`` is shown around the passage with the most
     query-term matches rather than from its start, with "…" marking what was
     left out on either side; a chunk without matches is shown from its start.
@@ -163,7 +172,7 @@ def make_snippet(text: str, limit: int = SNIPPET_CHARS, query: str | Iterable[st
     return prefix + body[: cut if cut > limit // 2 else limit].rstrip() + " …"
 
 
-def opening_snippet(hit: SearchHit, chunk: Chunk | None, terms: Iterable[str]) -> SearchHit:
+def opening_snippet(hit: SearchHit, chunk: Chunk | None, terms: str | Highlighter | Iterable[str]) -> SearchHit:
     """A hit found by its title passage alone shows the paper's opening text (``chunk``) as its snippet."""
     if chunk is None:
         return hit

@@ -15,7 +15,6 @@ import pytest
 from digest_rag.dense.encoder import Encoder
 from digest_rag.dense.model_files import inspect_model, token_counter
 from digest_rag.dense.static_runtime import STATIC_MAX_TOKENS, StaticSentenceModel
-from digest_rag.errors import ModelUnavailableError
 
 TEXTS = ["Scaling laws for neural language models", "스케일링 법칙을 다룬 논문", "", "attention 어텐션 heads"]
 

@@ -69,15 +69,16 @@ def test_snippet_always_shows_a_match_wherever_it_sits(words_per_sentence: int) 
 
 def test_index_word_table_highlights_the_same_spans_as_kiwi(seed_index, monkeypatch: pytest.MonkeyPatch) -> None:
     # Snippets are corpus text, so the index's table of Kiwi's readings knows their words (digest_rag.lexical.word_table).
-    from digest_rag.search.snippets import highlight_terms, match_spans
+    from digest_rag.lexical.terms import analyse_query
+    from digest_rag.search.snippets import Highlighter, match_spans
 
     query = "긴 컨텍스트를 악용하는 탈옥 공격"
-    terms = highlight_terms(query)
+    terms = analyse_query(query).highlight
     texts = [c.text for c in seed_index.store.chunks().values() if c.language == "ko"]
     assert texts
     expected = [match_spans(t, terms) for t in texts]
     assert any(expected)
     monkeypatch.setattr("digest_rag.lexical.analysis.get_kiwi", lambda: pytest.fail("Kiwi started for corpus text"))
-    with seed_index.stored_analysis():
-        got = [match_spans(t, terms) for t in texts]
+    table = Highlighter(terms, seed_index.lexical.eojeols)
+    got = [table.spans(t) for t in texts]
     assert got == expected
