@@ -119,12 +119,12 @@ class SearchRequest(SearchOptions):
 
 
 def check_query_terms(query: QueryTerms) -> int:
-    """How many terms the analyser made of the question (its own words, not their expansions); UsageError when
-    more than MAX_QUERY_TERMS.
+    """How many terms the analyser made of the question (its own tokens, repeats counted, not their expansions);
+    UsageError when more than MAX_QUERY_TERMS.
 
     Counted on the analysed tokens, not characters: 2,000 Hangul characters may be five terms or five hundred.
     """
-    terms = sum(1 for source in query.sources.values() if source == "question")
+    terms = len(query.tokens)
     if terms > MAX_QUERY_TERMS:
         raise UsageError(f"the query has {terms} terms; at most {MAX_QUERY_TERMS} are allowed (ask a shorter question)")
     return terms

@@ -36,6 +36,8 @@ class QueryTerms(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     text: str
+    #: The question's own tokens in order, repeats kept (its size: what serve's cost limit counts).
+    tokens: tuple[str, ...]
     weights: Mapping[str, float]
     sources: Mapping[str, TermSource]
     language: Language
@@ -68,7 +70,8 @@ def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: Mined
         weights = lexicon.expand(weights)
         for t in weights:
             sources.setdefault(t, "lexicon")
-    return QueryTerms(text=text, weights=weights, sources=sources, language=detect_language(text))
+    return QueryTerms(text=text, tokens=tuple(tokens), weights=weights, sources=sources,
+                      language=detect_language(text))
 
 
 def document_tokens(texts: Sequence[str], glossary: Glossary | None = None,
