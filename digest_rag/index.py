@@ -21,7 +21,7 @@ from digest_rag.search.fusion import aggregate, rank_chunks
 from digest_rag.search.known_item import NameTable, promote
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
-from digest_rag.models import ChunkerSettings, IndexManifest, Paper, SearchResults
+from digest_rag.models import BuildOverrides, ChunkerSettings, IndexManifest, Paper, SearchResults
 from digest_rag.search.request import CANDIDATES, check_k, check_mode, clean_query, make_filters
 from digest_rag.search.retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
 from digest_rag.search.snippets import Highlighter, opening_snippet
@@ -35,11 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build(
     from digest_rag.dense.encoder import Encoder
 
 __all__ = ["DEFAULT_INDEX_DIR", "DigestIndex"]
-
-def _explicit(**options: Any) -> dict[str, Any]:
-    # None means "not given": the index's saved option (or the default) applies.
-    return {k: v for k, v in options.items() if v is not None}
-
 
 class DigestIndex:
     """A loaded index: papers, chunks, FAISS vectors and BM25, ready to search.
@@ -200,9 +195,10 @@ class DigestIndex:
         ``engine="ray"`` parses, chunks and embeds on a Ray cluster (extra ``ray``; ``ray_address``,
         ``workers``, ``gpus_per_worker``); the index is the one the local engine writes.
         """
-        overrides = _explicit(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory, device=device,
-                              batch_size=batch_size, backend=backend, strict=strict, engine=engine,
-                              ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker, **unknown)
+        overrides = BuildOverrides.of(model=model, lexical_only=lexical_only, chunker=chunker, factory=factory,
+                                      device=device, batch_size=batch_size, backend=backend, strict=strict,
+                                      engine=engine, ray_address=ray_address, workers=workers,
+                                      gpus_per_worker=gpus_per_worker, **unknown)
         from digest_rag.build.pipeline import build_index
 
         outcome = build_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress,
@@ -230,8 +226,8 @@ class DigestIndex:
         """
         from digest_rag.build.pipeline import build_index
 
-        outcome = build_index(paths, Path(index_dir), _explicit(**options), encoder=encoder, wait=wait, force=force,
-                              dry_run=True)
+        outcome = build_index(paths, Path(index_dir), BuildOverrides.of(**options), encoder=encoder, wait=wait,
+                              force=force, dry_run=True)
         return outcome.report
 
     @classmethod
@@ -254,10 +250,9 @@ class DigestIndex:
         """
         from digest_rag.build.pipeline import update_index
 
-        outcome = update_index(paths, Path(index_dir), _explicit(**options), encoder=encoder, wait=wait,
-                               progress=progress)
-        return cls._from_outcome(Path(index_dir), outcome, device=options.get("device"),
-                                 backend=options.get("backend"))
+        overrides = BuildOverrides.of(**options)
+        outcome = update_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress)
+        return cls._from_outcome(Path(index_dir), outcome, device=overrides.device, backend=overrides.backend)
 
     @classmethod
     def _from_outcome(cls, index_dir: Path, outcome: BuildOutcome, *, device: str | None,

@@ -12,7 +12,7 @@ import datetime as _dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from digest_rag.errors import UsageError
 
@@ -234,6 +234,30 @@ class BuildOptions(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             raise UsageError(f"build option {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+
+
+class BuildOverrides(
+    create_model(  # type: ignore[misc]  # BuildOptions' fields, each optional: defined once, there
+        "_GivenBuildOptions",
+        __config__=ConfigDict(frozen=True, extra="forbid"),
+        **{name: (f.annotation | None, Field(default=None, description=f.description))
+           for name, f in BuildOptions.model_fields.items()},
+    )
+):
+    """The build options a caller gave explicitly; None (not given) leaves the index's saved option, else the
+    default. Made with `of`, which checks every name and value, so a bad option fails before a build takes the
+    writer lock or reads a file."""
+
+    @classmethod
+    def of(cls, **options: Any) -> BuildOverrides:
+        """The options given (None values dropped); an unknown name or a bad value is a UsageError."""
+        given = {k: v for k, v in options.items() if v is not None}
+        BuildOptions().overridden(given)  # every name and value checked as a build will apply them
+        return cls.model_validate(given)
+
+    def given(self) -> dict[str, Any]:
+        """The options set, by name."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 # The engine options a later build does not inherit from the manifest: where to run is the caller's choice.

@@ -18,7 +18,7 @@ path, the Ray one is in digest_rag.build.ray_engine (optional extra ``[ray]``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -28,11 +28,13 @@ import numpy as np
 from digest_rag.build.chunking import TokenCounter, chunk_papers
 from digest_rag.errors import UsageError
 from digest_rag.models import BuildOptions, Chunk, ChunkerSettings, Paper
-from digest_rag.parsing import ParseResult, parse_paths
+from digest_rag.parsing import ParseResult, Skip, check_strict
 from digest_rag.dense.faiss_index import build_faiss
 from digest_rag.models import ProgressCallback
 
 if TYPE_CHECKING:  # pragma: no cover
+    from digest_rag.build.parse_cache import ParseCache
+    from digest_rag.build.spool import PaperSpool
     from digest_rag.dense.encoder import Encoder
 
 BatchCallback = Callable[[np.ndarray, np.ndarray], None]
@@ -46,7 +48,15 @@ def encode_step(batch_size: int) -> int:
 class BuildEngine(Protocol):
     """The stages of a build an engine runs (see the module docstring)."""
 
-    def parse(self, paths: Iterable[str | Path], strict: bool, progress: ProgressCallback | None) -> ParseResult: ...
+    #: Whether `parse_into` reads the files in this process, through the index's parse cache: a full build then
+    #: drops the cache entries it did not use, which an engine that parses elsewhere must leave alone.
+    parses_here: bool
+
+    def parse_into(self, spool: PaperSpool, paths: list[str | Path], strict: bool, progress: ProgressCallback | None,
+                   cache: ParseCache | None = None, listing: tuple[list[Path], list[Skip]] | None = None,
+                   digests: Mapping[str, bytes] | None = None) -> None:
+        """Parse ``paths`` into ``spool`` (``cache``, ``listing`` and ``digests`` as `PaperSpool.parse_paths`
+        takes them, where the engine reads files here); `parsing.check_strict` applies ``strict``."""
 
     def chunk(self, papers: Sequence[Paper], settings: ChunkerSettings, count: TokenCounter, passage_prefix: str,
               model: str | None, progress: ProgressCallback | None) -> list[Chunk]: ...
@@ -61,9 +71,14 @@ class BuildEngine(Protocol):
 class LocalEngine:
     """Every stage in this process."""
 
-    def parse(self, paths: Iterable[str | Path], strict: bool, progress: ProgressCallback | None) -> ParseResult:
-        """`parse_paths` as it is."""
-        return parse_paths(list(paths), strict=strict, progress=progress)
+    parses_here = True
+
+    def parse_into(self, spool: PaperSpool, paths: list[str | Path], strict: bool, progress: ProgressCallback | None,
+                   cache: ParseCache | None = None, listing: tuple[list[Path], list[Skip]] | None = None,
+                   digests: Mapping[str, bytes] | None = None) -> None:
+        """Streamed into the spool file by file, through the parse cache."""
+        spool.parse_paths(paths, progress, cache, listing=listing, digests=digests)
+        check_strict(ParseResult(skipped=spool.skipped), strict)
 
     def chunk(self, papers: Sequence[Paper], settings: ChunkerSettings, count: TokenCounter, passage_prefix: str,
               model: str | None, progress: ProgressCallback | None) -> list[Chunk]:

@@ -14,7 +14,7 @@ and opens the committed generation from it; nothing here imports the facade.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 
 from digest_rag.dense.embedding_cache import EmbeddingCache
 from digest_rag.dense.encoder import Encoder
-from digest_rag.build.engines import BuildEngine, LocalEngine, open_engine
+from digest_rag.build.engines import BuildEngine, open_engine
 from digest_rag.errors import (
     CorpusError,
     IndexCorruptedError,
@@ -43,12 +43,13 @@ from digest_rag.lexical.builder import analysis_cache_key
 from digest_rag.lexical.index import LexicalIndex
 from digest_rag.storage.locking import WriterLock, real_index_dir
 from digest_rag.models import (
+    BuildOverrides,
     PASSAGE_PREFIX,
     BuildOptions,
     ChunkerSettings,
 )
 from digest_rag.build.parse_cache import ParseCache
-from digest_rag.parsing import ParseResult, Skip, check_strict, corpus_files
+from digest_rag.parsing import corpus_files
 from digest_rag.build.spool import PaperSpool
 from digest_rag.build.chunk_reuse import chunk_papers_reusing, chunks_reusable
 from digest_rag.build.embedding import _store_lookup, embed_passages, reusable_embeddings
@@ -71,7 +72,7 @@ __all__ = ["build_index", "update_index"]
 def build_index(
     paths: Iterable[str | Path],
     index_dir: Path,
-    overrides: Mapping[str, Any],
+    overrides: BuildOverrides,
     *,
     encoder: Encoder | None = None,
     wait: float = 0.0,
@@ -111,10 +112,10 @@ def build_index(
             t_parse = time.perf_counter()
             # Parsed papers of unchanged files come from the parse cache (--force too: it is a cache).
             with _parse_cache(home, writable=not dry_run) as cache:
-                _parse_into(parsed, engine, path_list, options.strict, progress, cache, listing, digests)
+                engine.parse_into(parsed, path_list, options.strict, progress, cache, listing, digests)
                 if cache is not None:
                     # A full build: entries of files it no longer reads go (not when an engine parsed elsewhere).
-                    cache.close(collect=isinstance(engine, LocalEngine))
+                    cache.close(collect=engine.parses_here)
             parse_s = time.perf_counter() - t_parse
             outcome = _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
                                     progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run,
@@ -126,7 +127,7 @@ def build_index(
 def update_index(
     paths: Iterable[str | Path],
     index_dir: Path,
-    overrides: Mapping[str, Any],
+    overrides: BuildOverrides,
     *,
     encoder: Encoder | None = None,
     wait: float = 0.0,
@@ -140,11 +141,11 @@ def update_index(
         pause_point("locked")
         # An update keeps the index's kind: a lexical-only index stays lexical unless a model is asked for.
         lexical_only = options.lexical_only or (
-            manifest.model_name is None and "model" not in overrides and encoder is None
+            manifest.model_name is None and overrides.model is None and encoder is None
         )
         with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed, \
                 _parse_cache(index_dir) as cache:
-            _parse_into(parsed, engine, list(paths), options.strict, progress, cache)
+            engine.parse_into(parsed, list(paths), options.strict, progress, cache)
             if cache is not None:
                 cache.close()
             return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=lexical_only,
@@ -170,25 +171,13 @@ def _parse_cache(index_dir: Path | None, writable: bool = True) -> AbstractConte
     return nullcontext() if index_dir is None else ParseCache(index_dir, writable=writable)
 
 
-def _parse_into(spool: PaperSpool, engine: BuildEngine, paths: list[str | Path], strict: bool,
-                progress: ProgressCallback | None, cache: ParseCache | None = None,
-                listing: tuple[list[Path], list[Skip]] | None = None, digests: Mapping[str, bytes] | None = None,
-                ) -> None:
-    """Parse ``paths`` into ``spool``: streamed here (through ``cache``; ``listing`` and ``digests`` as
-    `PaperSpool.parse_paths` takes them), or as the engine's merged result when it parses elsewhere."""
-    if isinstance(engine, LocalEngine):
-        spool.parse_paths(paths, progress, cache, listing=listing, digests=digests)
-        check_strict(ParseResult(skipped=spool.skipped), strict)
-    else:
-        spool.add_result(engine.parse(paths, strict, progress))
-
-
-def _options(previous: BuildOptions | None, overrides: Mapping[str, Any]) -> BuildOptions:
+def _options(previous: BuildOptions | None, overrides: BuildOverrides) -> BuildOptions:
     """The previous options with the caller's explicit ones applied. Asking for a model means asking for
     vectors, so it also lifts a saved ``lexical_only`` unless that is given too."""
-    if "model" in overrides and "lexical_only" not in overrides:
-        overrides = {**overrides, "lexical_only": False}
-    return (previous or BuildOptions()).overridden(overrides)
+    given = overrides.given()
+    if "model" in given and "lexical_only" not in given:
+        given["lexical_only"] = False
+    return (previous or BuildOptions()).overridden(given)
 
 
 

@@ -34,7 +34,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -47,10 +47,12 @@ from digest_rag.build.engines import encode_step
 from digest_rag.models import ProgressCallback
 from digest_rag.errors import ParseError, UsageError
 from digest_rag.models import Chunk, ChunkerSettings, Paper
-from digest_rag.parsing import ParseResult, check_strict, combine_parsed, corpus_files, file_name_error, parse_bytes
+from digest_rag.parsing import ParseResult, Skip, check_strict, combine_parsed, corpus_files, file_name_error, parse_bytes
 from digest_rag.text import read_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
+    from digest_rag.build.parse_cache import ParseCache
+    from digest_rag.build.spool import PaperSpool
     from digest_rag.dense.encoder import Encoder
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,14 @@ class RayEngine:
         return max(1, int(cpus // self.workers()))
 
     # ------------------------------------------------------------------ stages
+    parses_here = False
+
+    def parse_into(self, spool: PaperSpool, paths: list[str | Path], strict: bool, progress: ProgressCallback | None,
+                   cache: ParseCache | None = None, listing: tuple[list[Path], list[Skip]] | None = None,
+                   digests: Mapping[str, bytes] | None = None) -> None:
+        """The merged result of `parse` (files read here, parsed on the cluster); no parse cache."""
+        spool.add_result(self.parse(paths, strict, progress))
+
     def parse(self, paths: Iterable[str | Path], strict: bool = False,
               progress: ProgressCallback | None = None) -> ParseResult:
         """`parsing.parse_paths` with each file parsed by a Ray Data task: the same ParseResult.

@@ -288,7 +288,8 @@ def build(
             rep = DigestIndex.dry_run(
                 [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
                 lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size,
-                backend=backend, strict=strict or None, wait=wait, force=force,
+                backend=backend, strict=strict or None, wait=wait, force=force, engine=engine,
+                ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
             )
         _plan_summary(index, rep, as_json)
         return

@@ -419,3 +419,18 @@ def test_passages_are_encoded_most_tokens_first_in_a_fixed_order(tiny_encoder: E
     # equal counts: by hash, so a resumed build cuts the same batches
     assert [h for h, p in order if p == "짧다"] == ["h2", "h3"]
     assert passage_order(list(reversed(todo)), tiny_encoder.count_tokens) == order
+
+
+def test_bad_build_options_fail_before_the_writer_lock(tmp_path: Path, seed_corpus: Path) -> None:
+    """Options are checked when given (BuildOverrides), not after waiting for another writer's lock."""
+    from digest_rag.errors import UsageError
+    from digest_rag.storage.locking import WriterLock
+
+    index_dir = tmp_path / "ix"
+    index_dir.mkdir()
+    with WriterLock(index_dir):
+        for bad in ({"batch_size": 0}, {"backend": "tpu"}, {"colour": "blue"}):
+            with pytest.raises(UsageError):
+                DigestIndex.build([seed_corpus], index_dir=index_dir, lexical_only=True, wait=30.0, **bad)
+            with pytest.raises(UsageError):
+                DigestIndex.dry_run([seed_corpus], index_dir=index_dir, lexical_only=True, wait=30.0, **bad)

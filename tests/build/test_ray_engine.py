@@ -80,6 +80,10 @@ def test_missing_ray_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch, tmp
     assert res.exit_code == 1
     assert 'pip install "digest-rag[ray]"' in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "ix" / "manifest.json").exists()
+    # A dry run plans the build it was asked for, the Ray one (which here says Ray is missing), not a local one.
+    res = CliRunner().invoke(app, ["build", str(seed_corpus), "--index", str(tmp_path / "ix"), "--engine", "ray",
+                                   "--lexical-only", "--dry-run"])
+    assert res.exit_code == 1 and 'pip install "digest-rag[ray]"' in res.output, res.output
     # Ray options without the Ray engine are a mistake, not silently ignored.
     res = CliRunner().invoke(app, ["build", str(seed_corpus), "--index", str(tmp_path / "ix"), "--workers", "2"])
     assert res.exit_code == 1 and "--engine ray" in res.output
