@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from digest_rag.dense.encoder import MODEL_ENV, UNAVAILABLE, Encoder, model_identity, resolve_model_name
+from digest_rag.dense.encoder import UNAVAILABLE, Encoder, model_identity, resolve_model_name, requested_model
 from digest_rag.errors import (
     IncompatibleModelError,
     IndexCorruptedError,
@@ -49,7 +48,7 @@ def previous_options(index_dir: Path) -> BuildOptions | None:
 def default_model_unavailable(options: BuildOptions, encoder: Encoder | None) -> bool:
     """Whether this build wants the default model (no model asked for, none in $DIGEST_RAG_MODEL) and the
     local cache lacks it: then the build falls back to lexical-only (`load_encoder`). A files-only check."""
-    if options.lexical_only or encoder is not None or options.model or os.environ.get(MODEL_ENV):
+    if options.lexical_only or encoder is not None or requested_model(options.model):
         return False
     return model_identity(None) is None
 
@@ -78,7 +77,7 @@ def inputs_fingerprint(
         identity = (encoder.name, encoder.revision)
         backend = encoder.backend  # type: ignore[assignment]
     else:
-        identity = model_identity(options.model or os.environ.get(MODEL_ENV) or None)
+        identity = model_identity(requested_model(options.model))
         if identity is None and unavailable:
             identity = (resolve_model_name(None), UNAVAILABLE)
     if identity is None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
 from digest_rag.dense.embedding_cache import ModelIdentity
-from digest_rag.dense.encoder import MODEL_ENV, Encoder
+from digest_rag.dense.encoder import Encoder, requested_model
 from digest_rag.dense.model_files import ModelFacts, inspect_model, token_counter
 from digest_rag.errors import (
     ModelFallbackWarning,
@@ -104,7 +103,7 @@ def passage_model(options: BuildOptions, old: IndexManifest | None, encoder: Enc
         return PassageModel(options=options, encoder=encoder)
     if lexical_only:
         return None
-    explicit = options.model or os.environ.get(MODEL_ENV) or (old.model_name if old else None)
+    explicit = requested_model(options.model, old.model_name if old else None)
     facts = inspect_model(explicit)
     if facts is not None:
         return PassageModel(options=options, facts=facts)
@@ -114,7 +113,7 @@ def passage_model(options: BuildOptions, old: IndexManifest | None, encoder: Enc
 
 def load_encoder(options: BuildOptions, old: IndexManifest | None) -> Encoder | None:
     """The passage encoder; None (lexical-only, with a warning) when the default model cannot be had."""
-    explicit = options.model or os.environ.get(MODEL_ENV) or (old.model_name if old else None)
+    explicit = requested_model(options.model, old.model_name if old else None)
     try:
         return Encoder.load(explicit, device=options.device, batch_size=options.batch_size, backend=options.backend)
     except ModelUnavailableError as exc:

@@ -38,6 +38,15 @@ MODEL_ALIASES: dict[str, str] = {
 }
 
 
+def requested_model(explicit: str | os.PathLike[str] | None, saved: str | None = None) -> str | None:
+    """The one rule for which model is asked for: ``explicit``, else $DIGEST_RAG_MODEL, else ``saved`` (the
+    model an index was built with); None when none names one, so the caller's default applies."""
+    for name in (explicit, os.environ.get(MODEL_ENV), saved):
+        if name is not None and str(name).strip():
+            return str(name).strip()
+    return None
+
+
 def resolve_model_name(model: str | os.PathLike[str] | None = None) -> str:
     """The model an operation should use: explicit > $DIGEST_RAG_MODEL > default.
 
@@ -45,9 +54,7 @@ def resolve_model_name(model: str | os.PathLike[str] | None = None) -> str:
     existing local directory becomes its absolute path, so the same model
     compares equal however it was spelled.
     """
-    name = str(model) if model is not None and str(model).strip() else os.environ.get(MODEL_ENV, "").strip()
-    if not name:
-        name = DEFAULT_MODEL
+    name = requested_model(model) or DEFAULT_MODEL
     name = MODEL_ALIASES.get(name.lower(), name)
     p = Path(name).expanduser()
     if p.exists():

@@ -7,12 +7,11 @@ first dense search; the lexical retriever wraps the BM25 index.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Protocol
 
-from digest_rag.dense.encoder import MODEL_ENV, Encoder
+from digest_rag.dense.encoder import Encoder, requested_model
 from digest_rag.errors import (
     IncompatibleModelError,
     ModelFallbackWarning,
@@ -99,7 +98,7 @@ class DenseRetriever:
         if self._encoder is None:
             if self._error is not None:
                 raise self._error
-            requested = self._model_request or os.environ.get(MODEL_ENV) or self.manifest.model_name
+            requested = requested_model(self._model_request, self.manifest.model_name)
             try:
                 enc = Encoder.load(requested, device=self._device, backend=self._backend, light=True)
             except ModelUnavailableError as exc:

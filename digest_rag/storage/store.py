@@ -56,36 +56,6 @@ CREATE TABLE doc_tokens (text_hash TEXT PRIMARY KEY, tokens TEXT NOT NULL);
 """
 
 
-def write_store(
-    path: Path,
-    papers: Sequence[Paper],
-    chunks: Sequence[Chunk],
-    passage_hashes: Sequence[str],
-    vectors: np.ndarray | None,
-    doc_tokens: Mapping[str, list[str]] | None = None,
-    analysis_key: str | None = None,
-) -> None:
-    """Create a new store file at ``path`` (which must not exist) in one transaction.
-
-    ``doc_tokens`` (text hash -> BM25 tokens, made by the analysis named
-    ``analysis_key``) is the next build's token cache, as the embeddings are
-    its vector cache. A build streams through `StoreWriter` instead.
-    """
-    from digest_rag.lexical.builder import lexical_chunks
-
-    writer = StoreWriter(path, analysis_key if doc_tokens else None)
-    try:
-        writer.add_papers((p, p.model_dump_json()) for p in papers)
-        writer.add_chunks(chunks, passage_hashes)
-        if vectors is not None:
-            writer.add_embeddings(passage_hashes, vectors)
-        if doc_tokens and analysis_key:
-            writer.record_tokens(doc_tokens)
-        writer.finish(len(lexical_chunks(chunks)))
-    finally:
-        writer.close()
-
-
 class ChunkHead(NamedTuple):
     """A chunk's paper and section kind (`Store.chunk_heads`)."""
 

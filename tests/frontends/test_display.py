@@ -74,7 +74,7 @@ def test_format_hits_plain_wrapped_and_complete(seed_index) -> None:  # noqa: AN
 
 def test_search_returns_search_results(seed_index) -> None:  # noqa: ANN001 - fixture
     hits = seed_index.search("Gemma 2 지식 증류", k=4, mode="lexical")
-    assert isinstance(hits, SearchResults) and isinstance(hits, list)
+    assert isinstance(hits, SearchResults)
     assert all(isinstance(h, SearchHit) for h in hits) and len(hits) == 4
     assert hits.query == "Gemma 2 지식 증류" and hits.mode == "lexical"
     records = hits.to_records()

@@ -84,8 +84,15 @@ def test_tokenize_many_matches_tokenize() -> None:
     assert tokenize_many(texts) == [tokenize(t) for t in texts]
 
 
-def test_version_string() -> None:
-    assert isinstance(ANALYSIS_VERSION, str) and ANALYSIS_VERSION
+def test_analysis_version_names_what_the_tokens_depend_on() -> None:
+    """A stored index's tokens are reused only under the same ANALYSIS_VERSION: it must say how Kiwi was built
+    (its multi-word dictionary off: "nomulti") and which glossary expanded them, and key the token cache."""
+    from digest_rag.lexical.builder import analysis_cache_key
+    from digest_rag.lexical.kiwi import KIWI_OPTIONS
+
+    assert ("nomulti" in ANALYSIS_VERSION) == (not KIWI_OPTIONS["load_multi_dict"])
+    assert f"gloss-{GLOSSARY_VERSION}" in ANALYSIS_VERSION
+    assert analysis_cache_key().startswith(ANALYSIS_VERSION + "|")
 
 
 # ---------------------------------------------------------------- glossary

@@ -1,4 +1,4 @@
-"""ONNX Runtime backends on the tiny model: selection, agreement with torch, export cached once."""
+"""dense.onnx_runtime: the model exported to ONNX Runtime (fp32, int8) agrees with torch, exports once, loads without torch."""
 
 from __future__ import annotations
 
