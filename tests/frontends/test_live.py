@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from digest_rag import DigestIndex
+from digest_rag.errors import DamagedIndexWarning
 from digest_rag.frontends.live import LiveIndex
 
 pytestmark = pytest.mark.filterwarnings("ignore::digest_rag.ModelFallbackWarning")  # updates of lexical-only indexes
@@ -119,3 +120,33 @@ def test_healthz_reports_the_reload_error(index_dir: Path, seed_corpus: Path,
         _until(lambda: client.get("/healthz").json()["reload_error"] is not None)
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["reload_error"] == "RuntimeError: stalled"
+
+
+def test_a_tampered_generation_is_reported_and_the_repair_is_picked_up(
+        index_dir: Path, seed_corpus: Path) -> None:
+    # Issue 23 item 2, serve's side: a commit whose store is an endless VIEW behind a forged checksum. The store
+    # refuses it (IndexCorruptedError); the reloader says so in /healthz and switches to the repaired generation.
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from digest_rag.frontends.server import create_app
+    from tests.storage.test_hostile_store import _forge_store
+
+    with LiveIndex(index_dir, interval=0, reload_timeout=10) as live:
+        client = TestClient(create_app(live, rate_limit=0), base_url="http://localhost")
+        first = live.generation
+        _commit(index_dir, seed_corpus, "2024-06-28-daily-digest.txt")
+        _forge_store(index_dir, "chunks")  # the new generation's store, before the server loads it
+        t0 = time.monotonic()
+        assert not live.refresh()
+        assert time.monotonic() - t0 < 10
+        health = client.get("/healthz").json()
+        assert health["generation"] == first and health["reload_error"].startswith("IndexCorruptedError")
+        assert client.get("/search", params={"q": "many-shot", "mode": "lexical"}).status_code == 200
+        with pytest.warns(DamagedIndexWarning, match="view"):  # the documented repair: build --force
+            DigestIndex.build([index_dir.parent / "src"], index_dir=index_dir, lexical_only=True, force=True).close()
+        assert live.refresh()
+        health = client.get("/healthz").json()
+        assert health["generation"] != first and health["reload_error"] is None
+        hits = client.get("/search", params={"q": "Gemma 2", "mode": "lexical", "k": 1}).json()
+        assert hits[0]["title"].startswith("Gemma 2")
