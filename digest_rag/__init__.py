@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
     from digest_rag.models import BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section
     from digest_rag.parsing import ParseResult, Skip, parse_file, parse_paths
     from digest_rag.evaluation.variants import VariantReport, apply_variant, export_variant
+    from digest_rag.dense.training.trainer import TrainOptions, TrainReport, train_encoder
 
 # Public name -> the submodule defining it, imported on first access (PEP 562): `import digest_rag` or
 # `from digest_rag.frontends.cli import ...` must not pay for the build pipeline, the encoder, FAISS wrappers or the
@@ -66,6 +67,7 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(("ParseResult", "Skip", "parse_file", "parse_paths"), "parsing"),
     **dict.fromkeys(("VariantReport", "apply_variant", "export_variant"), "evaluation.variants"),
+    **dict.fromkeys(("TrainOptions", "TrainReport", "train_encoder"), "dense.training.trainer"),
 }
 
 
@@ -113,6 +115,8 @@ __all__ = [
     "SearchResults",
     "Section",
     "Skip",
+    "TrainOptions",
+    "TrainReport",
     "UnsafeIndexPathError",
     "UsageError",
     "VariantReport",
@@ -125,4 +129,5 @@ __all__ = [
     "parse_file",
     "parse_paths",
     "resolve_model_name",
+    "train_encoder",
 ]

@@ -505,6 +505,59 @@ def _need_extra(module: str, extra: str) -> None:
 
 
 @app.command()
+def train(
+    paths: list[Path] = typer.Argument(None, help="Digest files or directories to learn from (default: corpus/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (a sentence-transformers directory)."),
+    static: bool = typer.Option(False, "--static", help="Start from a StaticEmbedding over a tokenizer trained on the corpus (the default; no download)."),
+    base: str = typer.Option(None, "--base", help="Fine-tune this sentence-transformers model (name or path), e.g. intfloat/multilingual-e5-small."),
+    steps: int = typer.Option(600, "--steps", min=1, help="Training steps."),
+    batch_size: int = typer.Option(1024, "--batch-size", min=2, help="Pairs per batch (distinct papers plus term pairs)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed on the same corpus gives the same model."),
+    dim: int = typer.Option(512, "--dim", min=8, help="--static: vector width."),
+    learning_rate: float = typer.Option(None, "--lr", help="Learning rate (default: 0.05 static, 2e-5 --base)."),
+    exclude_eval: list[Path] = typer.Option(None, "--exclude-eval", help="Leave out the papers of every question in this JSONL (repeatable)."),
+    exclude_heldout_eval: list[Path] = typer.Option(None, "--exclude-heldout-eval", help="Leave out the papers of the held-out third of this JSONL's questions (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the training report as JSON."),
+) -> None:
+    """Train an embedding model on your digests' own Korean/English pairs.
+
+    Example: digest-rag train corpus/ --out models/digests && digest-rag build corpus/ --model models/digests
+    """
+    if static and base:
+        _err("error: choose one starting point: --static or --base")
+        raise typer.Exit(1)
+    _need_extra("datasets", "train")
+    _need_extra("accelerate", "train")
+    from digest_rag.dense.training.trainer import report_json, train_encoder
+
+    excluded = [(p, False) for p in exclude_eval or []] + [(p, True) for p in exclude_heldout_eval or []]
+    settings: dict[str, Any] = {"static": base is None, "base": base, "steps": steps, "batch_size": batch_size,
+                                "seed": seed, "dim": dim}
+    if learning_rate is not None:
+        settings["learning_rate"] = learning_rate
+    if not (quiet or as_json):
+        _err(f"training on {', '.join(str(p) for p in (paths or [Path('corpus')]))} -> {out}")
+    with _handled():
+        report = train_encoder([str(p) for p in (paths or [Path("corpus")])], out, exclude_eval=excluded,
+                               force=force, progress=not (quiet or as_json), **settings)
+    if as_json:
+        typer.echo(report_json(report))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in report.pair_counts.items())
+    typer.echo(f"pairs: {counts}; papers: {report.train_papers} trained, {report.heldout_papers} held out, "
+               f"{report.excluded_papers} left out")
+    if report.heldout_loss_before is not None:
+        typer.echo(f"held-out loss: {report.heldout_loss_before} -> {report.heldout_loss_after}")
+    for name, check in (("start", report.selfcheck_before), ("trained", report.selfcheck_after)):
+        if check is not None:
+            typer.echo(f"self-check ({name}): {check.queries} held-out Korean notes vs {check.candidates} English "
+                       f"texts: R@1 {check.recall_at_1:.3f}, MRR@10 {check.mrr_at_10:.3f}")
+    typer.echo(f"wrote {report.out} in {report.seconds:.0f}s; use it: digest-rag build ... --model {report.out}")
+
+
+@app.command()
 def shell(
     index: Path = IndexOpt,
     color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
