@@ -537,8 +537,6 @@ def train(
                                 "seed": seed, "dim": dim}
     if learning_rate is not None:
         settings["learning_rate"] = learning_rate
-    if not (quiet or as_json):
-        _err(f"training on {', '.join(str(p) for p in (paths or [Path('corpus')]))} -> {out}")
     with _handled():
         report = train_encoder([str(p) for p in (paths or [Path("corpus")])], out, exclude_eval=excluded,
                                force=force, progress=not (quiet or as_json), **settings)

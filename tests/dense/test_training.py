@@ -14,8 +14,11 @@ from digest_rag.errors import UsageError
 pytest.importorskip("datasets", reason="the 'train' extra is not installed")
 pytest.importorskip("accelerate", reason="the 'train' extra is not installed")
 
-#: A few seconds of training on the seeds: small table, small vocabulary, small batches.
-QUICK = {"steps": 40, "batch_size": 24, "dim": 32, "vocab_size": 2000, "heldout_share": 0.25, "learning_rate": 0.05}
+#: A few seconds of training on the seeds: small table, small vocabulary, small batches. From a random start:
+#: with 22 training papers the SVD start is already about as close to the 7 held-out ones as training gets
+#: (measured: held-out loss 1.94 -> 1.96), so only a random start shows what the training itself does.
+QUICK = {"steps": 30, "batch_size": 24, "dim": 32, "vocab_size": 2000, "heldout_share": 0.25, "learning_rate": 0.05,
+         "svd": False}
 
 
 @pytest.fixture(scope="module")

@@ -21,20 +21,57 @@ __all__ = ["DEFAULT_DIM", "DEFAULT_VOCAB", "svd_table", "static_model", "train_t
 DEFAULT_DIM = 512
 DEFAULT_VOCAB = 30_000
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+#: Word starts up to this many characters (shorter than the word) and endings up to `SUFFIX_MAX` are pieces.
+PIECE_MAX = 8
+SUFFIX_MAX = 3
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB) -> Any:
-    """A WordPiece `tokenizers.Tokenizer` (NFKC, lower case, BERT pre-tokenizer) trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    """A WordPiece `tokenizers.Tokenizer` (NFKC, lower case, BERT pre-tokenizer, Hangul apart) whose vocabulary fits ``texts``.
+
+    The vocabulary is chosen here rather than by `tokenizers`' WordPiece trainer, which breaks ties
+    between equally frequent merges in hash order and so gives another vocabulary on every run: the
+    same texts must give the same model. Every character (and its ``##`` continuation) is in it, then,
+    by frequency with ties broken alphabetically: the words written at least twice, and the word
+    starts and ``##`` endings they share (a Korean stem and its particles: 모델 + ##을; "transform" +
+    ##ers). Greedy longest-match WordPiece then splits unseen words into those pieces.
+    """
+    from collections import Counter
+
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=2,
-                                        show_progress=False)
-    tok.train_from_iterator(list(texts), trainer)
-    return tok
+    # Hangul runs split from Latin ones: "transformer의" is the English word and a particle, so the English term
+    # of a Korean note shares its vector with the English title's.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.BertPreTokenizer(),
+        pre_tokenizers.Split(Regex("[\uac00-\ud7a3\u3131-\u318e]+"), behavior="isolated"),
+    ])
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+    chars = sorted({ch for w in words for ch in w})
+    pieces: Counter[str] = Counter()
+    for w, n in words.items():
+        if len(w) < 2:
+            continue
+        if n >= 2:
+            pieces[w] += 2 * n  # a whole word outranks the pieces it shares its count with
+        for k in range(2, min(len(w), PIECE_MAX) ):
+            pieces[w[:k]] += n
+        for k in range(1, min(len(w), SUFFIX_MAX + 1)):
+            pieces["##" + w[-k:]] += n
+    vocab = list(SPECIAL_TOKENS) + chars + ["##" + ch for ch in chars]
+    known = set(vocab)
+    ranked = sorted((p for p, n in pieces.items() if n >= 2 and p not in known), key=lambda p: (-pieces[p], p))
+    vocab += ranked[: max(0, vocab_size - len(vocab))]
+    out = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                     max_input_chars_per_word=100))
+    out.normalizer = tok.normalizer
+    out.pre_tokenizer = tok.pre_tokenizer
+    out.decoder = decoders.WordPiece()
+    return out
 
 
 def svd_table(tokenizer: Any, documents: Sequence[str], dim: int, seed: int) -> np.ndarray:

@@ -142,7 +142,10 @@ class PaperBatches:
 
 def _sampler_factory(plan: PaperBatches, train_size: int) -> Callable[..., Any]:
     """The trainer's batch sampler: the plan for the training set, plain consecutive batches for evaluation."""
-    from sentence_transformers.sampler import DefaultBatchSampler
+    try:
+        from sentence_transformers.base.sampler import DefaultBatchSampler
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.sampler import DefaultBatchSampler
 
     class _Planned(DefaultBatchSampler):
         def __init__(self, dataset: Any, batch_size: int, drop_last: bool, *args: Any, **kwargs: Any) -> None:
@@ -352,7 +355,6 @@ def _fit(model: Any, mined: MinedPairs, opts: TrainOptions, work: Path, prefixes
     """Train ``model`` in place; returns the held-out loss before and after."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers import losses
 
     train = mined.train
     plan = PaperBatches(train, opts.batch_size, opts.term_share, opts.seed)
@@ -360,12 +362,8 @@ def _fit(model: Any, mined: MinedPairs, opts: TrainOptions, work: Path, prefixes
     held = _eval_pairs(mined)
     eval_data = Dataset.from_dict({"anchor": [p.anchor for p in held], "positive": [p.positive for p in held]}) \
         if len(held) >= 2 else None
-    if opts.base is None:
-        loss = losses.MultipleNegativesSymmetricRankingLoss(model)
-        lr = opts.learning_rate or 0.05
-    else:
-        loss = losses.CachedMultipleNegativesSymmetricRankingLoss(model, mini_batch_size=opts.mini_batch_size)
-        lr = opts.learning_rate or 2e-5
+    loss = _symmetric_loss(model, cached=opts.base is not None, mini_batch_size=opts.mini_batch_size)
+    lr = opts.learning_rate or (0.05 if opts.base is None else 2e-5)
     qp, pp = prefixes
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work), max_steps=opts.steps, per_device_train_batch_size=opts.batch_size,
@@ -376,10 +374,29 @@ def _fit(model: Any, mined: MinedPairs, opts: TrainOptions, work: Path, prefixes
         prompts={"anchor": qp, "positive": pp} if qp or pp else None,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, eval_dataset=eval_data, loss=loss)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints metric dicts on stdout, which --json owns
     before = _eval_loss(trainer, eval_data)
     trainer.train()
     after = _eval_loss(trainer, eval_data)
     return before, after
+
+
+def _symmetric_loss(model: Any, *, cached: bool, mini_batch_size: int) -> Any:
+    """Multiple-negatives ranking loss in both directions (note -> English and English -> note); cached for big bases."""
+    try:
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import losses  # type: ignore[no-redef]
+    import inspect
+
+    cls = losses.CachedMultipleNegativesRankingLoss if cached else losses.MultipleNegativesRankingLoss
+    extra = {"mini_batch_size": mini_batch_size} if cached else {}
+    if "directions" in inspect.signature(cls.__init__).parameters:
+        return cls(model, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction", **extra)
+    old = losses.CachedMultipleNegativesSymmetricRankingLoss if cached else losses.MultipleNegativesSymmetricRankingLoss
+    return old(model, **extra)
 
 
 def _eval_loss(trainer: Any, eval_data: Any) -> float | None:
