@@ -290,6 +290,7 @@ def train_encoder(
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.train-{os.getpid()}-", dir=out.parent))
+    restore = _exit_on_sigterm()
     try:
         loss_before, loss_after = _fit(model, mined, opts, tmp / "work", (qp, pp), progress)
         check_after = self_check(encode(qp), encode(pp), held_papers, candidates)
@@ -312,7 +313,23 @@ def train_encoder(
         _replace(model_dir, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        restore()
     return report
+
+
+def _exit_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM (a `kill`) unwind like Ctrl-C, so the temporary directory goes; returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _replace(new: Path, out: Path) -> None:
