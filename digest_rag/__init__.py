@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
         IndexNotFoundError,
         IndexVersionError,
         IndexWriteError,
+        FusionCalibrationWarning,
         ModelFallbackWarning,
         ModelUnavailableError,
         ParseError,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs; at run time 
         UsageError,
     )
     from digest_rag.index import DigestIndex
-    from digest_rag.models import BuildOptions, Chunk, ChunkerSettings, IndexManifest, Paper, SearchHit, SearchResults, Section
+    from digest_rag.models import BuildOptions, Chunk, ChunkerSettings, FusionCalibration, IndexManifest, Paper, SearchHit, SearchResults, Section
     from digest_rag.parsing import ParseResult, Skip, parse_file, parse_paths
     from digest_rag.evaluation.variants import VariantReport, apply_variant, export_variant
     from digest_rag.dense.training.trainer import TrainOptions, TrainReport, train_encoder
@@ -56,13 +57,13 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("CorpusError", "DamagedIndexWarning", "DigestRagError", "EmptyQueryError", "IncompatibleModelError",
          "IndexClosedError", "IndexCorruptedError", "IndexLockedError", "IndexNotFoundError", "IndexVersionError",
-         "IndexWriteError", "ModelFallbackWarning",
+         "IndexWriteError", "FusionCalibrationWarning", "ModelFallbackWarning",
          "ModelUnavailableError", "ParseError", "QueryTruncatedWarning", "UnsafeIndexPathError", "UsageError"),
         "errors",
     ),
     "DigestIndex": "index",
     **dict.fromkeys(
-        ("BuildOptions", "Chunk", "ChunkerSettings", "IndexManifest", "Paper", "SearchHit", "SearchResults", "Section"),
+        ("BuildOptions", "Chunk", "ChunkerSettings", "FusionCalibration", "IndexManifest", "Paper", "SearchHit", "SearchResults", "Section"),
         "models",
     ),
     **dict.fromkeys(("ParseResult", "Skip", "parse_file", "parse_paths"), "parsing"),
@@ -101,10 +102,12 @@ __all__ = [
     "IndexClosedError",
     "IndexCorruptedError",
     "IndexLockedError",
+    "FusionCalibration",
     "IndexManifest",
     "IndexNotFoundError",
     "IndexVersionError",
     "IndexWriteError",
+    "FusionCalibrationWarning",
     "ModelFallbackWarning",
     "ModelUnavailableError",
     "Paper",

@@ -79,6 +79,10 @@ class ModelFallbackWarning(UserWarning):
     """Hybrid search answered from the lexical side, or a build went lexical-only, because the encoder is unavailable."""
 
 
+class FusionCalibrationWarning(UserWarning):
+    """A build's fusion calibration gave the dense side no weight: hybrid search on that index is lexical search."""
+
+
 class QueryTruncatedWarning(UserWarning):
     """A query longer than the query length limit was cut."""
 

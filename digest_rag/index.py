@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.errors import IndexClosedError, IndexCorruptedError
-from digest_rag.search.fusion import aggregate, rank_chunks
+from digest_rag.search.fusion import DEFAULT_FUSION_WEIGHTS, RRF_K, aggregate, rank_chunks
 from digest_rag.search.known_item import NameTable, promote
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
@@ -308,7 +308,9 @@ class DigestIndex:
         ``language`` of the matched text ("ko", "en", "mixed"), ``section``
         kind. When the encoder cannot be loaded, hybrid search warns
         (ModelFallbackWarning) and answers from BM25. ``fusion_weights``
-        (retriever -> weight) overrides `fusion.DEFAULT_FUSION_WEIGHTS` in hybrid mode.
+        (retriever -> weight) overrides the weights the index calibrated when it was built
+        (`IndexManifest.fusion`, see `search.calibration`; `fusion.DEFAULT_FUSION_WEIGHTS` for an index without
+        them) in hybrid mode. A dense weight of 0 makes hybrid search lexical search.
         """
         self._check_open()
         mode = check_mode(mode)
@@ -325,13 +327,17 @@ class DigestIndex:
         # The question is analysed once (`QueryTerms`) and handed to the retrievers, ranking and snippets;
         # its Korean words are read from the index's table of Kiwi's readings, so Kiwi rarely starts.
         highlighter = self.highlighter(terms)
-        rankings = run_retrievers(retrievers_for(mode, self.dense, self.lexical_retriever, self.index_dir), mode,
+        weights, rrf_k = self.fusion_settings(fusion_weights)
+        dense = self.dense
+        if mode == "hybrid" and weights.get("dense", 1.0) <= 0.0 and self.lexical_retriever is not None:
+            dense = None  # calibrated (or asked) to weigh nothing: hybrid is lexical, and the encoder never loads
+        rankings = run_retrievers(retrievers_for(mode, dense, self.lexical_retriever, self.index_dir), mode,
                                   terms, max(CANDIDATES, k * 20), allowed)
         owners = self._owners(terms, rankings, allowed)
         # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
         heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
         chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
-        ranked = promote(rank_chunks(rankings, chunk_paper, fusion_weights), chunk_paper, owners)
+        ranked = promote(rank_chunks(rankings, chunk_paper, weights, rrf_k), chunk_paper, owners)
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
             self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
         hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self.store.chunks)
@@ -378,6 +384,16 @@ class DigestIndex:
         if ids:
             lexical.extend(self.lexical.search(query, len(ids), ids))
         return owners
+
+    def fusion_settings(self, fusion_weights: Mapping[str, float] | None = None) -> tuple[dict[str, float], int]:
+        """The weights and rank constant hybrid search fuses with: ``fusion_weights`` when given (with the
+        default constant), else those the build calibrated (`IndexManifest.fusion`), else the defaults."""
+        if fusion_weights is not None:
+            return {**DEFAULT_FUSION_WEIGHTS, **fusion_weights}, RRF_K
+        cal = self.manifest.fusion
+        if cal is not None:
+            return {**DEFAULT_FUSION_WEIGHTS, **cal.weights}, cal.rrf_k
+        return dict(DEFAULT_FUSION_WEIGHTS), RRF_K
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""

@@ -264,6 +264,36 @@ class BuildOverrides(
 ENGINE_DEFAULTS: dict[str, Any] = {"engine": "local", "ray_address": None, "workers": None, "gpus_per_worker": 0.0}
 
 
+class FusionCalibration(BaseModel):
+    """How an index fuses its dense and lexical rankings, chosen at build time (search/calibration.py).
+
+    Measured on pseudo-queries drawn from the index's own corpus (a Korean sentence of a paper's note,
+    answered by the paper's other chunks, or by its English chunks alone), never on a test set.
+    """
+
+    weights: dict[str, float] = Field(description="retriever -> weight in reciprocal rank fusion")
+    rrf_k: int = Field(ge=1, description="the rank constant k of 1 / (k + rank)")
+    method: str = Field(description="how the pseudo-queries were drawn and the weights chosen")
+    model_name: str | None = Field(default=None, description="the dense model the weights were measured with")
+    papers: int = Field(default=0, description="papers in the index when calibrated")
+    queries: int = Field(description="pseudo-queries measured")
+    lexical_mrr: float = Field(description="MRR@10 of lexical search on the pseudo-queries")
+    dense_mrr: float = Field(description="MRR@10 of dense search on them")
+    hybrid_mrr: float = Field(description="MRR@10 of hybrid search with the chosen weights")
+    chance_mrr: float = Field(description="MRR@10 of a random ranking of the papers")
+    gain_low: float = Field(description="2.5% quantile of the paired bootstrap of hybrid minus lexical MRR@10")
+    lexical_r1: float = 0.0
+    dense_r1: float = 0.0
+    hybrid_r1: float = 0.0
+    decision: str = Field(description="why these weights, in words")
+    seconds: float = 0.0
+
+    @property
+    def dense_off(self) -> bool:
+        """True when the dense side gets no weight: hybrid search is lexical search."""
+        return self.weights.get("dense", 0.0) <= 0.0
+
+
 class IndexManifest(BaseModel):
     """manifest.json: what an index directory holds and how it was made."""
 
@@ -300,3 +330,7 @@ class IndexManifest(BaseModel):
     lexical: bool = True
     sources: list[str] = Field(default_factory=list)
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256, for integrity checks")
+    # Optional and additive: format 2 readers that predate it ignore the field (extra fields are ignored).
+    fusion: FusionCalibration | None = Field(
+        default=None, description="the fusion weights calibrated at build time; None: the defaults (no dense side, "
+        "or an index built before calibration)")

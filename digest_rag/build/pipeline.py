@@ -300,8 +300,10 @@ def _index_papers_once(
         manifest, report.analysed = write_generation(
             index_dir, parsed, hashes, vectors, model, settings, saved, progress,
             old_store if eojeol_rows is not None else None, inputs if fingerprint_ok else None, engine, eojeol_rows,
-            lexical_base,
+            lexical_base, old_manifest.fusion if old_manifest is not None else None,
         )
+        if manifest.fusion is not None and (old_manifest is None or manifest.fusion is not old_manifest.fusion):
+            report.timings["calibrate"] = manifest.fusion.seconds
     finally:
         if old_store:
             old_store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from digest_rag.build.previous import LexicalBase
 from digest_rag.build.spool import PaperSpool
 from digest_rag.dense.faiss_index import save_faiss, search_param_of
 from digest_rag.errors import (
+    FusionCalibrationWarning,
     index_write_errors,
 )
 from digest_rag.lexical.builder import LexicalBuilder, TokenCache, analysis_cache_key, lexical_chunks
@@ -23,6 +25,7 @@ from digest_rag.models import (
     QUERY_PREFIX,
     BuildOptions,
     ChunkerSettings,
+    FusionCalibration,
     IndexManifest,
     ProgressCallback,
 )
@@ -36,6 +39,7 @@ from digest_rag.storage.layout import (
     LEXICAL_DIR,
     STORE_FILE,
 )
+from digest_rag.search.calibration import PseudoQuerySampler, calibrate_generation, reusable
 from digest_rag.storage.store import Store, StoreWriter
 from digest_rag.text import fingerprint
 from digest_rag.version import __version__
@@ -67,6 +71,22 @@ class _StoreTokens(TokenCache):
         self._raw = {}
 
 
+def _calibrate(generation: Path, faiss_index: object, model: PassageModel, sampler: PseudoQuerySampler,
+               n_papers: int, previous: FusionCalibration | None) -> FusionCalibration:
+    """The index's fusion weights (search/calibration.py): measured on its own pseudo-queries, or the previous
+    build's when this one encoded nothing and the corpus is about the same (a small rebuild stays cheap)."""
+    if model.loaded is None and previous is not None and reusable(previous, model.name, n_papers):
+        return previous
+    queries = sampler.queries()
+    enc = model.encoder(len(queries))
+    fusion = calibrate_generation(generation, faiss_index, enc.encode_queries, queries, n_papers,
+                                  model_name=model.name)
+    if fusion.dense_off:
+        warnings.warn(f"hybrid search will be lexical search on this index: {fusion.decision}",
+                      FusionCalibrationWarning, stacklevel=2)
+    return fusion
+
+
 def write_generation(
     index_dir: Path,
     spool: PaperSpool,
@@ -81,6 +101,7 @@ def write_generation(
     engine: BuildEngine | None = None,
     eojeol_rows: dict[str, tuple[str, int]] | None = None,
     base: LexicalBase | None = None,
+    previous_fusion: FusionCalibration | None = None,
 ) -> tuple[IndexManifest, int]:
     """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
     how many texts Kiwi analysed. Papers and chunks stream from ``spool`` a batch at a time; the BM25
@@ -99,6 +120,7 @@ def write_generation(
             lexical = LexicalBuilder(None, tokens, previous_lexicon=base.lexicon)
             ids: list[np.ndarray] = []
             n_lexical = 0
+            sampler = PseudoQuerySampler() if vectors is not None else None
             for batch in spool.batches():
                 writer.add_papers(batch)
                 rows = spool.chunks_of([p.id for p, _js in batch])
@@ -109,6 +131,8 @@ def write_generation(
                 lexical.add(bm25_docs, {p.id: p for p, _js in batch})
                 n_lexical += len(bm25_docs)
                 ids.append(np.fromiter((c.id for c in chunks), dtype=np.int64, count=len(chunks)))
+                if sampler is not None:
+                    sampler.add(chunks)
             if vectors is not None:
                 writer.add_embeddings(hashes, vectors)
             lex = lexical.finish()  # before the commit: mining the lexicon may analyse (and record) phrases
@@ -127,6 +151,9 @@ def write_generation(
         if progress:
             progress("indexing", 1, 3)
         lex.save(gen.path / LEXICAL_DIR)
+        fusion = None
+        if vectors is not None and encoder is not None and sampler is not None:
+            fusion = _calibrate(gen.path, fidx, encoder, sampler, n_papers, previous_fusion)
         if progress:
             progress("indexing", 2, 3)
         manifest = IndexManifest(
@@ -153,6 +180,7 @@ def write_generation(
             lexical=True,
             sources=spool.sources(),
             files=gen.checksums(),
+            fusion=fusion,
         )
         gen.commit(manifest)
         if progress:

@@ -42,6 +42,10 @@ __all__ = [
     "evaluate_index",
     "stable_bucket",
     "is_heldout",
+    "PairedInterval",
+    "paired_intervals",
+    "format_intervals",
+    "select_split",
 ]
 
 #: The kind of a question that no paper of the corpus answers; its ``relevant`` list is empty.
@@ -146,11 +150,25 @@ class EvalRow(BaseModel):
         return [d for d in self.details if d.relevant and d.first_rank != 1]
 
 
+class PairedInterval(BaseModel):
+    """A mode's difference from a baseline mode on one metric, with its paired bootstrap 95% interval."""
+
+    mode: str
+    baseline: str
+    metric: str
+    difference: float
+    low: float
+    high: float
+
+
 class EvalReport(BaseModel):
     """Rows for every evaluated mode, in the order they were run."""
 
     query_file: str | None = None
+    index: str | None = None
+    fusion: str | None = Field(default=None, description="the fusion weights the hybrid row used")
     rows: list[EvalRow] = Field(default_factory=list)
+    intervals: list[PairedInterval] = Field(default_factory=list)
 
     def table(self) -> str:
         """The rows as a fixed-width text table, then the per-kind table when the questions have kinds."""
@@ -400,6 +418,61 @@ def naive_baseline(papers: Sequence[Paper]) -> SearchFn:
 # --------------------------------------------------------------------- report
 
 
+def _per_query(row: EvalRow, metric: str) -> np.ndarray:
+    # The answerable questions, as the row's averages count them (off-topic ones have no relevant paper).
+    answerable = [d for d in row.details if d.relevant]
+    if metric == "R@1":
+        return np.array([recall_at(d.ranked, set(d.relevant), 1) for d in answerable])
+    return np.array([mrr_at(d.ranked, set(d.relevant), 10) for d in answerable])
+
+
+def paired_intervals(rows: Sequence[EvalRow], baseline: str = "lexical", metrics: Sequence[str] = ("R@1", "MRR@10"),
+                     resamples: int = 1000, seed: int = 0) -> list[PairedInterval]:
+    """Each row's difference from the ``baseline`` row on ``metrics``, with the 2.5% and 97.5% quantiles of
+    the mean difference over ``resamples`` bootstrap resamples of the queries (the same queries for both
+    modes: paired). Rows without per-query details, or not over the same queries, are left out."""
+    from digest_rag.search.calibration import paired_bootstrap
+
+    base = next((r for r in rows if r.mode == baseline), None)
+    if base is None:
+        return []
+    out: list[PairedInterval] = []
+    for row in rows:
+        if row is base or len(row.details) != len(base.details) or not row.details \
+                or [d.query for d in row.details] != [d.query for d in base.details]:
+            continue
+        for metric in metrics:
+            diff = _per_query(row, metric) - _per_query(base, metric)
+            low, high = paired_bootstrap(diff, resamples=resamples, seed=seed)
+            out.append(PairedInterval(mode=row.mode, baseline=baseline, metric=metric,
+                                      difference=float(diff.mean()), low=low, high=high))
+    return out
+
+
+def format_intervals(intervals: Sequence[PairedInterval]) -> str:
+    """Each mode's differences from its baseline, one line per mode: ``+0.050 [+0.010, +0.090]`` per metric."""
+    if not intervals:
+        return ""
+    by_mode: dict[str, list[PairedInterval]] = {}
+    for iv in intervals:
+        by_mode.setdefault(iv.mode, []).append(iv)
+    width = max(len(m) for m in by_mode)
+    lines = [f"minus {intervals[0].baseline}, paired bootstrap 95% interval:"]
+    for mode, ivs in by_mode.items():
+        cells = "".join(f"  {iv.metric} {iv.difference:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for iv in ivs)
+        lines.append(f"{mode:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def select_split(queries: Sequence[EvalQuery], split: str) -> list[EvalQuery]:
+    """``all`` the queries, or the ``heldout`` third (`is_heldout`), or the ``tune`` rest."""
+    if split == "all":
+        return list(queries)
+    if split not in ("heldout", "tune"):
+        raise UsageError(f"unknown split {split!r}; choose all, tune or heldout")
+    return [q for q in queries if is_heldout(q) == (split == "heldout")]
+
+
 def format_table(rows: Sequence[EvalRow]) -> str:
     """A fixed-width table: one line per mode, metrics with three decimals."""
     headers = ("mode", "queries", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10")
@@ -448,6 +521,8 @@ def evaluate_index(
     *,
     baseline: bool = True,
     fusion_weights: Sequence[Mapping[str, float]] = (),
+    split: str = "all",
+    hybrid_weights: Mapping[str, float] | None = None,
 ) -> EvalReport:
     """Evaluate a loaded `DigestIndex` on a query file, per mode, beside the naive baseline.
 
@@ -455,15 +530,26 @@ def evaluate_index(
     lexical-only index, or with no model available) is reported as skipped
     in a warning rather than failing the whole report. Each of
     ``fusion_weights`` (retriever -> weight, see `fusion.parse_fusion_weights`)
-    adds a hybrid row fused with those weights, named ``hybrid d=<dense>,l=<lexical>``.
+    adds a hybrid row fused with those weights, named ``hybrid d=<dense>,l=<lexical>``. The ``hybrid`` row
+    fuses with ``hybrid_weights`` when given, else with the weights the index calibrated at build time.
+    ``split`` keeps all the queries, or the held-out or tuning part (`select_split`). ``intervals`` of the
+    report: each row against lexical, with paired bootstrap 95% intervals (`paired_intervals`).
     """
-    queries = load_queries(queries_path)
+    queries = select_split(load_queries(queries_path), split)
+    if not queries:
+        raise UsageError(f"{queries_path}: no queries in the {split} split")
     papers = list(index.papers.values())  # type: ignore[attr-defined]
-    report = EvalReport(query_file=str(queries_path))
+    weights, rrf_k = index.fusion_settings(hybrid_weights)  # type: ignore[attr-defined]
+    cal = index.manifest.fusion  # type: ignore[attr-defined]
+    source = "given" if hybrid_weights is not None else ("calibrated at build" if cal is not None else "defaults")
+    report = EvalReport(query_file=str(queries_path), index=str(index.index_dir),  # type: ignore[attr-defined]
+                        fusion=f"dense={weights.get('dense', 1.0):g},lexical={weights.get('lexical', 1.0):g} "
+                               f"k={rrf_k} ({source})")
     for mode in modes or ("lexical", "dense", "hybrid"):
 
         def search(q: str, k: int, _mode: str = mode) -> SearchOutcome:
-            return _index_outcome(index.search(q, k=k, mode=_mode))  # type: ignore[attr-defined]
+            w = hybrid_weights if _mode == "hybrid" else None
+            return _index_outcome(index.search(q, k=k, mode=_mode, fusion_weights=w))  # type: ignore[attr-defined]
 
         try:
             with warnings.catch_warnings():
@@ -484,4 +570,5 @@ def evaluate_index(
             report.rows.append(evaluate(queries, fused, papers, name))
     if baseline:
         report.rows.append(evaluate(queries, naive_baseline(papers), papers, "naive-bm25"))
+    report.intervals = paired_intervals(report.rows)
     return report

@@ -352,14 +352,22 @@ def search(
                                      help="FAISS recall knob: efSearch for HNSW, nprobe for IVF (default: the index's)."),
     color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
+    fusion_weights: str = typer.Option(
+        None, "--fusion-weights",
+        help="Hybrid fusion weights, e.g. dense=0.5,lexical=1 (default: those the index calibrated at build).",
+    ),
 ) -> None:
     """Search the index: a ranked list with titles, date, tags, score and a highlighted snippet.
 
     Example: digest-rag search "긴 컨텍스트를 악용하는 탈옥 공격" --index indexes/default -k 5
     """
+    from digest_rag.search.fusion import parse_fusion_weights
+
     with _handled():
+        weights = parse_fusion_weights(fusion_weights) if fusion_weights else None
         idx = DigestIndex.load(index, model=model, search_param=search_param)
-        hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None, language=language)
+        hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None,
+                          language=language, fusion_weights=weights)
         if as_json:
             typer.echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
         else:
@@ -415,6 +423,18 @@ def _human_size(n: float) -> str:
 INFO_SOURCES = 10  # source files `info` lists (those with most papers); --json has them all
 
 
+def _format_fusion(data: dict[str, Any]) -> str:
+    """The `info` line of the hybrid fusion: calibrated weights and their figures, or why there are none."""
+    from digest_rag.models import FusionCalibration
+    from digest_rag.search.calibration import describe
+
+    if data.get("fusion"):
+        return describe(FusionCalibration.model_validate(data["fusion"]))
+    if not data["model"]:
+        return "none: lexical-only"
+    return "dense=1,lexical=1 k=60 (defaults: this index was built before fusion calibration)"
+
+
 def _format_info(data: dict[str, Any]) -> str:
     """The `info` text: one labelled line per fact, then the source files with most papers, one per line."""
     param = f", search param {data['search_param']}" if data.get("search_param") else ""
@@ -435,6 +455,7 @@ def _format_info(data: dict[str, Any]) -> str:
         "sections    " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_section"].items()),
         "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
         f"lexicon     {lexicon}",
+        f"fusion      {_format_fusion(data)}",
         f"sources     {len(sources)} file(s)",
     ]
     shown = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))[:INFO_SOURCES]
@@ -453,25 +474,46 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     fusion_weights: list[str] = typer.Option(
         None, "--fusion-weights",
-        help="Also evaluate hybrid fused with these weights, e.g. dense=0.5,lexical=1 or 0.5:1 (repeatable: a sweep).",
+        help="Hybrid fused with these weights instead of the index's calibrated ones, e.g. dense=0.5,lexical=1 "
+             "or 0.5:1; repeated: a sweep, one extra hybrid row per value.",
     ),
+    variant_index: list[Path] = typer.Option(
+        None, "--variant-index",
+        help="Also evaluate on this index, e.g. one of the english-half variant (export-variant); repeatable.",
+    ),
+    split: str = typer.Option("all", "--split", help="all, or only the heldout (or tune) part of the queries."),
 ) -> None:
-    """Recall@1/5/10, MRR@10 and nDCG@10 per mode, beside a naive BM25 baseline; R@1, MRR@10 and the
-    "no strong match" flag rate per question kind when the file labels kinds (off-topic questions: flag rate only).
+    """Recall@1/5/10, MRR@10 and nDCG@10 per mode, beside a naive BM25 baseline, with each mode's difference
+    from lexical and its paired bootstrap 95% interval; R@1, MRR@10 and the "no strong match" flag rate per
+    question kind when the file labels kinds (off-topic questions: flag rate only).
 
     Example: digest-rag eval eval/dev_queries.jsonl --index indexes/default
     """
-    from digest_rag.evaluation.evaluate import evaluate_index
+    from digest_rag.evaluation.evaluate import evaluate_index, format_intervals
     from digest_rag.search.fusion import parse_fusion_weights
 
     with _handled():
-        sweep = [parse_fusion_weights(w) for w in fusion_weights or ()]
-        idx = DigestIndex.load(index)
-        report = evaluate_index(idx, queries, modes=[m.value for m in mode] if mode else None, fusion_weights=sweep)
+        parsed = [parse_fusion_weights(w) for w in fusion_weights or ()]
+        given = parsed[0] if len(parsed) == 1 else None
+        sweep = parsed if len(parsed) > 1 else []
+        reports = []
+        for where in [index, *(variant_index or ())]:
+            with DigestIndex.load(where) as idx:
+                reports.append(evaluate_index(idx, queries, modes=[m.value for m in mode] if mode else None,
+                                              fusion_weights=sweep, split=split, hybrid_weights=given))
         if as_json:
-            typer.echo(report.model_dump_json(indent=2))
-        else:
+            data = [r.model_dump(mode="json") for r in reports]
+            typer.echo(json.dumps(data[0] if len(data) == 1 else data, ensure_ascii=False, indent=2))
+            return
+        for n, report in enumerate(reports):
+            if n:
+                typer.echo("")
+            if len(reports) > 1:
+                typer.echo(f"index {report.index}")
             typer.echo(report.table())
+            typer.echo(f"hybrid fusion: {report.fusion}")
+            if report.intervals:
+                typer.echo(format_intervals(report.intervals))
 
 
 @app.command("export-variant")

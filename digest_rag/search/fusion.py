@@ -15,10 +15,10 @@ if TYPE_CHECKING:  # pragma: no cover
 RRF_K = 60
 
 #: Weight of each retriever's paper ranking in hybrid fusion (weighted
-#: reciprocal rank fusion). Equal by default: no measurement with the real
-#: multilingual-E5 model is available offline to justify another split (the
-#: tiny test model is random), see docs/EVAL.md. Override per search
-#: (`DigestIndex.search(fusion_weights=...)`) and sweep with
+#: reciprocal rank fusion) for an index that calibrated none (built before
+#: calibration). A build measures its own weights and rank constant on
+#: pseudo-queries from its corpus (search/calibration.py, `IndexManifest.fusion`).
+#: Override per search (`DigestIndex.search(fusion_weights=...)`) and sweep with
 #: ``digest-rag eval --fusion-weights``.
 DEFAULT_FUSION_WEIGHTS: dict[str, float] = {"dense": 1.0, "lexical": 1.0}
 
@@ -109,12 +109,14 @@ def rank_chunks(
     rankings: Mapping[str, Sequence[tuple[int, float]]],
     chunk_paper: Mapping[int, str],
     weights: Mapping[str, float] | None = None,
+    k: int = RRF_K,
 ) -> list[tuple[int, float, list[str]]]:
-    """(chunk id, score, retrievers) best first: one retriever's ranking as it is, several fused by paper."""
+    """(chunk id, score, retrievers) best first: one retriever's ranking as it is, several fused by paper
+    (``k``: the rank constant)."""
     if len(rankings) == 1:
         name, ranking = next(iter(rankings.items()))
         return [(cid, score, [name]) for cid, score in ranking]
-    return fuse_papers(rankings, chunk_paper, weights=weights)
+    return fuse_papers(rankings, chunk_paper, k=k, weights=weights)
 
 
 def aggregate(

@@ -48,6 +48,7 @@ def index_summary(
         "build_options": m.build_options.model_dump() if m.build_options else None,
         "corpus_fingerprint": m.corpus_fingerprint,
         "lexicon": lexicon_summary(lexicon),
+        "fusion": m.fusion.model_dump() if m.fusion is not None else None,
         **store.stats(),
         "paper_list": [
             {

@@ -1,0 +1,209 @@
+"""Fusion calibration: pseudo-queries, the fused-rank arithmetic, the choice of weights, and builds that use it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digest_rag.models import Chunk
+from digest_rag.search.calibration import (
+    DENSE_WEIGHTS,
+    RRF_KS,
+    PseudoQuery,
+    PseudoQuerySampler,
+    calibrate,
+    chance_mrr,
+    fusion_ranks,
+    korean_sentence,
+    paired_bootstrap,
+)
+from digest_rag.search.fusion import fuse_papers
+
+
+def _chunk(cid: int, pid: str, lang: str, text: str, kind: str = "commentary") -> Chunk:
+    return Chunk(id=cid, paper_id=pid, section_index=0, section_kind=kind, language=lang, text=text, start=0,
+                 end=len(text))
+
+
+def test_fusion_ranks_agree_with_fuse_papers() -> None:
+    """The calibration's vectorised ranks are the ranks search's own fusion gives, ties included."""
+    rng = random.Random(7)
+    for _ in range(40):
+        papers = [f"p{i}" for i in range(rng.randint(2, 30))]
+        lexical = rng.sample(papers, rng.randint(1, len(papers)))
+        dense = rng.sample(papers, rng.randint(1, len(papers)))
+        target = rng.choice(papers)
+        ids = {p: n for n, p in enumerate(papers)}
+        rankings = {"dense": [(ids[p], 0.0) for p in dense], "lexical": [(ids[p], 0.0) for p in lexical]}
+        chunk_paper = {n: p for p, n in ids.items()}
+        got = fusion_ranks({p: r for r, p in enumerate(lexical, 1)}, {p: r for r, p in enumerate(dense, 1)},
+                           target, DENSE_WEIGHTS, RRF_KS)
+        for i, w in enumerate(DENSE_WEIGHTS):
+            for j, k in enumerate(RRF_KS):
+                fused = [chunk_paper[cid] for cid, _s, _n in
+                         fuse_papers(rankings, chunk_paper, k=k, weights={"dense": w, "lexical": 1.0})]
+                want = fused.index(target) + 1 if target in fused else 0
+                assert got[i, j] == want, (w, k, lexical, dense, target)
+
+
+def test_korean_sentence_wants_a_hangul_sentence() -> None:
+    text = "Short. 이 논문은 긴 컨텍스트를 악용하는 탈옥 공격을 처음으로 체계적으로 분석한다. An English sentence that is long enough."
+    assert korean_sentence(text, "x") == "이 논문은 긴 컨텍스트를 악용하는 탈옥 공격을 처음으로 체계적으로 분석한다."
+    assert korean_sentence("Only English words in this sentence, nothing else here.", "x") is None
+
+
+def test_sampler_draws_note_and_cross_queries_and_is_bounded() -> None:
+    ko = "이 논문은 긴 컨텍스트를 악용하는 탈옥 공격을 처음으로 체계적으로 분석한다."
+    chunks = []
+    for n in range(50):
+        chunks += [_chunk(10 * n, f"p{n}", "ko", ko), _chunk(10 * n + 1, f"p{n}", "en", "An English abstract."),
+                   _chunk(10 * n + 2, f"p{n}", "mixed", "Title / 제목", kind="title")]
+    sampler = PseudoQuerySampler(limit=10)
+    sampler.add(chunks[:60])
+    sampler.add(chunks[60:])
+    queries = sampler.queries()
+    assert len({q.paper_id for q in queries}) == 10
+    for q in queries:
+        n = int(q.paper_id[1:])
+        if q.kind == "note":
+            assert q.excluded == {10 * n}
+        else:  # the paper answers by its English chunk alone
+            assert q.kind == "cross" and q.excluded == {10 * n, 10 * n + 2}
+    again = PseudoQuerySampler(limit=10)
+    again.add(list(reversed(chunks)))
+    assert again.queries() == queries  # the same papers whatever the order they come in
+
+
+def _synthetic(n_papers: int, dense_quality: float, lexical_cross: bool, seed: int = 0):  # noqa: ANN202
+    """Pseudo-queries over papers with one chunk each (chunk id = paper number): lexical finds the paper on
+    note queries and misses on cross ones unless ``lexical_cross``; dense finds it with probability
+    ``dense_quality``, else ranks at random."""
+    rng = np.random.default_rng(seed)
+    papers = [f"p{i}" for i in range(n_papers)]
+    queries = [PseudoQuery(f"q{i} {kind}", papers[i], kind) for i in range(n_papers) for kind in ("note", "cross")]
+
+    def lexical_search(text: str) -> list[tuple[int, float]]:
+        i = int(text.split()[0][1:])
+        others = [j for j in rng.permutation(n_papers)[:50].tolist() if j != i]
+        if text.endswith("note") or lexical_cross:
+            return [(i, 1.0)] + [(j, 0.5) for j in others]
+        return [(j, 0.5) for j in others]
+
+    def dense_search(texts: list[str]) -> list[list[tuple[int, float]]]:
+        out = []
+        for text in texts:
+            i = int(text.split()[0][1:])
+            order = [j for j in rng.permutation(n_papers).tolist() if j != i]
+            if rng.random() < dense_quality:
+                order = [i, *order]
+            else:
+                order.insert(int(rng.integers(0, len(order))), i)
+            out.append([(j, 0.0) for j in order[:200]])
+        return out
+
+    return queries, lexical_search, dense_search, (lambda ids: {int(c): papers[int(c)] for c in ids})
+
+
+def test_random_dense_model_gets_weight_zero() -> None:
+    queries, lex, dense, heads = _synthetic(300, dense_quality=0.0, lexical_cross=False)
+    cal = calibrate(queries, lex, dense, heads, 300)
+    assert cal.weights["dense"] == 0.0 and cal.dense_off
+    assert cal.hybrid_mrr == cal.lexical_mrr and "no better than chance" in cal.decision
+
+
+def test_a_useful_dense_model_gets_a_weight() -> None:
+    queries, lex, dense, heads = _synthetic(300, dense_quality=0.7, lexical_cross=False)
+    cal = calibrate(queries, lex, dense, heads, 300)
+    assert cal.weights["dense"] > 0 and cal.hybrid_mrr > cal.lexical_mrr + 0.1 and cal.gain_low > 0
+    assert cal.decision.startswith("dense on")
+
+
+def test_a_dense_model_that_adds_nothing_gets_weight_zero() -> None:
+    """Better than chance, but lexical already answers everything: fusing can only drag."""
+    queries, lex, dense, heads = _synthetic(300, dense_quality=0.3, lexical_cross=True)
+    cal = calibrate(queries, lex, dense, heads, 300)
+    assert cal.dense_mrr > 5 * cal.chance_mrr
+    assert cal.dense_off and "does not beat lexical" in cal.decision
+
+
+def test_too_few_queries_keep_dense_off() -> None:
+    queries, lex, dense, heads = _synthetic(5, dense_quality=1.0, lexical_cross=False)
+    cal = calibrate(queries, lex, dense, heads, 5)
+    assert cal.dense_off and "too few" in cal.decision
+
+
+def test_chance_and_bootstrap() -> None:
+    assert chance_mrr(1) == 1.0 and chance_mrr(0) == 0.0
+    assert chance_mrr(1000) == pytest.approx(sum(1 / r for r in range(1, 11)) / 1000)
+    low, high = paired_bootstrap(np.array([0.0, 1.0] * 50))
+    assert 0.35 < low < 0.5 < high < 0.65
+    assert paired_bootstrap(np.zeros(0)) == (0.0, 0.0)
+
+
+# ------------------------------------------------------------------ builds
+
+
+def test_build_with_a_random_model_calibrates_dense_off(seed_index_dir: Path) -> None:
+    """The seed index of the tiny random test model: calibration drops the useless dense side."""
+    manifest = json.loads((seed_index_dir / "manifest.json").read_text(encoding="utf-8"))
+    fusion = manifest["fusion"]
+    assert fusion["weights"]["dense"] == 0.0 and fusion["queries"] >= 20
+    assert fusion["decision"].startswith("dense off")
+
+
+def test_hybrid_never_drags_below_lexical_with_the_random_model(seed_index_dir: Path, repo_root: Path) -> None:
+    """Acceptance: with the tiny random model, hybrid R@1 is never more than 0.01 below lexical."""
+    from digest_rag import DigestIndex
+    from digest_rag.evaluation.evaluate import evaluate_index
+
+    with DigestIndex.load(seed_index_dir) as idx:
+        report = evaluate_index(idx, repo_root / "eval" / "dev_queries.jsonl", baseline=False)
+        rows = {r.mode: r for r in report.rows}
+        assert rows["hybrid"].recall_at_1 >= rows["lexical"].recall_at_1 - 0.01
+        assert rows["hybrid"].mrr_at_10 >= rows["lexical"].mrr_at_10 - 0.01
+        # Given weights still fuse the dense side (and do drag with a random model).
+        forced = evaluate_index(idx, repo_root / "eval" / "dev_queries.jsonl", modes=["hybrid"], baseline=False,
+                                hybrid_weights={"dense": 1.0, "lexical": 1.0})
+        assert forced.rows[0].recall_at_1 < rows["lexical"].recall_at_1
+        assert "dense=1,lexical=1 k=60 (given)" == forced.fusion
+        assert report.fusion is not None and report.fusion.startswith("dense=0,lexical=1 k=60 (calibrated")
+        intervals = {(i.mode, i.metric): i for i in report.intervals}
+        assert intervals[("hybrid", "R@1")].difference == 0.0
+        assert intervals[("dense", "MRR@10")].high < 0  # the random model is plainly worse
+
+
+def test_dense_off_hybrid_is_lexical_and_loads_no_encoder(seed_index_dir: Path) -> None:
+    from digest_rag import DigestIndex
+
+    with DigestIndex.load(seed_index_dir) as idx:
+        for q in ("긴 컨텍스트를 악용하는 탈옥 공격", "scaling laws", "지식 증류"):
+            hybrid = idx.search(q, k=5)
+            lexical = idx.search(q, k=5, mode="lexical")
+            assert [h.paper.id for h in hybrid] == [h.paper.id for h in lexical]
+        assert idx.loaded_encoder is None
+        fused = idx.search("지식 증류", k=5, fusion_weights={"dense": 1.0, "lexical": 1.0})
+        assert any("dense" in h.modes for h in fused) and idx.loaded_encoder is not None
+
+
+def test_manifest_without_fusion_reads_and_uses_defaults(seed_index_dir: Path, tmp_path: Path) -> None:
+    """An index built before calibration (no `fusion` in its manifest) loads and fuses with the defaults;
+    the field is optional and additive, so the format version stays."""
+    import shutil
+
+    from digest_rag import DigestIndex
+    from digest_rag.storage.layout import FORMAT_VERSION
+
+    old = tmp_path / "old"
+    shutil.copytree(seed_index_dir, old)
+    data = json.loads((old / "manifest.json").read_text(encoding="utf-8"))
+    assert data["format_version"] == FORMAT_VERSION == 2
+    del data["fusion"]
+    (old / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    with DigestIndex.load(old) as idx:
+        assert idx.manifest.fusion is None
+        assert idx.fusion_settings() == ({"dense": 1.0, "lexical": 1.0}, 60)
+        assert any("dense" in h.modes for h in idx.search("지식 증류", k=5))
