@@ -110,8 +110,12 @@ def test_missing_model_hybrid_falls_back_dense_fails(seed_index_dir: Path, monke
     idx = DigestIndex.load(seed_index_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hits = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=3)
+        # The tiny random model's index calibrated its dense weight to 0 (hybrid is lexical there and needs no
+        # encoder): weights that fuse the dense side make hybrid reach for the missing model.
+        hits = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=3, fusion_weights={"dense": 1.0, "lexical": 1.0})
+        calibrated = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=3)
     assert hits[0].paper.title == "Many-shot Jailbreaking" and hits[0].modes == ["lexical"]
+    assert [h.paper.id for h in calibrated] == [h.paper.id for h in hits]
     fallbacks = [w for w in caught if issubclass(w.category, ModelFallbackWarning)]
     assert len(fallbacks) == 1 and "unreachable-org/unreachable-model" in str(fallbacks[0].message)
     with pytest.raises(ModelUnavailableError):

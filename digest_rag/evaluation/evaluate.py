@@ -460,7 +460,7 @@ def format_intervals(intervals: Sequence[PairedInterval]) -> str:
     lines = [f"minus {intervals[0].baseline}, paired bootstrap 95% interval:"]
     for mode, ivs in by_mode.items():
         cells = "".join(f"  {iv.metric} {iv.difference:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for iv in ivs)
-        lines.append(f"{mode:<{width}}{cells}")
+        lines.append(f"  {mode:<{width}}{cells}")
     return "\n".join(lines)
 
 

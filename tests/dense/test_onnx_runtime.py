@@ -111,7 +111,9 @@ def test_index_with_onnx_backend(tmp_path: Path, seed_corpus: Path, model_copy: 
     # A query process on this index encodes through ONNX Runtime + tokenizers, never importing torch.
     from digest_rag.testing import cli_heavy_imports
 
-    res, heavy = cli_heavy_imports(["search", title, "--index", str(tmp_path / "ix"), "-k", "3", "--json"], tmp_path)
+    # (Fusion weights given: the tiny random model's calibration turns the dense side off.)
+    res, heavy = cli_heavy_imports(["search", title, "--index", str(tmp_path / "ix"), "-k", "3", "--json",
+                                    "--fusion-weights", "1:1"], tmp_path)
     assert res.returncode == 0, res.stderr
     hits = json.loads(res.stdout)
     assert heavy == [] and hits and any("dense" in h["modes"] for h in hits)

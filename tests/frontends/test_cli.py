@@ -79,8 +79,14 @@ def test_subprocess_build_search_and_missing_model(tmp_path: Path, seed_corpus: 
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["title"] == "Many-shot Jailbreaking"
     # An unreachable model: hybrid answers from BM25 with exactly one warning line; dense fails cleanly.
+    # (The random model's index calibrated its dense weight to 0, so plain hybrid needs no model at all and
+    # says nothing; weights that fuse the dense side make it reach for the model.)
     env = {"DIGEST_RAG_MODEL": "unreachable-org/unreachable-model"}
     res = _run("search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(index), "--json", env=env)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+    assert json.loads(res.stdout)[0]["modes"] == ["lexical"]
+    res = _run("search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(index), "--json", "--fusion-weights", "1:1",
+               env=env)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)[0]["modes"] == ["lexical"]
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
