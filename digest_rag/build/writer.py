@@ -39,7 +39,7 @@ from digest_rag.storage.layout import (
     LEXICAL_DIR,
     STORE_FILE,
 )
-from digest_rag.search.calibration import PseudoQuerySampler, calibrate_generation, reusable
+from digest_rag.search.calibration import PseudoQuerySampler, calibrate_generation, reusable, trained_heldout
 from digest_rag.storage.store import Store, StoreWriter
 from digest_rag.text import fingerprint
 from digest_rag.version import __version__
@@ -120,7 +120,8 @@ def write_generation(
             lexical = LexicalBuilder(None, tokens, previous_lexicon=base.lexicon)
             ids: list[np.ndarray] = []
             n_lexical = 0
-            sampler = PseudoQuerySampler() if vectors is not None else None
+            sampler = PseudoQuerySampler(keep=trained_heldout(encoder.name if encoder else None)) \
+                if vectors is not None else None
             for batch in spool.batches():
                 writer.add_papers(batch)
                 rows = spool.chunks_of([p.id for p, _js in batch])

@@ -13,7 +13,11 @@ questions that share the paper's words. So fusion is measured per index, on
   indexed by its English text, the strictly cross-lingual case.
 
 Papers are drawn by a hash of their id (the same papers on every build of
-the same corpus). Each pseudo-query is searched once per retriever, exactly as
+the same corpus). A model trained on this corpus (`digest-rag train`) has
+learnt its papers' own pairs, so a sentence of a paper it trained on says
+nothing about questions it has never seen: when the model directory holds the
+training report (`digest_rag_train.json`), only the papers that training held
+out are drawn (`trained_heldout`). Each pseudo-query is searched once per retriever, exactly as
 `DigestIndex.search` does (the index's saved BM25 files and word table, the
 FAISS index, the query encoder); every (dense weight, k) of the grid is then
 scored from those two rankings, which costs milliseconds.
@@ -107,8 +111,9 @@ class PseudoQuerySampler:
     small at a million papers and the same corpus always gives the same queries.
     """
 
-    def __init__(self, limit: int = MAX_PAPERS) -> None:
+    def __init__(self, limit: int = MAX_PAPERS, keep: Callable[[str], bool] | None = None) -> None:
         self.limit = limit
+        self.keep = keep
         self._heap: list[tuple[int, str, tuple[PseudoQuery, ...]]] = []  # max-heap by key (negated)
 
     def add(self, chunks: Iterable[Chunk]) -> None:
@@ -116,6 +121,8 @@ class PseudoQuerySampler:
         for c in chunks:
             by_paper.setdefault(c.paper_id, []).append(c)
         for pid, cs in by_paper.items():
+            if self.keep is not None and not self.keep(pid):
+                continue
             key = _key(pid)
             if len(self._heap) >= self.limit and -self._heap[0][0] <= key:
                 continue
@@ -150,6 +157,43 @@ class PseudoQuerySampler:
     def queries(self) -> list[PseudoQuery]:
         """The pseudo-queries drawn, in a fixed order."""
         return [q for _k, _pid, qs in sorted(self._heap, key=lambda t: (-t[0], t[1])) for q in qs]
+
+
+#: The training report `digest-rag train` writes into a model directory, and the salt of its held-out split.
+TRAIN_REPORT = "digest_rag_train.json"
+TRAIN_HELDOUT_SALT = "train-heldout"
+
+
+def trained_heldout(model: str | None) -> Callable[[str], bool] | None:
+    """For a model trained on digests by `digest-rag train`: which paper ids its training held out (never
+    trained on), read from its report (``heldout_paper_ids``, else the split rule of
+    `digest_rag.evaluation.evaluate.stable_bucket` with the report's ``heldout_share``). None for any other
+    model (or a report that cannot be read): every paper may give pseudo-queries."""
+    import json
+
+    from digest_rag.evaluation.evaluate import stable_bucket
+
+    if not model:
+        return None
+    path = Path(model) / TRAIN_REPORT
+    try:
+        if not path.is_file() or path.stat().st_size > 50_000_000:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    ids = data.get("heldout_paper_ids")
+    if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+        held = frozenset(ids)
+        return held.__contains__
+    options = data.get("options")
+    share = options.get("heldout_share") if isinstance(options, dict) else None
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share < 0.5:
+        return None
+    buckets = max(2, round(1 / share))
+    return lambda pid: stable_bucket(pid, buckets, TRAIN_HELDOUT_SALT) == 0
 
 
 def chance_mrr(n_papers: int, k: int = 10) -> float:

@@ -207,3 +207,28 @@ def test_manifest_without_fusion_reads_and_uses_defaults(seed_index_dir: Path, t
         assert idx.manifest.fusion is None
         assert idx.fusion_settings() == ({"dense": 1.0, "lexical": 1.0}, 60)
         assert any("dense" in h.modes for h in idx.search("지식 증류", k=5))
+
+
+def test_a_trained_model_is_calibrated_on_the_papers_its_training_held_out(tmp_path: Path) -> None:
+    """A model `digest-rag train` made has learnt its training papers' own text: their sentences would flatter
+    it, so only the papers its report says were held out give pseudo-queries."""
+    from digest_rag.evaluation.evaluate import stable_bucket
+    from digest_rag.search.calibration import TRAIN_REPORT, trained_heldout
+
+    assert trained_heldout(None) is None and trained_heldout(str(tmp_path)) is None
+    (tmp_path / TRAIN_REPORT).write_text(json.dumps({"heldout_paper_ids": ["p3", "p7"]}), encoding="utf-8")
+    keep = trained_heldout(str(tmp_path))
+    assert keep is not None and keep("p3") and not keep("p4")
+    ko = "이 논문은 긴 컨텍스트를 악용하는 탈옥 공격을 처음으로 체계적으로 분석한다."
+    chunks = [c for n in range(20) for c in (_chunk(10 * n, f"p{n}", "ko", ko), _chunk(10 * n + 1, f"p{n}", "en", "An abstract."))]
+    sampler = PseudoQuerySampler(keep=keep)
+    sampler.add(chunks)
+    assert {q.paper_id for q in sampler.queries()} == {"p3", "p7"}
+    # A report without the ids: the split rule of its held-out share.
+    (tmp_path / TRAIN_REPORT).write_text(json.dumps({"options": {"heldout_share": 0.1}}), encoding="utf-8")
+    keep = trained_heldout(str(tmp_path))
+    assert keep is not None
+    assert [keep(f"p{n}") for n in range(50)] == [stable_bucket(f"p{n}", 10, "train-heldout") == 0 for n in range(50)]
+    for bad in ("[1, 2", "[]", json.dumps({"options": {"heldout_share": 0.9}})):
+        (tmp_path / TRAIN_REPORT).write_text(bad, encoding="utf-8")
+        assert trained_heldout(str(tmp_path)) is None
