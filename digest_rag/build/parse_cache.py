@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from digest_rag.errors import UnsafeIndexPathError
+from digest_rag.storage.side_cache import check_cache_paths, entry_checksum, remove_db
 
 __all__ = ["MAX_CACHED_BYTES", "PARSE_CACHE_FILE", "PARSE_CACHE_FORMAT", "ParseCache", "parser_version"]
 
@@ -60,7 +60,6 @@ PARSE_CACHE_FILE = "parse-cache.sqlite"
 PARSE_CACHE_FORMAT = 1
 #: Files larger than this are parsed every build, never cached.
 MAX_CACHED_BYTES = 8 << 20
-_SIDE_FILES = ("-journal", "-wal", "-shm")
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE entries (key BLOB PRIMARY KEY, value TEXT NOT NULL, checksum BLOB NOT NULL) WITHOUT ROWID;
@@ -82,14 +81,7 @@ def parser_version() -> str:
 
 
 def _checksum(key: bytes, value: str) -> bytes:
-    h = hashlib.blake2b(key, digest_size=16)
-    h.update(value.encode("utf-8", "surrogatepass"))
-    return h.digest()
-
-
-def _remove_db(path: Path) -> None:
-    for p in [path] + [path.with_name(path.name + s) for s in _SIDE_FILES]:
-        p.unlink(missing_ok=True)
+    return entry_checksum(key, value.encode("utf-8", "surrogatepass"))
 
 
 class ParseCache:
@@ -163,11 +155,7 @@ class ParseCache:
 
     # ------------------------------------------------------------------ the database
     def _check_paths(self) -> None:
-        for p in (self.path, *(self.path.with_name(self.path.name + s) for s in _SIDE_FILES)):
-            if p.is_symlink():
-                raise UnsafeIndexPathError(f"{p}: is a symbolic link; refusing to use it as the parse cache (delete it)")
-        if self.path.exists() and not self.path.is_file():
-            raise UnsafeIndexPathError(f"{self.path}: is not a regular file; refusing to use it as the parse cache")
+        check_cache_paths(self.path, "parse cache")
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         if self._con is not None or (self._opened and not create):
@@ -202,7 +190,7 @@ class ParseCache:
             self._con.close()
             self._con = None
         if self.writable:
-            _remove_db(self.path)
+            remove_db(self.path)
         self._opened = False
 
     def _guard(self, fn) -> None:  # noqa: ANN001 - internal

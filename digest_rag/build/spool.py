@@ -28,16 +28,15 @@ from pydantic import ValidationError
 from digest_rag.errors import CorpusError, IndexCorruptedError, ParseError
 from digest_rag.storage.layout import TMP_GENERATION_PREFIX
 from digest_rag.models import Chunk, Paper
-from digest_rag.parsing import (  # noqa: PLC2701 - the one merge rule, shared
+from digest_rag.parsing import (
     PaperMerger,
     ParseResult,
     Skip,
-    _printable,
     combine_parsed,
     corpus_files,
-    file_name_error,
     iter_file,
     iter_text,
+    walk_corpus,
 )
 from digest_rag.build.parse_cache import MAX_CACHED_BYTES, ParseCache
 from digest_rag.storage.store import CHUNK_COLUMNS
@@ -114,12 +113,9 @@ class PaperSpool:
         """
         files, skips = listing if listing is not None else corpus_files(paths)
         self.skipped.extend(skips)
-        for done, f in enumerate(files):
-            if progress:
-                progress("parsing", done, len(files))
-            bad_name = file_name_error(f)
+        for f, name, bad_name in walk_corpus(files, progress):
             if bad_name is not None:
-                self._skip(_printable(str(f)), bad_name)
+                self._skip(name, bad_name)
                 continue
             data = key = None
             if cache is not None:
@@ -136,8 +132,6 @@ class PaperSpool:
             if cache is not None and key is not None:
                 cache.put(key, fmt, kept)
         self._finish_merges()
-        if progress:
-            progress("parsing", len(files), len(files))
 
     def _parse_file(self, f: Path, fmt: str, papers: Iterator[tuple[Paper, str]], *,
                     savepoint: bool = True) -> list[str]:

@@ -72,6 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from digest_rag.errors import UnsafeIndexPathError, UsageError
 from digest_rag.storage.layout import CACHE_DIR
+from digest_rag.storage.side_cache import check_cache_paths, entry_checksum, remove_db
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,6 @@ CACHE_FORMAT_VERSION = 1
 DEFAULT_MAX_BYTES = 4 << 30
 _DB_PREFIX = "m-"
 _DB_SUFFIX = ".sqlite"
-_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 _BATCH = 500  # bound parameters per statement (SQLite's default limit is 32766; stay well below)
 
 _SCHEMA = """
@@ -149,10 +149,7 @@ class CacheStats(BaseModel):
 
 
 def _checksum(hash_bytes: bytes, vector_bytes: bytes) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(hash_bytes)
-    h.update(vector_bytes)
-    return h.digest()
+    return entry_checksum(hash_bytes, vector_bytes)
 
 
 def _hash_bytes(passage_hash: str) -> bytes:
@@ -163,15 +160,6 @@ def _hash_bytes(passage_hash: str) -> bytes:
     if len(raw) != 32:
         raise UsageError(f"passage hash {passage_hash!r} is not a hex sha256 (32 bytes)")
     return raw
-
-
-def _remove_db(path: Path) -> None:
-    """Delete a database file and its SQLite side files (a cache: losing it only costs time)."""
-    for p in [path] + [path.with_name(path.name + s) for s in _SQLITE_SIDE_FILES]:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def _file_size(path: Path) -> int:
@@ -212,13 +200,7 @@ class EmbeddingCache:
     # ------------------------------------------------------------- connection
     def _check_paths(self) -> None:
         """The cache directory and database must be what they seem: never follow a planted symlink."""
-        for p in (self.root, self.path, *(self.path.with_name(self.path.name + s) for s in _SQLITE_SIDE_FILES)):
-            if p.is_symlink():
-                raise UnsafeIndexPathError(f"{p}: is a symbolic link; refusing to use it as embedding cache (delete it)")
-        if self.root.exists() and not self.root.is_dir():
-            raise UnsafeIndexPathError(f"{self.root}: exists and is not a directory; refusing to use it as embedding cache")
-        if self.path.exists() and not self.path.is_file():
-            raise UnsafeIndexPathError(f"{self.path}: is not a regular file; refusing to use it as embedding cache")
+        check_cache_paths(self.path, "embedding cache", self.root)
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
         """Open (and with ``create``, make) the database; a damaged or foreign one is deleted first."""
@@ -260,7 +242,7 @@ class EmbeddingCache:
                     con.close()
                 log.warning("%s: embedding cache unreadable (%s); starting it afresh", self.path, exc)
             self.stats.reset += 1
-            _remove_db(self.path)
+            remove_db(self.path)
             if not create:
                 return None
         raise UnsafeIndexPathError(f"{self.path}: cannot create an embedding cache here")  # pragma: no cover
@@ -317,7 +299,7 @@ class EmbeddingCache:
             log.warning("%s: embedding cache damaged during %s (%s); starting it afresh", self.path, what, exc)
             self._drop_connection()
             self.stats.reset += 1
-            _remove_db(self.path)
+            remove_db(self.path)
             return None
 
     def _drop_connection(self) -> None:
@@ -492,7 +474,7 @@ class EmbeddingCache:
             for db in others:
                 if total <= cap:
                     break
-                _remove_db(db)
+                remove_db(db)
                 self.stats.evicted_databases += 1
                 total = self.size_bytes()
             if total > cap:

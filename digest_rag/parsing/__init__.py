@@ -5,7 +5,7 @@ Public API: `parse_file`, `parse_paths`, `detect_format`, `ParseResult`, `Skip`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CorpusError, ParseError
@@ -246,22 +246,30 @@ def parse_paths(
     files, skips = _expand(paths)
 
     def outcomes() -> Iterator[tuple[str, ParseResult | ParseError]]:
-        for done, f in enumerate(files):
-            if progress:
-                progress("parsing", done, len(files))
-            bad_name = file_name_error(f)
+        for f, name, bad_name in walk_corpus(files, progress):
             if bad_name is not None:
-                yield _printable(str(f)), bad_name
+                yield name, bad_name
                 continue
             try:
-                yield str(f), parse_file(f)
+                yield name, parse_file(f)
             except ParseError as exc:
-                yield str(f), exc
+                yield name, exc
 
-    result = combine_parsed(outcomes(), skips)
+    return check_strict(combine_parsed(outcomes(), skips), strict)
+
+
+def walk_corpus(files: Sequence[Path], progress: Callable[[str, int, int], None] | None = None,
+                ) -> Iterator[tuple[Path, str, ParseError | None]]:
+    """The corpus walk every reader of files shares (`parse_paths`, a build's spool): each listed file in
+    order as (path, its name as printable text, the ParseError its name alone earns or None), with
+    ``progress("parsing", done, total)`` reported before each file and once at the end."""
+    for done, f in enumerate(files):
+        if progress:
+            progress("parsing", done, len(files))
+        bad_name = file_name_error(f)
+        yield f, (_printable(str(f)) if bad_name is not None else str(f)), bad_name
     if progress:
         progress("parsing", len(files), len(files))
-    return check_strict(result, strict)
 
 
 def file_name_error(path: str | Path) -> ParseError | None:
