@@ -46,11 +46,9 @@ def main() -> None:
 
     print(f"# machine: {machine()}")
     if args.lexical:
-        idx = DigestIndex.load(args.index)
-        if args.feedback:
-            from digest_rag.lexical.feedback import FeedbackSettings
+        from digest_rag.lexical.feedback import FeedbackSettings
 
-            idx.lexical.feedback = FeedbackSettings()
+        idx = DigestIndex.load(args.index, feedback=FeedbackSettings() if args.feedback else None)
         idx.search(QUERIES[0], k=10, mode="lexical")  # load Kiwi and the glossary, warm caches
         lex = []
         for _ in range(args.repeat):

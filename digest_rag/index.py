@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build(
     from digest_rag.build.report import BuildOutcome, BuildReport
     from digest_rag.models import ProgressCallback
     from digest_rag.dense.encoder import Encoder
+    from digest_rag.lexical.feedback import FeedbackSettings
 
 __all__ = ["DEFAULT_INDEX_DIR", "DigestIndex"]
 
@@ -90,6 +91,7 @@ class DigestIndex:
         backend: str | None = None,
         verify: bool = True,
         search_param: int | None = None,
+        feedback: FeedbackSettings | None = None,
     ) -> DigestIndex:
         """Open an index directory. The query encoder loads lazily on the first dense search.
 
@@ -100,6 +102,8 @@ class DigestIndex:
         file's sha256 against the manifest; even without it the FAISS file's
         checksum is checked, because FAISS must never be handed a damaged file.
         Any damage raises IndexCorruptedError (or IndexVersionError) naming the file.
+        ``feedback`` switches on cross-language pseudo-relevance feedback for lexical ranking
+        (`digest_rag.lexical.feedback`; off by default, see docs/EVAL.md).
         """
         index_dir = Path(index_dir)
         for attempt in range(3):
@@ -114,10 +118,13 @@ class DigestIndex:
                     continue
                 raise
         try:
-            return cls(index_dir, manifest, generation, model=model, encoder=encoder, device=device, backend=backend)
+            idx = cls(index_dir, manifest, generation, model=model, encoder=encoder, device=device, backend=backend)
         except BaseException:
             generation.close()
             raise
+        if idx.lexical is not None:
+            idx.lexical.feedback = feedback
+        return idx
 
     @property
     def encoder(self) -> Encoder:

@@ -56,8 +56,6 @@ __all__ = ["FieldWeights", "LexicalIndex"]
 
 
 
-#: Feedback of a search unless set otherwise on the index (`LexicalIndex.feedback`); see docs/EVAL.md.
-DEFAULT_FEEDBACK: FeedbackSettings | None = None
 
 
 class FieldWeights(BaseModel):
@@ -127,7 +125,8 @@ class LexicalIndex:
         #: Korean <-> English pairs mined from the indexed corpus (lexicon.py), used to expand queries.
         self.lexicon = MinedLexicon()
         #: Pseudo-relevance feedback of every search (feedback.py); None: off.
-        self.feedback: FeedbackSettings | None = DEFAULT_FEEDBACK
+        #: Pseudo-relevance feedback of every search, off unless asked for (`DigestIndex.load(feedback=...)`).
+        self.feedback: FeedbackSettings | None = None
         self._vocab_names: list[str] | None = None
         #: Kiwi's analysis of every Korean word the index was built from (queries read it instead of Kiwi).
         self.eojeols: EojeolTable | None = None

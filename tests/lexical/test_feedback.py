@@ -40,3 +40,18 @@ def test_feedback_reaches_an_english_paper_the_query_shares_no_word_with() -> No
     hits = [c for c, _ in idx.search("벌집 순회")]
     # The first search's answer stays first; the English paper follows through its words.
     assert hits[:2] == [1, 2] and 3 not in hits
+
+
+def test_feedback_is_an_option_of_loading_an_index(seed_index_dir) -> None:  # noqa: ANN001 - fixture
+    from digest_rag import DigestIndex
+
+    plain = DigestIndex.load(seed_index_dir)
+    with_feedback = DigestIndex.load(seed_index_dir, feedback=FeedbackSettings(docs=1, terms=5, weight=0.3))
+    try:
+        assert plain.lexical.feedback is None
+        assert with_feedback.lexical.feedback == FeedbackSettings(docs=1, terms=5, weight=0.3)
+        q = "긴 컨텍스트를 악용하는 탈옥 공격"
+        assert (with_feedback.lexical.scores(q) >= plain.lexical.scores(q)).all()
+    finally:
+        plain.close()
+        with_feedback.close()
