@@ -11,21 +11,16 @@ from pathlib import Path
 from ..errors import CorpusError, ParseError
 from ..models import Paper, Section, SourceFormat
 from ..text import decode_bytes, file_kind, read_text
-from . import blog, daily, jsonl, notes, weekly
+from . import jsonl  # its record-by-record reader
 from ._util import merge_unique
 from .base import ParseResult, Skip
-from .detect import detect_format
+from .detect import FORMAT_MODULES, detect_format
 
 __all__ = ["PaperMerger", "ParseResult", "Skip", "check_strict", "combine_parsed", "corpus_files", "detect_format", "file_name_error", "parse_bytes", "parse_file",
            "parse_paths", "parse_text", "iter_file", "iter_text", "PARSERS", "CORPUS_SUFFIXES"]
 
 PARSERS: dict[SourceFormat, Callable[[str, str], list[Paper]]] = {
-    "weekly": weekly.parse,
-    "daily": daily.parse,
-    "blog": blog.parse,
-    "notes": notes.parse,
-    "jsonl": jsonl.parse,
-}
+    name: module.parse for name, module in FORMAT_MODULES.items()}
 CORPUS_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".markdown", ".jsonl")
 # Repository furniture that sits beside corpora and is never a digest.
 _IGNORED_STEMS = {"readme", "license", "licence", "changelog", "contributing"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import PurePath
+from types import ModuleType
 
 from ..errors import ParseError
-from ..models import SourceFormat
+from ..models import SOURCE_FORMATS, SourceFormat
 from . import blog, daily, jsonl, notes, weekly
 
 # Below this no format is convincing enough to parse the file as it.
@@ -14,13 +15,13 @@ THRESHOLD = 0.35
 # A .md file is a note unless another format is this sure of itself.
 STRONG = 0.8
 
-SCORERS: dict[SourceFormat, Callable[[str], float]] = {
-    "weekly": weekly.score,
-    "daily": daily.score,
-    "blog": blog.score,
-    "notes": notes.score,
-    "jsonl": jsonl.score,
-}
+#: The parser module of each format (its ``parse`` and ``score``): the one table naming formats, in the order
+#: of `models.SourceFormat`, the one enumeration of them.
+FORMAT_MODULES: dict[SourceFormat, ModuleType] = dict(
+    zip(SOURCE_FORMATS, (weekly, daily, blog, notes, jsonl), strict=True))  # type: ignore[arg-type]
+assert all(m.__name__.endswith("." + name) for name, m in FORMAT_MODULES.items()), "formats out of order"
+
+SCORERS: dict[SourceFormat, Callable[[str], float]] = {name: m.score for name, m in FORMAT_MODULES.items()}
 
 
 # Scorers read a bounded sample (whole lines from the head, plus the tail where notes keep their
