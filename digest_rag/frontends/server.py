@@ -37,16 +37,8 @@ that failed or stalls in ``reload_error``.
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import hmac
-import ipaddress
 import logging
-import os
 import sys
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -57,7 +49,6 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
-    from starlette.datastructures import MutableHeaders
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("digest-rag serve needs the 'serve' extra: pip install \"digest-rag[serve]\"") from exc
@@ -83,59 +74,41 @@ from digest_rag.frontends.service import (
     find_paper,
     paper_record,
 )
+from digest_rag.frontends.connections import BACKLOG, HEADER_TIMEOUT, KEEP_ALIVE_TIMEOUT, _install_log_throttle, connection_cap, guarded_protocol
+from digest_rag.frontends.http_guard import DEFAULT_RATE_LIMIT, LOOPBACK_HOSTS, RateLimiter, _Guard, _error, allowed_host_names, check_bind
+from digest_rag.frontends.work_queue import ClientGone, DEFAULT_MAX_QUEUE, Job, ServerBusy, WorkQueue
 
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = [
-    "DEFAULT_MAX_QUEUE",
-    "DEFAULT_RATE_LIMIT",
-    "LOOPBACK_HOSTS",
-    "MIN_TOKEN_CHARS",
-    "LogThrottle",
-    "RateLimiter",
-    "WorkQueue",
-    "check_bind",
-    "create_app",
-    "serve",
-    "server_config",
-]
+__all__ = ["create_app", "serve", "server_config"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_RATE_LIMIT = 20.0
 """Requests per second per client address on the data endpoints (bursts of twice that); 0 turns the limit off."""
 
-DEFAULT_MAX_QUEUE = 16
 """Requests that may wait for (or run on) the index's one worker thread at once; more get 503 at once."""
 
 MAX_HIGHLIGHT_CHARS = 100_000
 """Characters of one paper's sections that ``/papers/{id}?q=`` highlights (Kiwi's analysis is ~1 s per MB);
 the sections past them get ``html`` as escaped text without marks, and ``highlight_truncated`` says so."""
 
-HEADER_TIMEOUT = 10.0
 """Seconds a connection may take to send a request's headers (first request or the next on a kept-alive one)."""
 
-KEEP_ALIVE_TIMEOUT = 5
 """Seconds an idle kept-alive connection stays open between requests."""
 
-DEFAULT_MAX_CONNECTIONS = 1000
 """Open connections at most (lowered to fit the open-file limit; see :func:`connection_cap`)."""
 
-BACKLOG = 128
 """The listening socket's backlog (uvicorn's default is 2,048); also how many connections asyncio accepts at once."""
 
-MIN_TOKEN_CHARS = 16
 """Shortest bearer token accepted when binding beyond loopback (a guessable token guards nothing)."""
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 """Host names the server answers to by default: a page of another site that rebinds its DNS name to 127.0.0.1
 still sends its own name as Host, and gets 400."""
 
 STATIC_DIR = Path(str(resources.files("digest_rag") / "static"))
-PROTECTED = ("/search", "/papers", "/info")  # the data endpoints: token and rate limit apply
 
 _STATUS: list[tuple[type[DigestRagError], int]] = [
     (PaperNotFoundError, 404),
@@ -144,275 +117,6 @@ _STATUS: list[tuple[type[DigestRagError], int]] = [
     (IncompatibleModelError, 503),
     (IndexError_, 503),
 ]
-
-_SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    # Everything the page needs comes from this server; nothing may be loaded or sent elsewhere.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
-                               "form-action 'self'",
-}
-
-
-def _error(status: int, name: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": name, "detail": detail}, status_code=status, headers=headers)
-
-
-class RateLimiter:
-    """A token bucket per client address: ``rate`` requests per second, bursts of ``burst``.
-
-    Twenty lines of our own rather than a dependency (slowapi pulls in `limits`
-    and storage back-ends) for one in-process counter per address.
-    """
-
-    def __init__(self, rate: float, burst: float | None = None, max_clients: int = 10_000) -> None:
-        self.rate = rate
-        self.burst = burst if burst is not None else max(2 * rate, 1.0)
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max_clients = max_clients
-
-    def retry_after(self, key: str) -> float:
-        """0 when ``key`` may make a request now (and counts it), else the seconds until it may."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
-            else:
-                wait = (1.0 - tokens) / self.rate
-            self._buckets[key] = (tokens, now)
-            while len(self._buckets) > self._max_clients:  # forget the least recently seen clients
-                self._buckets.popitem(last=False)
-            return wait
-
-
-# ------------------------------------------------------------------ work queue
-class ServerBusy(Exception):
-    """The work queue is full (answered 503)."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready; nobody reads the response."""
-
-
-class Job:
-    """What one request's work checks between its stages: whether its client is still there."""
-
-    def __init__(self) -> None:
-        self._cancelled = threading.Event()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def check(self) -> None:
-        """Raise ClientGone when the request was cancelled (called between stages on the worker thread)."""
-        if self._cancelled.is_set():
-            raise ClientGone
-
-
-async def _disconnected(request: Request) -> None:
-    """Return when the client has gone (ASGI ``http.disconnect``); GET requests have no body to read first."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-class WorkQueue:
-    """At most ``limit`` requests waiting for or running on the LiveIndex's worker thread; the rest are refused.
-
-    A request that finds the queue full waits up to ``admit_wait`` seconds for room (as many such waiters as
-    the queue holds, no more), then gets 503. A request whose client disconnects is cancelled: dropped from
-    the queue if it has not started, and told (:meth:`Job.check`) to stop at its next stage if it has.
-    Without this, 30 slow requests abandoned by their clients kept the one worker busy for nearly a minute
-    (issue 23).
-    """
-
-    def __init__(self, live: LiveIndex, limit: int = DEFAULT_MAX_QUEUE, admit_wait: float = 1.0) -> None:
-        if limit < 1:
-            raise UsageError(f"the work queue needs room for at least 1 request (got {limit})")
-        self.live = live
-        self.limit = limit
-        self.admit_wait = admit_wait
-        self._count = 0
-        self._waiters = 0
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._room: asyncio.Event | None = None  # set (and replaced) whenever a request leaves the queue
-        self.dropped = 0  # requests cancelled because their client went away
-
-    @property
-    def pending(self) -> int:
-        """Requests queued or running now."""
-        return self._count
-
-    def _release(self, _future: object = None) -> None:
-        with self._lock:
-            self._count -= 1
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # pragma: no cover - the loop closed meanwhile
-                pass
-
-    def _wake(self) -> None:
-        room, self._room = self._room, None
-        if room is not None:
-            room.set()
-
-    def _try_enter(self) -> bool:
-        with self._lock:
-            if self._count >= self.limit:
-                return False
-            self._count += 1
-            return True
-
-    async def _enter(self) -> None:
-        """Take a place in the queue, waiting up to ``admit_wait`` seconds for one; ServerBusy if none comes."""
-        if self._try_enter():
-            return
-        if self._waiters >= self.limit or self.admit_wait <= 0:
-            raise ServerBusy
-        self._loop = asyncio.get_running_loop()
-        deadline = self._loop.time() + self.admit_wait
-        self._waiters += 1
-        try:
-            while not self._try_enter():
-                remaining = deadline - self._loop.time()
-                if remaining <= 0:
-                    raise ServerBusy
-                if self._room is None:
-                    self._room = asyncio.Event()
-                try:
-                    await asyncio.wait_for(self._room.wait(), remaining)
-                except asyncio.TimeoutError:
-                    raise ServerBusy from None
-        finally:
-            self._waiters -= 1
-
-    async def run(self, request: Request, fn: Callable[[DigestIndex, Job], T]) -> T:
-        """``fn(index, job)`` on the worker thread; ServerBusy when full, ClientGone when the client left."""
-        self._loop = asyncio.get_running_loop()
-        await self._enter()
-        job = Job()
-        try:
-            future = self.live.submit(fn, job)
-        except BaseException:
-            self._release()
-            raise
-        future.add_done_callback(self._release)  # also when cancelled while queued
-        answer = asyncio.wrap_future(future)
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            job.cancel()
-            future.cancel()
-            raise
-        finally:
-            gone.cancel()
-        if answer.done():
-            return answer.result()
-        job.cancel()  # running: stops at its next stage
-        if future.cancel():  # still queued: never runs
-            self.dropped += 1
-        answer.cancel()
-        raise ClientGone
-
-
-# ------------------------------------------------------------------ hosts
-def _host_name(header: str) -> str:
-    """The name in a Host header without its port, lower-cased: ``[::1]:8000`` -> ``::1``."""
-    host = header.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    name, _, _port = host.partition(":")
-    return name.rstrip(".")
-
-
-def allowed_host_names(bind: str | None = None, extra: Iterable[str] = ()) -> frozenset[str]:
-    """The Host names to answer: the loopback names, the bound address (unless a wildcard) and ``extra``.
-
-    ``"*"`` in ``extra`` allows any Host (for a server behind a proxy that checks it).
-    """
-    names = {*LOOPBACK_HOSTS}
-    if bind and bind not in ("0.0.0.0", "::", ""):
-        names.add(_host_name(bind if ":" not in bind or bind.startswith("[") else f"[{bind}]"))
-    for name in extra:
-        name = name.strip()
-        if name:
-            names.add("*" if name == "*" else _host_name(name if ":" not in name or name.startswith("[")
-                                                        or name.count(":") == 1 else f"[{name}]"))
-    return frozenset(names)
-
-
-class _Guard:
-    """ASGI middleware in front of every route: Host check, then rate limit and token on the data endpoints,
-    and the security headers on every response. Plain ASGI, so the routes see the client's disconnect."""
-
-    def __init__(self, app: Any, *, hosts: frozenset[str], limiter: RateLimiter, expected: bytes | None) -> None:
-        self.app = app
-        self.hosts = hosts
-        self.any_host = "*" in hosts
-        self.limiter = limiter
-        self.expected = expected
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        refusal = self._refusal(scope, headers)
-        if refusal is not None:
-            await self._send_headers(refusal)(scope, receive, send)
-            return
-
-        async def send_with_headers(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for key, value in _SECURITY_HEADERS.items():
-                    response_headers.setdefault(key, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-    @staticmethod
-    def _send_headers(response: Response) -> Response:
-        for key, value in _SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        return response
-
-    def _refusal(self, scope: dict[str, Any], headers: dict[bytes, bytes]) -> Response | None:
-        if not self.any_host:
-            host = headers.get(b"host", b"").decode("latin-1")
-            if _host_name(host) not in self.hosts:
-                shown = host[:100] if host else "(none)"
-                return _error(400, "BadHost", f"this server does not answer to Host {shown!r}; "
-                                              "start it with --allowed-host NAME to add a name")
-        path = scope.get("path", "")
-        if path.startswith(PROTECTED):
-            client = scope.get("client")
-            wait = self.limiter.retry_after(client[0] if client else "?")
-            if wait > 0:
-                return _error(429, "RateLimited", f"too many requests; retry in {wait:.2f}s",
-                              {"Retry-After": str(max(1, round(wait)))})
-            if self.expected is not None:
-                given = headers.get(b"authorization", b"")
-                if not hmac.compare_digest(given, self.expected):
-                    return _error(401, "Unauthorized", "this server needs 'Authorization: Bearer <token>'",
-                                  {"WWW-Authenticate": "Bearer"})
-        return None
 
 
 # ------------------------------------------------------------------ the app
@@ -547,203 +251,6 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse (UsageError) to listen beyond this machine without a token of at least MIN_TOKEN_CHARS characters."""
-    if _is_loopback(host):
-        return
-    if not token:
-        raise UsageError(
-            f"binding {host} exposes the index beyond this machine; set a token with --token or DIGEST_RAG_TOKEN"
-        )
-    if len(token) < MIN_TOKEN_CHARS:
-        raise UsageError(
-            f"binding {host} needs a token of at least {MIN_TOKEN_CHARS} characters (got {len(token)}); "
-            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'"
-        )
-
-
-# ------------------------------------------------------------------ connections and logs
-def _open_files() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 64
-
-
-def connection_cap(requested: int | None = None) -> int:
-    """Connections to allow: ``requested`` (default DEFAULT_MAX_CONNECTIONS), lowered to leave room under the
-    open-file limit for the files already open and a margin (index reloads, logs), so ``accept()`` never meets
-    EMFILE: each connection is one file descriptor."""
-    cap = DEFAULT_MAX_CONNECTIONS if requested is None else requested
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return max(1, cap)
-    if soft != getattr(resource, "RLIM_INFINITY", -1):
-        # asyncio accepts up to BACKLOG connections per wake-up before any of them is seen (and closed when over
-        # the cap): room for two such rounds, and 64 files for the index's own use.
-        room = soft - _open_files() - 64 - 2 * BACKLOG
-        cap = min(cap, room)
-    return max(1, cap)
-
-
-_BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-                  b"connection: close\r\nretry-after: 1\r\ncontent-length: 69\r\n\r\n"
-                  b'{"error": "ServerBusy", "detail": "too many connections; retry later"}')
-
-
-def guarded_protocol(*, header_timeout: float = HEADER_TIMEOUT,
-                     max_connections: int = DEFAULT_MAX_CONNECTIONS) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with a header timeout and a connection cap (uvicorn has neither).
-
-    A connection must send a request's headers within ``header_timeout`` seconds of opening or of its previous
-    response (slow-loris clients otherwise hold a file descriptor for ever). At ``max_connections`` open, a new
-    connection closes the oldest one that is waiting for a request, or is answered 503 and closed when every
-    connection is busy.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class GuardedH11Protocol(H11Protocol):
-        _opened: float
-        _header_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._opened = self.loop.time()
-            if len(self.connections) > max_connections and not self._evict_idle():
-                transport.write(_BUSY_RESPONSE)
-                transport.close()
-                return
-            self._arm()
-
-        def _waiting(self) -> bool:
-            """Between requests: no request's headers received yet."""
-            return self.conn.their_state is h11.IDLE
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._header_timer = self.loop.call_later(header_timeout, self._expire)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _expire(self) -> None:
-            self._header_timer = None
-            if self._waiting() and not self.transport.is_closing():
-                self._close_idle()
-
-        def _close_idle(self) -> None:
-            try:
-                self.conn.send(h11.ConnectionClosed())
-            except h11.LocalProtocolError:
-                pass
-            self.transport.close()
-
-        def _evict_idle(self) -> bool:
-            idle = [c for c in self.connections
-                    if c is not self and isinstance(c, GuardedH11Protocol) and c._waiting()
-                    and not c.transport.is_closing()]
-            if not idle:
-                return False
-            min(idle, key=lambda c: c._opened)._close_idle()
-            return True
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self._header_timer is not None and not self._waiting():
-                self._disarm()  # the headers are in; the request runs as long as its work queue allows
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and self._waiting():
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return GuardedH11Protocol
-
-
-class LogThrottle(logging.Filter):
-    """A log filter that cannot let a flood through: each distinct message at most once per ``interval``
-    seconds, and at most ``burst`` records per ``interval`` in all; the next record passed says how many were
-    held back. Tracebacks of "too many open files" are cut to one line (asyncio logs one per failed accept)."""
-
-    def __init__(self, interval: float = 60.0, burst: int = 20, max_keys: int = 1_000) -> None:
-        super().__init__()
-        self.interval = interval
-        self.burst = burst
-        self._max_keys = max_keys
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._window = (0.0, 0)  # start, records passed in it
-        self.suppressed = 0
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = f"{record.name}:{record.levelno}:{str(record.msg)[:200]}"
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None:
-            key += f":{type(exc).__name__}:{getattr(exc, 'errno', '')}"
-        now = time.monotonic()
-        with self._lock:
-            start, passed = self._window
-            if now - start >= self.interval:
-                start, passed = now, 0
-            last = self._seen.get(key)
-            if (last is not None and now - last < self.interval) or passed >= self.burst:
-                self.suppressed += 1
-                return False
-            self._window = (start, passed + 1)
-            self._seen[key] = now
-            self._seen.move_to_end(key)
-            while len(self._seen) > self._max_keys:
-                self._seen.popitem(last=False)
-            held, self.suppressed = self.suppressed, 0
-        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
-            record.msg = f"{record.getMessage()}: {exc}"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        if held:
-            record.msg = f"{record.getMessage()} [{held} similar log records held back]"
-            record.args = None
-        return True
-
-
-_THROTTLED_LOGGERS = ("", "asyncio", "uvicorn", "uvicorn.error", "digest_rag")
-
-
-def _install_log_throttle() -> tuple[LogThrottle, list[logging.Handler]]:
-    """One stderr handler with a LogThrottle for everything serve logs (uvicorn's own configuration is off)."""
-    throttle = LogThrottle()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
-    handler.addFilter(throttle)
-    handler.setLevel(logging.WARNING)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    for name in _THROTTLED_LOGGERS[1:]:
-        logger = logging.getLogger(name)
-        for existing in logger.handlers:  # handlers set up by an embedding program pass through it too
-            existing.addFilter(throttle)
-    return throttle, [handler]
 
 
 def server_config(app: Any, *, host: str = "127.0.0.1", port: int = 8000, trust_proxy: bool = False,

@@ -25,7 +25,8 @@ from typer.testing import CliRunner  # noqa: E402
 from digest_rag import DigestIndex, UsageError  # noqa: E402
 from digest_rag.frontends.cli import app as cli_app  # noqa: E402
 from digest_rag.frontends.live import LiveIndex  # noqa: E402
-from digest_rag.frontends.server import STATIC_DIR, RateLimiter, check_bind, create_app  # noqa: E402
+from digest_rag.frontends.http_guard import RateLimiter, check_bind
+from digest_rag.frontends.server import STATIC_DIR, create_app
 from digest_rag.frontends.service import MAX_K, SearchRequest  # noqa: E402
 
 JAILBREAK = "긴 컨텍스트를 악용하는 탈옥 공격"
@@ -317,7 +318,7 @@ def test_a_wrong_host_gets_400(live: LiveIndex) -> None:
 
 
 def test_allowed_host_names_include_the_bound_address() -> None:
-    from digest_rag.frontends.server import allowed_host_names
+    from digest_rag.frontends.http_guard import allowed_host_names
 
     assert allowed_host_names("192.168.1.10") == {"localhost", "127.0.0.1", "::1", "192.168.1.10"}
     assert allowed_host_names("::", ["fe80::1", "Example.org:8000"]) == {"localhost", "127.0.0.1", "::1",
@@ -512,7 +513,7 @@ def test_the_connection_cap_closes_the_oldest_idle_connection(live: LiveIndex) -
 
 
 def test_log_throttle_lets_no_flood_through() -> None:
-    from digest_rag.frontends.server import LogThrottle
+    from digest_rag.frontends.connections import LogThrottle
 
     throttle = LogThrottle(interval=60, burst=20)
     logger = logging.getLogger("test.throttle")
