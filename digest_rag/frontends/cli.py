@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -27,9 +27,7 @@ from digest_rag.errors import CorpusError, DigestRagError
 from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
 from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
 from digest_rag.version import __version__
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from digest_rag.build.report import BuildReport
+from digest_rag.frontends.cli_output import build_summary, err, format_info, plan_summary, progress_bars, use_color
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
     from typer._click import exceptions as _click_exc
@@ -59,13 +57,13 @@ class _Group(TyperGroup):
             sys.exit(0)
         except _click_exc.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "digest-rag"
-            _err(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')")
+            err(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')")
             sys.exit(1)
         except _click_exc.ClickException as exc:
-            _err(f"error: {' '.join(exc.format_message().split())}")
+            err(f"error: {' '.join(exc.format_message().split())}")
             sys.exit(exc.exit_code)
         except typer.Abort:
-            _err("aborted")
+            err("aborted")
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -85,10 +83,6 @@ app = typer.Typer(
 IndexOpt = typer.Option(DEFAULT_INDEX_DIR, "--index", "-i", help="Index directory.")
 
 
-def _err(msg: str) -> None:
-    typer.echo(msg, err=True)
-
-
 def _require_paths(paths: Sequence[Path]) -> None:
     """A path named on the command line that does not exist is a typo, not a file to skip: exit 2, one line."""
     missing = [str(p) for p in paths if not p.exists()]
@@ -105,10 +99,10 @@ def _handled() -> Iterator[None]:
             yield
         except DigestRagError as exc:
             _flush_warnings(caught)
-            _err(f"error: {' '.join(str(exc).split())}")
+            err(f"error: {' '.join(str(exc).split())}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _err("interrupted; the index was left as it was before this command")
+            err("interrupted; the index was left as it was before this command")
             raise typer.Exit(130) from None
         _flush_warnings(caught)
 
@@ -121,52 +115,7 @@ def _flush_warnings(caught: list[warnings.WarningMessage]) -> None:
         text = " ".join(str(w.message).split())
         if text not in seen:
             seen.add(text)
-            _err(f"warning: {text}")
-
-
-_UNITS = {"parsing": "file", "chunking": "paper", "encoding": "passage", "merging": "shard", "indexing": "step"}
-
-
-class _ProgressBars:
-    """A tqdm bar per stage (count, rate, ETA) fed by the library's ``progress(stage, done, total)`` calls."""
-
-    def __init__(self) -> None:
-        self._bars: dict[str, Any] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        bar = self._bars.get(stage)
-        if bar is None:
-            bar = self._bars[stage] = tqdm(
-                total=total, desc=f"{stage:<9}", unit=_UNITS.get(stage, "item"), file=sys.stderr,
-                dynamic_ncols=True, leave=True,
-            )
-        if bar.disable:  # closed: the stage already finished
-            return
-        if bar.total != total:
-            bar.total = total
-        if done > bar.n:
-            bar.update(done - bar.n)  # update() (not setting n) keeps tqdm's rate and ETA estimates right
-        if done >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-
-
-@contextmanager
-def _progress(quiet: bool) -> Iterator[_ProgressBars | None]:
-    """Progress bars on stderr, only when it is a terminal and not --quiet/--json."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    bars = _ProgressBars()
-    try:
-        yield bars
-    finally:
-        bars.close()
+            err(f"warning: {text}")
 
 
 def _quiet_libraries() -> None:
@@ -190,62 +139,6 @@ def main(
 ) -> None:
     """Find ML papers across Korean and English digests."""
     _quiet_libraries()
-
-
-def _plan_summary(index_dir: Path, rep: BuildReport, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps({"index": str(index_dir), **rep.model_dump()}, ensure_ascii=False))
-        return
-    if rep.up_to_date:
-        typer.echo(f"dry run: up to date, nothing to do ({rep.papers} papers, {rep.chunks} chunks in {index_dir})")
-        return
-    typer.echo(
-        f"dry run: {rep.papers} papers (+{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)}), {rep.chunks} chunks "
-        f"({rep.rechunked} papers to cut again); {rep.encoded} to encode, {rep.reused} from the embedding cache; "
-        f"model {'must load' if rep.model_loaded else 'not needed'}{' (lexical-only)' if rep.lexical_only else ''}; "
-        f"nothing written to {index_dir}"
-    )
-    if rep.full_rebuild_reason:
-        typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
-
-
-def _build_summary(index: DigestIndex, as_json: bool, quiet: bool = False, verbose: bool = False) -> None:
-    """The summary line; then (not with --quiet) re-encode reasons, merged duplicates as a count (each one
-    with --verbose, on stderr) and skipped files."""
-    rep = index.last_build
-    assert rep is not None
-    if as_json:
-        typer.echo(json.dumps({"index": str(index.index_dir), **rep.model_dump()}, ensure_ascii=False))
-        return
-    kind = "lexical-only" if rep.lexical_only else f"{index.manifest.model_name} ({index.manifest.index_type})"
-    options = index.manifest.build_options
-    if rep.up_to_date and rep.lexical_only and options is not None and not options.lexical_only:
-        # A fallback: the model was wanted but not in the local cache; it stays up to date until it is there.
-        kind = "lexical-only: no embedding model in the local cache; a build once it is there adds vectors"
-    if rep.up_to_date:
-        typer.echo(
-            f"up to date: {rep.papers} papers, {rep.chunks} chunks in {index.index_dir} [{kind}]; no input file or "
-            f"option changed since {index.manifest.created_at}, nothing written ({rep.seconds:.1f}s; --force rebuilds)"
-        )
-        return
-    typer.echo(
-        f"indexed {rep.papers} papers, {rep.chunks} chunks into {index.index_dir} [{kind}] in {rep.seconds:.1f}s; "
-        f"encoded {rep.encoded}, reused {rep.reused}; +{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)} papers"
-        + (f"; skipped {len(rep.skipped)} file(s)" if rep.skipped else "")
-    )
-    if quiet:
-        return
-    if rep.full_rebuild_reason:
-        typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
-    if rep.merged:
-        typer.echo(f"merged {len(rep.merged)} duplicate paper(s) found in more than one file"
-                   + ("" if verbose else " (--verbose lists them)"))
-        for m in rep.merged if verbose else ():
-            _err(f"merged: {m}")
-    if rep.skipped:
-        typer.echo(f"skipped {len(rep.skipped)} file(s):")
-        for s in rep.skipped:
-            typer.echo(f"  {s['source']}: {s['reason']}")
 
 
 EngineOpt = typer.Option("local", "--engine", help="Where to parse, chunk and embed: local, or ray (a Ray cluster; needs the 'ray' extra).")
@@ -291,9 +184,9 @@ def build(
                 backend=backend, strict=strict or None, wait=wait, force=force, engine=engine,
                 ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
             )
-        _plan_summary(index, rep, as_json)
+        plan_summary(index, rep, as_json)
         return
-    with _handled(), _progress(quiet or as_json) as bars:
+    with _handled(), progress_bars(quiet or as_json) as bars:
         _require_paths(paths or [Path("corpus")])
         # An absent flag is None, so the index's saved option applies rather than the flag's default.
         idx = DigestIndex.build(
@@ -302,7 +195,7 @@ def build(
             strict=strict or None, wait=wait, progress=bars, force=force, engine=engine, ray_address=ray_address,
             workers=workers, gpus_per_worker=gpus_per_worker,
         )
-    _build_summary(idx, as_json, quiet, verbose)
+    build_summary(idx, as_json, quiet, verbose)
 
 
 @app.command()
@@ -323,18 +216,11 @@ def update(
 
     Example: digest-rag update new-digest.txt --index indexes/default
     """
-    with _handled(), _progress(quiet or as_json) as bars:
+    with _handled(), progress_bars(quiet or as_json) as bars:
         _require_paths(paths)
         idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait, progress=bars,
                                  engine=engine, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
-    _build_summary(idx, as_json, quiet, verbose)
-
-
-def _use_color(flag: bool | None) -> bool:
-    """--color/--no-color win; otherwise colour only on a terminal, honouring NO_COLOR and TERM=dumb."""
-    if flag is not None:
-        return flag
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    build_summary(idx, as_json, quiet, verbose)
 
 
 @app.command()
@@ -372,9 +258,9 @@ def search(
             typer.echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
         else:
             width = min(shutil.get_terminal_size((100, 24)).columns, 120)
-            use_color = _use_color(color)
+            colored = use_color(color)
             # color= tells click not to strip the codes when --color is forced onto a pipe.
-            typer.echo(format_hits(hits, color=use_color, width=width), color=use_color)
+            typer.echo(format_hits(hits, color=colored, width=width), color=colored)
 
 
 @app.command()
@@ -392,7 +278,7 @@ def info(
         if as_json:
             typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
             return
-        typer.echo(_format_info(data))
+        typer.echo(format_info(data))
 
 
 @app.command()
@@ -410,60 +296,6 @@ def inspect(
         _require_paths(paths)
         report = inspect_corpus([str(p) for p in paths])
         typer.echo(report.model_dump_json(indent=2) if as_json else format_report(report))
-
-
-def _human_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover - loop always returns
-
-
-INFO_SOURCES = 10  # source files `info` lists (those with most papers); --json has them all
-
-
-def _format_fusion(data: dict[str, Any]) -> str:
-    """The `info` line of the hybrid fusion: calibrated weights and their figures, or why there are none."""
-    from digest_rag.models import FusionCalibration
-    from digest_rag.search.calibration import describe
-
-    if data.get("fusion"):
-        return describe(FusionCalibration.model_validate(data["fusion"]))
-    if not data["model"]:
-        return "none: lexical-only"
-    return "dense=1,lexical=1 k=60 (defaults: this index was built before fusion calibration)"
-
-
-def _format_info(data: dict[str, Any]) -> str:
-    """The `info` text: one labelled line per fact, then the source files with most papers, one per line."""
-    param = f", search param {data['search_param']}" if data.get("search_param") else ""
-    backend = f", built with {data['backend']}" if data.get("backend") else ""
-    model = (f"{data['model']}  (dimension {data['dimension']}, FAISS {data['index_type']}{param}{backend})" if data["model"]
-             else "none: lexical-only (BM25); rebuild with a model for dense and hybrid search")
-    sources = data["sources"]
-    lex = data.get("lexicon")
-    lexicon = (f"{lex['pairs']} mined pairs (" + ", ".join(f"{k} {v}" for k, v in lex["by_source"].items())
-               + f"; miner {lex['miner']})" if lex else "none")
-    lines = [
-        f"index       {data['index_dir']}  ({_human_size(data['size_bytes'])} on disk, format {data['format_version']}, "
-        f"digest_rag {data['library_version']})",
-        f"built       {data['created_at']}",
-        f"model       {model}",
-        f"papers      {data['papers']}, dated {data['date_from'] or '?'} .. {data['date_to'] or '?'}",
-        f"chunks      {data['chunks']}: " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_language"].items()),
-        "sections    " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_section"].items()),
-        "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
-        f"lexicon     {lexicon}",
-        f"fusion      {_format_fusion(data)}",
-        f"sources     {len(sources)} file(s)",
-    ]
-    shown = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))[:INFO_SOURCES]
-    lines += [f"            {n:>4} papers  {src}" for src, n in shown]
-    if len(sources) > len(shown):
-        lines.append(f"            ... {len(sources) - len(shown)} more (the {len(shown)} with most papers shown; "
-                     "--json lists all)")
-    return "\n".join(lines)
 
 
 @app.command("eval")
@@ -542,7 +374,7 @@ def _need_extra(module: str, extra: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        _err(f"error: this command needs the '{extra}' extra: pip install \"digest-rag[{extra}]\"")
+        err(f"error: this command needs the '{extra}' extra: pip install \"digest-rag[{extra}]\"")
         raise typer.Exit(1)
 
 
@@ -568,7 +400,7 @@ def train(
     Example: digest-rag train corpus/ --out models/digests && digest-rag build corpus/ --model models/digests
     """
     if static and base:
-        _err("error: choose one starting point: --static or --base")
+        err("error: choose one starting point: --static or --base")
         raise typer.Exit(1)
     _need_extra("datasets", "train")
     _need_extra("accelerate", "train")
@@ -610,7 +442,7 @@ def shell(
 
     with _handled():
         width = min(shutil.get_terminal_size((100, 24)).columns, 120)
-        run_shell(index, width=width, color=_use_color(color))
+        run_shell(index, width=width, color=use_color(color))
 
 
 @app.command()

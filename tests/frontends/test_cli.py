@@ -184,7 +184,7 @@ def test_search_param_flag(runner: CliRunner, seed_index_dir: Path) -> None:
 
 def test_progress_bars_only_on_a_terminal(runner: CliRunner, seed_corpus: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from digest_rag.frontends.cli import _ProgressBars
+    from digest_rag.frontends.cli_output import ProgressBars
     from digest_rag.parsing import parse_paths
 
     # Not a terminal (the runner's stderr): the build prints its summary and no bar.
@@ -195,7 +195,7 @@ def test_progress_bars_only_on_a_terminal(runner: CliRunner, seed_corpus: Path, 
     calls: list[tuple[str, int, int]] = []
     parse_paths([seed_corpus], progress=lambda *a: calls.append(a))
     assert calls[0] == ("parsing", 0, 4) and calls[-1] == ("parsing", 4, 4)
-    bars = _ProgressBars()
+    bars = ProgressBars()
     for stage, done, total in [*calls, ("encoding", 0, 300), ("encoding", 256, 300), ("encoding", 300, 300)]:
         bars(stage, done, total)
     bars.close()
@@ -297,12 +297,12 @@ def test_subprocess_fallback_index_is_up_to_date_without_torch(tmp_path: Path, s
 def test_info_text_lists_at_most_ten_sources(runner: CliRunner, seed_index_dir: Path) -> None:
     """Issue 22 item 2: one line per source file made `info` 1,617 lines long on ml-papers; --json keeps them all."""
     from digest_rag import DigestIndex
-    from digest_rag.frontends.cli import _format_info
+    from digest_rag.frontends.cli_output import format_info
 
     with DigestIndex.load(seed_index_dir) as idx:
         data = idx.info()
     data["sources"] = {f"notes/{i:04d}.md": 1 + i % 3 for i in range(1617)}
-    text = _format_info(data)
+    text = format_info(data)
     assert len(text.splitlines()) <= 40
     assert "1607 more" in text and "--json lists all" in text and "notes/0002.md" in text  # most papers first
 
