@@ -11,6 +11,50 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The slow tests: `pytest -m "not slow"` is the fast loop while working (CI runs everything). Whole modules of
+# kill -9 runs, Ray clusters and notebook runs, and each test that took 5 s or more in
+# `pytest --durations=80` on the 2-core machine.
+SLOW_MODULES = frozenset({"tests/build/test_ray_engine.py", "tests/test_notebook.py", "tests/test_reliability.py"})
+SLOW_TESTS = frozenset({
+    "tests/build/test_chunking.py::test_seed_chunks_within_model_limit",
+    "tests/build/test_incremental.py::test_any_input_or_option_change_rebuilds",
+    "tests/build/test_incremental.py::test_cache_hits_skip_the_encoder",
+    "tests/build/test_pipeline.py::test_a_build_with_no_cache_misses_never_imports_torch",
+    "tests/build/test_pipeline.py::test_build_options_round_trip_through_the_manifest",
+    "tests/build/test_pipeline.py::test_damaged_or_deleted_cache_only_costs_time",
+    "tests/build/test_pipeline.py::test_explicit_override_wins_and_reencodes",
+    "tests/build/test_pipeline.py::test_killed_build_resumes_and_matches_an_uninterrupted_one",
+    "tests/build/test_pipeline.py::test_update_and_rebuild_keep_custom_chunker_and_factory",
+    "tests/build/test_spool.py::test_build_holds_a_batch_of_papers_not_all",
+    "tests/dense/test_static_runtime.py::test_cli_build_with_static_model_and_broken_model",
+    "tests/evaluation/test_quality.py::test_lexical_meets_targets_and_beats_baseline",
+    "tests/frontends/test_cli.py::test_eval_command",
+    "tests/frontends/test_cli.py::test_eval_fusion_weight_sweep",
+    "tests/frontends/test_cli.py::test_subprocess_build_search_and_missing_model",
+    "tests/frontends/test_cli.py::test_subprocess_fallback_index_is_up_to_date_without_torch",
+    "tests/frontends/test_server.py::test_idle_connections_beyond_the_open_file_limit",
+    "tests/frontends/test_shell.py::test_shell_in_a_pseudo_terminal",
+    "tests/parsing/test_notes_newer.py::test_every_non_markup_character_lands_exactly_once",
+    "tests/parsing/test_parsing_limits.py::test_detection_and_parsing_are_fast_on_hostile_files",
+    "tests/parsing/test_scaling.py::test_any_repeated_note_block_parses_in_linear_time",
+    "tests/storage/test_hostile_index.py::test_fuzzed_index_files_only_raise_typed_errors",
+    "tests/storage/test_hostile_store.py::test_cli_search_info_and_build_force_end_within_10_s",
+    "tests/storage/test_locking.py::test_writers_through_alias_and_real_path_race_at_the_swap",
+    "tests/test_index.py::test_dense_mode_with_tiny_model_finds_exact_titles",
+    "tests/test_index.py::test_incremental_rebuild_reuses_embeddings",
+    "tests/test_index.py::test_model_change_forces_full_reencode",
+    "tests/test_properties.py::test_chunks_cover_sections_within_limit_approx",
+    "tests/test_readme.py::test_readme_cli_commands_run",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path in SLOW_MODULES or item.nodeid.split("[", 1)[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 # Tests never reach the hub: a model that is not local must fail fast, not retry for a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
