@@ -13,11 +13,12 @@ and opens the committed generation from it; nothing here imports the facade.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ from digest_rag.build.freshness import default_model_unavailable, if_up_to_date,
 from digest_rag.build.passage_model import ModelFactsDiffer, PassageModel, passage_model
 from digest_rag.build.previous import LexicalBase, previous_lexical_base, previous_index
 from digest_rag.build.report import BuildOutcome, BuildReport
-from digest_rag.build.writer import write_generation
+from digest_rag.build.writer import GenerationContent, Inherited, write_generation
 from digest_rag.models import ProgressCallback
 
 __all__ = ["build_index", "update_index"]
@@ -117,9 +118,9 @@ def build_index(
                     # A full build: entries of files it no longer reads go (not when an engine parsed elsewhere).
                     cache.close(collect=engine.parses_here)
             parse_s = time.perf_counter() - t_parse
-            outcome = _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=options.lexical_only,
-                                    progress=progress, keep_old=False, inputs=inputs, engine=engine, dry_run=dry_run,
-                                    inputs_assume_fallback=unavailable)
+            outcome = _index_papers(parsed, index_dir, BuildRun(
+                options, engine, encoder=encoder, lexical_only=options.lexical_only, progress=progress, keep_old=False,
+                inputs=inputs, dry_run=dry_run, inputs_assume_fallback=unavailable))
         outcome.report.timings = {"parse": round(parse_s, 3), **outcome.report.timings}
         return outcome
 
@@ -148,8 +149,8 @@ def update_index(
             engine.parse_into(parsed, list(paths), options.strict, progress, cache)
             if cache is not None:
                 cache.close()
-            return _index_papers(parsed, index_dir, options, encoder=encoder, lexical_only=lexical_only,
-                                 progress=progress, keep_old=True, inputs=None, engine=engine)
+            return _index_papers(parsed, index_dir, BuildRun(
+                options, engine, encoder=encoder, lexical_only=lexical_only, progress=progress, keep_old=True))
 
 
 def _spool_home(index_dir: Path) -> Path | None:
@@ -194,33 +195,34 @@ def _options(previous: BuildOptions | None, overrides: BuildOverrides) -> BuildO
 
 
 
-def _index_papers(parsed: PaperSpool, index_dir: Path, options: BuildOptions, **kwargs: Any) -> BuildOutcome:
-    """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
+@dataclass(frozen=True)
+class BuildRun:
+    """How one build runs besides its options: the engine, an encoder the caller gave, whether it is
+    lexical-only, progress, whether the index's other papers stay (update), the inputs' fingerprint to save,
+    and whether it is a dry run (see `_index_papers_once`)."""
 
-    Keyword arguments are `_index_papers_once`'s.
-    """
+    options: BuildOptions
+    engine: BuildEngine
+    encoder: Encoder | None = None
+    lexical_only: bool = False
+    progress: ProgressCallback | None = None
+    keep_old: bool = False
+    inputs: str | None = None
+    dry_run: bool = False
+    inputs_assume_fallback: bool = False
+
+
+def _index_papers(parsed: PaperSpool, index_dir: Path, run: BuildRun) -> BuildOutcome:
+    """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock."""
     try:
-        return _index_papers_once(parsed, index_dir, options, **kwargs)
+        return _index_papers_once(parsed, index_dir, run)
     except ModelFactsDiffer as differ:
         # The files said one thing, the model another (an unusual layout): redo the plan with the real model.
         parsed.clear_chunks()
-        return _index_papers_once(parsed, index_dir, options, **{**kwargs, "encoder": differ.encoder})
+        return _index_papers_once(parsed, index_dir, dataclasses.replace(run, encoder=differ.encoder))
 
 
-def _index_papers_once(
-    parsed: PaperSpool,
-    index_dir: Path,
-    options: BuildOptions,
-    *,
-    encoder: Encoder | None,
-    lexical_only: bool,
-    progress: ProgressCallback | None,
-    keep_old: bool,
-    inputs: str | None,
-    engine: BuildEngine,
-    dry_run: bool = False,
-    inputs_assume_fallback: bool = False,
-) -> BuildOutcome:
+def _index_papers_once(parsed: PaperSpool, index_dir: Path, run: BuildRun) -> BuildOutcome:
     """Chunk, embed and write a new generation from ``parsed``, then commit it; the caller holds the lock.
 
     ``inputs_assume_fallback``: ``inputs`` was computed with the default model unavailable
@@ -230,6 +232,9 @@ def _index_papers_once(
     and chunks stay in the spool and pass through memory a batch at a time;
     only a build with a model holds its passages (the encoder needs them).
     """
+    options, encoder, lexical_only, progress = run.options, run.encoder, run.lexical_only, run.progress
+    keep_old, inputs, engine, dry_run = run.keep_old, run.inputs, run.engine, run.dry_run
+    inputs_assume_fallback = run.inputs_assume_fallback
     t0 = time.perf_counter()
     report = BuildReport(skipped=[s.model_dump() for s in parsed.skipped], merged=list(parsed.merged), dry_run=dry_run)
     old = previous_index(index_dir, keep_old)
@@ -298,9 +303,10 @@ def _index_papers_once(
         saved = options if model is None else options.model_copy(update={"model": model.name, "backend": model.backend})
         t = time.perf_counter()
         manifest, report.analysed = write_generation(
-            index_dir, parsed, hashes, vectors, model, settings, saved, progress,
-            old_store if eojeol_rows is not None else None, inputs if fingerprint_ok else None, engine, eojeol_rows,
-            lexical_base, old_manifest.fusion if old_manifest is not None else None,
+            index_dir, GenerationContent(parsed, hashes, vectors, model, settings, saved),
+            Inherited(old_store if eojeol_rows is not None else None, eojeol_rows, lexical_base,
+                      old_manifest.fusion if old_manifest is not None else None),
+            progress, inputs if fingerprint_ok else None, engine,
         )
         if manifest.fusion is not None and (old_manifest is None or manifest.fusion is not old_manifest.fusion):
             report.timings["calibrate"] = manifest.fusion.seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -87,26 +88,41 @@ def _calibrate(generation: Path, faiss_index: object, model: PassageModel, sampl
     return fusion
 
 
-def write_generation(
-    index_dir: Path,
-    spool: PaperSpool,
-    hashes: list[str],
-    vectors: np.ndarray | None,
-    encoder: PassageModel | None,
-    settings: ChunkerSettings,
-    options: BuildOptions,
-    progress: ProgressCallback | None,
-    previous: Store | None,
-    inputs: str | None,
-    engine: BuildEngine | None = None,
-    eojeol_rows: dict[str, tuple[str, int]] | None = None,
-    base: LexicalBase | None = None,
-    previous_fusion: FusionCalibration | None = None,
-) -> tuple[IndexManifest, int]:
+@dataclass(frozen=True)
+class GenerationContent:
+    """What a new generation holds: the spool's papers and chunks, each chunk's passage hash and vector (None:
+    lexical-only), the model that made them, and the options and chunker settings it is built with."""
+
+    spool: PaperSpool
+    hashes: list[str]
+    vectors: np.ndarray | None
+    model: PassageModel | None
+    settings: ChunkerSettings
+    options: BuildOptions
+
+
+@dataclass(frozen=True)
+class Inherited:
+    """What the generation being replaced lends the new one: its store (the BM25 tokens of texts it analysed),
+    its word-table rows, its lexicon base and its fusion calibration."""
+
+    store: Store | None = None
+    eojeol_rows: dict[str, tuple[str, int]] | None = None
+    base: LexicalBase | None = None
+    fusion: FusionCalibration | None = None
+
+
+def write_generation(index_dir: Path, content: GenerationContent, inherited: Inherited,
+                     progress: ProgressCallback | None, inputs: str | None,
+                     engine: BuildEngine | None = None) -> tuple[IndexManifest, int]:
     """Write store, FAISS and BM25 files into a new generation and commit it; returns its manifest and
-    how many texts Kiwi analysed. Papers and chunks stream from ``spool`` a batch at a time; the BM25
-    tokens of texts the ``previous`` store analysed are read back from it, not analysed again; the word
-    table and lexicon start from ``base`` (the previous generation's, ``eojeol_rows`` read from its table)."""
+    how many texts Kiwi analysed. Papers and chunks stream from the spool a batch at a time; the BM25
+    tokens of texts the previous store analysed are read back from it, not analysed again; the word
+    table and lexicon start from the previous generation's."""
+    spool, hashes, vectors, encoder = content.spool, content.hashes, content.vectors, content.model
+    settings, options = content.settings, content.options
+    previous, eojeol_rows, base, previous_fusion = (inherited.store, inherited.eojeol_rows, inherited.base,
+                                                     inherited.fusion)
     # A full disk (or quota, read-only mount) before the commit: one typed line, the old index untouched.
     with index_write_errors(index_dir), PendingGeneration(index_dir) as gen:
         if progress:
