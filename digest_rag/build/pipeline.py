@@ -303,7 +303,7 @@ def _index_papers_once(parsed: PaperSpool, index_dir: Path, run: BuildRun) -> Bu
         saved = options if model is None else options.model_copy(update={"model": model.name, "backend": model.backend})
         t = time.perf_counter()
         manifest, report.analysed = write_generation(
-            index_dir, GenerationContent(parsed, hashes, vectors, model, settings, saved),
+            index_dir, GenerationContent(parsed, hashes, vectors, model, settings, saved, report.encoded),
             Inherited(old_store if eojeol_rows is not None else None, eojeol_rows, lexical_base,
                       old_manifest.fusion if old_manifest is not None else None),
             progress, inputs if fingerprint_ok else None, engine,

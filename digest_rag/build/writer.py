@@ -72,11 +72,19 @@ class _StoreTokens(TokenCache):
         self._raw = {}
 
 
+#: A rebuild that encoded at most this share of its chunks keeps the previous calibration (see `_calibrate`).
+RECALIBRATE_SHARE = 0.1
+
+
 def _calibrate(generation: Path, faiss_index: object, model: PassageModel, sampler: PseudoQuerySampler,
-               n_papers: int, previous: FusionCalibration | None) -> FusionCalibration:
+               sizes: tuple[int, int, int], previous: FusionCalibration | None) -> FusionCalibration:
     """The index's fusion weights (search/calibration.py): measured on its own pseudo-queries, or the previous
-    build's when this one encoded nothing and the corpus is about the same (a small rebuild stays cheap)."""
-    if model.loaded is None and previous is not None and reusable(previous, model.name, n_papers):
+    build's when this one changed little: the same model, about the same number of papers, and at most
+    `RECALIBRATE_SHARE` of the chunks newly encoded (``sizes``: papers, chunks, passages encoded), so a small
+    rebuild stays as cheap as it was before calibration existed."""
+    n_papers, n_chunks, encoded = sizes
+    if (previous is not None and reusable(previous, model.name, n_papers)
+            and encoded <= RECALIBRATE_SHARE * max(n_chunks, 1)):
         return previous
     queries = sampler.queries()
     enc = model.encoder(len(queries))
@@ -99,6 +107,8 @@ class GenerationContent:
     model: PassageModel | None
     settings: ChunkerSettings
     options: BuildOptions
+    #: Passages this build encoded (the rest came from caches): decides whether the fusion is measured again.
+    encoded: int = 0
 
 
 @dataclass(frozen=True)
@@ -170,7 +180,8 @@ def write_generation(index_dir: Path, content: GenerationContent, inherited: Inh
         lex.save(gen.path / LEXICAL_DIR)
         fusion = None
         if vectors is not None and encoder is not None and sampler is not None:
-            fusion = _calibrate(gen.path, fidx, encoder, sampler, n_papers, previous_fusion)
+            fusion = _calibrate(gen.path, fidx, encoder, sampler, (n_papers, n_chunks, content.encoded),
+                                previous_fusion)
         if progress:
             progress("indexing", 2, 3)
         manifest = IndexManifest(
