@@ -31,6 +31,7 @@ def test_quickstart_notebook_runs(repo_root: Path, monkeypatch: pytest.MonkeyPat
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "model: " in text and "29 papers" in text  # says which model it chose; indexed the seed corpus
+    assert "fusion: dense=" in text  # the model trained in the notebook: its index's calibrated fusion
     html = [o["data"]["text/html"] for o in outputs if o.output_type in ("display_data", "execute_result")
             and "text/html" in o.get("data", {})]
     assert any("Scaling Laws" in h for h in html)  # the results table of the Korean scaling question
