@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.errors import IndexClosedError, IndexCorruptedError
 from digest_rag.search.fusion import DEFAULT_FUSION_WEIGHTS, RRF_K, aggregate, rank_chunks
-from digest_rag.search.known_item import NameTable, promote
+from digest_rag.search.known_item import NameTable, promote, spelled_names
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
 from digest_rag.models import BuildOverrides, ChunkerSettings, IndexManifest, Paper, SearchResults
-from digest_rag.search.request import CANDIDATES, check_k, check_mode, clean_query, make_filters
+from digest_rag.search.request import CANDIDATES, check_k, check_min_score, check_mode, clean_query, make_filters
 from digest_rag.search.retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
 from digest_rag.search.snippets import Highlighter, opening_snippet
 from digest_rag.storage.store import PaperLookup
@@ -306,6 +306,8 @@ class DigestIndex:
         language: str | Sequence[str] | None = None,
         section: str | Sequence[str] | None = None,
         fusion_weights: Mapping[str, float] | None = None,
+        author: str | Sequence[str] | None = None,
+        min_score: float | None = None,
     ) -> SearchResults:
         """Papers that answer ``query``, best first, each once with its best chunk as snippet.
 
@@ -318,15 +320,23 @@ class DigestIndex:
         (retriever -> weight) overrides the weights the index calibrated when it was built
         (`IndexManifest.fusion`, see `search.calibration`; `fusion.DEFAULT_FUSION_WEIGHTS` for an index without
         them) in hybrid mode. A dense weight of 0 makes hybrid search lexical search.
+        ``author``: only papers with an author whose name contains this (any of several; case ignored).
+        ``min_score``: only hits scoring at least this (the mode's own scale: BM25 in lexical mode, fused
+        reciprocal ranks in hybrid, cosine in dense).
+
+        The results say whether the top hit is a strong match (``strong_match``, ``confidence``; see
+        `digest_rag.lexical.confidence`): False when the question matches nothing in the index well.
         """
         self._check_open()
         mode = check_mode(mode)
         if isinstance(query, str):
             query = clean_query(query)
         k = check_k(k)
-        filters = make_filters(date_from, date_to, tags, language, section)
+        filters = make_filters(date_from, date_to, tags, language, section, author)
+        minimum = check_min_score(min_score)
         allowed = None if filters.empty else self.store.chunk_ids_where(
-            filters.date_from, filters.date_to, list(filters.tags), list(filters.languages), list(filters.sections))
+            filters.date_from, filters.date_to, list(filters.tags), list(filters.languages), list(filters.sections),
+            list(filters.authors))
         # A question the caller analysed already (`analyse`: to check its size first, as serve does) is not
         # analysed again.
         terms = query if isinstance(query, QueryTerms) else self.analyse(query)
@@ -340,18 +350,23 @@ class DigestIndex:
             dense = None  # calibrated (or asked) to weigh nothing: hybrid is lexical, and the encoder never loads
         rankings = run_retrievers(retrievers_for(mode, dense, self.lexical_retriever, self.index_dir), mode,
                                   terms, max(CANDIDATES, k * 20), allowed)
-        owners = self._owners(terms, rankings, allowed)
+        bonuses = self._owners(terms, rankings, allowed)
         # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
         heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
         chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
-        ranked = promote(rank_chunks(rankings, chunk_paper, weights, rrf_k), chunk_paper, owners)
+        bm25 = rankings.get("lexical")
+        if bm25 is not None and bonuses:  # the papers the question names move up the lexical side
+            rankings = {**rankings, "lexical": promote(bm25, chunk_paper, bonuses)}
+        ranked = rank_chunks(rankings, chunk_paper, weights, rrf_k)
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
             self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
         hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self.store.chunks)
+        strong, confidence = self._strength(terms, hits[0].paper.id if hits else None, bm25, chunk_paper,
+                                            set(bonuses), allowed)
         return SearchResults(
             (opening_snippet(h, self.store.first_text_chunk(h.paper.id), highlighter) if h.section == "title" else h
-             for h in hits),
-            query=query, mode=mode, highlighter=highlighter,
+             for h in hits if minimum is None or h.score >= minimum),
+            query=query, mode=mode, highlighter=highlighter, strong_match=strong, confidence=confidence,
         )
 
     def analyse(self, query: str) -> QueryTerms:
@@ -359,9 +374,12 @@ class DigestIndex:
         expansions (Korean words read from the index's word table) and the paper names it uses."""
         self._check_open()
         query = clean_query(query)
-        terms = self.lexical.analyse(query) if self.lexical is not None else analyse_query(query)
         names = tuple(self.names.owned(query))
-        return terms.model_copy(update={"names": names}) if names else terms
+        # A model named in Hangul ("로버타가") is searched by its Latin name too, when a paper owns that name.
+        spelled = spelled_names(query, names) if names else []
+        asked = " ".join([query, *spelled])
+        terms = self.lexical.analyse(asked) if self.lexical is not None else analyse_query(asked)
+        return terms.model_copy(update={"names": names, "text": query}) if names else terms
 
     def highlighter(self, query: str | QueryTerms) -> Highlighter:
         """Where the words of ``query`` (or of its analysis) occur in a text, as a search's snippets mark them."""
@@ -377,10 +395,11 @@ class DigestIndex:
                     self._names = NameTable(self.store.titles())
         return self._names
 
-    def _owners(self, query: QueryTerms, rankings: dict[str, list[tuple[int, float]]], allowed: set[int] | None) -> set[str]:
-        """Papers whose titles introduce a name the query uses (known-item matching, `search.known_item`).
-        An owner the lexical ranking missed joins it with its own BM25 score, so that promotion can reach it."""
-        owners = {pid for name in query.names for pid in self.names.owners.get(name, ())}
+    def _owners(self, query: QueryTerms, rankings: dict[str, list[tuple[int, float]]],
+                allowed: set[int] | None) -> dict[str, float]:
+        """Papers whose titles introduce a name the query uses, with their bonuses (known-item matching,
+        `search.known_item`). An owner the lexical ranking missed joins it with its own BM25 score."""
+        owners = self.names.bonuses(query.text, query.names)
         lexical = rankings.get("lexical")
         if not owners or lexical is None or self.lexical is None:
             return owners
@@ -401,6 +420,26 @@ class DigestIndex:
         if cal is not None:
             return {**DEFAULT_FUSION_WEIGHTS, **cal.weights}, cal.rrf_k
         return dict(DEFAULT_FUSION_WEIGHTS), RRF_K
+
+    def _strength(self, query: QueryTerms, top: str | None, lexical: list[tuple[int, float]] | None,
+                  chunk_paper: Mapping[int, str], owners: set[str],
+                  allowed: set[int] | None) -> tuple[bool | None, float | None]:
+        """(strong, confidence) of a result set whose top paper is ``top``: its best BM25 score (in ``lexical``,
+        the ranking before promotion) over the index's calibrated threshold (`lexical.confidence`); a paper a
+        name in the question belongs to is strong."""
+        calibration = self.lexical.confidence if self.lexical is not None else None
+        if calibration is None:
+            return None, None
+        if top is None:
+            return False, 0.0
+        if lexical is not None:
+            best = max((s for cid, s in lexical if chunk_paper.get(cid) == top), default=0.0)
+        else:  # dense mode: score the top paper's own chunks
+            ids = set(self.store.chunk_ids_of([top]))
+            found = self.lexical.search(query, len(ids), ids if allowed is None else ids & allowed) if ids else []
+            best = max((s for _cid, s in found), default=0.0)
+        confidence = round(best / calibration.threshold, 4)
+        return confidence >= 1.0 or top in owners, confidence
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""

@@ -147,20 +147,30 @@ class SearchResults(list[SearchHit]):
 
     def __init__(
         self, hits: Iterable[SearchHit] = (), *, query: str = "", mode: str = "", strong_match: bool | None = None,
-        highlighter: Highlighter | None = None,
+        highlighter: Highlighter | None = None, confidence: float | None = None,
     ) -> None:
         super().__init__(hits)
         self.query = query
         self.mode = mode
-        #: whether the top hit is a strong match (False: "no strong match"); None where no confidence signal was
-        #: computed. `digest_rag.evaluation.evaluate` reports its rate per question kind.
+        #: Whether the top hit is a strong match (its BM25 score reaches the index's calibrated threshold, or it
+        #: is the paper a name in the question belongs to; False: "no strong match"); None where no confidence
+        #: signal was computed (an index built before calibration). `digest_rag.evaluation.evaluate` reports its
+        #: rate per question kind.
         self.strong_match = strong_match
         #: Where the search's terms occur in a text (its snippets, a title), as the search analysed them.
         self.highlighter = highlighter
+        #: The top hit's best BM25 score over that threshold (>= 1: strong); None without a calibration.
+        self.confidence = confidence
+
+    @property
+    def no_strong_match(self) -> bool:
+        """True when the index says no hit is a strong match (front ends then say "no strong match")."""
+        return self.strong_match is False
 
     def to_records(self) -> list[dict[str, object]]:
-        """One flat JSON-ready dict per hit (`SearchHit.to_record`), with its 1-based ``rank``."""
-        return [{"rank": i, **h.to_record()} for i, h in enumerate(self, 1)]
+        """One flat JSON-ready dict per hit (`SearchHit.to_record`), with its 1-based ``rank`` and the result
+        set's ``strong_match`` (false when no hit matches the question well, null when unknown)."""
+        return [{"rank": i, **h.to_record(), "strong_match": self.strong_match} for i, h in enumerate(self, 1)]
 
     def to_frame(self) -> pd.DataFrame:
         """The hits as a pandas DataFrame, one row per paper (needs pandas: pip install 'digest-rag[pandas]')."""

@@ -234,6 +234,8 @@ def search(
     date_to: str = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD)."),
     tag: list[str] = typer.Option(None, "--tag", help="Only papers with this tag (repeatable)."),
     language: Language = typer.Option(None, "--lang", help="Only matches in ko, en or mixed text."),
+    author: list[str] = typer.Option(None, "--author", help="Only papers with an author whose name contains this (repeatable)."),
+    min_score: float = typer.Option(None, "--min-score", help="Only hits scoring at least this (BM25 in lexical mode, fused ranks in hybrid)."),
     search_param: int = typer.Option(None, "--search-param", min=1,
                                      help="FAISS recall knob: efSearch for HNSW, nprobe for IVF (default: the index's)."),
     color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
@@ -253,7 +255,7 @@ def search(
         weights = parse_fusion_weights(fusion_weights) if fusion_weights else None
         idx = DigestIndex.load(index, model=model, search_param=search_param)
         hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None,
-                          language=language, fusion_weights=weights)
+                          language=language, fusion_weights=weights, author=author or None, min_score=min_score)
         if as_json:
             typer.echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
         else:

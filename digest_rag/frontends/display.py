@@ -164,9 +164,14 @@ def format_hit(hit: SearchHit, rank: int, query: Highlighter | Iterable[str], *,
     return "\n".join(lines)
 
 
+#: The line below results whose top hit matches the question only loosely (`SearchResults.strong_match` False).
+NO_STRONG_MATCH = "no strong match: 질문에 잘 맞는 논문이 없습니다; these are the closest papers"
+
+
 def format_hits(hits: Sequence[SearchHit], query: str | Highlighter | None = None, *, color: bool = False,
                 width: int = 100) -> str:
-    """A ranked, readable list of hits (blank line between papers); "no matching papers" when empty.
+    """A ranked, readable list of hits (blank line between papers); "no matching papers" when empty; the
+    `NO_STRONG_MATCH` line after them when the search found no strong match.
 
     Terms are marked as the search analysed them (`SearchResults.highlighter`), else as ``query`` gives them.
     """
@@ -174,7 +179,11 @@ def format_hits(hits: Sequence[SearchHit], query: str | Highlighter | None = Non
         return "no matching papers"
     found = getattr(hits, "highlighter", None)
     terms = found if found is not None else as_highlighter(query or "")
-    return "\n\n".join(format_hit(h, i, terms, color=color, width=width) for i, h in enumerate(hits, 1))
+    text = "\n\n".join(format_hit(h, i, terms, color=color, width=width) for i, h in enumerate(hits, 1))
+    if getattr(hits, "strong_match", None) is False:  # SearchResults say so; a plain list of hits says nothing
+        # Last, where a terminal leaves it on screen after the list scrolled by.
+        return text + "\n\n" + NO_STRONG_MATCH
+    return text
 
 
 def format_paper(paper: Paper, *, width: int = 100) -> str:

@@ -55,11 +55,15 @@ def create_server(live: LiveIndex) -> MCPServer:
         date_from: Annotated[str | None, Field(description="only papers dated on or after, YYYY-MM-DD")] = None,
         date_to: Annotated[str | None, Field(description="only papers dated on or before, YYYY-MM-DD")] = None,
         tags: Annotated[list[str] | None, Field(description="only papers with any of these tags")] = None,
+        authors: Annotated[list[str] | None, Field(description="only papers with an author whose name contains any of these")] = None,
+        min_score: Annotated[float | None, Field(description="only hits scoring at least this (the mode's scale)")] = None,
     ) -> list[dict[str, Any]]:
-        """Find papers that answer a question, best first, each with its best-matching passage as snippet."""
+        """Find papers that answer a question, best first, each with its best-matching passage as snippet.
+        Every hit carries strong_match: false means no paper matches the question well (say so, do not
+        present the hits as answers)."""
         try:
             request = SearchRequest.parse(query=query, k=k, mode=mode, language=lang, date_from=date_from,
-                                          date_to=date_to, tags=tags or [])
+                                          date_to=date_to, tags=tags or [], authors=authors or [], min_score=min_score)
             # On the index's thread, where torch's OpenMP team lives (digest_rag.frontends.live).
             return live.call(lambda index: request.run(index).to_records())
         except DigestRagError as exc:

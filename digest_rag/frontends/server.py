@@ -199,10 +199,12 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
         date_from: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD, inclusive")] = None,
         date_to: Annotated[str | None, Query(alias="to", description="YYYY-MM-DD, inclusive")] = None,
         tag: Annotated[list[str] | None, Query(description="only papers with any of these tags (repeatable)")] = None,
+        author: Annotated[list[str] | None, Query(description="only papers with an author whose name contains this")] = None,
+        min_score: Annotated[float | None, Query(description="only hits scoring at least this (the mode's scale)")] = None,
         highlight: Annotated[Literal["html"] | None, Query(description="html: add snippet_html")] = None,
     ) -> Response:
         req = SearchRequest.parse(query=q, k=k, mode=mode, language=lang, date_from=date_from, date_to=date_to,
-                                  tags=tag or [])
+                                  tags=tag or [], authors=author or [], min_score=min_score)
 
         def work(idx: DigestIndex, job: Job) -> tuple[str, list[dict[str, Any]]]:
             job.check()

@@ -68,6 +68,10 @@ class SearchOptions(BaseModel):
     date_from: _dt.date | None = Field(default=None, description="only papers dated on or after (YYYY-MM-DD)")
     date_to: _dt.date | None = Field(default=None, description="only papers dated on or before (YYYY-MM-DD)")
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="only papers with any of these tags")
+    authors: list[str] = Field(default_factory=list, max_length=MAX_TAGS,
+                               description="only papers with an author whose name contains any of these")
+    min_score: float | None = Field(default=None, allow_inf_nan=False,
+                                    description="only hits scoring at least this (the mode's scale)")
 
     @field_validator("date_from", "date_to", mode="before")
     @classmethod
@@ -89,6 +93,16 @@ class SearchOptions(BaseModel):
         if any(len(t) > MAX_TAG_CHARS for t in tags):
             raise ValueError(f"a tag has at most {MAX_TAG_CHARS} characters")
         return tags
+
+    @field_validator("authors", mode="before")
+    @classmethod
+    def _authors(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        authors = [a.strip() for a in (v or []) if isinstance(a, str) and a.strip()]
+        if any(len(a) > MAX_TAG_CHARS for a in authors):
+            raise ValueError(f"an author name has at most {MAX_TAG_CHARS} characters")
+        return authors
 
     @classmethod
     def parse(cls, **values: Any) -> SearchOptions:
@@ -114,7 +128,7 @@ class SearchRequest(SearchOptions):
         check_query_terms(terms)
         return index.search(
             terms, k=self.k, mode=self.mode, language=self.language, date_from=self.date_from,
-            date_to=self.date_to, tags=self.tags or None,
+            date_to=self.date_to, tags=self.tags or None, author=self.authors or None, min_score=self.min_score,
         )
 
 

@@ -38,6 +38,8 @@ HELP = """\
   :from YYYY-MM-DD|-           only papers dated on or after (- clears)
   :to YYYY-MM-DD|-             only papers dated on or before (- clears)
   :tag TAG...|-                only papers with any of these tags (- clears)
+  :author NAME...|-            only papers with an author whose name contains NAME (- clears)
+  :min-score X|-               only hits scoring at least X (- clears)
   :open N                      print paper N of the last results whole
   :settings                    show the settings
   :help                        this list
@@ -63,7 +65,7 @@ class Shell:
         self.done = False
         self._commands: dict[str, Callable[[list[str]], str]] = {
             "mode": self._mode, "k": self._k, "lang": self._lang, "from": self._from, "to": self._to,
-            "tag": self._tag, "tags": self._tag, "open": self._open, "settings": self._settings,
+            "tag": self._tag, "tags": self._tag, "author": self._author, "min-score": self._min_score, "open": self._open, "settings": self._settings,
             "help": self._help, "h": self._help, "?": self._help, "quit": self._quit, "q": self._quit,
             "exit": self._quit,
         }
@@ -102,6 +104,19 @@ class Shell:
     def _tag(self, args: list[str]) -> str:
         return self._set(tags=[] if not args or args == ["-"] else args)
 
+    def _author(self, args: list[str]) -> str:
+        return self._set(authors=[] if not args or args == ["-"] else [" ".join(args)])
+
+    def _min_score(self, args: list[str]) -> str:
+        value = args[0] if args else "-"
+        if value in _CLEAR:
+            return self._set(min_score=None)
+        try:
+            minimum = float(value)
+        except ValueError:
+            raise UsageError(f":min-score needs a number (got {value!r})") from None
+        return self._set(min_score=minimum)
+
     def _open(self, args: list[str]) -> str:
         value = self._one(args, "open", ":open N (a rank from the last results)")
         if not self.last:
@@ -113,7 +128,8 @@ class Shell:
     def _settings(self, _args: list[str]) -> str:
         o = self.options
         return (f"mode {o.mode} · k {o.k} · lang {o.language or 'any'} · from {o.date_from or '-'} · "
-                f"to {o.date_to or '-'} · tags {' '.join('#' + t for t in o.tags) or '-'}")
+                f"to {o.date_to or '-'} · tags {' '.join('#' + t for t in o.tags) or '-'} · "
+                f"authors {', '.join(o.authors) or '-'} · min-score {o.min_score if o.min_score is not None else '-'}")
 
     def _help(self, _args: list[str]) -> str:
         return HELP

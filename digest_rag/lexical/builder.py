@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from digest_rag.lexical.analysis import ANALYSIS_VERSION, kiwi_morphs
+from digest_rag.lexical.confidence import DocSample, calibrate
 from digest_rag.lexical.glossary import bundled_glossary_text, default_glossary
 from digest_rag.lexical.index import FieldWeights, LexicalIndex, LoadedBM25
 from digest_rag.lexical.kiwi import glossary_korean_forms
@@ -142,6 +143,8 @@ class LexicalBuilder:
         self._mine_tokens: list[tuple[str, list[str]]] = []
         self._mine_fields: list[tuple[str, list[str]]] = []
         self._mine_texts: list[tuple[str, str]] = []
+        #: Documents the confidence threshold's pseudo-queries are drawn from (confidence.py).
+        self._sample = DocSample()
 
     def add(self, chunks: Sequence[Chunk], papers: Mapping[str, Paper]) -> None:
         """Index ``chunks`` (already filtered by `lexical_chunks`), enriched with their papers' fields."""
@@ -152,6 +155,7 @@ class LexicalBuilder:
         corpus = self.tokens.tokens([c.text for c in chunks])
         if self._mine:
             self._for_miner(chunks, corpus, fields)
+        self._sample.add(corpus)
         for doc, c in zip(corpus, chunks, strict=True):
             title, tags, authors = fields.get(c.paper_id, ([], [], []))
             doc.extend(title * w.title)
@@ -191,6 +195,7 @@ class LexicalBuilder:
                                 idf_method="lucene", dtype="float32", int_dtype="int32")
         index = LexicalIndex(retriever, chunk_ids, self.weights)
         index.lexicon = lexicon
+        index.confidence = calibrate(lambda terms: float(index.term_scores(terms).max()), self._sample)
         index.analysed_texts = self.tokens.analysed
         recorder = self.tokens.recorder
         if recorder is not None:

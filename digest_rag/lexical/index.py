@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from digest_rag.errors import IndexCorruptedError
 from digest_rag.lexical.analysis import ANALYSIS_VERSION
+from digest_rag.lexical.confidence import Confidence
 from digest_rag.lexical.feedback import FeedbackSettings, feedback_terms
 from digest_rag.lexical.files import (
     CHUNK_IDS_FILE,
@@ -127,6 +128,8 @@ class LexicalIndex:
         #: Pseudo-relevance feedback of every search (feedback.py); None: off.
         #: Pseudo-relevance feedback of every search, off unless asked for (`DigestIndex.load(feedback=...)`).
         self.feedback: FeedbackSettings | None = None
+        #: The BM25 score a strong top hit needs, calibrated at build time (confidence.py); None: not calibrated.
+        self.confidence: Confidence | None = None
         self._vocab_names: list[str] | None = None
         #: Kiwi's analysis of every Korean word the index was built from (queries read it instead of Kiwi).
         self.eojeols: EojeolTable | None = None
@@ -314,6 +317,8 @@ class LexicalIndex:
             "chunk_count": len(self),
             "files": list(LEXICAL_FILES),
         }
+        if self.confidence is not None:
+            meta["confidence"] = self.confidence.model_dump()
         (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         if self._recorder is not None:
             self._recorder.save(directory / EOJEOL_FILE)
@@ -355,6 +360,8 @@ class LexicalIndex:
                 raise ValueError(f"unknown lexical index format {meta.get('format')!r}; rebuild the index (digest-rag build)")
             weights = FieldWeights.model_validate(meta["weights"])
             analysis = str(meta["analysis"])
+            # Indexes built before issue 25 have no calibration: their searches say nothing about strength.
+            confidence = Confidence.model_validate(meta["confidence"]) if meta.get("confidence") else None
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise IndexCorruptedError(f"{directory / META_FILE}: {exc}") from exc
         if analysis != ANALYSIS_VERSION:
@@ -427,6 +434,7 @@ class LexicalIndex:
         index.analysis_version = analysis
         index.directory = directory
         index.lexicon = MinedLexicon.load(directory)
+        index.confidence = confidence
         if eojeols:
             index.eojeols = EojeolTable(directory / EOJEOL_FILE)
         return index

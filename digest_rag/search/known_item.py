@@ -12,7 +12,8 @@ more of the question's other words than RoBERTa's own note, so BM25 alone ranks 
   (RoBERTa가, Mixtral에서), joined with a following number ("Llama 2"), and Hangul words that a curated
   table (`data/name_transliterations_ko_en.tsv`) spells as a Latin name (로버타 -> roberta, 라마 2 -> llama 2),
   matched on the word with its particle cut off.
-* **Promotion** (`promote`): each owner's score gets `BONUS` x the best score of the ranking added; owners
+* **Promotion** (`promote`): each owner's BM25 score gets `BONUS` (`LEAD_BONUS` for the name the question
+  opens with) x the best BM25 score added, before hybrid fusion; owners
   missing from the candidates join them first. An owner whose text has little to do with the rest of the
   question (a name used as context) stays below a paper that matches it well; one that matches it at all
   beats papers that merely mention the name. A question naming more than `MAX_NAMES` owned names is
@@ -29,12 +30,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 
-__all__ = ["BONUS", "MAX_NAMES", "MAX_OWNERS", "NameTable", "name_key", "promote", "question_names",
-           "title_names", "transliterations"]
+__all__ = ["BONUS", "LEAD_BONUS", "MAX_NAMES", "MAX_OWNERS", "NameTable", "name_key", "promote", "question_names",
+           "spelled_names", "title_names", "transliterations"]
 
 #: A promoted paper's score gains this share of the ranking's best score (chosen on the tuning questions,
 #: docs/EVAL.md "Issue 25").
 BONUS = 0.3
+#: The bonus of the paper owning the name a question opens with ("RoBERTa가 ...": the question is about it).
+LEAD_BONUS = 0.5
 #: A name claimed by more titles than this is a common word ("Scaling", "Learning"), not one paper's name.
 MAX_OWNERS = 3
 #: A capitalised first word is a name when at most this many titles hold it ("Swin", not "Scaling").
@@ -113,7 +116,7 @@ def title_names(title: str, rare: Callable[[str], bool] | None = None) -> dict[s
 
 @functools.lru_cache(maxsize=1)
 def transliterations() -> dict[str, tuple[str, ...]]:
-    """Hangul form (spaces removed) -> the Latin name keys it spells, from the bundled table."""
+    """Hangul form (spaces removed) -> the Latin names it spells (as written in the table), from the bundled table."""
     text = resources.files("digest_rag").joinpath("data", _TRANSLIT_FILE).read_text(encoding="utf-8")
     table: dict[str, tuple[str, ...]] = {}
     for line in text.splitlines():
@@ -122,7 +125,7 @@ def transliterations() -> dict[str, tuple[str, ...]]:
         cols = line.split("\t")
         if len(cols) < 2:
             continue
-        latin = tuple(name_key(f) for f in cols[1].split("|") if f.strip())
+        latin = tuple(f.strip() for f in cols[1].split("|") if f.strip())
         for form in cols[0].split("|"):
             key = re.sub(r"\s+", "", form.strip())
             if key:
@@ -179,7 +182,22 @@ def question_names(question: str, known: Mapping[str, object] | None = None) -> 
         num = re.match(r"-?(\d+)", rest) or (
             re.match(r"(\d+)", tokens[i + 1]) if stem2 is None and i + 1 < len(tokens) and stem == word else None)
         for latin in table[stem]:
-            add(*([latin + num.group(1)] if num else []), latin)
+            key = name_key(latin)
+            add(*([key + num.group(1)] if num else []), key)
+    return list(dict.fromkeys(out))
+
+
+def spelled_names(question: str, keys: Iterable[str]) -> list[str]:
+    """The Latin spellings of the Hangul names in ``question`` whose keys are in ``keys`` ("로버타가" ->
+    "roberta"): BM25 then matches the owner's Latin text, which the Hangul form alone would not."""
+    wanted = set(keys)
+    out: list[str] = []
+    table = transliterations()
+    for word in _HANGUL.findall(question):
+        stem = _strip_particle(word, table)
+        for latin in table.get(stem, ()) if stem else ():
+            if name_key(latin) in wanted or any(k.startswith(name_key(latin)) for k in wanted):
+                out.append(latin)
     return list(dict.fromkeys(out))
 
 
@@ -213,20 +231,38 @@ class NameTable:
         found = {key: self.owners[key] for key in question_names(question, self.owners)}
         return found if len(found) <= MAX_NAMES else {}
 
+    def leading(self, question: str) -> set[str]:
+        """The owned names the question opens with (its first word, particle or number aside): the subject
+        of a question about one paper ("RoBERTa가 ...", "로라로 ...", "Llama 2 ...")."""
+        words = question.split()
+        if not words:
+            return set()
+        head = words[0] + (" " + words[1] if len(words) > 1 and words[1][:1].isdigit() else "")
+        return set(question_names(head, self.owners)[:1])
+
+    def bonuses(self, question: str, names: Iterable[str] | None = None) -> dict[str, float]:
+        """Paper id -> its promotion (a share of the best score): `LEAD_BONUS` for the owner of the name the
+        question opens with, `BONUS` for the owners of other names it uses (``names``: those `owned` found)."""
+        owned = self.owned(question) if names is None else {k: self.owners[k] for k in names if k in self.owners}
+        lead = self.leading(question) & set(owned)
+        out: dict[str, float] = {}
+        for key, pids in owned.items():
+            for pid in pids:
+                out[pid] = max(out.get(pid, 0.0), LEAD_BONUS if key in lead else BONUS)
+        return out
+
 
 def promote(
-    ranked: Sequence[tuple[int, float, list[str]]],
+    ranking: Sequence[tuple[int, float]],
     chunk_paper: Mapping[int, str],
-    owners: Iterable[str],
-    bonus: float = BONUS,
-) -> list[tuple[int, float, list[str]]]:
-    """``ranked`` (chunk id, score, retrievers) with every chunk of an owner paper scored higher by ``bonus`` x
-    the best score, re-sorted (stable: ties keep their order)."""
-    owner_set = set(owners)
-    if not ranked or not owner_set:
-        return list(ranked)
-    extra = bonus * max(score for _cid, score, _found in ranked)
-    out = [(cid, score + extra if chunk_paper.get(cid) in owner_set else score, found)
-           for cid, score, found in ranked]
+    bonuses: Mapping[str, float],
+) -> list[tuple[int, float]]:
+    """A BM25 ``ranking`` (chunk id, score) with every chunk of a paper in ``bonuses`` scored higher by its
+    bonus x the best score, re-sorted (stable: ties keep their order). Hybrid search fuses the promoted
+    ranking, so an owner moves up the lexical side exactly as in a lexical search."""
+    if not ranking or not bonuses:
+        return list(ranking)
+    best = max(score for _cid, score in ranking)
+    out = [(cid, score + bonuses.get(chunk_paper.get(cid, ""), 0.0) * best) for cid, score in ranking]
     out.sort(key=lambda row: -row[1])
     return out

@@ -62,11 +62,12 @@ class Filters(BaseModel):
     tags: tuple[str, ...] = ()
     languages: tuple[str, ...] = ()
     sections: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
         """True when nothing is filtered out."""
-        return not (self.date_from or self.date_to or self.tags or self.languages or self.sections)
+        return not (self.date_from or self.date_to or self.tags or self.languages or self.sections or self.authors)
 
 
 def _as_date(value: Any, name: str) -> _dt.date | None:
@@ -114,12 +115,26 @@ def make_filters(
     tags: str | Sequence[str] | None = None,
     language: str | Sequence[str] | None = None,
     section: str | Sequence[str] | None = None,
+    author: str | Sequence[str] | None = None,
 ) -> Filters:
     """Check the search filters and return them as `Filters`."""
+    authors = tuple(a.strip() for a in _names(author, "author", None))
+    if any(not a for a in authors):
+        raise UsageError("an author filter is empty; give part of a name, e.g. author=\"Hinton\"")
     return Filters(
         date_from=_as_date(date_from, "date_from"),
         date_to=_as_date(date_to, "date_to"),
         tags=_names(tags, "tag", None),
         languages=_names(language, "language", LANGUAGES),
         sections=_names(section, "section", CHUNK_KINDS),
+        authors=authors,
     )
+
+
+def check_min_score(min_score: Any) -> float | None:
+    """``min_score`` as a float (None: no minimum); booleans, strings and NaN are refused."""
+    if min_score is None:
+        return None
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or min_score != min_score:
+        raise UsageError(f"min_score must be a number (got {_short(min_score)})")
+    return float(min_score)

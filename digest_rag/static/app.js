@@ -81,8 +81,10 @@ async function search(push) {
   try {
     const { body } = await api("/search?" + p.toString());
     const ms = Math.round(performance.now() - started);
+    const weak = body.length && body[0].strong_match === false
+      ? " · 확실한 결과 없음: no strong match, these are the closest papers" : "";
     $("status").textContent = body.length
-      ? `${body.length}편의 논문 (${MODES[$("mode").value] || $("mode").value}, ${ms} ms)`
+      ? `${body.length}편의 논문 (${MODES[$("mode").value] || $("mode").value}, ${ms} ms)${weak}`
       : "결과가 없습니다. No matching papers.";
     $("results").replaceChildren(...body.map(renderHit));
   } catch (err) {

@@ -356,8 +356,10 @@ class Store:
         tags: Sequence[str] | None = None,
         languages: Sequence[str] | None = None,
         sections: Sequence[str] | None = None,
+        authors: Sequence[str] | None = None,
     ) -> set[int]:
-        """Ids of chunks that pass the filters (papers without a date fail any date filter)."""
+        """Ids of chunks that pass the filters (papers without a date fail any date filter). An author filter
+        keeps papers with an author whose name contains any of ``authors``, ignoring case."""
         where: list[str] = []
         params: list[object] = []
         if date_from is not None:
@@ -375,6 +377,10 @@ class Store:
         if sections:
             where.append(f"c.section_kind IN ({','.join('?' * len(sections))})")
             params.extend(sections)
+        if authors:
+            where.append("EXISTS (SELECT 1 FROM json_each(p.json, '$.authors') a WHERE "
+                         + " OR ".join("instr(lower(a.value), ?) > 0" for _a in authors) + ")")
+            params.extend(a.lower() for a in authors)
         sql = "SELECT c.id FROM chunks c JOIN papers p ON p.id = c.paper_id"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -31,7 +31,7 @@ def test_mcp_over_stdio(seed_lexical_index_dir: Path) -> None:
             tools = {t.name: t for t in (await client.list_tools()).tools}
             assert set(tools) == {"search_papers", "get_paper"}
             props = tools["search_papers"].input_schema["properties"]
-            assert {"query", "k", "mode", "lang", "date_from", "date_to", "tags"} <= set(props)
+            assert {"query", "k", "mode", "lang", "date_from", "date_to", "tags", "authors", "min_score"} <= set(props)
             assert tools["search_papers"].input_schema["required"] == ["query"]
             assert props["mode"]["enum"] == ["hybrid", "dense", "lexical"]
 
@@ -40,6 +40,9 @@ def test_mcp_over_stdio(seed_lexical_index_dir: Path) -> None:
             hits = res.structured_content["result"]
             assert len(hits) == 3 and hits[0]["title"] == "Many-shot Jailbreaking" and hits[0]["rank"] == 1
             assert json.loads(res.content[0].text)["title"] == "Many-shot Jailbreaking"  # text for plain clients
+            assert hits[0]["strong_match"] is True
+            off = await client.call_tool("search_papers", {"query": "축구 오프사이드 규칙 설명", "mode": "lexical"})
+            assert not off.is_error and all(h["strong_match"] is False for h in off.structured_content["result"])
 
             dated = await client.call_tool("search_papers", {"query": "distillation", "mode": "lexical",
                                                              "date_from": "2024-06-01", "tags": ["llm"]})

@@ -65,6 +65,17 @@ def test_search_returns_the_cli_json_records(client: TestClient, seed_index_dir:
     assert hits == json.loads(cli.stdout)
 
 
+def test_search_author_min_score_and_strong_match(client: TestClient) -> None:
+    res = client.get("/search", params={"q": "language model", "mode": "lexical", "author": "goldstein", "k": 20})
+    assert res.status_code == 200 and res.json()
+    assert all(any("goldstein" in a.lower() for a in h["authors"]) for h in res.json())
+    cut = client.get("/search", params={"q": "language model", "mode": "lexical", "min_score": 5}).json()
+    assert all(h["score"] >= 5 for h in cut)
+    assert client.get("/search", params={"q": JAILBREAK, "mode": "lexical"}).json()[0]["strong_match"] is True
+    off = client.get("/search", params={"q": "축구 오프사이드 규칙 설명", "mode": "lexical"}).json()
+    assert off and all(h["strong_match"] is False for h in off)
+
+
 def test_search_filters_and_modes(client: TestClient) -> None:
     for mode in ("hybrid", "dense", "lexical"):
         res = client.get("/search", params={"q": "Gemma 2 지식 증류", "k": 2, "mode": mode})

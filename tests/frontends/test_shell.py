@@ -108,3 +108,23 @@ def test_shell_in_a_pseudo_terminal(seed_lexical_index_dir: Path, tmp_path: Path
     assert child.exitstatus == 0
     history = (tmp_path / "cache" / "shell_history").read_text(encoding="utf-8")
     assert re.search(rf"^\+{JAILBREAK}$", history, re.M) and "+:k 2" in history
+
+
+def test_author_and_min_score_settings(shell: Shell) -> None:
+    assert "authors Goldstein" in shell.handle(":author Goldstein")
+    shell.handle(":mode lexical")
+    shell.handle("language model")
+    assert shell.last and all(any("goldstein" in a.lower() for a in h.paper.authors) for h in shell.last)
+    assert "min-score 5.0" in shell.handle(":min-score 5")
+    shell.handle("language model")
+    assert all(h.score >= 5.0 for h in shell.last or [])
+    assert "authors - · min-score -" in shell.handle(":author -") + shell.handle(":min-score -")
+    assert shell.handle(":min-score high").startswith("error")
+
+
+def test_shell_says_no_strong_match(shell: Shell) -> None:
+    from digest_rag.frontends.display import NO_STRONG_MATCH
+
+    shell.handle(":mode lexical")
+    assert shell.handle("축구 오프사이드 규칙 설명").startswith(NO_STRONG_MATCH)
+    assert NO_STRONG_MATCH not in shell.handle(JAILBREAK)

@@ -66,12 +66,30 @@ def test_name_table_drops_names_many_titles_claim_and_lists_of_names() -> None:
 
 
 def test_promote_adds_a_share_of_the_best_score() -> None:
-    ranked = [(1, 10.0, ["lexical"]), (2, 8.0, ["lexical"]), (3, 4.0, ["lexical"])]
+    ranking = [(1, 10.0), (2, 8.0), (3, 4.0)]
     owner_of = {1: "a", 2: "b", 3: "c"}
-    assert [c for c, _s, _f in promote(ranked, owner_of, {"b"}, bonus=0.3)] == [2, 1, 3]
+    assert [c for c, _s in promote(ranking, owner_of, {"b": 0.3})] == [2, 1, 3]
     # A weak owner (the name used as context) stays below a paper that matches the question well.
-    assert [c for c, _s, _f in promote(ranked, owner_of, {"c"}, bonus=0.3)] == [1, 2, 3]
-    assert promote(ranked, owner_of, set()) == ranked
+    assert [c for c, _s in promote(ranking, owner_of, {"c": 0.3})] == [1, 2, 3]
+    assert [c for c, _s in promote(ranking, owner_of, {"c": 0.8})] == [3, 1, 2]
+    assert promote(ranking, owner_of, {}) == ranking
+
+
+def test_the_name_a_question_opens_with_gets_the_larger_bonus() -> None:
+    from digest_rag.search.known_item import BONUS, LEAD_BONUS
+
+    table = NameTable([("x", "XyzNet: one"), ("q", "QrsNet: two")])
+    assert table.bonuses("XyzNet이 QrsNet보다 나은 점") == {"x": LEAD_BONUS, "q": BONUS}
+    assert table.leading("Llama 2 선호 데이터") == set()  # not a name of this table
+    assert NameTable([("l", "Llama 2")]).leading("Llama 2 선호 데이터") == {"llama2"}
+
+
+def test_spelled_names_give_the_latin_form_of_owned_hangul_names() -> None:
+    from digest_rag.search.known_item import spelled_names
+
+    assert spelled_names("로버타가 바꾼 점", {"roberta"}) == ["roberta"]
+    assert spelled_names("로버타가 바꾼 점", {"xlnet"}) == []
+    assert spelled_names("트랜스포머 구조", set()) == []
 
 
 def _paper(pid: str, title: str, ko: str) -> Paper:
@@ -97,7 +115,7 @@ def test_a_named_paper_beats_papers_that_only_mention_it(tmp_path: Path) -> None
 
         original = dix.promote
         try:
-            dix.promote = lambda ranked, chunk_paper, owners: list(ranked)
+            dix.promote = lambda ranked, chunk_paper, bonuses: list(ranked)
             assert index.search("ZorbNet이 BERT 사전학습에서 바꾼 점", k=3, mode="lexical")[0].paper.id != "zorb"
         finally:
             dix.promote = original
@@ -109,3 +127,12 @@ def test_an_owner_outside_the_candidates_joins_them(tmp_path: Path) -> None:
     src = write_jsonl(papers, tmp_path / "src.jsonl")
     with DigestIndex.build([src], index_dir=tmp_path / "ix", lexical_only=True) as index:
         assert index.search("ZorbNet 동적 마스킹", k=1, mode="lexical")[0].paper.id == "zorb"
+
+
+def test_a_hangul_name_finds_the_paper_written_in_latin(tmp_path: Path) -> None:
+    papers = [Paper(id="rob", title="RoBERTa", sections=[Section(kind="abstract", language="en",
+                                                                 text="A robustly optimized pretraining approach.")]),
+              *[_paper(f"m{i}", f"Other Method {i}", "바꾼 점을 정리했다. 여러 가지를 바꾼 점.") for i in range(3)]]
+    src = write_jsonl(papers, tmp_path / "src.jsonl")
+    with DigestIndex.build([src], index_dir=tmp_path / "ix", lexical_only=True) as index:
+        assert index.search("로버타가 바꾼 점", k=3, mode="lexical")[0].paper.id == "rob"

@@ -71,3 +71,30 @@ def test_search_takes_a_string_tag_and_refuses_bad_options(tmp_path: Path, seed_
         for kwargs in ({"section": "sumary"}, {"k": "5"}, {"k": 5.5}, {"language": "kr"}, {"tags": 5}):
             with pytest.raises(UsageError):
                 idx.search("language model", mode="lexical", **kwargs)  # type: ignore[arg-type]
+
+
+def test_author_filter_and_min_score(seed_lexical_index_dir) -> None:  # noqa: ANN001 - a Path fixture
+    """Issue 25: ``author=`` joins the filters (part of a name, any case); ``min_score=`` drops weaker hits."""
+    from digest_rag import DigestIndex
+
+    with DigestIndex.load(seed_lexical_index_dir) as index:
+        everyone = index.search("language model", k=20, mode="lexical")
+        goldstein = index.search("language model", k=20, mode="lexical", author="goldstein")
+        assert goldstein and len(goldstein) < len(everyone)
+        assert all(any("goldstein" in a.lower() for a in h.paper.authors) for h in goldstein)
+        both = index.search("language model", k=20, mode="lexical", author=["Goldstein", "Julia Kempe"])
+        assert {h.paper.id for h in goldstein} < {h.paper.id for h in both}
+        assert index.search("language model", k=20, mode="lexical", author="Nobody Atall") == []
+        cut = everyone[len(everyone) // 2].score
+        kept = index.search("language model", k=20, mode="lexical", min_score=cut)
+        assert kept and len(kept) < len(everyone) and all(h.score >= cut for h in kept)
+        assert [h.paper.id for h in kept] == [h.paper.id for h in everyone[:len(kept)]]
+
+
+@pytest.mark.parametrize("bad", [{"author": ""}, {"author": [3]}, {"min_score": "high"}, {"min_score": True},
+                                 {"min_score": float("nan")}])
+def test_bad_author_and_min_score_are_usage_errors(seed_lexical_index_dir, bad) -> None:  # noqa: ANN001
+    from digest_rag import DigestIndex
+
+    with DigestIndex.load(seed_lexical_index_dir) as index, pytest.raises(UsageError):
+        index.search("language model", mode="lexical", **bad)

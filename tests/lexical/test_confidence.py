@@ -1,0 +1,91 @@
+"""The confidence signal (issue 25 part 3): calibrated at build time, "no strong match" for an off-topic question."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from digest_rag import DigestIndex
+from digest_rag.lexical.confidence import PSEUDO_TERMS, DocSample, calibrate
+
+ON_TOPIC = "긴 컨텍스트를 악용하는 탈옥 공격"
+OFF_TOPIC = ["김치찌개 맛있게 끓이는 법", "서울 아파트 전세 시세 전망", "축구 오프사이드 규칙 설명"]
+
+
+def test_doc_sample_is_a_fixed_size_seeded_reservoir() -> None:
+    docs = [[f"w{i}-{j}" for j in range(PSEUDO_TERMS)] for i in range(1000)]
+    a, b = DocSample(size=50), DocSample(size=50)
+    for start in range(0, 1000, 100):
+        a.add(docs[start:start + 100])
+        b.add(docs[start:start + 100])
+    assert len(a.docs) == 50 and a.docs == b.docs and a.seen == 1000
+    assert any(d[0].startswith("w9") for d in a.docs)  # late documents get in too
+    short = DocSample()
+    short.add([["only", "three", "words"]])
+    assert short.docs == []
+
+
+def test_calibrate_puts_the_threshold_between_the_two_kinds() -> None:
+    sample = DocSample()
+    sample.add([[f"d{i}w{j}" for j in range(10)] for i in range(100)])
+
+    def top_score(terms: dict[str, float]) -> float:
+        # A document matches its own words: the best score is how many words one document holds.
+        counts: dict[str, int] = {}
+        for t in terms:
+            doc = t.split("w")[0]
+            counts[doc] = counts.get(doc, 0) + 1
+        return float(max(counts.values()))
+
+    c = calibrate(top_score, sample)
+    assert c is not None and c.on_median == PSEUDO_TERMS
+    assert c.off_p90 < c.threshold < c.on_median
+    assert calibrate(top_score, DocSample()) is None  # nothing to draw from
+
+
+def test_on_and_off_topic_questions(seed_lexical_index_dir: Path) -> None:
+    with DigestIndex.load(seed_lexical_index_dir) as index:
+        assert index.lexical.confidence is not None
+        hits = index.search(ON_TOPIC, k=3, mode="lexical")
+        assert hits.strong_match is True and hits.confidence >= 1 and not hits.no_strong_match
+        for question in OFF_TOPIC:
+            res = index.search(question, k=3, mode="lexical")
+            assert res.strong_match is False and res.no_strong_match, question
+            assert all(r["strong_match"] is False for r in res.to_records())
+
+
+def test_the_calibration_is_stored_with_the_index(tmp_path: Path, seed_corpus: Path) -> None:
+    from digest_rag.lexical.index import LexicalIndex
+
+    with DigestIndex.build([seed_corpus], index_dir=tmp_path / "ix", lexical_only=True) as index:
+        directory = index.lexical.directory
+        built = index.lexical.confidence
+    assert built is not None and directory is not None
+    meta = json.loads((directory / "lexical.json").read_text(encoding="utf-8"))
+    assert meta["confidence"]["threshold"] == built.threshold
+    assert LexicalIndex.load(directory).confidence == built
+    # An index from before the calibration existed says nothing about strength.
+    del meta["confidence"]
+    (directory / "lexical.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert LexicalIndex.load(directory).confidence is None
+
+
+@pytest.mark.parametrize("question", OFF_TOPIC)
+def test_cli_says_no_strong_match(question: str, seed_lexical_index_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from digest_rag.frontends.cli import app
+    from digest_rag.frontends.display import NO_STRONG_MATCH
+
+    res = CliRunner().invoke(app, ["search", question, "--index", str(seed_lexical_index_dir), "--mode", "lexical",
+                                   "--no-color"])
+    # Either nothing matches at all, or the loose matches come under the "no strong match" line.
+    assert res.exit_code == 0 and (res.stdout.startswith(NO_STRONG_MATCH + "\n\n 1. ")
+                                   or res.stdout.strip() == "no matching papers")
+    if question == "축구 오프사이드 규칙 설명":  # shares a word or two with the seeds: loose hits
+        assert res.stdout.startswith(NO_STRONG_MATCH)
+    on = CliRunner().invoke(app, ["search", ON_TOPIC, "--index", str(seed_lexical_index_dir), "--mode", "lexical",
+                                  "--no-color"])
+    assert NO_STRONG_MATCH not in on.stdout
