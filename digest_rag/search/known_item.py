@@ -102,7 +102,7 @@ def title_names(title: str, rare: Callable[[str], bool] | None = None) -> dict[s
         # "Mip-NeRF: ...", "Swin Transformer: ...", or a short title that is a name ("Llama 2", "MelGAN").
         names[name_key(head)] = 2
     if len(words) > 1 and (_name_like(first) or (
-            rare is not None and first[:1].isupper() and len(first) >= 3 and first.lower() not in _STOP
+            rare is not None and has_colon and first[:1].isupper() and len(first) >= 3 and first.lower() not in _STOP
             and len(words) <= 3 and rare(first.lower()))):
         names.setdefault(name_key(first), 1)
     caps = [w for w in words if w[:1].isupper() and w.lower() not in _STOP]
@@ -206,19 +206,22 @@ class NameTable:
 
     def __init__(self, titles: Iterable[tuple[str, str]]) -> None:
         titles = list(titles)
-        # How many titles hold each word: a head's first word names a model only when few titles use it.
+        # How many titles hold each word (and each pair of words, spaced names: "Llama 2"): a head's first word
+        # names a model only when few titles use it, and a name many titles use (GPT-4, LLM, Diffusion) is a
+        # tool or a field that questions about other papers mention, not one paper's own.
         counts: dict[str, int] = {}
         for _pid, title in titles:
-            for w in {w.lower() for w in _WORD.findall(title or "")}:
+            words = [name_key(w) for w in _WORD.findall(title or "")]
+            for w in {*words, *(a + b for a, b in zip(words, words[1:]))}:
                 counts[w] = counts.get(w, 0) + 1
         owners: dict[str, dict[str, int]] = {}
         for pid, title in titles:
-            for key, strength in title_names(title or "", lambda w: counts.get(w, 0) <= RARE_TITLES).items():
+            for key, strength in title_names(title or "", lambda w: counts.get(name_key(w), 0) <= RARE_TITLES).items():
                 owners.setdefault(key, {})[pid] = strength
         # A key many titles claim is a word, not a name; of the rest, the papers it names whole come first.
         self.owners: dict[str, tuple[str, ...]] = {}
         for key, by_paper in owners.items():
-            if len(by_paper) <= MAX_OWNERS:
+            if len(by_paper) <= MAX_OWNERS and counts.get(key, 0) <= RARE_TITLES:
                 top = max(by_paper.values())
                 self.owners[key] = tuple(pid for pid, v in by_paper.items() if v == top)
 

@@ -126,5 +126,5 @@ def test_shell_says_no_strong_match(shell: Shell) -> None:
     from digest_rag.frontends.display import NO_STRONG_MATCH
 
     shell.handle(":mode lexical")
-    assert shell.handle("축구 오프사이드 규칙 설명").startswith(NO_STRONG_MATCH)
+    assert shell.handle("축구 오프사이드 규칙 설명").endswith(NO_STRONG_MATCH)
     assert NO_STRONG_MATCH not in shell.handle(JAILBREAK)

@@ -136,3 +136,12 @@ def test_a_hangul_name_finds_the_paper_written_in_latin(tmp_path: Path) -> None:
     src = write_jsonl(papers, tmp_path / "src.jsonl")
     with DigestIndex.build([src], index_dir=tmp_path / "ix", lexical_only=True) as index:
         assert index.search("로버타가 바꾼 점", k=3, mode="lexical")[0].paper.id == "rob"
+
+
+def test_a_name_many_titles_use_is_nobody_s_own() -> None:
+    """GPT-4, LLM: tools and fields that questions about other papers mention; promoting their owner hurt."""
+    titles = [("g", "GPT-4"), ("l", "LLM Critics Help Catch LLM Bugs")] + [
+        (f"u{i}", f"Using GPT-4 and LLM for task {i}") for i in range(6)]
+    table = NameTable(titles)
+    assert "gpt4" not in table.owners and "llm" not in table.owners
+    assert NameTable(titles[:3]).owners["gpt4"] == ("g",)
