@@ -62,6 +62,8 @@ _PARTICLES = tuple(sorted(
     "이 가 은 는 을 를 의 에 에서 에게 로 으로 와 과 랑 이랑 도 만 보다 처럼 같은 이나 나 까지 부터 하고 "
     "에서는 에서의 으로는 로는 와는 과는 이라는 라는 이란 란 에는 에도 로도 으로도 이는 이가 "
     "에선 한테 께서 이며 이고 다 이다 인가 인지 같이".split(), key=len, reverse=True))
+_PARTICLE_SET = frozenset(_PARTICLES)
+_LONGEST_PARTICLE = max(len(p) for p in _PARTICLES)
 
 
 def name_key(text: str) -> str:
@@ -137,9 +139,11 @@ def _strip_particle(word: str, known: Mapping[str, object]) -> str | None:
     """The longest prefix of a Hangul ``word`` that ``known`` holds, once a particle is cut off (or none is)."""
     if word in known:
         return word
-    for p in _PARTICLES:
-        if word.endswith(p) and word[: -len(p)] in known:
-            return word[: -len(p)]
+    # A few dictionary probes per word (particles are 1-4 syllables), not one per particle: this runs for
+    # every Hangul word of every question.
+    for n in range(1, min(_LONGEST_PARTICLE, len(word) - 1) + 1):
+        if word[-n:] in _PARTICLE_SET and word[:-n] in known:
+            return word[:-n]
     return None
 
 
