@@ -19,6 +19,7 @@ from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.errors import IndexClosedError, IndexCorruptedError
 from digest_rag.search.fusion import DEFAULT_FUSION_WEIGHTS, RRF_K, aggregate, rank_chunks
 from digest_rag.search.known_item import NameTable, promote, spelled_names
+from digest_rag.search.languages import boost_english_only
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
 from digest_rag.models import BuildOverrides, ChunkerSettings, IndexManifest, Paper, SearchResults
@@ -355,8 +356,12 @@ class DigestIndex:
         heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
         chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
         bm25 = rankings.get("lexical")
+        if bm25 is not None and terms.language != "en":  # English-only papers compete with Korean notes
+            english = self.store.english_only_papers({chunk_paper[cid] for cid, _s in bm25 if cid in chunk_paper})
+            if english:
+                rankings = {**rankings, "lexical": boost_english_only(bm25, chunk_paper, english)}
         if bm25 is not None and bonuses:  # the papers the question names move up the lexical side
-            rankings = {**rankings, "lexical": promote(bm25, chunk_paper, bonuses)}
+            rankings = {**rankings, "lexical": promote(rankings["lexical"], chunk_paper, bonuses)}
         ranked = rank_chunks(rankings, chunk_paper, weights, rrf_k)
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
             self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)

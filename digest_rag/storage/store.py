@@ -285,6 +285,13 @@ class Store:
         """(paper id, English title) of every paper, read without validating whole records."""
         return [(str(r[0]), str(r[1] or "")) for r in self._query("SELECT id, json_extract(json, '$.title') FROM papers")]
 
+    def english_only_papers(self, paper_ids: Iterable[str]) -> set[str]:
+        """Which of ``paper_ids`` have no Korean or mixed text (titles aside): their only text is English."""
+        rows = self._query_in(
+            "SELECT paper_id FROM chunks WHERE section_kind != 'title' GROUP BY paper_id "
+            "HAVING SUM(language != 'en') = 0 AND paper_id IN", paper_ids)
+        return {str(r[0]) for r in rows}
+
     def chunk_ids_of(self, paper_ids: Iterable[str]) -> dict[int, str]:
         """Chunk id -> paper id of every chunk of ``paper_ids``."""
         return {int(r[0]): str(r[1]) for r in self._query_in("SELECT id, paper_id FROM chunks WHERE paper_id IN",
