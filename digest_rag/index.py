@@ -77,6 +77,7 @@ class DigestIndex:
         self._paper_cache: OrderedDict[str, Paper] = OrderedDict()
         self._paper_lock = threading.Lock()
         self._names: NameTable | None = None
+        self._english_only: frozenset[str] | None = None
         self.last_build: BuildReport | None = None
         self._closed = False
 
@@ -357,7 +358,7 @@ class DigestIndex:
         chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
         bm25 = rankings.get("lexical")
         if bm25 is not None and terms.language != "en":  # English-only papers compete with Korean notes
-            english = self.store.english_only_papers({chunk_paper[cid] for cid, _s in bm25 if cid in chunk_paper})
+            english = self.english_only & {chunk_paper[cid] for cid, _s in bm25 if cid in chunk_paper}
             if english:
                 rankings = {**rankings, "lexical": boost_english_only(bm25, chunk_paper, english)}
         if bm25 is not None and bonuses:  # the papers the question names move up the lexical side
@@ -390,6 +391,16 @@ class DigestIndex:
         """Where the words of ``query`` (or of its analysis) occur in a text, as a search's snippets mark them."""
         terms = self.analyse(query) if isinstance(query, str) else query
         return Highlighter.of(terms, self.lexical.eojeols if self.lexical is not None else None)
+
+    @property
+    def english_only(self) -> frozenset[str]:
+        """Ids of the papers whose only text is English (`Store.english_only_papers`), read on first use: one
+        query then, instead of one per search (about 0.8 ms of a 4 ms lexical search)."""
+        if self._english_only is None:
+            with self._paper_lock:
+                if self._english_only is None:
+                    self._english_only = frozenset(self.store.english_only_papers())
+        return self._english_only
 
     @property
     def names(self) -> NameTable:

@@ -285,11 +285,12 @@ class Store:
         """(paper id, English title) of every paper, read without validating whole records."""
         return [(str(r[0]), str(r[1] or "")) for r in self._query("SELECT id, json_extract(json, '$.title') FROM papers")]
 
-    def english_only_papers(self, paper_ids: Iterable[str]) -> set[str]:
-        """Which of ``paper_ids`` have no Korean or mixed text (titles aside): their only text is English."""
-        rows = self._query_in(
-            "SELECT paper_id FROM chunks WHERE section_kind != 'title' GROUP BY paper_id "
-            "HAVING SUM(language != 'en') = 0 AND paper_id IN", paper_ids)
+    def english_only_papers(self, paper_ids: Iterable[str] | None = None) -> set[str]:
+        """Papers with no Korean or mixed text (titles aside): their only text is English. All of them, or
+        those among ``paper_ids``."""
+        sql = ("SELECT paper_id FROM chunks WHERE section_kind != 'title' GROUP BY paper_id "
+               "HAVING SUM(language != 'en') = 0")
+        rows = self._query(sql) if paper_ids is None else self._query_in(sql + " AND paper_id IN", paper_ids)
         return {str(r[0]) for r in rows}
 
     def chunk_ids_of(self, paper_ids: Iterable[str]) -> dict[int, str]:
