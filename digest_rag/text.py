@@ -165,3 +165,29 @@ def clean_inline(text: str) -> str:
     """Collapse runs of spaces/tabs and strip; keeps newlines."""
     text = text.replace("\u00a0", " ").replace("\u200b", "")
     return "\n".join(re.sub(r"[ \t]+", " ", line).strip() for line in text.split("\n")).strip()
+
+
+# C0 controls but tab and newline, DEL, and the C1 controls (U+0080-U+009F: 0x9B is a one-character CSI).
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)])
+# The colour codes digest_rag's own display writes (SGR: ESC [ digits ; m); nothing else of ESC's kind.
+_SGR_RE = re.compile(r"\x1b\[[0-9;]{0,32}m")
+
+
+def strip_controls(text: str, *, keep_colors: bool = False) -> str:
+    """``text`` without C0/C1 control characters except newline and tab: what may reach a terminal.
+
+    Titles, tags, snippets and file names come from untrusted files; an ESC in them could set the window
+    title (OSC 0), write the clipboard (OSC 52) or plant hyperlinks (OSC 8). Every output path (CLI,
+    shell, info, build messages, MCP text) passes its text through here. ``keep_colors`` keeps SGR colour
+    codes (bold, yellow) for output the display coloured after stripping its content: they move no cursor
+    and write nothing outside the text.
+    """
+    if keep_colors and "\x1b" in text:
+        parts = _SGR_RE.split(text)
+        codes = _SGR_RE.findall(text)
+        out = [parts[0].translate(_CONTROLS)]
+        for code, part in zip(codes, parts[1:], strict=True):
+            out.append(code)
+            out.append(part.translate(_CONTROLS))
+        return "".join(out)
+    return text.translate(_CONTROLS)

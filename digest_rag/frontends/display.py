@@ -18,6 +18,7 @@ from typing import Literal
 
 from digest_rag.models import Paper, SearchHit
 from digest_rag.search.snippets import Highlighter, Span, as_highlighter, match_spans
+from digest_rag.text import strip_controls
 
 __all__ = [
     "HighlightStyle",
@@ -138,6 +139,8 @@ def format_hit(hit: SearchHit, rank: int, query: Highlighter | Iterable[str], *,
     it the output is plain text, safe to pipe or log.
     """
     p = hit.paper
+    # Corpus text is stripped of control characters before any colour code is added (strip_controls).
+    title, title_ko, snippet = strip_controls(p.title), strip_controls(p.title_ko or ""), strip_controls(hit.snippet)
     indent = "    "
     room = max(width - len(indent), 20)
     bold = _ANSI_BOLD if color else ("", "")
@@ -148,19 +151,19 @@ def format_hit(hit: SearchHit, rank: int, query: Highlighter | Iterable[str], *,
         # Every line, titles included, fits the width; styles are applied per line so a wrap never splits a code.
         return [indent + style[0] + _apply(text[s:e], spans, marks, offset=s) + style[1] for s, e in _wrap(text, room)]
 
-    lines = block(p.title, bold)
+    lines = block(title, bold)
     lines[0] = f"{rank:>2}. " + lines[0][len(indent):]
-    if p.title_ko and p.title_ko != p.title:
-        lines += block(p.title_ko, ("", ""))
+    if title_ko and title_ko != title:
+        lines += block(title_ko, ("", ""))
     meta = [p.date.isoformat() if p.date else "no date"]
     if p.tags:
         meta.append(" ".join("#" + t for t in p.tags))
     meta.append(f"score {hit.score:.4f} ({'+'.join(hit.modes) or 'none'})")
-    lines += block(" · ".join(meta), dim)
+    lines += block(strip_controls(" · ".join(meta)), dim)
     label = f"[{_SECTION_LABELS.get(hit.section, hit.section)}, {hit.language}] "
     # Spans cost a Kiwi pass over the snippet: only worth it when they will be coloured.
-    spans = [(s + len(label), e + len(label)) for s, e in match_spans(hit.snippet, query)] if color else []
-    lines += block(label + hit.snippet, ("", ""), spans)
+    spans = [(s + len(label), e + len(label)) for s, e in match_spans(snippet, query)] if color else []
+    lines += block(label + snippet, ("", ""), spans)
     return "\n".join(lines)
 
 
@@ -210,4 +213,4 @@ def format_paper(paper: Paper, *, width: int = 100) -> str:
         for para in section.text.splitlines():
             if para.strip():
                 lines += block(para.strip())
-    return "\n".join(lines)
+    return strip_controls("\n".join(lines))

@@ -27,6 +27,7 @@ from digest_rag.index import DigestIndex
 from digest_rag.frontends.live import LiveIndex
 from digest_rag.models import SearchResults
 from digest_rag.frontends.service import SearchOptions, SearchRequest
+from digest_rag.text import strip_controls
 
 __all__ = ["HELP", "Shell", "run_shell"]
 
@@ -223,12 +224,12 @@ def run_shell(index_dir: str | Path, *, width: int = 100, color: bool = False,
         interactive = stdin.isatty() and stdout.isatty()
         if interactive:
             papers = live.info()["papers"]
-            print(f"digest-rag shell · {papers} papers in {live.index_dir} · {shell._settings([])}\n"
-                  "질문을 입력하세요 (:help for commands, :quit to leave)", file=stdout, flush=True)
+            print(strip_controls(f"digest-rag shell · {papers} papers in {live.index_dir} · {shell._settings([])}\n"
+                                 "질문을 입력하세요 (:help for commands, :quit to leave)"), file=stdout, flush=True)
         for line in _terminal_lines("digest-rag> ") if interactive else _plain_lines(stdin):
             out = shell.handle(line)
-            if out:
-                print(out, file=stdout, flush=True)
+            if out:  # corpus text and file names never bring their control characters to the terminal
+                print(strip_controls(out, keep_colors=shell.color), file=stdout, flush=True)
             if shell.done:
                 break
     finally:
