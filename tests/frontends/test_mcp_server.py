@@ -76,3 +76,54 @@ def test_mcp_in_process_dense_mode(seed_index_dir: Path) -> None:
                     assert not res.is_error and len(res.structured_content["result"]) == 2
 
         asyncio.run(session())
+
+
+def test_mcp_answers_undecodable_requests(seed_lexical_index_dir: Path) -> None:
+    """Issue 23, item 9: a request the protocol library cannot read (a lone surrogate in an argument, a line
+    that is not JSON) gets a JSON-RPC error naming its id, and the server goes on answering."""
+    import queue
+    import subprocess
+    import threading
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest_rag.frontends.cli", "mcp", "--index", str(seed_lexical_index_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "search_papers", "arguments": {"query": "\ud800", "mode": "lexical"}}},
+        {"jsonrpc": "2.0", "id": "three", "method": "tools/call", "params": {"name": "get_paper", "arguments": {"id": "x\udfff"}}},
+        {"jsonrpc": "2.0", "method": "notifications/x", "params": {"a": "\ud800"}},  # a notification: no answer
+        "not json at all",
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+         "params": {"name": "search_papers", "arguments": {"query": "distillation", "k": 1, "mode": "lexical"}}},
+    ]
+    data = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    t0 = time.monotonic()
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(data.encode("utf-8", "surrogatepass"))
+    proc.stdin.flush()  # left open: the server stops at end of input, cancelling what it has not answered
+    replies: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: [replies.put(line) for line in proc.stdout], daemon=True).start()
+    by_id: dict[object, dict] = {}
+    try:
+        while set(by_id) != {1, 2, "three", None, 4} and time.monotonic() - t0 < 90:
+            try:
+                answer = json.loads(replies.get(timeout=max(90 - (time.monotonic() - t0), 0.1)))
+            except queue.Empty:
+                break  # a request left unanswered: the client would wait forever
+            by_id[answer.get("id")] = answer
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+    assert set(by_id) == {1, 2, "three", None, 4}, by_id
+    for rid in (2, "three"):
+        assert by_id[rid]["error"]["code"] == -32600 and "Invalid request" in by_id[rid]["error"]["message"]
+    assert by_id[None]["error"]["code"] == -32700
+    assert not by_id[4]["result"]["isError"] and by_id[4]["result"]["structuredContent"]["result"]
+    assert time.monotonic() - t0 < 120
