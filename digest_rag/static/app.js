@@ -25,6 +25,17 @@ async function api(path) {
   return { body, generation: res.headers.get("X-Index-Generation") };
 }
 
+// A corpus URL becomes a link only when it is http(s): a "javascript:" or "data:" URL from a hostile file
+// is shown as text, never emitted as an href (the CSP would stop it today; it should not depend on that).
+function webUrl(u) {
+  try {
+    const url = new URL(String(u));
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch (e) {
+    return null;
+  }
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -63,8 +74,9 @@ function renderHit(hit) {
   li.append(snippet);
   const links = el("div", { class: "links" });
   links.append(el("a", { href: "#paper=" + encodeURIComponent(hit.paper_id) }, "전문 보기 Full text"));
-  if (hit.urls && hit.urls.length) {
-    links.append(el("a", { href: hit.urls[0], target: "_blank", rel: "noopener noreferrer" }, "원문 링크 Paper ↗"));
+  const paperUrl = (hit.urls || []).map(webUrl).find((u) => u);
+  if (paperUrl) {
+    links.append(el("a", { href: paperUrl, target: "_blank", rel: "noopener noreferrer" }, "원문 링크 Paper ↗"));
   }
   li.append(links);
   return li;
@@ -107,7 +119,8 @@ async function openPaper(id) {
     parts.push(meta);
     if (paper.authors && paper.authors.length) parts.push(el("p", { class: "authors" }, paper.authors.join(", ")));
     for (const u of paper.urls || []) {
-      parts.push(el("p", { class: "url" }, el("a", { href: u, target: "_blank", rel: "noopener noreferrer" }, u)));
+      const href = webUrl(u);
+      parts.push(el("p", { class: "url" }, href ? el("a", { href, target: "_blank", rel: "noopener noreferrer" }, u) : u));
     }
     for (const s of paper.sections || []) {
       parts.push(el("h3", {}, (SECTIONS[s.kind] || s.kind) + " · " + s.language));
