@@ -127,11 +127,14 @@ class StoreWriter:
 
 def _check_tables(path: Path, kinds: Mapping[str, str]) -> None:
     """IndexCorruptedError unless each of the store's tables is a real table (``kinds``: sqlite_master's
-    name -> type). A view named ``chunks`` could run an endless recursive query on every read."""
+    name -> type, "virtual table" for those). A view named ``chunks`` could run an endless recursive query
+    on every read; a virtual table runs its module's code."""
     for name in STORE_TABLES + OPTIONAL_TABLES:
         kind = kinds.get(name)
         if kind is None and name in OPTIONAL_TABLES:
             continue
+        if kind == "virtual table":
+            kind = "virtual table (a module's code runs on every read)"
         if kind != "table":
             raise IndexCorruptedError(
                 f"{path}: SQLite store's {name!r} is {'missing' if kind is None else 'a ' + str(kind)}, not a table")
@@ -160,9 +163,10 @@ def _token_rows(run: Callable[[str, Sequence[object]], list[tuple]], keys: Seque
 STORE_TABLES = ("meta", "papers", "paper_tags", "chunks", "embeddings")
 OPTIONAL_TABLES = ("doc_tokens",)
 
-#: Seconds one read of a store may run before it is taken for a hostile file (an endless view, a vast
-#: forged table): far above any honest query (a full COUNT over a million papers is ~0.2 s).
-READ_DEADLINE_S = 8.0
+#: Seconds one read of a store may run before it is taken for a hostile file. The table check catches
+#: an endless view at once; this bounds whatever else a forged file could make SQLite compute. It is far
+#: above any honest read (a COUNT over a million papers is ~0.2 s; `info` reads every chunk in one query).
+READ_DEADLINE_S = 30.0
 #: SQLite virtual-machine steps between two looks at the clock.
 _PROGRESS_STEPS = 100_000
 
@@ -214,7 +218,9 @@ class Store:
             con = sqlite3.connect(uri, uri=True, check_same_thread=False)
             con.set_progress_handler(self._deadline, _PROGRESS_STEPS)
             self.con = con
-            _check_tables(path, dict(self._query("SELECT name, type FROM sqlite_master")))
+            _check_tables(path, {name: "virtual table" if kind == "table" and str(sql or "").lstrip()[:14].upper()
+                                 == "CREATE VIRTUAL" else kind
+                                 for name, kind, sql in self._query("SELECT name, type, sql FROM sqlite_master")})
             row = self._query("SELECT value FROM meta WHERE key = 'schema_version'")
         except (sqlite3.DatabaseError, IndexCorruptedError) as exc:
             if con is not None:

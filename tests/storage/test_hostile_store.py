@@ -101,3 +101,16 @@ def test_paper_after_close_is_index_closed_error(seed_lexical_index_dir: Path) -
         idx.paper(pid)
     with pytest.raises(IndexClosedError):
         idx.store.papers([pid])
+
+
+def test_a_virtual_table_in_place_of_a_table_is_refused(lexical_copy: Path) -> None:
+    m = json.loads((lexical_copy / "manifest.json").read_text())
+    db = lexical_copy / m["data_dir"] / STORE_FILE
+    con = sqlite3.connect(db)
+    con.executescript("ALTER TABLE paper_tags RENAME TO paper_tags_real; "
+                      "CREATE VIRTUAL TABLE paper_tags USING fts5(paper_id, tag);")
+    con.close()
+    m["files"][STORE_FILE] = hashlib.sha256(db.read_bytes()).hexdigest()
+    (lexical_copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexCorruptedError, match="'paper_tags' is a virtual table"):
+        DigestIndex.load(lexical_copy, verify=True)
