@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import os
 import re
@@ -120,19 +121,59 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> str:
     raise ParseError(f"{source}: not UTF-8, CP949 or EUC-KR text; re-save it as UTF-8")
 
 
+class CorpusFile(type(Path())):  # type: ignore[misc] - the concrete PosixPath/WindowsPath class
+    """A file found by walking a corpus directory: a Path that also knows the directory's real path.
+
+    `read_bytes` opens such a file without following a link (O_NOFOLLOW) and checks that the file it
+    opened really is inside ``corpus_root``: the listing's link check happens before the files are read, and
+    a file swapped for a link to somewhere else in between must not be read.
+    """
+
+    corpus_root: Path | None
+
+    def __new__(cls, *args: str | os.PathLike[str], root: Path | None = None) -> CorpusFile:
+        self = super().__new__(cls, *args)
+        self.corpus_root = root
+        return self
+
+
+def _opened_path(fd: int) -> str | None:
+    """Where an open descriptor really is (Linux: /proc/self/fd), or None where the system cannot say."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
 def read_bytes(path: str | Path) -> bytes:
     """A corpus file's bytes; a missing file or one that is not a regular file raises ParseError.
 
     The file is opened non-blocking and checked before reading: opening a FIFO
-    named as a corpus file would otherwise wait forever for a writer.
+    named as a corpus file would otherwise wait forever for a writer. A
+    `CorpusFile` is opened without following links and must be inside its corpus.
     """
     p = Path(path)
+    root = getattr(path, "corpus_root", None)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    target = p
+    if root is not None:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+        if p.is_symlink():  # listed as a link inside the corpus: its target is opened, itself not followed
+            target = Path(os.path.realpath(p))
+            if not target.is_relative_to(root):
+                raise ParseError(f"{p}: symbolic link to a file outside the corpus directory; not read")
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(target, flags)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ParseError(f"{p}: became a symbolic link after the corpus was listed; not read") from exc
         raise ParseError(f"{p}: cannot read file ({exc.strerror or exc})") from exc
     try:
         with os.fdopen(fd, "rb") as fh:
+            if root is not None:
+                real = _opened_path(fh.fileno())
+                if real is not None and not Path(real).is_relative_to(root):
+                    raise ParseError(f"{p}: opens a file outside the corpus directory; not read")
             kind = file_kind(os.fstat(fh.fileno()).st_mode)
             if kind != "regular file":
                 raise ParseError(f"{p}: is {kind}, not a regular file")

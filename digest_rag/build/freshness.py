@@ -15,6 +15,7 @@ from digest_rag.dense.encoder import UNAVAILABLE, Encoder, model_identity, resol
 from digest_rag.errors import (
     IncompatibleModelError,
     IndexCorruptedError,
+    ParseError,
 )
 from digest_rag.storage.generation import (
     collect_garbage,
@@ -30,6 +31,7 @@ from digest_rag.models import (
     BuildOptions,
 )
 from digest_rag.parsing import Skip, corpus_files
+from digest_rag.text import read_bytes
 from digest_rag.version import __version__
 from digest_rag.build.report import BuildOutcome, BuildReport
 
@@ -94,7 +96,7 @@ def inputs_fingerprint(
     real_dirs: dict[Path, Path] = {}
     for f in files:
         try:
-            data = f.read_bytes()
+            data = read_bytes(f)  # as the build reads it: a link swapped in since the listing is not followed
             # Path.resolve walks every component of every file; a directory's is the same for its files.
             if f.is_symlink():
                 real = f.resolve()
@@ -103,12 +105,13 @@ def inputs_fingerprint(
                 if parent is None:
                     parent = real_dirs[f.parent] = f.parent.resolve()
                 real = parent / f.name
-        except OSError:
+        except (OSError, ParseError):
             return None  # let the real build report the unreadable file
         digest = hashlib.sha256(data).digest()
         if digests is not None:
             digests[str(f)] = digest
-        h.update(b"\x00" + str(real).encode() + b"\x00" + digest)
+        # fsencode: a file name that is not UTF-8 is hashed as the bytes it is (str.encode raised on it).
+        h.update(b"\x00" + os.fsencode(real) + b"\x00" + digest)
     return h.hexdigest()
 
 

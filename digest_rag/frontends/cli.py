@@ -27,7 +27,7 @@ from digest_rag.errors import CorpusError, DigestRagError
 from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
 from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
 from digest_rag.version import __version__
-from digest_rag.frontends.cli_output import build_summary, err, format_info, plan_summary, progress_bars, use_color
+from digest_rag.frontends.cli_output import build_summary, echo, err, format_info, plan_summary, progress_bars, use_color
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
     from typer._click import exceptions as _click_exc
@@ -53,7 +53,7 @@ class _Group(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _click_exc.NoArgsIsHelpError as exc:
-            typer.echo(exc.format_message())  # `digest-rag` alone: the help, not an error
+            echo(exc.format_message())  # `digest-rag` alone: the help, not an error
             sys.exit(0)
         except _click_exc.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "digest-rag"
@@ -129,7 +129,7 @@ def _quiet_libraries() -> None:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"digest-rag {__version__}")
+        echo(f"digest-rag {__version__}")
         raise typer.Exit()
 
 
@@ -257,12 +257,12 @@ def search(
         hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None,
                           language=language, fusion_weights=weights, author=author or None, min_score=min_score)
         if as_json:
-            typer.echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
+            echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
         else:
             width = min(shutil.get_terminal_size((100, 24)).columns, 120)
             colored = use_color(color)
             # color= tells click not to strip the codes when --color is forced onto a pipe.
-            typer.echo(format_hits(hits, color=colored, width=width), color=colored)
+            echo(format_hits(hits, color=colored, width=width), color=colored)
 
 
 @app.command()
@@ -278,9 +278,9 @@ def info(
         idx = DigestIndex.load(index)
         data = idx.info()
         if as_json:
-            typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+            echo(json.dumps(data, ensure_ascii=False, indent=2))
             return
-        typer.echo(format_info(data))
+        echo(format_info(data))
 
 
 @app.command()
@@ -297,7 +297,7 @@ def inspect(
     with _handled():
         _require_paths(paths)
         report = inspect_corpus([str(p) for p in paths])
-        typer.echo(report.model_dump_json(indent=2) if as_json else format_report(report))
+        echo(report.model_dump_json(indent=2) if as_json else format_report(report))
 
 
 @app.command("eval")
@@ -337,17 +337,17 @@ def eval_cmd(
                                               fusion_weights=sweep, split=split, hybrid_weights=given))
         if as_json:
             data = [r.model_dump(mode="json") for r in reports]
-            typer.echo(json.dumps(data[0] if len(data) == 1 else data, ensure_ascii=False, indent=2))
+            echo(json.dumps(data[0] if len(data) == 1 else data, ensure_ascii=False, indent=2))
             return
         for n, report in enumerate(reports):
             if n:
-                typer.echo("")
+                echo("")
             if len(reports) > 1:
-                typer.echo(f"index {report.index}")
-            typer.echo(report.table())
-            typer.echo(f"hybrid fusion: {report.fusion}")
+                echo(f"index {report.index}")
+            echo(report.table())
+            echo(f"hybrid fusion: {report.fusion}")
             if report.intervals:
-                typer.echo(format_intervals(report.intervals))
+                echo(format_intervals(report.intervals))
 
 
 @app.command("export-variant")
@@ -366,9 +366,9 @@ def export_variant_cmd(
     with _handled():
         report = export_variant([str(p) for p in paths], variant, output)
     if as_json:
-        typer.echo(report.model_dump_json(indent=2))
+        echo(report.model_dump_json(indent=2))
     else:
-        typer.echo(f"wrote {report.papers} papers ({report.english_only} English-only) to {report.path}")
+        echo(f"wrote {report.papers} papers ({report.english_only} English-only) to {report.path}")
 
 
 def _need_extra(module: str, extra: str) -> None:
@@ -417,18 +417,18 @@ def train(
         report = train_encoder([str(p) for p in (paths or [Path("corpus")])], out, exclude_eval=excluded,
                                force=force, progress=not (quiet or as_json), **settings)
     if as_json:
-        typer.echo(report_json(report))
+        echo(report_json(report))
         return
     counts = ", ".join(f"{k} {v}" for k, v in report.pair_counts.items())
-    typer.echo(f"pairs: {counts}; papers: {report.train_papers} trained, {report.heldout_papers} held out, "
+    echo(f"pairs: {counts}; papers: {report.train_papers} trained, {report.heldout_papers} held out, "
                f"{report.excluded_papers} left out")
     if report.heldout_loss_before is not None:
-        typer.echo(f"held-out loss: {report.heldout_loss_before} -> {report.heldout_loss_after}")
+        echo(f"held-out loss: {report.heldout_loss_before} -> {report.heldout_loss_after}")
     for name, check in (("start", report.selfcheck_before), ("trained", report.selfcheck_after)):
         if check is not None:
-            typer.echo(f"self-check ({name}): {check.queries} held-out Korean notes vs {check.candidates} English "
+            echo(f"self-check ({name}): {check.queries} held-out Korean notes vs {check.candidates} English "
                        f"texts: R@1 {check.recall_at_1:.3f}, MRR@10 {check.mrr_at_10:.3f}")
-    typer.echo(f"wrote {report.out} in {report.seconds:.0f}s; use it: digest-rag build ... --model {report.out}")
+    echo(f"wrote {report.out} in {report.seconds:.0f}s; use it: digest-rag build ... --model {report.out}")
 
 
 @app.command()

@@ -13,13 +13,20 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from digest_rag.index import DigestIndex
+from digest_rag.text import strip_controls
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from digest_rag.build.report import BuildReport
 
 
+def echo(text: str, *, err: bool = False, color: bool | None = None) -> None:
+    """Everything the CLI prints goes through here: control characters from corpus text or file names
+    (an ESC starting a terminal command) are stripped; only the display's own colour codes stay, with color."""
+    typer.echo(strip_controls(text, keep_colors=bool(color)), err=err, color=color)
+
+
 def err(msg: str) -> None:
-    typer.echo(msg, err=True)
+    echo(msg, err=True)
 
 
 UNITS = {"parsing": "file", "chunking": "paper", "encoding": "passage", "merging": "shard", "indexing": "step"}
@@ -69,19 +76,19 @@ def progress_bars(quiet: bool) -> Iterator[ProgressBars | None]:
 
 def plan_summary(index_dir: Path, rep: BuildReport, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"index": str(index_dir), **rep.model_dump()}, ensure_ascii=False))
+        echo(json.dumps({"index": str(index_dir), **rep.model_dump()}, ensure_ascii=False))
         return
     if rep.up_to_date:
-        typer.echo(f"dry run: up to date, nothing to do ({rep.papers} papers, {rep.chunks} chunks in {index_dir})")
+        echo(f"dry run: up to date, nothing to do ({rep.papers} papers, {rep.chunks} chunks in {index_dir})")
         return
-    typer.echo(
+    echo(
         f"dry run: {rep.papers} papers (+{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)}), {rep.chunks} chunks "
         f"({rep.rechunked} papers to cut again); {rep.encoded} to encode, {rep.reused} from the embedding cache; "
         f"model {'must load' if rep.model_loaded else 'not needed'}{' (lexical-only)' if rep.lexical_only else ''}; "
         f"nothing written to {index_dir}"
     )
     if rep.full_rebuild_reason:
-        typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
+        echo(f"full re-encode: {rep.full_rebuild_reason}")
 
 
 def build_summary(index: DigestIndex, as_json: bool, quiet: bool = False, verbose: bool = False) -> None:
@@ -90,7 +97,7 @@ def build_summary(index: DigestIndex, as_json: bool, quiet: bool = False, verbos
     rep = index.last_build
     assert rep is not None
     if as_json:
-        typer.echo(json.dumps({"index": str(index.index_dir), **rep.model_dump()}, ensure_ascii=False))
+        echo(json.dumps({"index": str(index.index_dir), **rep.model_dump()}, ensure_ascii=False))
         return
     kind = "lexical-only" if rep.lexical_only else f"{index.manifest.model_name} ({index.manifest.index_type})"
     options = index.manifest.build_options
@@ -98,12 +105,12 @@ def build_summary(index: DigestIndex, as_json: bool, quiet: bool = False, verbos
         # A fallback: the model was wanted but not in the local cache; it stays up to date until it is there.
         kind = "lexical-only: no embedding model in the local cache; a build once it is there adds vectors"
     if rep.up_to_date:
-        typer.echo(
+        echo(
             f"up to date: {rep.papers} papers, {rep.chunks} chunks in {index.index_dir} [{kind}]; no input file or "
             f"option changed since {index.manifest.created_at}, nothing written ({rep.seconds:.1f}s; --force rebuilds)"
         )
         return
-    typer.echo(
+    echo(
         f"indexed {rep.papers} papers, {rep.chunks} chunks into {index.index_dir} [{kind}] in {rep.seconds:.1f}s; "
         f"encoded {rep.encoded}, reused {rep.reused}; +{len(rep.added)} -{len(rep.removed)} ~{len(rep.changed)} papers"
         + (f"; skipped {len(rep.skipped)} file(s)" if rep.skipped else "")
@@ -111,16 +118,16 @@ def build_summary(index: DigestIndex, as_json: bool, quiet: bool = False, verbos
     if quiet:
         return
     if rep.full_rebuild_reason:
-        typer.echo(f"full re-encode: {rep.full_rebuild_reason}")
+        echo(f"full re-encode: {rep.full_rebuild_reason}")
     if rep.merged:
-        typer.echo(f"merged {len(rep.merged)} duplicate paper(s) found in more than one file"
+        echo(f"merged {len(rep.merged)} duplicate paper(s) found in more than one file"
                    + ("" if verbose else " (--verbose lists them)"))
         for m in rep.merged if verbose else ():
             err(f"merged: {m}")
     if rep.skipped:
-        typer.echo(f"skipped {len(rep.skipped)} file(s):")
+        echo(f"skipped {len(rep.skipped)} file(s):")
         for s in rep.skipped:
-            typer.echo(f"  {s['source']}: {s['reason']}")
+            echo(f"  {s['source']}: {s['reason']}")
 
 
 def use_color(flag: bool | None) -> bool:

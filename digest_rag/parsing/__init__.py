@@ -5,12 +5,13 @@ Public API: `parse_file`, `parse_paths`, `detect_format`, `ParseResult`, `Skip`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CorpusError, ParseError
 from ..models import Paper, Section, SourceFormat
-from ..text import decode_bytes, file_kind, read_text
+from ..text import CorpusFile, decode_bytes, file_kind, read_text
 from . import jsonl  # its record-by-record reader
 from ._util import merge_unique
 from .base import ParseResult, Skip
@@ -111,10 +112,6 @@ def _not_a_file(p: Path) -> str:
     return f"{file_kind(mode)}, not a regular file"
 
 
-def _is_hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
-
 def corpus_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
     """The files :func:`parse_paths` reads for ``paths`` (sorted, de-duplicated) and skips for missing paths."""
     return _expand(paths)
@@ -123,8 +120,11 @@ def corpus_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
 def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
     """Files to parse (sorted, de-duplicated) and skips for paths that cannot be read.
 
-    Directories are walked without following links to directories (pathlib's
-    rglob) and links to files outside them are skipped; a file named
+    Directories are walked without following links to directories, and links
+    to files outside them are skipped; a subdirectory that cannot be read is a
+    skip too (``--strict`` fails on it). Files found in a directory are
+    `CorpusFile`s: `read_bytes` opens them without following a link swapped in
+    after this listing and checks where the opened file really is. A file named
     explicitly is read wherever it is.
     """
     files: list[Path] = []
@@ -133,20 +133,29 @@ def _expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skip]]:
         p = Path(raw)
         if p.is_dir():
             root = p.resolve()
-            for f in p.rglob("*"):
-                rel = f.relative_to(p)
-                if (
-                    f.is_file()
-                    and f.suffix.lower() in CORPUS_SUFFIXES
-                    and not _is_hidden(rel)
-                    and f.stem.lower() not in _IGNORED_STEMS
-                ):
+
+            def unreadable(exc: OSError) -> None:
+                where = exc.filename if exc.filename is not None else str(p)
+                skips.append(Skip(source=_printable(str(where)),
+                                  reason=f"cannot read directory ({exc.strerror or exc}); its files are not indexed"))
+
+            for dirpath, dirnames, filenames in os.walk(p, onerror=unreadable):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # hidden folders are not read
+                for name in filenames:
+                    f = Path(dirpath, name)
+                    if (
+                        name.startswith(".")
+                        or f.suffix.lower() not in CORPUS_SUFFIXES
+                        or f.stem.lower() in _IGNORED_STEMS
+                        or not f.is_file()
+                    ):
+                        continue
                     # A corpus directory is untrusted: a link in it must not pull in a file from elsewhere.
                     if f.is_symlink() and not f.resolve().is_relative_to(root):
                         skips.append(Skip(source=_printable(str(f)),
                                           reason="symbolic link to a file outside the corpus directory"))
                         continue
-                    files.append(f)
+                    files.append(CorpusFile(f, root=root))
         elif p.is_file():
             files.append(p)  # named explicitly: parsed whatever its name
         else:
