@@ -93,6 +93,7 @@ class DamagedIndexWarning(UserWarning):
 
 # OS failures that say "this place cannot take the index now", not "digest_rag has a bug".
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _SQLITE_WRITE_ERRORS = ("database or disk is full", "disk i/o error", "readonly database", "unable to open database")
 
 
@@ -108,7 +109,9 @@ def index_write_errors(index_dir: Path) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in _WRITE_ERRNOS:
             raise
-        where = exc.filename or index_dir
+        # A copy (shutil) names its source first and the file it was writing second: name the one written.
+        written = exc.filename2 if exc.errno in _FULL_ERRNOS and exc.filename2 else None
+        where = written or exc.filename or index_dir
         raise IndexWriteError(
             f"{where}: cannot write the index ({exc.strerror or exc}); the previous index at {index_dir} is unchanged"
         ) from exc

@@ -125,6 +125,22 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("sentence_transformers", "transformers", "huggingface_hub", "faiss"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # digest_rag's own log records (a cache started afresh) are warning lines like the others, through _echo:
+    # they name files, whose names may hold control characters.
+    ours = logging.getLogger("digest_rag")
+    if not any(isinstance(h, _WarningLines) for h in ours.handlers):
+        ours.addHandler(_WarningLines(logging.WARNING))
+        ours.propagate = False
+
+
+class _WarningLines(logging.Handler):
+    """Log records of digest_rag as one ``warning: ...`` line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _err(f"warning: {' '.join(record.getMessage().split())}")
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
 
 
 def _version(value: bool) -> None:

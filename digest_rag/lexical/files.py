@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -184,3 +184,23 @@ def read_npy(path: Path, length: int | None = None) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise IndexCorruptedError(f"{path}: not a single .npy array")
     return arr
+
+
+class _Stream:
+    """A file seen by numpy as a plain stream: `np.lib.format.write_array` then writes it through Python
+    (16 MiB at a time), whose OSError carries the errno of a full disk. numpy's own ``tofile`` reports one
+    as "N requested and 0 written" with no errno, which no error handler can recognise."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.write = fh.write
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """`np.save` (no pickle) whose failures are OSErrors with an errno and this file's name."""
+    try:
+        with open(path, "wb") as fh:
+            npy_format.write_array(_Stream(fh), np.asarray(array), allow_pickle=False)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise

@@ -45,6 +45,7 @@ from digest_rag.lexical.files import (
     SortedVocab,
     read_json,
     read_npy,
+    save_npy,
 )
 from digest_rag.lexical.lexicon import MinedLexicon
 from digest_rag.lexical.terms import QueryTerms, analyse_query
@@ -297,17 +298,16 @@ class LexicalIndex:
             indices = np.zeros(0, dtype=np.int32)
             indptr = np.zeros(1, dtype=np.int64)
             vocab, params = {}, {"num_docs": 0}
-        np.save(directory / DATA_FILE, np.ascontiguousarray(data), allow_pickle=False)
-        np.save(directory / INDICES_FILE, np.ascontiguousarray(indices), allow_pickle=False)
-        np.save(directory / INDPTR_FILE, np.ascontiguousarray(indptr), allow_pickle=False)
-        np.save(directory / CHUNK_IDS_FILE, self.chunk_ids, allow_pickle=False)
+        save_npy(directory / DATA_FILE, np.ascontiguousarray(data))
+        save_npy(directory / INDICES_FILE, np.ascontiguousarray(indices))
+        save_npy(directory / INDPTR_FILE, np.ascontiguousarray(indptr))
+        save_npy(directory / CHUNK_IDS_FILE, self.chunk_ids)
         tokens = sorted((t.encode("utf-8"), i) for t, i in vocab.items())
-        np.save(directory / VOCAB_BLOB_FILE, np.frombuffer(b"".join(t for t, _i in tokens), dtype=np.uint8),
-                allow_pickle=False)
+        save_npy(directory / VOCAB_BLOB_FILE, np.frombuffer(b"".join(t for t, _i in tokens), dtype=np.uint8))
         offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
         np.cumsum([len(t) for t, _i in tokens], out=offsets[1:])
-        np.save(directory / VOCAB_OFFSETS_FILE, offsets, allow_pickle=False)
-        np.save(directory / VOCAB_IDS_FILE, np.array([i for _t, i in tokens], dtype=np.int64), allow_pickle=False)
+        save_npy(directory / VOCAB_OFFSETS_FILE, offsets)
+        save_npy(directory / VOCAB_IDS_FILE, np.array([i for _t, i in tokens], dtype=np.int64))
         (directory / PARAMS_FILE).write_text(json.dumps(params, indent=1), encoding="utf-8")
         self.lexicon.save(directory)
         meta = {

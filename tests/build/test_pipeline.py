@@ -186,17 +186,23 @@ def test_enospc_writing_arrays_is_a_typed_error(tmp_path: Path, corpus: Path, mo
     import errno
     import os
 
-    import numpy as np
-
     ix = tmp_path / "ix"
     DigestIndex.build([corpus], index_dir=ix, lexical_only=True).close()
     before = _answers(ix)
 
-    def full(file: object, *_a: object, **_k: object) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+    import digest_rag.lexical.files as lexical_files
 
-    monkeypatch.setattr(np, "save", full)
+    class Full:
+        def __init__(self, _fh: object) -> None:
+            pass
+
+        def write(self, _data: bytes) -> None:  # what Python's write raises on a full disk: no file name
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(lexical_files, "_Stream", Full)
     _assert_disk_full_is_one_line_and_harmless(ix, corpus, before)
+    with pytest.raises(Exception, match=r"lexical\.data\.npy: cannot write the index"):  # the file being written
+        DigestIndex.build([corpus], index_dir=ix, lexical_only=True, force=True)
 
 
 def test_a_really_full_file_system(tmp_path: Path, corpus: Path) -> None:
