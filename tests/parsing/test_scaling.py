@@ -2,8 +2,9 @@
 
 Each shape of input is parsed at a size and at twice that size; the second
 must take at most ~2.5x the first (a quadratic parser takes ~4x). Times are the
-best of a few runs, and a shape gets three tries, because the test machine is
-shared. The acceptance sizes of the issue are checked directly too.
+CPU time of this process (a shared test machine's load does not count), best of
+a few runs, and a shape gets three tries. The acceptance sizes of the issue are
+checked directly too.
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from digest_rag.build.spool import PaperSpool
-from digest_rag.parsing import detect_format, parse_paths, parse_text
+from digest_rag.parsing import ParseResult, detect_format, parse_paths, parse_text
 from digest_rag.text import read_text
 
 ROOT = Path(__file__).resolve().parents[2]
 RATIO = 2.5
 
 
+def _cpu(fn: Callable[[], object]) -> float:
+    """CPU seconds ``fn`` takes (parsing is single-threaded: wall time on an idle machine)."""
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
 def _best(fn: Callable[[], object], runs: int = 3) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(_cpu(fn) for _ in range(runs))
 
 
 def _doubling_ratio(make: Callable[[int], Callable[[], object]], n: int) -> tuple[float, float, float]:
@@ -139,21 +142,17 @@ def test_any_repeated_note_block_parses_in_linear_time(block: list[str]) -> None
 def test_the_issues_sizes() -> None:
     """A 211 KB note parses in <= 2 s (64 s before); 8,000 records sharing one id merge in <= 5 s (121 s)."""
     note = hostile_note(211)
-    t0 = time.perf_counter()
-    parse_text(note, "n.md", "notes")
-    assert time.perf_counter() - t0 <= 2.0
+    assert _cpu(lambda: parse_text(note, "n.md", "notes")) <= 2.0
 
 
 def test_8000_copies_of_one_paper_merge_in_5_s(tmp_path: Path) -> None:
-    (tmp_path / "dup.jsonl").write_text(shared_id_records(8000), encoding="utf-8")
-    t0 = time.perf_counter()
-    res = parse_paths([tmp_path])
-    took = time.perf_counter() - t0
-    assert took <= 5.0 and len(res.papers) == 1 and len(res.merged) == 7999
+    (tmp_path / "dup.jsonl").write_text(shared_id_records(8000), encoding="utf-8")  # 1.3 MB (the issue's: 0.7)
+    found: list[object] = []
+    assert _cpu(lambda: found.append(parse_paths([tmp_path]))) <= 5.0
+    res = found[0]
+    assert isinstance(res, ParseResult) and len(res.papers) == 1 and len(res.merged) == 7999
     paper = res.papers[0]
     assert len(paper.tags) == 8000 and len(paper.urls) == 8000 and paper.tags[:2] == ["t0", "t1"]
     with PaperSpool() as sp:
-        t0 = time.perf_counter()
-        sp.parse_paths([tmp_path])
-        assert time.perf_counter() - t0 <= 5.0
+        assert _cpu(lambda: sp.parse_paths([tmp_path])) <= 5.0
         assert sp.paper("same-id") == paper and len(sp.merged) == 7999
