@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperGroup
 
 from digest_rag.frontends.display import format_hits
-from digest_rag.errors import CorpusError, DigestRagError
+from digest_rag.errors import CorpusError, DigestRagError, IndexWriteError
 from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
 from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
 from digest_rag.version import __version__
@@ -95,16 +95,21 @@ def _handled() -> Iterator[None]:
     """Typed errors become one line on stderr and their exit code; warnings one line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        logged = _WarningLines.collect()
         try:
             yield
         except DigestRagError as exc:
             _flush_warnings(caught)
+            # A cache that could not be written on a full disk is no news after the error saying so: one line.
+            _WarningLines.finish(logged, show=not isinstance(exc, IndexWriteError))
             err(f"error: {' '.join(str(exc).split())}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            _WarningLines.finish(logged, show=True)
             err("interrupted; the index was left as it was before this command")
             raise typer.Exit(130) from None
         _flush_warnings(caught)
+        _WarningLines.finish(logged, show=True)
 
 
 def _flush_warnings(caught: list[warnings.WarningMessage]) -> None:
@@ -134,11 +139,31 @@ def _quiet_libraries() -> None:
 
 
 class _WarningLines(logging.Handler):
-    """Log records of digest_rag as one ``warning: ...`` line each on stderr."""
+    """Log records of digest_rag as one ``warning: ...`` line each on stderr; inside a command (`_handled`)
+    they are kept and printed with its warnings when it ends."""
+
+    _held: list[list[str]] = []
+
+    @classmethod
+    def collect(cls) -> list[str]:
+        lines: list[str] = []
+        cls._held.append(lines)
+        return lines
+
+    @classmethod
+    def finish(cls, lines: list[str], *, show: bool) -> None:
+        if lines in cls._held:
+            cls._held.remove(lines)
+        for line in dict.fromkeys(lines) if show else ():
+            err(line)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            _err(f"warning: {' '.join(record.getMessage().split())}")
+            line = f"warning: {' '.join(record.getMessage().split())}"
+            if self._held:
+                self._held[-1].append(line)
+            else:
+                err(line)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
