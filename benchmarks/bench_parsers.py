@@ -3,7 +3,8 @@
 Issue 23: a parser or the merge that is quadratic shows a ratio near 4x; a linear one about 2x. Inputs:
 the seed digests (daily, weekly, blog) repeated, the test notes repeated (older and newer styles), the
 hostile newer-style note of the issue (a plain 'Title' line every other line), JSONL records with
-distinct ids, and JSONL records sharing one id (merged: `parse_paths` and the build's spool). Best of
+distinct ids, and JSONL records sharing one id (merged: `parse_paths` and the build's spool). CPU seconds
+of this process (a loaded machine's waits do not count), best of
 ``--rounds`` runs per size.
 
 Usage: python benchmarks/bench_parsers.py [--rounds 3] [--scale 1]
@@ -71,7 +72,7 @@ def main() -> None:
         ("merge", "records sharing one id, build spool", lambda n: _merge(tmp, n, spool=True), 4000),
     ]
     print(f"# {machine()}; best of {args.rounds}")
-    print("| parser | input | size n | input at n | time at n (s) | time at 2n (s) | ratio |")
+    print("| parser | input | size n | input at n | CPU s at n | CPU s at 2n | ratio |")
     print("|---|---|---|---|---|---|---|")
     for parser, what, make, n in cases:
         n *= s
