@@ -119,7 +119,7 @@ def test_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
 _SAVE_UNDER_LIMIT = """
 import errno, resource, signal, sys
 import numpy as np
-from digest_rag.lexical.index import save_npy
+from digest_rag.lexical.files import save_npy
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:

@@ -383,12 +383,12 @@ def test_format_2_with_a_json_vocabulary_still_loads(index: LexicalIndex, tmp_pa
 def test_a_paper_field_adds_a_bounded_number_of_tokens_to_each_chunk() -> None:
     """Issue 23: a paper merged from thousands of copies has thousands of tags and of chunks; each chunk's
     BM25 document repeated every tag (64 M tokens at 8,000 copies). A field adds at most MAX_FIELD_TOKENS."""
-    from digest_rag.lexical.index import MAX_FIELD_TOKENS, TokenCache, _paper_field_tokens
+    from digest_rag.lexical.builder import MAX_FIELD_TOKENS, TokenCache, paper_field_tokens
     from digest_rag.models import Paper
 
     paper = Paper(id="p", title="Shared Title", tags=[f"tag{i}" for i in range(3 * MAX_FIELD_TOKENS)],
                   authors=["Alice Kim", "Bob Lee"], source="x.jsonl", format="jsonl")
-    title, tags, authors = _paper_field_tokens({"p": paper}, ["p"], TokenCache())["p"]
+    title, tags, authors = paper_field_tokens({"p": paper}, ["p"], TokenCache())["p"]
     assert len(tags) == MAX_FIELD_TOKENS
     assert tags[0].startswith("tag")
     assert authors and title and len(title) < MAX_FIELD_TOKENS
