@@ -427,7 +427,7 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (a sentence-transformers directory)."),
     static: bool = typer.Option(False, "--static", help="Start from a StaticEmbedding over a tokenizer trained on the corpus (the default; no download)."),
     base: str = typer.Option(None, "--base", help="Fine-tune this sentence-transformers model (name or path), e.g. intfloat/multilingual-e5-small."),
-    steps: int = typer.Option(600, "--steps", min=1, help="Training steps."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Training steps."),
     batch_size: int = typer.Option(1024, "--batch-size", min=2, help="Pairs per batch (distinct papers plus term pairs)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed on the same corpus gives the same model."),
     dim: int = typer.Option(512, "--dim", min=8, help="--static: vector width."),
