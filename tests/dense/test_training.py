@@ -41,10 +41,8 @@ def test_pairs_on_the_seeds_counted_per_kind_and_never_across_papers(seed_papers
     mined = mine_pairs(seed_papers)
     assert mined.counts["note_abstract"] == 23 and mined.counts["title_title"] == 7
     assert mined.counts["passage_title"] == 33 and mined.counts["passage_passage"] == 32
-    assert mined.counts["sentence_title"] == 78
     assert mined.counts["glossary"] > 1000 and mined.counts["lexicon"] >= 1
-    assert mined.heldout_counts == {"note_abstract": 5, "passage_passage": 5, "passage_title": 17,
-                                    "sentence_title": 58, "title_title": 2}
+    assert mined.heldout_counts == {"note_abstract": 5, "passage_passage": 5, "passage_title": 17, "title_title": 2}
     assert not set(mined.train_papers) & set(mined.heldout_papers)
     by_id = {p.id: p for p in seed_papers}
     for pair in mined.train + mined.heldout:

@@ -9,7 +9,6 @@ cross-lingual retriever needs, in the user's own domain:
 * ``passage_passage``: a Korean passage of its commentary <-> a passage of its abstract;
 * ``passage_title``: a Korean passage <-> the English title (and abstract opening): the only English
   many notes have, and what a Korean question must find in an English-only paper;
-* ``sentence_title``: one Korean sentence of a longer note <-> the same English text: question-sized;
 * ``glossary``: the curated glossary's Korean <-> English forms (digest_rag/data/ml_glossary_ko_en.tsv);
 * ``lexicon``: "지식 증류(knowledge distillation)" pairs written in the notes, kept when several papers agree.
 
@@ -41,15 +40,12 @@ from digest_rag.models import Paper
 __all__ = ["PAIR_KINDS", "MinedPairs", "Pair", "PairKind", "english_text", "excluded_papers", "glossary_pairs",
            "korean_text", "mine_pairs"]
 
-PairKind = Literal["note_abstract", "title_title", "passage_passage", "passage_title", "sentence_title", "glossary",
-                   "lexicon"]
-PAIR_KINDS: tuple[PairKind, ...] = ("note_abstract", "title_title", "passage_passage", "passage_title",
-                                    "sentence_title", "glossary", "lexicon")
+PairKind = Literal["note_abstract", "title_title", "passage_passage", "passage_title", "glossary", "lexicon"]
+PAIR_KINDS: tuple[PairKind, ...] = ("note_abstract", "title_title", "passage_passage", "passage_title", "glossary",
+                                    "lexicon")
 #: Characters per passage (a few sentences); a whole note or abstract is cut at `MAX_CHARS`.
 PASSAGE_CHARS = 320
 MAX_CHARS = 1200
-#: A sentence shorter than this is no question-sized description.
-SENTENCE_MIN = 15
 #: A lexicon pair must be written in at least this many papers.
 LEXICON_MIN_PAPERS = 2
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
@@ -123,10 +119,6 @@ def passages(text: str, size: int = PASSAGE_CHARS) -> list[str]:
     return [p[: size * 2] for p in out if len(p) >= 20]
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip()[:MAX_CHARS] for s in _SENTENCE_END.split(text) if s and s.strip() and not _URL_ONLY.match(s)]
-
-
 def _paper_pairs(paper: Paper) -> list[Pair]:
     ko = korean_text(paper)
     abstract = _abstract(paper)
@@ -146,10 +138,6 @@ def _paper_pairs(paper: Paper) -> list[Pair]:
     if title and not paper.title_from_filename:
         english = title + ("\n" + en_parts[0] if en_parts else "")
         out.extend(Pair(kind="passage_title", anchor=part, positive=english, paper=pid) for part in ko_parts)
-        sentences = _sentences(ko)
-        if len(sentences) > 1:  # a one-sentence note is its passage already
-            out.extend(Pair(kind="sentence_title", anchor=sent, positive=english, paper=pid)
-                       for sent in sentences if len(sent) >= SENTENCE_MIN and _is_korean(sent))
     return out
 
 
