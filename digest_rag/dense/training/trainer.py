@@ -51,7 +51,7 @@ class TrainOptions(BaseModel):
     base: str | None = Field(default=None, description="sentence-transformers model name or path to fine-tune")
     seed: int = 0
     #: 300 steps of 1,024 pairs: on seeds + ml-papers (1,144 training papers) that is ~270 passes over each paper;
-    #: 600 took twice the time for the same self-check (R@1 0.148 vs 0.133, MRR@10 0.201 vs 0.211).
+    #: 600 steps took twice the time for no better self-check (R@1 0.148 vs 0.133, MRR@10 0.201 vs 0.211).
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=1024, ge=2, description="pairs per batch (papers + term pairs)")
     term_share: float = Field(default=0.25, ge=0.0, lt=1.0, description="share of each batch given to term pairs")
