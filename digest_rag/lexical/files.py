@@ -68,6 +68,10 @@ LEXICAL_FILES: tuple[str, ...] = (META_FILE, PARAMS_FILE, *SORTED_VOCAB_FILES, D
                                   LEXICON_FILE)
 
 
+#: Most tokens a `SortedVocab` remembers the answer for before it starts over.
+VOCAB_MEMO_MAX = 1 << 16
+
+
 class SortedVocab(Mapping[str, int]):
     """Token -> term id over the memory-mapped sorted vocabulary files: a lookup is a binary search
     over the tokens' UTF-8 bytes, so opening an index costs nothing per term."""
@@ -76,6 +80,9 @@ class SortedVocab(Mapping[str, int]):
         # Plain ndarray views of the mapped files: indexing a np.memmap builds a memmap object per probe
         # (~20 per lookup), which was a fifth of a lexical search's time.
         self._blob, self._offsets, self._ids = (a.view(np.ndarray) for a in (blob, offsets, ids))
+        # Answered lookups (-1: absent): a question's terms recur across questions, and each binary search
+        # costs ~20 byte comparisons. Bounded; it starts over past VOCAB_MEMO_MAX tokens.
+        self._memo: dict[str, int] = {}
 
     @classmethod
     def load(cls, directory: Path) -> SortedVocab:
@@ -99,6 +106,18 @@ class SortedVocab(Mapping[str, int]):
         return self._blob[int(self._offsets[i]) : int(self._offsets[i + 1])].tobytes()
 
     def __getitem__(self, token: str) -> int:
+        tid = self._memo.get(token)
+        if tid is None:
+            tid = self._find(token)
+            if len(self._memo) >= VOCAB_MEMO_MAX:
+                self._memo.clear()
+            self._memo[token] = tid
+        if tid < 0:
+            raise KeyError(token)
+        return tid
+
+    def _find(self, token: str) -> int:
+        """The term id of ``token`` by binary search, -1 when absent."""
         want = token.encode("utf-8", "surrogatepass")
         lo, hi = 0, len(self)
         while lo < hi:
@@ -109,7 +128,7 @@ class SortedVocab(Mapping[str, int]):
                 hi = mid
         if lo < len(self) and self._token(lo) == want:
             return int(self._ids[lo])
-        raise KeyError(token)
+        return -1
 
     def __iter__(self) -> Iterator[str]:
         return (self._token(i).decode("utf-8") for i in range(len(self)))

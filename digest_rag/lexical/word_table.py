@@ -75,7 +75,12 @@ _SELECT = {name: f"SELECT key, morphs FROM {name} WHERE key IN " for name in ("e
 _PUT = {name: f"INSERT OR REPLACE INTO {name} VALUES (?, ?, ?)" for name in ("stems", "suffixes")}
 _DROP = {name: f"DELETE FROM {name} WHERE key = ?" for name in ("stems", "suffixes")}
 
+#: Most keys one table's lookup cache holds (hits and misses) before it starts over.
+_CACHE_MAX = 1 << 16
+_UNKNOWN: list = []  # a cache entry's absence (None is a cached miss)
 _WORD = re.compile(r"\S+")
+# A Latin/number head written against Korean ("XLNet이", "GPT-4로"): the characters before the first Hangul.
+_LATIN_HEAD = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+\-_/]*(?=[\uac00-\ud7a3])")
 # Punctuation a reader puts around a word ("공격은?", "(탈옥)") that Kiwi reads as its own morpheme.
 _EDGE = re.compile(r"^[^\w]+|[^\w]+$")
 
@@ -348,6 +353,10 @@ class EojeolTable:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._multiword: frozenset[str] | None = None
+        # Lookups already answered, hits and misses, per table: the table is immutable, and a query's words
+        # (방법, 모델, 논문, 어떻게 ...) recur from question to question. Bounded: cleared when it grows past
+        # _CACHE_MAX keys.
+        self._cache: dict[str, dict[str, list[tuple[str, str, int, int, str]] | None]] = {t: {} for t in _SELECT}
         try:
             # Read-only and immutable: a generation's files never change once committed.
             self._con: sqlite3.Connection | None = sqlite3.connect(
@@ -367,6 +376,8 @@ class EojeolTable:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+            for cache in self._cache.values():
+                cache.clear()
 
     def __len__(self) -> int:
         return int(self._query("SELECT count(*) FROM eojeols", ())[0][0])
@@ -384,16 +395,31 @@ class EojeolTable:
         """Stored analyses of those ``keys`` the table holds (``table``: eojeols, stems or suffixes)."""
         if table not in _SELECT:
             raise ValueError(f"no table {table!r}")
-        todo = sorted(set(keys))
+        cache = self._cache[table]
         out: dict[str, list[tuple[str, str, int, int, str]]] = {}
+        todo = []
+        for key in set(keys):
+            hit = cache.get(key, _UNKNOWN)  # one read: another thread may clear the cache meanwhile
+            if hit is _UNKNOWN:
+                todo.append(key)
+            elif hit is not None:
+                out[key] = hit
+        todo.sort()
+        fresh: dict[str, list[tuple[str, str, int, int, str]]] = {}
         for i in range(0, len(todo), _BATCH):
             part = todo[i : i + _BATCH]
             rows = self._query(_SELECT[table] + "(" + ",".join("?" * len(part)) + ")", part)
             for key, raw in rows:
                 try:
-                    out[key] = _decode(raw)
+                    fresh[key] = _decode(raw)
                 except (ValueError, TypeError) as exc:
                     raise IndexCorruptedError(f"{self.path}: damaged analysis of {key!r}") from exc
+        if todo and self._con is not None:
+            if len(cache) + len(todo) > _CACHE_MAX:
+                cache.clear()
+            cache.update(dict.fromkeys(todo))
+            cache.update(fresh)
+        out.update(fresh)
         return out
 
     def rows(self) -> dict[str, tuple[str, int]]:
@@ -432,6 +458,8 @@ class EojeolTable:
                         candidates.add(_EDGE.sub("", key))
         found = self.lookup(candidates)
         parts = self._parts([k for k in candidates if " " not in k and k not in found])
+        # Still unknown: a name with a particle ("XLNet이"), or two known words written as one ("사전학습").
+        parts.update(self._joined([k for k in candidates if " " not in k and k not in found and k not in parts]))
         out: list[Morph] = []
         i = 0
         while i < len(words):
@@ -458,6 +486,38 @@ class EojeolTable:
                         break
                 else:
                     return None
+        return out
+
+    def _joined(self, words: Sequence[str]) -> dict[str, list[tuple[str, str, int, int, str]]]:
+        """Readings of unknown ``words`` that are no stem + suffix either, from two known parts.
+
+        * A Latin or number head with a Korean particle or ending: "XLNet이", "GPT-4로", "DPO는". The head
+          makes no Korean morpheme (Kiwi reads it SL/SN, which the analysis leaves to its Latin tokens),
+          so the reading is the tail's, from the suffixes (or words) the table knows.
+        * Two known words run together, the first a noun: "사전학습" (사전 + 학습), "플래시어텐션"
+          (플래시 + 어텐션), the second also as stem + suffix ("언어모델을"). Longest first part first.
+        """
+        out: dict[str, list[tuple[str, str, int, int, str]]] = {}
+        latin = {w: m.end() for w in words if (m := _LATIN_HEAD.match(w)) and m.end() < len(w)}
+        if latin:
+            tails = {w[cut:] for w, cut in latin.items()}
+            known = {**self.lookup(tails), **self.lookup(tails, "suffixes")}
+            for w, cut in latin.items():
+                tail = known.get(w[cut:])
+                if tail is not None:
+                    out[w] = [(f, t, st + cut, n, lem) for f, t, st, n, lem in tail]
+        rest = [w for w in words if w not in out and needs_kiwi(w) and len(w) >= 3 and w not in latin]
+        if not rest:
+            return out
+        heads = self.lookup(w[:k] for w in rest for k in range(2, len(w)))
+        tails_needed = {w[k:] for w in rest for k in range(2, len(w)) if w[:k] in heads}
+        tails = {**self._parts(list(tails_needed)), **self.lookup(tails_needed)}
+        for w in rest:
+            for k in range(len(w) - 1, 1, -1):
+                head, tail = heads.get(w[:k]), tails.get(w[k:])
+                if head and tail and all(m[1] in _NOUNISH for m in head) and tail[0][1] in _NOUNISH:
+                    out[w] = [*head, *((f, t, st + k, n, lem) for f, t, st, n, lem in tail)]
+                    break
         return out
 
     def _parts(self, words: Sequence[str]) -> dict[str, list[tuple[str, str, int, int, str]]]:

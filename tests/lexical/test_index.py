@@ -370,6 +370,8 @@ def test_format_2_with_a_json_vocabulary_still_loads(index: LexicalIndex, tmp_pa
     vocab = dict(current._bm25.vocab_dict)  # the sorted arrays, read back as a mapping
     assert vocab and all(current._bm25.vocab_dict[t] == i for t, i in list(vocab.items())[:50])
     assert "no such token" not in current._bm25.vocab_dict
+    assert "no such token" not in current._bm25.vocab_dict  # a remembered miss is still a miss
+    assert all(current._bm25.vocab_dict[t] == i for t, i in list(vocab.items())[:50])  # remembered hits too
     meta = json.loads((tmp_path / "lexical.json").read_text(encoding="utf-8"))
     for name in ("lexical.vocab_bytes.npy", "lexical.vocab_offsets.npy", "lexical.vocab_ids.npy"):
         (tmp_path / name).unlink()

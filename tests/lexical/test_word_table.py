@@ -159,3 +159,32 @@ def test_a_patched_table_equals_one_written_whole(tmp_path: Path) -> None:
     ref.observe(TEXTS[2], get_kiwi().tokenize(TEXTS[2]))
     ref.save(tmp_path / "ref.sqlite")
     assert _dump(tmp_path / "again.sqlite") == _dump(tmp_path / "ref.sqlite")
+
+
+def test_latin_name_with_a_particle_is_read_without_kiwi(tmp_path: Path) -> None:
+    # "GPT-4를" is in no text; "를" is a known suffix (컨텍스트를), and GPT-4 makes no Korean morpheme.
+    table = _table(tmp_path, TEXTS)
+    query = "GPT-4를 악용하는 공격"
+    morphs = table.analyse(query)
+    assert morphs is not None and ("를", "JKO", 5, 1) in [m[:4] for m in morphs]
+    assert query_term_weights(query, stored=table) == query_term_weights(query)
+
+
+def test_two_known_words_run_together_are_read_without_kiwi(tmp_path: Path) -> None:
+    table = _table(tmp_path, TEXTS + ["사전 모델과 결합한 방법"])
+    query = "사전학습을 결합한 에이전트"  # 사전 and 학습을 are known words, 사전학습을 is not
+    morphs = table.analyse(query)
+    assert morphs is not None and [m[:2] for m in morphs[:3]] == [("사전", "NNG"), ("학습", "NNG"), ("을", "JKO")]
+    assert query_term_weights(query, stored=table) == query_term_weights(query)
+    assert table.analyse("노리는학습") is None  # no known first word: still Kiwi's
+
+
+def test_lookups_are_cached_and_close_forgets_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _table(tmp_path, TEXTS)
+    first = table.lookup(["공격을", "없는말"])
+    assert set(first) == {"공격을"}
+    monkeypatch.setattr(table, "_query", lambda *_a: pytest.fail("a cached key went to SQLite"))
+    assert table.lookup(["공격을", "없는말"]) == first  # hits and misses both answered from memory
+    monkeypatch.undo()
+    table.close()
+    assert table.lookup(["공격을"]) == {}  # closed: nothing found, nothing remembered
