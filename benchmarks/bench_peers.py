@@ -4,8 +4,12 @@ Query rows (issue 14), each system in its own processes, interleaved round by ro
 
 * in-process hybrid p50: `DigestIndex.search(q, k=10, mode="hybrid")` (E5 + BM25 fused, papers aggregated,
   snippets cut and highlighted) against txtai `Embeddings(hybrid=True).search(q, 10)` (dense + BM25);
-* in-process lexical p50: `mode="lexical"` (Kiwi analysis, glossary expansion, snippets) against txtai's
-  keyword-only BM25 index;
+* in-process lexical p50 (issue 25): `mode="lexical"` (Kiwi analysis, glossary expansion, papers aggregated,
+  snippets) against txtai's keyword-only BM25 index AND a hand-built bm25s + Kiwi passage search
+  (`_BM25S_KIWI`: Kiwi morphemes of content words, Latin words lowercased, bm25s over the same passages), on
+  >= 30 dev questions (default: the first 30 answerable questions of eval/ml_papers_kinds_tune.jsonl: all
+  Korean, about half naming a model), with each system's R@1 and MRR@10 on them. The peers search the
+  passages of the digest_rag lexical index (every chunk, title chunks too); a passage counts as its paper;
 * one CLI hybrid search process: `python -m digest_rag.frontends.cli search Q --index DIR -k 5` against a minimal txtai
   script (`Embeddings().load(DIR); print(search(Q, 5))`), wall time and peak RSS (/usr/bin/time).
 
@@ -23,7 +27,8 @@ prepares (cut by digest_rag's chunker); model: the e5-shaped random model (`_com
 E5's "query: " / "passage: " prefixes on both sides. txtai's indexes are built once under
 /tmp/digest_rag_bench/peers and reused. txtai is in the `bench` extra only (`pip install 'digest-rag[bench]'`).
 
-Usage: python benchmarks/bench_peers.py [--rounds 5] [--repeat 5] [--lexical-only]   (run python benchmarks/bench_cli.py --prepare-only first)
+Usage: python benchmarks/bench_peers.py [--rounds 5] [--repeat 5] [--lexical-only] [--questions FILE] [--n 30]
+           (run python benchmarks/bench_cli.py --prepare-only first, or pass --lexical-index: seeds + ml-papers)
        python benchmarks/bench_peers.py --build [--rounds 1] [--subset 2019 arXiv]   (build rows only)
 """
 
@@ -79,15 +84,102 @@ from txtai import Embeddings
 path, repeat, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 emb = Embeddings()
 emb.load(path)
-for q in queries:
-    emb.search(q, 10)
+top = {q: [r[0] if isinstance(r, (tuple, list)) else r["id"] for r in emb.search(q, 10)] for q in queries}
 ms = []
 for _ in range(repeat):
     for q in queries:
         t = time.perf_counter()
         emb.search(q, 10)
         ms.append((time.perf_counter() - t) * 1000)
-print(json.dumps(ms))
+print(json.dumps({"ms": ms, "top": top}))
+"""
+
+#: The lexical peers' passages: every chunk of the digest_rag lexical index (title chunks too, as its own BM25
+#: sees them) and the chunk -> paper table that turns a peer's passages into papers. argv: index, out dir.
+_LEXICAL_PASSAGES = """
+import json, sys
+from pathlib import Path
+from digest_rag import DigestIndex
+index, out = sys.argv[1], Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+chunks = DigestIndex.load(index).store.chunks()
+with open(out / "passages.jsonl", "w", encoding="utf-8") as fh:
+    for cid, c in chunks.items():
+        fh.write(json.dumps({"id": cid, "paper": c.paper_id, "text": c.text}, ensure_ascii=False) + "\\n")
+(out / "chunk_papers.json").write_text(json.dumps({str(cid): c.paper_id for cid, c in chunks.items()}))
+print(len(chunks))
+"""
+
+_BUILD_TXTAI_KEYWORD = """
+import json, sys
+from txtai import Embeddings
+passages, out = sys.argv[1:3]
+emb = Embeddings(keyword=True)
+emb.index([(r["id"], r["text"], None) for r in map(json.loads, open(passages, encoding="utf-8"))])
+emb.save(out)
+"""
+
+#: The hand-built peer's analysis: Kiwi as pip installs it, keeping nouns, numerals, roots, verb/adjective stems,
+#: foreign (Latin), Hanja and number tokens, lowercased.
+_KIWI_TOKENS = """
+from kiwipiepy import Kiwi
+_KIWI = Kiwi()
+_KEEP = {"NNG", "NNP", "NR", "SL", "SH", "SN", "XR", "VV", "VA"}
+def tokens(text):
+    return [t.form.lower() for t in _KIWI.tokenize(text) if t.tag in _KEEP]
+"""
+
+_BUILD_BM25S_KIWI = _KIWI_TOKENS + """
+import json, sys
+import bm25s
+passages, out = sys.argv[1:3]
+rows = [json.loads(line) for line in open(passages, encoding="utf-8")]
+retriever = bm25s.BM25()
+retriever.index([tokens(r["text"]) for r in rows], show_progress=False)
+retriever.save(out)
+json.dump([r["id"] for r in rows], open(out + "/ids.json", "w"))
+"""
+
+#: bm25s + Kiwi passage search: analyse the question, score every passage (bm25s' sparse matrix), top 10.
+_BM25S_KIWI = _KIWI_TOKENS + """
+import json, sys, time
+import bm25s
+import numpy as np
+path, repeat, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+retriever = bm25s.BM25.load(path)
+ids = json.load(open(path + "/ids.json"))
+vocab = retriever.vocab_dict
+def search(q, k):
+    tids = sorted({vocab[t] for t in tokens(q) if t in vocab})
+    if not tids:
+        return []
+    scores = np.asarray(retriever.get_scores_from_ids(tids))
+    top = np.argpartition(-scores, k)[:k]
+    return [ids[i] for i in top[np.argsort(-scores[top], kind="stable")] if scores[i] > 0]
+top = {q: search(q, 10) for q in queries}
+ms = []
+for _ in range(repeat):
+    for q in queries:
+        t = time.perf_counter()
+        search(q, 10)
+        ms.append((time.perf_counter() - t) * 1000)
+print(json.dumps({"ms": ms, "top": top}))
+"""
+
+#: digest_rag's in-process lexical search, with each question's top paper ids.
+_DIGEST_LEXICAL = """
+import json, sys, time
+from digest_rag import DigestIndex
+index, repeat, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+idx = DigestIndex.load(index)
+top = {q: [h.paper.id for h in idx.search(q, k=10, mode="lexical")] for q in queries}
+ms = []
+for _ in range(repeat):
+    for q in queries:
+        t = time.perf_counter()
+        idx.search(q, k=10, mode="lexical")
+        ms.append((time.perf_counter() - t) * 1000)
+print(json.dumps({"ms": ms, "top": top}))
 """
 
 _TXTAI_CLI = """
@@ -225,8 +317,59 @@ def txtai_version() -> str:
     return version("txtai")
 
 
-def p50(out: str) -> float:
-    return statistics.median(json.loads(out.strip().splitlines()[-1]))
+def _result(out: str) -> dict:
+    """A query script's last line: {"ms": [...], "top": {question: [ids, best first]}} (a bare list: ms only)."""
+    res = json.loads(out.strip().splitlines()[-1])
+    return res if isinstance(res, dict) else {"ms": res, "top": {}}
+
+
+def dev_questions(path: Path, n: int) -> list[dict]:
+    """`n` answerable questions of a dev file: its kinds taken in turn (known-item, paraphrase, ...), each kind
+    in the file's order, so a file that lists one kind first still gives a mix."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_kind: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("relevant"):
+            by_kind.setdefault(r.get("kind") or "-", []).append(r)
+    picked: list[dict] = []
+    while len(picked) < n and any(by_kind.values()):
+        for queue in by_kind.values():
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    if len(picked) < n:
+        sys.exit(f"{path} has {len(picked)} answerable questions, fewer than --n {n}")
+    return picked
+
+
+def quality(top: dict[str, list], questions: list[dict], to_paper: dict[str, str] | None) -> tuple[float, float]:
+    """R@1 and MRR@10 of one system's top lists; `to_paper` maps a peer's passage ids to paper ids."""
+    r1 = mrr = 0.0
+    for q in questions:
+        papers: list[str] = []
+        for i in top[q["query"]]:
+            pid = to_paper[str(i)] if to_paper is not None else str(i)
+            if pid not in papers:
+                papers.append(pid)
+        rank = next((k for k, pid in enumerate(papers[:10], 1) if pid in q["relevant"]), None)
+        r1 += rank == 1
+        mrr += 1 / rank if rank else 0.0
+    return r1 / len(questions), mrr / len(questions)
+
+
+def lexical_peers(lexical_index: Path, env: dict[str, str]) -> Path:
+    """Passages of `lexical_index`, txtai's keyword index and the bm25s + Kiwi index over them (built once per index)."""
+    out = PEERS / "lexical"
+    stamp = json.dumps([str(lexical_index.resolve()), (lexical_index / "manifest.json").stat().st_mtime_ns])
+    if (out / "stamp.json").is_file() and (out / "stamp.json").read_text() == stamp:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    print("# building the lexical peers' indexes (once per index)", file=sys.stderr)
+    timed_process([sys.executable, "-c", _LEXICAL_PASSAGES, str(lexical_index), str(out)], env, timeout=3600)
+    passages = str(out / "passages.jsonl")
+    timed_process([sys.executable, "-c", _BUILD_TXTAI_KEYWORD, passages, str(out / "txtai-bm25")], env, timeout=3600)
+    timed_process([sys.executable, "-c", _BUILD_BM25S_KIWI, passages, str(out / "bm25s-kiwi")], env, timeout=3600)
+    (out / "stamp.json").write_text(stamp)
+    return out
 
 
 def main() -> None:
@@ -237,7 +380,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5 for query rows, 1 for --build)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--lexical-only", action="store_true",
-                    help="only the BM25 row (no model: txtai's hybrid index takes a full encoding to build)")
+                    help="only the lexical rows (no model: txtai's hybrid index takes a full encoding to build)")
+    ap.add_argument("--questions", type=Path, default=ROOT / "eval" / "ml_papers_kinds_tune.jsonl",
+                    help="dev questions of the lexical rows (JSON Lines with relevant paper ids)")
+    ap.add_argument("--n", type=int, default=30, help="how many of its answerable questions (default 30)")
     ap.add_argument("--build", action="store_true", help="the build rows (cold, 1%%-changed) instead of the query rows")
     ap.add_argument("--subset", nargs="*", default=None, help="--build: ml-papers sub-folders to use (default: all)")
     ap.add_argument("--no-seeds", action="store_true", help="--build: leave the seed digests out")
@@ -252,60 +398,79 @@ def main() -> None:
         build_rows(args)
         return
     args.rounds = args.rounds or 5
-    if not (args.index / "manifest.json").is_file():
-        sys.exit(f"no index at {args.index}: run python benchmarks/bench_cli.py --prepare-only first")
+    for need in [args.lexical_index] + ([] if args.lexical_only else [args.index]):
+        if not (need / "manifest.json").is_file():
+            sys.exit(f"no index at {need}: run python benchmarks/bench_cli.py --prepare-only first")
     env = code_env(ROOT)
-    model = e5_shaped_model()
-    hybrid_dir, bm25_dir = PEERS / "txtai-hybrid", PEERS / "txtai-bm25"
-    if not bm25_dir.is_dir() or not (args.lexical_only or hybrid_dir.is_dir()):
+    questions = dev_questions(args.questions, args.n)
+    lex_queries = json.dumps([q["query"] for q in questions], ensure_ascii=False)
+    lex = lexical_peers(args.lexical_index, env)
+    to_paper = json.loads((lex / "chunk_papers.json").read_text())
+    hybrid_dir = PEERS / "txtai-hybrid"
+    if not args.lexical_only and not hybrid_dir.is_dir():
         PEERS.mkdir(parents=True, exist_ok=True)
-        print("# building txtai's indexes (once)", file=sys.stderr)
-        timed_process([sys.executable, "-c", _BUILD_TXTAI, str(args.index), str(model),
-                       "-" if args.lexical_only else str(hybrid_dir), str(bm25_dir)], env, timeout=7200)
+        print("# building txtai's hybrid index (once)", file=sys.stderr)
+        timed_process([sys.executable, "-c", _BUILD_TXTAI, str(args.index), str(e5_shaped_model()), str(hybrid_dir),
+                       str(PEERS / "txtai-bm25")], env, timeout=7200)
     queries = json.dumps(QUERIES, ensure_ascii=False)
     rows: dict[str, dict[str, list[float]]] = {}
+    tops: dict[str, dict[str, list]] = {}
     for r in range(args.rounds):
-        runs = {
-            "in-process hybrid p50 ms": {
+        runs: dict[str, dict[str, list[str]]] = {}
+        if not args.lexical_only:
+            runs["in-process hybrid p50 ms"] = {
                 "digest_rag": [sys.executable, "-c", IN_PROCESS_SEARCH, str(args.index), "hybrid", str(args.repeat), queries],
                 "txtai": [sys.executable, "-c", _TXTAI, str(hybrid_dir), str(args.repeat), queries],
-            },
-            "in-process lexical p50 ms": {
-                "digest_rag": [sys.executable, "-c", IN_PROCESS_SEARCH, str(args.lexical_index), "lexical", str(args.repeat), queries],
-                "txtai": [sys.executable, "-c", _TXTAI, str(bm25_dir), str(args.repeat), queries],
-            },
-            "one CLI hybrid search process": {
+            }
+        runs["in-process lexical p50 ms"] = {
+            "digest_rag": [sys.executable, "-c", _DIGEST_LEXICAL, str(args.lexical_index), str(args.repeat), lex_queries],
+            "txtai": [sys.executable, "-c", _TXTAI, str(lex / "txtai-bm25"), str(args.repeat), lex_queries],
+            "bm25s+Kiwi": [sys.executable, "-c", _BM25S_KIWI, str(lex / "bm25s-kiwi"), str(args.repeat), lex_queries],
+        }
+        if not args.lexical_only:
+            runs["one CLI hybrid search process"] = {
                 "digest_rag": [sys.executable, "-m", "digest_rag.frontends.cli", "search", QUERY, "--index", str(args.index), "-k", "5"],
                 "txtai": [sys.executable, "-c", _TXTAI_CLI, str(hybrid_dir), QUERY],
-            },
-        }
-        if args.lexical_only:
-            runs = {row: v for row, v in runs.items() if "lexical" in row}
+            }
         for row, systems in runs.items():
-            for name in (systems if r % 2 == 0 else reversed(list(systems))):
+            names = list(systems)
+            for name in names[r % len(names):] + names[:r % len(names)]:  # the order rotates round by round
                 wall, rss, out = timed_process(systems[name], env)
                 cell = rows.setdefault(row, {})
                 if row.startswith("in-process"):
-                    cell.setdefault(name, []).append(p50(out))
+                    res = _result(out)
+                    cell.setdefault(name, []).append(statistics.median(res["ms"]))
+                    tops.setdefault(row, {})[name] = res["top"]
                 else:
                     cell.setdefault(name + " wall", []).append(wall)
                     cell.setdefault(name + " rss", []).append(rss)
         print(f"# round {r + 1}/{args.rounds} done", file=sys.stderr)
 
-    print(f"# machine: {machine()}; txtai {txtai_version()}; {args.rounds} rounds interleaved; median (min-max)")
-    print("| query row | digest_rag | txtai | digest_rag / txtai | target | met? |")
-    print("|---|---|---|---|---|---|")
+    print(f"# machine: {machine()}; txtai {txtai_version()}; {args.rounds} rounds, order rotated; median (min-max)")
 
     def cell(xs: list[float], fmt: str) -> str:
         return f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
 
-    for row, target in (("in-process hybrid p50 ms", 1.0), ("in-process lexical p50 ms", 1.5)):
-        if row not in rows:
-            continue
-        ours, theirs = rows[row]["digest_rag"], rows[row]["txtai"]
+    if "in-process hybrid p50 ms" in rows:
+        print("| query row | digest_rag | txtai | digest_rag / txtai | target | met? |")
+        print("|---|---|---|---|---|---|")
+        ours, theirs = rows["in-process hybrid p50 ms"]["digest_rag"], rows["in-process hybrid p50 ms"]["txtai"]
         ratio = statistics.median(ours) / statistics.median(theirs)
-        print(f"| {row} | {cell(ours, '{:.1f}')} | {cell(theirs, '{:.1f}')} | {ratio:.2f}x | <= {target}x "
-              f"| {'yes' if ratio <= target else '**no**'} |")
+        print(f"| in-process hybrid p50 ms | {cell(ours, '{:.1f}')} | {cell(theirs, '{:.1f}')} | {ratio:.2f}x | <= 1.0x "
+              f"| {'yes' if ratio <= 1.0 else '**no**'} |")
+    lexical = rows["in-process lexical p50 ms"]
+    kinds = {k: sum((q.get("kind") or "-") == k for q in questions) for k in sorted({q.get("kind") or "-" for q in questions})}
+    print(f"\n# lexical: {len(questions)} questions of {args.questions.name} ({kinds}), "
+          f"{sum(not any('a' <= c.lower() <= 'z' for c in q['query']) for q in questions)} of them Hangul only")
+    print("| lexical search | p50 ms | R@1 | MRR@10 | digest_rag p50 / this | target | met? |")
+    print("|---|---|---|---|---|---|---|")
+    ours_p50 = statistics.median(lexical["digest_rag"])
+    for name, target in (("digest_rag", None), ("txtai", 1.0), ("bm25s+Kiwi", 2.5)):
+        r1, mrr = quality(tops["in-process lexical p50 ms"][name], questions, None if name == "digest_rag" else to_paper)
+        ratio = ours_p50 / statistics.median(lexical[name])
+        met = "" if target is None else ("yes" if ratio <= target else "**no**")
+        print(f"| {name} | {cell(lexical[name], '{:.2f}')} | {r1:.3f} | {mrr:.3f} | {ratio:.2f}x "
+              f"| {'' if target is None else f'<= {target}x'} | {met} |")
     cli_row = rows.get("one CLI hybrid search process")
     for what, unit, fmt in (("wall", "s", "{:.2f}"), ("rss", "MiB", "{:.0f}")) if cli_row else ():
         ours, theirs = cli_row["digest_rag " + what], cli_row["txtai " + what]
