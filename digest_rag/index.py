@@ -16,15 +16,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from digest_rag.lexical.terms import QueryTerms, analyse_query
-from digest_rag.errors import IndexClosedError, IndexCorruptedError
+from digest_rag.errors import IndexClosedError, IndexCorruptedError, PaperNotFoundError
 from digest_rag.search.fusion import DEFAULT_FUSION_WEIGHTS, RRF_K, aggregate, rank_chunks
 from digest_rag.search.known_item import NameTable, promote, spelled_names
 from digest_rag.search.languages import boost_english_only
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
 from digest_rag.models import BuildOverrides, ChunkerSettings, IndexManifest, Paper, SearchResults
-from digest_rag.search.request import CANDIDATES, check_k, check_min_score, check_mode, clean_query, make_filters
+from digest_rag.search.request import (
+    CANDIDATES,
+    Filters,
+    check_k,
+    check_min_score,
+    check_mode,
+    check_offset,
+    clean_query,
+    make_filters,
+)
 from digest_rag.search.retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
+from digest_rag.search.similar import similar_text
 from digest_rag.search.snippets import Highlighter, opening_snippet
 from digest_rag.storage.store import PaperLookup
 from digest_rag.storage.summary import index_summary
@@ -248,10 +258,13 @@ class DigestIndex:
         encoder: Encoder | None = None,
         wait: float = 0.0,
         progress: ProgressCallback | None = None,
+        prune: bool = False,
         **options: Any,
     ) -> DigestIndex:
         """Add or replace the papers of ``paths`` in an existing index, keeping every other paper.
 
+        ``prune=True`` also drops the papers of source files that no longer exist (paths as the build was
+        given them, so run it from the directory the index was built in); ``paths`` may then be empty.
         ``options`` are `build`'s (model, lexical_only, chunker, factory, device, batch_size, backend,
         strict, engine, ray_address, workers, gpus_per_worker). The index keeps its saved options and
         its kind (a lexical-only index stays lexical-only unless ``model`` is given); the engine
@@ -260,8 +273,31 @@ class DigestIndex:
         from digest_rag.build.pipeline import update_index
 
         overrides = BuildOverrides.of(**options)
-        outcome = update_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress)
+        outcome = update_index(paths, Path(index_dir), overrides, encoder=encoder, wait=wait, progress=progress,
+                               prune=prune)
         return cls._from_outcome(Path(index_dir), outcome, device=overrides.device, backend=overrides.backend)
+
+    @classmethod
+    def remove(
+        cls,
+        paths: Iterable[str | Path],
+        index_dir: str | Path = DEFAULT_INDEX_DIR,
+        *,
+        prune: bool = False,
+        wait: float = 0.0,
+    ) -> DigestIndex:
+        """Drop the papers of source files from an index, keeping every other paper as it is.
+
+        Each path names a source file as ``info --json`` lists it (or the same file by another path), or a
+        directory: every source under it. A path that matches no source raises CorpusError; ``prune=True``
+        also drops the papers of source files that no longer exist. Nothing is parsed or encoded: the new
+        generation reuses the kept papers' chunks and embeddings. ``last_build.removed`` lists the paper ids.
+        """
+        from digest_rag.build.pipeline import update_index
+
+        outcome = update_index([], Path(index_dir), BuildOverrides(), wait=wait, remove=[str(p) for p in paths],
+                               prune=prune)
+        return cls._from_outcome(Path(index_dir), outcome, device=None, backend=None)
 
     @classmethod
     def _from_outcome(cls, index_dir: Path, outcome: BuildOutcome, *, device: str | None,
@@ -296,6 +332,18 @@ class DigestIndex:
             return self._papers.get(paper_id)
         return self.store.papers([paper_id]).get(paper_id)
 
+    def get(self, paper_id: str) -> Paper:
+        """The paper with id ``paper_id``, whole (titles, date, authors, tags, urls, every section).
+
+        Raises PaperNotFoundError (CLI exit 2) when the index has no such paper; `paper` returns None instead.
+        """
+        self._check_open()
+        paper = self.paper(paper_id) if isinstance(paper_id, str) and paper_id else None
+        if paper is None:
+            shown = paper_id[:200] if isinstance(paper_id, str) else paper_id
+            raise PaperNotFoundError(f"no paper with id {shown!r} in the index")
+        return paper
+
     def search(
         self,
         query: str | QueryTerms,
@@ -310,6 +358,7 @@ class DigestIndex:
         fusion_weights: Mapping[str, float] | None = None,
         author: str | Sequence[str] | None = None,
         min_score: float | None = None,
+        offset: int = 0,
     ) -> SearchResults:
         """Papers that answer ``query``, best first, each once with its best chunk as snippet.
 
@@ -328,14 +377,52 @@ class DigestIndex:
 
         The results say whether the top hit is a strong match (``strong_match``, ``confidence``; see
         `digest_rag.lexical.confidence`): False when the question matches nothing in the index well.
+        ``offset`` skips the best ``offset`` papers (paging: ``offset=10, k=10`` is the second page;
+        at most `request.MAX_OFFSET`); the hits' ``rank`` in ``to_records()`` counts from ``offset + 1``.
         """
         self._check_open()
         mode = check_mode(mode)
         if isinstance(query, str):
             query = clean_query(query)
         k = check_k(k)
+        offset = check_offset(offset)
         filters = make_filters(date_from, date_to, tags, language, section, author)
         minimum = check_min_score(min_score)
+        return self._ranked(query, k, mode, filters, fusion_weights, offset=offset, minimum=minimum)
+
+    def similar(
+        self,
+        paper_id: str,
+        k: int = 10,
+        *,
+        mode: str = "hybrid",
+        date_from: _dt.date | str | None = None,
+        date_to: _dt.date | str | None = None,
+        tags: str | Sequence[str] | None = None,
+        language: str | Sequence[str] | None = None,
+        offset: int = 0,
+    ) -> SearchResults:
+        """"More like this": the papers nearest to paper ``paper_id``, best first, without the paper itself.
+
+        The question is the paper's own text (titles and opening, `search.similar.similar_text`), asked in
+        ``mode`` with `search`'s filters and paging; snippets are not highlighted (the results' ``query`` is
+        empty). Raises PaperNotFoundError for an unknown id.
+        """
+        mode = check_mode(mode)
+        k = check_k(k)
+        offset = check_offset(offset)
+        filters = make_filters(date_from, date_to, tags, language, None)
+        paper = self.get(paper_id)
+        return self._ranked(similar_text(paper), k, mode, filters, None, offset=offset, exclude=frozenset({paper.id}),
+                            asked=False)
+
+    def _ranked(self, query: str | QueryTerms, k: int, mode: str, filters: Filters,
+                fusion_weights: Mapping[str, float] | None, *, offset: int, exclude: frozenset[str] = frozenset(),
+                asked: bool = True, minimum: float | None = None) -> SearchResults:
+        """The checked search: retrievers, fusion, one hit per paper for ranks ``offset`` .. ``offset + k - 1``.
+
+        ``asked``: the query is a person's question (its terms are highlighted and the names it uses promote
+        the papers that introduce them), not a paper's text (`similar`)."""
         allowed = None if filters.empty else self.store.chunk_ids_where(
             filters.date_from, filters.date_to, list(filters.tags), list(filters.languages), list(filters.sections),
             list(filters.authors))
@@ -345,14 +432,15 @@ class DigestIndex:
         query = terms.text
         # The question is analysed once (`QueryTerms`) and handed to the retrievers, ranking and snippets;
         # its Korean words are read from the index's table of Kiwi's readings, so Kiwi rarely starts.
-        highlighter = self.highlighter(terms)
+        # A paper's own text (`similar`) marks nothing in the snippets and names the paper itself: no promotion.
+        highlighter = self.highlighter(terms) if asked else Highlighter(())
         weights, rrf_k = self.fusion_settings(fusion_weights)
         dense = self.dense
         if mode == "hybrid" and weights.get("dense", 1.0) <= 0.0 and self.lexical_retriever is not None:
             dense = None  # calibrated (or asked) to weigh nothing: hybrid is lexical, and the encoder never loads
         rankings = run_retrievers(retrievers_for(mode, dense, self.lexical_retriever, self.index_dir), mode,
-                                  terms, max(CANDIDATES, k * 20), allowed)
-        bonuses = self._owners(terms, rankings, allowed)
+                                  terms, max(CANDIDATES, (offset + k + len(exclude)) * 20), allowed)
+        bonuses = self._owners(terms, rankings, allowed) if asked else {}
         # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
         heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
         chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
@@ -366,13 +454,16 @@ class DigestIndex:
         ranked = rank_chunks(rankings, chunk_paper, weights, rrf_k)
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
             self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
-        hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self.store.chunks)
+        hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self.store.chunks, offset=offset,
+                         exclude=exclude)
+        # How well a question matched; a paper's own text always matches its neighbours somehow: no verdict.
         strong, confidence = self._strength(terms, hits[0].paper.id if hits else None, bm25, chunk_paper,
-                                            set(bonuses), allowed)
+                                            set(bonuses), allowed) if asked else (None, None)
         return SearchResults(
             (opening_snippet(h, self.store.first_text_chunk(h.paper.id), highlighter) if h.section == "title" else h
              for h in hits if minimum is None or h.score >= minimum),
-            query=query, mode=mode, highlighter=highlighter, strong_match=strong, confidence=confidence,
+            query=query if asked else "", mode=mode, highlighter=highlighter, strong_match=strong,
+            confidence=confidence, offset=offset,
         )
 
     def analyse(self, query: str) -> QueryTerms:

@@ -147,7 +147,7 @@ class SearchResults(list[SearchHit]):
 
     def __init__(
         self, hits: Iterable[SearchHit] = (), *, query: str = "", mode: str = "", strong_match: bool | None = None,
-        highlighter: Highlighter | None = None, confidence: float | None = None,
+        highlighter: Highlighter | None = None, confidence: float | None = None, offset: int = 0,
     ) -> None:
         super().__init__(hits)
         self.query = query
@@ -161,6 +161,7 @@ class SearchResults(list[SearchHit]):
         self.highlighter = highlighter
         #: The top hit's best BM25 score over that threshold (>= 1: strong); None without a calibration.
         self.confidence = confidence
+        self.offset = offset  # how many better-ranked papers came before this page
 
     @property
     def no_strong_match(self) -> bool:
@@ -168,9 +169,11 @@ class SearchResults(list[SearchHit]):
         return self.strong_match is False
 
     def to_records(self) -> list[dict[str, object]]:
-        """One flat JSON-ready dict per hit (`SearchHit.to_record`), with its 1-based ``rank`` and the result
-        set's ``strong_match`` (false when no hit matches the question well, null when unknown)."""
-        return [{"rank": i, **h.to_record(), "strong_match": self.strong_match} for i, h in enumerate(self, 1)]
+        """One flat JSON-ready dict per hit (`SearchHit.to_record`), with its 1-based ``rank`` in the whole ranking
+        (a page starting at ``offset`` 10 begins with rank 11) and the result set's ``strong_match`` (false when
+        no hit matches the question well, null when unknown)."""
+        return [{"rank": i, **h.to_record(), "strong_match": self.strong_match}
+                for i, h in enumerate(self, self.offset + 1)]
 
     def to_frame(self) -> pd.DataFrame:
         """The hits as a pandas DataFrame, one row per paper (needs pandas: pip install 'digest-rag[pandas]')."""

@@ -133,8 +133,14 @@ def update_index(
     encoder: Encoder | None = None,
     wait: float = 0.0,
     progress: ProgressCallback | None = None,
+    remove: Sequence[str | Path] = (),
+    prune: bool = False,
 ) -> BuildOutcome:
-    """Add or replace the papers of ``paths`` in an existing index, keeping every other paper and its options."""
+    """Add or replace the papers of ``paths`` in an existing index, keeping every other paper and its options.
+
+    The papers of the source files ``remove`` names (files, or directories: every file under them) are
+    dropped, and with ``prune`` those of source files that no longer exist (`digest_rag.build.removal`).
+    """
     index_dir = real_index_dir(index_dir)
     manifest = read_manifest(index_dir)
     options = _options(BuildOptions.from_manifest(manifest), overrides)
@@ -144,13 +150,15 @@ def update_index(
         lexical_only = options.lexical_only or (
             manifest.model_name is None and overrides.model is None and encoder is None
         )
+        dropped = _dropped_sources(index_dir, remove, prune) if (remove or prune) else []
         with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed, \
                 _parse_cache(index_dir) as cache:
             engine.parse_into(parsed, list(paths), options.strict, progress, cache)
             if cache is not None:
                 cache.close()
             return _index_papers(parsed, index_dir, BuildRun(
-                options, engine, encoder=encoder, lexical_only=lexical_only, progress=progress, keep_old=True))
+                options, engine, encoder=encoder, lexical_only=lexical_only, progress=progress, keep_old=True,
+                dropped=tuple(dropped)))
 
 
 def _spool_home(index_dir: Path) -> Path | None:
@@ -210,6 +218,7 @@ class BuildRun:
     inputs: str | None = None
     dry_run: bool = False
     inputs_assume_fallback: bool = False
+    dropped: tuple[str, ...] = ()  # an update's source files whose papers go (`removal`)
 
 
 def _index_papers(parsed: PaperSpool, index_dir: Path, run: BuildRun) -> BuildOutcome:
@@ -242,7 +251,8 @@ def _index_papers_once(parsed: PaperSpool, index_dir: Path, run: BuildRun) -> Bu
     model: PassageModel | None = None
     try:
         if keep_old and old_store is not None:
-            parsed.keep_old(old_store.path, parsed.files)
+            # The files read again replace their papers; the papers of ``dropped`` files go.
+            parsed.keep_old(old_store.path, [*parsed.files, *run.dropped])
         n_papers = len(parsed)
         if not n_papers:
             raise CorpusError("no papers found in the given paths" + (

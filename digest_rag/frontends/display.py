@@ -172,17 +172,19 @@ NO_STRONG_MATCH = "no strong match: 질문에 잘 맞는 논문이 없습니다;
 
 
 def format_hits(hits: Sequence[SearchHit], query: str | Highlighter | None = None, *, color: bool = False,
-                width: int = 100) -> str:
-    """A ranked, readable list of hits (blank line between papers); "no matching papers" when empty; the
-    `NO_STRONG_MATCH` line after them when the search found no strong match.
+                width: int = 100, start: int = 1) -> str:
+    """A ranked, readable list of hits (blank line between papers), numbered from ``start`` (a later page
+    starts after the papers before it); "no matching papers" when empty; the `NO_STRONG_MATCH` line after
+    them when the search found no strong match.
 
-    Terms are marked as the search analysed them (`SearchResults.highlighter`), else as ``query`` gives them.
+    Terms are marked as the search analysed them (`SearchResults.highlighter`), else as ``query`` gives them
+    (an empty one marks nothing).
     """
     if not hits:
         return "no matching papers"
     found = getattr(hits, "highlighter", None)
     terms = found if found is not None else as_highlighter(query or "")
-    text = "\n\n".join(format_hit(h, i, terms, color=color, width=width) for i, h in enumerate(hits, 1))
+    text = "\n\n".join(format_hit(h, i, terms, color=color, width=width) for i, h in enumerate(hits, start))
     if getattr(hits, "strong_match", None) is False:  # SearchResults say so; a plain list of hits says nothing
         # Last, where a terminal leaves it on screen after the list scrolled by.
         return text + "\n\n" + NO_STRONG_MATCH

@@ -126,8 +126,14 @@ def aggregate(
     k: int,
     query: Highlighter | None = None,
     fetch: Callable[[list[int]], Mapping[int, Chunk]] | None = None,
+    *,
+    offset: int = 0,
+    exclude: frozenset[str] = frozenset(),
 ) -> list[SearchHit]:
     """Each paper once, scored by its best chunk, that chunk as the snippet.
+
+    The papers ranked ``offset`` .. ``offset + k - 1`` (0-based) are returned: a page of the
+    ranking. Papers in ``exclude`` are left out (a "more like this" search drops the paper itself).
 
     With ``query`` (the search's `Highlighter`), each snippet is centred on the query's matches (see
     :func:`make_snippet`). ``chunks`` may hold only each chunk's paper and
@@ -143,7 +149,7 @@ def aggregate(
     order: list[str] = []
     for cid, score, found in ranked_chunks:
         chunk = chunks.get(cid)
-        if chunk is None or chunk.paper_id not in papers:
+        if chunk is None or chunk.paper_id in exclude or chunk.paper_id not in papers:
             continue
         pid = chunk.paper_id
         modes.setdefault(pid, set()).update(found)
@@ -153,7 +159,7 @@ def aggregate(
         # A title chunk scores the paper but makes a poor snippet: prefer the best text chunk.
         if chunk.section_kind != "title":
             snippet_of.setdefault(pid, cid)
-    shown = [(pid, snippet_of.get(pid, best[pid][0])) for pid in order[:k]]
+    shown = [(pid, snippet_of.get(pid, best[pid][0])) for pid in order[offset:offset + k]]
     full: Mapping[int, Chunk | ChunkHead] = fetch([cid for _pid, cid in shown]) if fetch is not None else chunks
     hits: list[SearchHit] = []
     for pid, cid in shown:

@@ -37,6 +37,19 @@ def check_k(k: Any) -> int:
     return k
 
 
+MAX_OFFSET = 1_000
+"""Deepest page start: a search ranks ``(offset + k) * 20`` candidate chunks, so the offset is bounded."""
+
+
+def check_offset(offset: Any) -> int:
+    """``offset`` (papers to skip, for paging) as an int in 0..MAX_OFFSET; strings, floats and booleans are refused."""
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise UsageError(f"offset must be a whole number of papers to skip, at least 0 (got {_short(offset)})")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise UsageError(f"offset must be 0..{MAX_OFFSET} (got {offset})")
+    return offset
+
+
 def clean_query(query: Any) -> str:
     """The query with control characters blanked, cut to MAX_QUERY_CHARS (with a QueryTruncatedWarning)."""
     if not isinstance(query, str) or not query.strip():

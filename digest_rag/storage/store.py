@@ -469,6 +469,10 @@ class Store:
         except ValidationError as exc:
             raise IndexCorruptedError(f"{self.path}: damaged chunk record ({exc.errors()[0]['msg']})") from exc
 
+    def sources(self) -> dict[str, int]:
+        """Papers per source file, as the build recorded the file's path."""
+        return dict(self._query("SELECT source, COUNT(*) FROM papers GROUP BY source ORDER BY source"))
+
     def stats(self) -> dict[str, object]:
         """Counts by language and section kind, date range, top tags, sources."""
         by_lang = dict(self._query("SELECT language, COUNT(*) FROM chunks GROUP BY language ORDER BY language"))
