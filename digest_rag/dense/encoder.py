@@ -99,7 +99,7 @@ def model_unavailable_message(name: str, looked: list[str], cause: str) -> str:
         f"embedding model '{name}' is not available ({cause}). Looked in: {where}. "
         f"Fix: pass a local sentence-transformers directory with --model PATH (or model=PATH), "
         f"or set {MODEL_ENV}=PATH, or download it once while online "
-        f"(python -c \"from sentence_transformers import SentenceTransformer as S; S('{name}')\"), "
+        f"(digest-rag model fetch {name}), "
         f"or use lexical search (--mode lexical / build --lexical-only)."
     )
 
