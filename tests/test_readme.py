@@ -178,8 +178,13 @@ def test_readme_serve_block_runs(readme: str, workspace: Path) -> None:
                 with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as res:  # noqa: S310
                     assert res.status == 200, url
                     body = json.loads(res.read())
-                if "/search" in url:
+                offset = int(urllib.parse.parse_qs(urllib.parse.urlparse(url).query).get("offset", ["0"])[0])
+                if "/search" in url and offset:  # a later page: ranks continue after the skipped papers
+                    assert [h["rank"] for h in body] == list(range(offset + 1, offset + 1 + len(body))) and body
+                elif "/search" in url:
                     assert body and body[0]["title"] == "Many-shot Jailbreaking"
+                if "/similar/" in url:
+                    assert body and "Many-shot Jailbreaking" not in {h["title"] for h in body}
                 if "/papers/" in url:
                     assert body["title"] == "Many-shot Jailbreaking" and body["sections"]
 
@@ -205,7 +210,8 @@ def test_readme_mcp_configuration_runs(readme: str, workspace: Path) -> None:
 
     async def session() -> None:
         async with Client(params, read_timeout_seconds=120) as client:
-            assert {t.name for t in (await client.list_tools()).tools} == {"search_papers", "get_paper"}
+            assert {t.name for t in (await client.list_tools()).tools} == {"search_papers", "get_paper",
+                                                                           "similar_papers"}
             res = await client.call_tool("search_papers", {"query": "긴 컨텍스트를 악용하는 탈옥 공격", "k": 1})
             assert not res.is_error and res.structured_content["result"][0]["title"] == "Many-shot Jailbreaking"
 

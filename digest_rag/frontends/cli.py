@@ -25,9 +25,19 @@ from typer.core import TyperGroup
 from digest_rag.frontends.display import format_hits
 from digest_rag.errors import CorpusError, DigestRagError, IndexWriteError
 from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
-from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language
+from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language, SearchResults
+from digest_rag.search.request import MAX_OFFSET
 from digest_rag.version import __version__
-from digest_rag.frontends.cli_output import build_summary, echo, err, format_info, plan_summary, progress_bars, use_color
+from digest_rag.frontends.cli_output import (
+    build_summary,
+    echo,
+    err,
+    format_info,
+    human_size,
+    plan_summary,
+    progress_bars,
+    use_color,
+)
 
 try:  # typer >= 0.24 vendors click; older releases use click itself
     from typer._click import exceptions as _click_exc
@@ -182,6 +192,8 @@ def main(
     _quiet_libraries()
 
 
+OffsetOpt = typer.Option(0, "--offset", min=0, max=MAX_OFFSET,
+                         help=f"Skip the best N papers: the next page (ranks N+1..N+k; at most {MAX_OFFSET}).")
 EngineOpt = typer.Option("local", "--engine", help="Where to parse, chunk and embed: local, or ray (a Ray cluster; needs the 'ray' extra).")
 RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray instance).")
 WorkersOpt = typer.Option(None, "--workers", min=1, help="Ray encoder actors (default: one per node, or per GPU share).")
@@ -241,9 +253,10 @@ def build(
 
 @app.command()
 def update(
-    paths: list[Path] = typer.Argument(..., help="New or changed digest files."),
+    paths: list[Path] = typer.Argument(None, help="New or changed digest files (none with --prune alone)."),
     index: Path = IndexOpt,
     model: str = typer.Option(None, "--model", "-m", help="Model name or local path (default: the index's)."),
+    prune: bool = typer.Option(False, "--prune", help="Also drop the papers of source files that no longer exist."),
     wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
     engine: Engine = EngineOpt,
     ray_address: str = RayAddressOpt,
@@ -255,13 +268,42 @@ def update(
 ) -> None:
     """Add or replace the papers of some files, keeping the rest of the index.
 
-    Example: digest-rag update new-digest.txt --index indexes/default
+    Example: digest-rag update new-digest.txt --index indexes/default   (or: digest-rag update --prune)
     """
+    if not paths and not prune:
+        raise typer.BadParameter("give the files to read again, or --prune to drop papers whose files are gone",
+                                 param_hint="PATHS")
     with _handled(), progress_bars(quiet or as_json) as bars:
-        _require_paths(paths)
-        idx = DigestIndex.update([str(p) for p in paths], index_dir=index, model=model, wait=wait, progress=bars,
-                                 engine=engine, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
+        _require_paths(paths or [])
+        idx = DigestIndex.update([str(p) for p in paths or ()], index_dir=index, model=model, wait=wait, progress=bars,
+                                 prune=prune, engine=engine, ray_address=ray_address, workers=workers,
+                                 gpus_per_worker=gpus_per_worker)
     build_summary(idx, as_json, quiet, verbose)
+
+
+@app.command()
+def remove(
+    paths: list[Path] = typer.Argument(..., help="Source files (as 'info' lists them) or directories whose papers go."),
+    index: Path = IndexOpt,
+    prune: bool = typer.Option(False, "--prune", help="Also drop the papers of source files that no longer exist."),
+    wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for another writer's lock."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Drop the papers of some source files from the index, keeping every other paper (nothing is re-encoded).
+
+    Example: digest-rag remove corpus/2024-06-28-daily-digest.txt --index indexes/default
+    """
+    with _handled():
+        idx = DigestIndex.remove([str(p) for p in paths], index_dir=index, prune=prune, wait=wait)
+    rep = idx.last_build
+    assert rep is not None
+    if as_json:
+        typer.echo(json.dumps({"index": str(idx.index_dir), **rep.model_dump()}, ensure_ascii=False))
+        return
+    typer.echo(f"removed {len(rep.removed)} papers from {idx.index_dir}; {rep.papers} papers, {rep.chunks} chunks "
+               f"left ({rep.seconds:.1f}s)")
+    for pid in rep.removed:
+        typer.echo(f"  - {pid}")
 
 
 @app.command()
@@ -279,6 +321,7 @@ def search(
     min_score: float = typer.Option(None, "--min-score", help="Only hits scoring at least this (BM25 in lexical mode, fused ranks in hybrid)."),
     search_param: int = typer.Option(None, "--search-param", min=1,
                                      help="FAISS recall knob: efSearch for HNSW, nprobe for IVF (default: the index's)."),
+    offset: int = OffsetOpt,
     color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
     fusion_weights: str = typer.Option(
@@ -296,14 +339,64 @@ def search(
         weights = parse_fusion_weights(fusion_weights) if fusion_weights else None
         idx = DigestIndex.load(index, model=model, search_param=search_param)
         hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None,
-                          language=language, fusion_weights=weights, author=author or None, min_score=min_score)
-        if as_json:
-            echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
-        else:
-            width = min(shutil.get_terminal_size((100, 24)).columns, 120)
-            colored = use_color(color)
-            # color= tells click not to strip the codes when --color is forced onto a pipe.
-            echo(format_hits(hits, color=colored, width=width), color=colored)
+                          language=language, fusion_weights=weights, author=author or None, min_score=min_score,
+                          offset=offset)
+        _print_hits(hits, color, as_json)
+
+
+def _print_hits(hits: SearchResults, color: bool | None, as_json: bool) -> None:
+    if as_json:
+        echo(json.dumps(hits.to_records(), ensure_ascii=False, indent=2))
+        return
+    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+    colored = use_color(color)
+    # color= tells click not to strip the codes when --color is forced onto a pipe.
+    echo(format_hits(hits, color=colored, width=width, start=hits.offset + 1), color=colored)
+
+
+@app.command()
+def similar(
+    paper_id: str = typer.Argument(..., help="A paper id, as search --json or show prints it."),
+    index: Path = IndexOpt,
+    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of papers."),
+    mode: Mode = typer.Option(Mode.hybrid, "--mode", help="hybrid (E5 + BM25), dense (E5 only) or lexical (BM25 only)."),
+    date_from: str = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD)."),
+    date_to: str = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD)."),
+    tag: list[str] = typer.Option(None, "--tag", help="Only papers with this tag (repeatable)."),
+    offset: int = OffsetOpt,
+    color: bool = typer.Option(None, "--color/--no-color", help="ANSI colour (default: on a terminal)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
+) -> None:
+    """More like this: the papers nearest to one paper, asked with the paper's own text (itself left out).
+
+    Example: digest-rag similar many-shot-jailbreaking-2024-04-01 -k 3
+    """
+    with _handled():
+        idx = DigestIndex.load(index)
+        hits = idx.similar(paper_id, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None,
+                           offset=offset)
+        _print_hits(hits, color, as_json)
+
+
+@app.command()
+def show(
+    paper_id: str = typer.Argument(..., help="A paper id, as search --json prints it (exit 2 when unknown)."),
+    index: Path = IndexOpt,
+    as_json: bool = typer.Option(False, "--json", help="The paper as one JSON object (every section)."),
+) -> None:
+    """Print one paper whole: titles, date, id, tags, authors, links and every section.
+
+    Example: digest-rag show many-shot-jailbreaking-2024-04-01 --index indexes/default
+    """
+    from digest_rag.frontends.display import format_paper
+    from digest_rag.frontends.service import paper_record
+
+    with _handled():
+        paper = DigestIndex.load(index).get(paper_id)
+    if as_json:
+        typer.echo(json.dumps(paper_record(paper), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(format_paper(paper, width=min(shutil.get_terminal_size((100, 24)).columns, 120)))
 
 
 @app.command()
@@ -507,8 +600,12 @@ def serve(
     max_connections: int = typer.Option(None, "--max-connections", min=1,
                                         help="Open connections at most (default 1000, less under a low open-file "
                                              "limit)."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                    help="One line per request on stderr (client, path, status, time)."),
+    log_queries: bool = typer.Option(False, "--log-queries",
+                                     help="Put the query string (the question) in the access log too."),
 ) -> None:
-    """Serve the index over HTTP: a JSON API (/search, /papers/{id}, /info, /healthz) and a search page at /.
+    """Serve the index over HTTP: a JSON API (/search, /papers/{id}, /similar/{id}, /info, /healthz) and a page at /.
 
     Read-only; follows new generations written by build/update without a restart.
 
@@ -520,12 +617,69 @@ def serve(
 
     with _handled():
         run_server(index, host=host, port=port, token=token, rate_limit=rate_limit, trust_proxy=trust_proxy,
-                   allowed_hosts=allowed_host, max_queue=max_queue, max_connections=max_connections)
+                   allowed_hosts=allowed_host, max_queue=max_queue, max_connections=max_connections,
+                   access_log=access_log, log_queries=log_queries)
+
+
+model_app = typer.Typer(cls=TyperGroup, no_args_is_help=True, rich_markup_mode=None,
+                        help="Download embedding models and list those on this machine.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("fetch")
+def model_fetch(
+    name: str = typer.Argument(None, help="Hub model or alias: small, base, large (default: $DIGEST_RAG_MODEL, else small)."),
+    to: Path = typer.Option(None, "--to", help="Also copy it into this directory (for --model DIR on an offline machine)."),
+    revision: str = typer.Option(None, "--revision", help="A branch, tag or commit of the hub repository."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
+) -> None:
+    """Download a model into the Hugging Face cache (needs a network; exit 3 in one line without one).
+
+    Example: digest-rag model fetch small && digest-rag build corpus/ --model small
+    """
+    from digest_rag.dense.model_cache import fetch_model
+
+    with _handled():
+        got = fetch_model(name, to=to, revision=revision)
+    if as_json:
+        typer.echo(got.model_dump_json())
+        return
+    typer.echo(f"fetched {got.name} ({_model_line(got)}) into {got.path}")
+
+
+@model_app.command("list")
+def model_list(
+    dirs: list[Path] = typer.Argument(None, help="Local directories to look in as well (default: models/ when it exists)."),
+    hf_cache: Path = typer.Option(None, "--hf-cache", help="Hugging Face cache directory (default: $HF_HUB_CACHE, ~/.cache/huggingface/hub)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON array."),
+) -> None:
+    """List the models in the Hugging Face cache and in local directories, with size and dimension.
+
+    Example: digest-rag model list models/
+    """
+    from digest_rag.dense.model_cache import cached_models
+
+    with _handled():
+        found = cached_models(dirs or ([Path("models")] if Path("models").is_dir() else []), hf_cache=hf_cache)
+    if as_json:
+        typer.echo(json.dumps([m.model_dump() for m in found], ensure_ascii=False, indent=2))
+        return
+    if not found:
+        typer.echo("no models found (digest-rag model fetch small downloads the default one)")
+        return
+    for m in found:
+        typer.echo(f"{m.name}  [{m.where}] {_model_line(m)}  {m.path}")
+
+
+def _model_line(m: Any) -> str:
+    dim = f"dimension {m.dimension}" if m.dimension else "dimension ?"
+    kind = "sentence-transformers" if m.sentence_transformers else "plain transformers"
+    return f"{dim}, {kind}, {human_size(m.size_bytes)}"
 
 
 @app.command()
 def mcp(index: Path = IndexOpt) -> None:
-    """Serve the index to LLM agents as MCP tools over stdio: search_papers and get_paper.
+    """Serve the index to LLM agents as MCP tools over stdio: search_papers, get_paper and similar_papers.
 
     Example (a client's configuration): {"command": "digest-rag", "args": ["mcp", "--index", "/path/to/index"]}
     """

@@ -30,7 +30,7 @@ MIN_TOKEN_CHARS = 16
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
-PROTECTED = ("/search", "/papers", "/info")  # the data endpoints: token and rate limit apply
+PROTECTED = ("/search", "/papers", "/similar", "/info")  # the data endpoints: token and rate limit apply
 
 
 _SECURITY_HEADERS = {

@@ -4,7 +4,11 @@ Tools:
 
 - ``search_papers(query, k, mode, lang, date_from, date_to, tags)`` -> the hits as
   ``search --json`` records (rank, paper_id, titles, date, tags, urls, score, snippet, ...);
-- ``get_paper(id)`` -> one paper with all its sections.
+- ``get_paper(id)`` -> one paper with all its sections;
+- ``similar_papers(id, k, mode, offset)`` -> "more like this": the papers nearest to one paper, as
+  ``search_papers`` records, the paper itself left out.
+
+``search_papers`` takes ``offset`` too, for the next page of a ranking.
 
 Arguments are validated with the same limits as ``serve`` (``k`` <= 100, a query
 of at most 2,000 characters, ISO dates); a bad one is a tool error naming the
@@ -40,7 +44,15 @@ from digest_rag.errors import DigestRagError
 from digest_rag.frontends.live import LiveIndex
 from digest_rag.models import Language, SearchMode
 from digest_rag.text import strip_controls
-from digest_rag.frontends.service import MAX_K, MAX_QUERY_CHARS, SearchRequest, find_paper, paper_record
+from digest_rag.frontends.service import (
+    MAX_K,
+    MAX_OFFSET,
+    MAX_QUERY_CHARS,
+    SearchRequest,
+    SimilarRequest,
+    find_paper,
+    paper_record,
+)
 
 __all__ = ["create_server", "run_mcp"]
 
@@ -48,7 +60,8 @@ INSTRUCTIONS = (
     "Search a collection of machine-learning papers summarised in Korean and English digests. "
     "Ask search_papers in Korean or English (it matches across the two languages); each hit has the paper's "
     "English and Korean titles, date, tags, links and the best-matching passage. Call get_paper with a hit's "
-    "paper_id for the paper's whole text."
+    "paper_id for the paper's whole text, and similar_papers with it for papers like that one. "
+    "Both search tools take offset for the next page (offset=k skips the first k papers)."
 )
 
 
@@ -67,13 +80,15 @@ def create_server(live: LiveIndex) -> MCPServer:
         tags: Annotated[list[str] | None, Field(description="only papers with any of these tags")] = None,
         authors: Annotated[list[str] | None, Field(description="only papers with an author whose name contains any of these")] = None,
         min_score: Annotated[float | None, Field(description="only hits scoring at least this (the mode's scale)")] = None,
+        offset: Annotated[int, Field(description=f"skip the best N papers, 0..{MAX_OFFSET} (paging)")] = 0,
     ) -> list[dict[str, Any]]:
         """Find papers that answer a question, best first, each with its best-matching passage as snippet.
         Every hit carries strong_match: false means no paper matches the question well (say so, do not
         present the hits as answers)."""
         try:
             request = SearchRequest.parse(query=query, k=k, mode=mode, language=lang, date_from=date_from,
-                                          date_to=date_to, tags=tags or [], authors=authors or [], min_score=min_score)
+                                          date_to=date_to, tags=tags or [], authors=authors or [], min_score=min_score,
+                                          offset=offset)
             # On the index's thread, where torch's OpenMP team lives (digest_rag.frontends.live).
             return _clean(live.call(lambda index: request.run(index).to_records()))
         except DigestRagError as exc:
@@ -84,6 +99,20 @@ def create_server(live: LiveIndex) -> MCPServer:
         """One paper whole: titles, date, authors, tags, links and the text of every section (ko and en)."""
         try:
             return _clean(live.call(lambda index: paper_record(find_paper(index, id))))
+        except DigestRagError as exc:
+            raise _tool_error(exc) from None
+
+    @server.tool()
+    def similar_papers(
+        id: Annotated[str, Field(description="a paper_id from search_papers")],  # noqa: A002 - as get_paper's
+        k: Annotated[int, Field(description=f"number of papers, 1..{MAX_K}")] = 10,
+        mode: Annotated[SearchMode, Field(description="hybrid (default), dense (meaning) or lexical (words)")] = "hybrid",
+        offset: Annotated[int, Field(description=f"skip the best N papers, 0..{MAX_OFFSET} (paging)")] = 0,
+    ) -> list[dict[str, Any]]:
+        """More like this: the papers nearest to one paper (found with its own text), best first, itself left out."""
+        try:
+            request = SimilarRequest.parse(paper_id=id, k=k, mode=mode, offset=offset)
+            return _clean(live.call(lambda index: request.run(index).to_records()))
         except DigestRagError as exc:
             raise _tool_error(exc) from None
 

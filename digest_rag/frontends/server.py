@@ -6,7 +6,9 @@ Endpoints (all GET; nothing writes):
   prints them (``SearchResults.to_records``); ``highlight=html`` adds
   ``snippet_html`` (escaped text, query terms in ``<mark>``). The
   ``X-Index-Generation`` header names the generation that answered.
+  ``offset`` skips the best N papers (paging; ranks continue from N+1).
 - ``/papers/{id}`` -> one paper with all its sections (``?q=`` adds highlighted ``html`` per section).
+- ``/similar/{id}?k=&mode=&offset=`` -> "more like this": the papers nearest to one paper (itself left out).
 - ``/info`` -> what ``info --json`` says, without the per-paper list.
 - ``/healthz`` -> ``{"status": "ok", ...}``; ``/openapi.json`` -> the schema.
 - ``/`` -> the search page (static files shipped in the package; no CDN).
@@ -30,6 +32,9 @@ Safe by default (docs/THREAT_MODEL.md, "serve"):
 - errors are ``{"error": <typed error name>, "detail": ...}`` JSON with a 4xx
   status for bad input and never a traceback.
 
+With ``access_log``, each request is one line on the ``digest_rag.access`` logger (client, time, method,
+path, status, bytes, milliseconds); the query string, which holds the question, only with ``log_queries``.
+
 The index is reloaded when a build commits a new generation
 (:class:`~digest_rag.frontends.live.LiveIndex`); ``/healthz`` reports a reload
 that failed or stalls in ``reload_error``.
@@ -40,10 +45,12 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 try:
     from fastapi import FastAPI, Query, Request
@@ -69,8 +76,10 @@ from digest_rag.frontends.live import LiveIndex
 from digest_rag.models import Language, SearchMode
 from digest_rag.frontends.service import (
     MAX_K,
+    MAX_OFFSET,
     MAX_QUERY_CHARS,
     SearchRequest,
+    SimilarRequest,
     check_query_terms,
     find_paper,
     paper_record,
@@ -120,16 +129,78 @@ _STATUS: list[tuple[type[DigestRagError], int]] = [
 ]
 
 
+access_logger = logging.getLogger("digest_rag.access")
+_LOG_SAFE = "/:@-._~!$&'()*+,;="  # printable ASCII a path may show as it is; the rest is %-encoded
+
+
+def access_line(scope: dict[str, Any], status: int, size: str | None, seconds: float, *, log_queries: bool) -> str:
+    """One access-log line, in the Common Log Format plus milliseconds: ``client - - [time] "GET /path HTTP/1.1"
+    status bytes 12.3ms``. The query string (the question, in ``q``) is left out unless ``log_queries``; every
+    character outside printable ASCII is %-encoded, so a request cannot forge or split log lines."""
+    client = scope.get("client")
+    target = quote(str(scope.get("path", "")), safe=_LOG_SAFE)
+    query = scope.get("query_string") or b""
+    if log_queries and query:
+        target += "?" + quote(query.decode("latin-1"), safe=_LOG_SAFE + "?%", encoding="latin-1")
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    method = quote(str(scope.get("method", "-")), safe="")
+    version = quote(str(scope.get("http_version", "1.1")), safe=".")
+    return (f'{client[0] if client else "-"} - - [{when}] "{method} {target} HTTP/{version}" {status} {size or "-"} '
+            f"{seconds * 1000:.1f}ms")
+
+
+class _AccessLog:
+    """ASGI middleware outside every other: one `access_line` per HTTP request once it is answered, refused
+    ones (400, 401, 429, 503) and failed ones (500) included."""
+
+    def __init__(self, app: Any, *, log_queries: bool) -> None:
+        self.app = app
+        self.log_queries = log_queries
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, size = 500, None
+
+        async def send_logged(message: dict[str, Any]) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                size = next((v.decode("latin-1") for k, v in message.get("headers", ()) if k.lower() == b"content-length"),
+                            None)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            access_logger.info(access_line(scope, status, size, time.perf_counter() - started,
+                                           log_queries=self.log_queries))
+
+
+# The query parameters /search and /similar share.
+KParam = Annotated[int, Query(ge=1, le=MAX_K, description="number of papers")]
+ModeParam = Annotated[SearchMode, Query(description="hybrid, dense or lexical")]
+LangParam = Annotated[Language | None, Query(description="only matches in ko, en or mixed text")]
+FromParam = Annotated[str | None, Query(alias="from", description="YYYY-MM-DD, inclusive")]
+ToParam = Annotated[str | None, Query(alias="to", description="YYYY-MM-DD, inclusive")]
+TagParam = Annotated[list[str] | None, Query(description="only papers with any of these tags (repeatable)")]
+OffsetParam = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="skip the best N papers (paging)")]
+
+
 # ------------------------------------------------------------------ the app
 def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
                rate_limit: float = DEFAULT_RATE_LIMIT, allowed_hosts: Iterable[str] | None = None,
-               max_queue: int = DEFAULT_MAX_QUEUE) -> FastAPI:
+               max_queue: int = DEFAULT_MAX_QUEUE, access_log: bool = False, log_queries: bool = False) -> FastAPI:
     """The ASGI application serving ``index`` (a LiveIndex, or an index directory to follow).
 
-    ``token``: when set, ``/search``, ``/papers`` and ``/info`` need ``Authorization: Bearer <token>``.
+    ``token``: when set, ``/search``, ``/papers``, ``/similar`` and ``/info`` need ``Authorization: Bearer <token>``.
     ``rate_limit``: requests per second per client address on those endpoints (0: no limit).
     ``allowed_hosts``: Host names answered (default: :data:`LOOPBACK_HOSTS`; ``"*"`` allows any);
     other Hosts get 400. ``max_queue``: requests waiting for the index at once; more get 503.
+    ``access_log``: one line per request on the ``digest_rag.access`` logger (`access_line`), without the
+    query string unless ``log_queries``.
     """
     live = index if isinstance(index, LiveIndex) else LiveIndex(index)
     queue = WorkQueue(live, max_queue)
@@ -145,6 +216,8 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
     app.state.queue = queue
     app.add_middleware(_Guard, hosts=hosts, limiter=RateLimiter(rate_limit),
                        expected=f"Bearer {token}".encode() if token else None)
+    if access_log:  # added last, so outermost: what the guard refuses is logged too
+        app.add_middleware(_AccessLog, log_queries=log_queries)
 
     async def answer(request: Request, fn: Callable[[DigestIndex, Job], tuple[str, Any]]) -> Response:
         try:
@@ -193,18 +266,19 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
     async def search(
         request: Request,
         q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="the question, Korean or English")],
-        k: Annotated[int, Query(ge=1, le=MAX_K, description="number of papers")] = 10,
-        mode: Annotated[SearchMode, Query(description="hybrid, dense or lexical")] = "hybrid",
-        lang: Annotated[Language | None, Query(description="only matches in ko, en or mixed text")] = None,
-        date_from: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD, inclusive")] = None,
-        date_to: Annotated[str | None, Query(alias="to", description="YYYY-MM-DD, inclusive")] = None,
-        tag: Annotated[list[str] | None, Query(description="only papers with any of these tags (repeatable)")] = None,
+        k: KParam = 10,
+        mode: ModeParam = "hybrid",
+        lang: LangParam = None,
+        date_from: FromParam = None,
+        date_to: ToParam = None,
+        tag: TagParam = None,
         author: Annotated[list[str] | None, Query(description="only papers with an author whose name contains this")] = None,
         min_score: Annotated[float | None, Query(description="only hits scoring at least this (the mode's scale)")] = None,
         highlight: Annotated[Literal["html"] | None, Query(description="html: add snippet_html")] = None,
+        offset: OffsetParam = 0,
     ) -> Response:
         req = SearchRequest.parse(query=q, k=k, mode=mode, language=lang, date_from=date_from, date_to=date_to,
-                                  tags=tag or [], authors=author or [], min_score=min_score)
+                                  tags=tag or [], authors=author or [], min_score=min_score, offset=offset)
 
         def work(idx: DigestIndex, job: Job) -> tuple[str, list[dict[str, Any]]]:
             job.check()
@@ -248,6 +322,27 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
 
         return await answer(request, work)
 
+    @app.get("/similar/{paper_id:path}", summary="More like this: the papers nearest to one paper, itself left out")
+    async def similar(
+        request: Request,
+        paper_id: str,
+        k: KParam = 10,
+        mode: ModeParam = "hybrid",
+        lang: LangParam = None,
+        date_from: FromParam = None,
+        date_to: ToParam = None,
+        tag: TagParam = None,
+        offset: OffsetParam = 0,
+    ) -> Response:
+        req = SimilarRequest.parse(paper_id=paper_id, k=k, mode=mode, language=lang, date_from=date_from,
+                                   date_to=date_to, tags=tag or [], offset=offset)
+
+        def work(idx: DigestIndex, job: Job) -> tuple[str, list[dict[str, Any]]]:
+            job.check()
+            return idx.generation, req.run(idx).to_records()
+
+        return await answer(request, work)
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
@@ -263,6 +358,17 @@ def _start_kiwi() -> None:
         get_kiwi().tokenize("시작")
     except Exception as exc:  # noqa: BLE001 - a question that needs Kiwi will report the failure itself
         log.warning("Kiwi did not start in the background: %s: %s", type(exc).__name__, exc)
+
+
+def _log_to_stderr(logger: logging.Logger) -> logging.Handler:
+    """``logger``'s INFO lines as they are on stderr, not through the root's throttled WARNING handler: an
+    access log is one line per request by design. The caller removes the handler when serve stops."""
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return handler
 
 
 def server_config(app: Any, *, host: str = "127.0.0.1", port: int = 8000, trust_proxy: bool = False,
@@ -289,8 +395,12 @@ def server_config(app: Any, *, host: str = "127.0.0.1", port: int = 8000, trust_
 
 def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           rate_limit: float = DEFAULT_RATE_LIMIT, trust_proxy: bool = False, allowed_hosts: Sequence[str] = (),
-          max_queue: int = DEFAULT_MAX_QUEUE, max_connections: int | None = None) -> None:
-    """Run the server until interrupted (what `digest-rag serve` does)."""
+          max_queue: int = DEFAULT_MAX_QUEUE, max_connections: int | None = None, access_log: bool = True,
+          log_queries: bool = False) -> None:
+    """Run the server until interrupted (what `digest-rag serve` does).
+
+    ``access_log``: one line per request on stderr (`access_line`); the question only with ``log_queries``.
+    """
     import uvicorn
 
     check_bind(host, token)
@@ -306,7 +416,10 @@ def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, t
     _throttle, handlers = _install_log_throttle()
     try:
         app = create_app(live, token=token, rate_limit=rate_limit, max_queue=max_queue,
-                         allowed_hosts=allowed_host_names(host, allowed_hosts))
+                         allowed_hosts=allowed_host_names(host, allowed_hosts), access_log=access_log,
+                         log_queries=log_queries)
+        if access_log:
+            handlers.append(_log_to_stderr(access_logger))
         config = server_config(app, host=host, port=port, trust_proxy=trust_proxy, max_connections=max_connections)
         shown = f"[{host}]" if ":" in host else host
         print(f"serving {live.index_dir} ({live.generation}) on http://{shown}:{port}/ (Ctrl-C stops)",
@@ -315,4 +428,5 @@ def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, t
     finally:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
+            access_logger.removeHandler(handler)
         live.close()

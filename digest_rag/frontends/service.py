@@ -17,18 +17,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from digest_rag.errors import PaperNotFoundError, UsageError
+from digest_rag.errors import UsageError
 from digest_rag.index import DigestIndex
 from digest_rag.lexical.terms import QueryTerms
 from digest_rag.models import Language, Paper, SearchMode, SearchResults
-from digest_rag.search.request import MAX_QUERY_CHARS
+from digest_rag.search.request import MAX_OFFSET, MAX_QUERY_CHARS
 
 __all__ = [
     "MAX_K",
+    "MAX_OFFSET",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_TERMS",
     "SearchOptions",
     "SearchRequest",
+    "SimilarRequest",
     "check_query_terms",
     "find_paper",
     "paper_record",
@@ -43,6 +45,7 @@ MAX_QUERY_TERMS = 64
 """Most analysed terms (BM25 tokens) one question may have: a question's cost grows with its terms (lookups,
 scoring, and highlighting every snippet), and a 2,000-character paste has hundreds. Real questions have a few."""
 
+MAX_PAPER_ID_CHARS = 1_000
 MAX_TAGS = 20
 MAX_TAG_CHARS = 100
 
@@ -121,6 +124,7 @@ class SearchRequest(SearchOptions):
     """One question with its settings, validated against the limits every front end applies."""
 
     query: str = Field(max_length=MAX_QUERY_CHARS, description=f"the question, at most {MAX_QUERY_CHARS} characters")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="skip the best N papers (paging)")
 
     def run(self, index: DigestIndex) -> SearchResults:
         """Ask ``index``; an empty query raises EmptyQueryError, bad filters or too many terms UsageError."""
@@ -129,6 +133,21 @@ class SearchRequest(SearchOptions):
         return index.search(
             terms, k=self.k, mode=self.mode, language=self.language, date_from=self.date_from,
             date_to=self.date_to, tags=self.tags or None, author=self.authors or None, min_score=self.min_score,
+            offset=self.offset,
+        )
+
+
+class SimilarRequest(SearchOptions):
+    """"More like this" for one paper, with the settings and limits of a search."""
+
+    paper_id: str = Field(min_length=1, max_length=MAX_PAPER_ID_CHARS, description="the paper's id")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="skip the best N papers (paging)")
+
+    def run(self, index: DigestIndex) -> SearchResults:
+        """Ask ``index`` for the papers nearest to ``paper_id``; PaperNotFoundError when it has none."""
+        return index.similar(
+            self.paper_id, k=self.k, mode=self.mode, language=self.language, date_from=self.date_from,
+            date_to=self.date_to, tags=self.tags or None, offset=self.offset,
         )
 
 
@@ -150,8 +169,5 @@ def paper_record(paper: Paper) -> dict[str, Any]:
 
 
 def find_paper(index: DigestIndex, paper_id: str) -> Paper:
-    """The paper with id ``paper_id``; PaperNotFoundError when the index has none."""
-    paper = index.paper(paper_id) if isinstance(paper_id, str) else None
-    if paper is None:
-        raise PaperNotFoundError(f"no paper with id {paper_id[:200]!r} in the index")
-    return paper
+    """The paper with id ``paper_id``; PaperNotFoundError when the index has none (`DigestIndex.get`)."""
+    return index.get(paper_id)

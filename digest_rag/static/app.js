@@ -1,4 +1,5 @@
-// The digest_rag search page: calls the server's own JSON API (/search, /papers/{id}, /info); no external code.
+// The digest_rag search page: calls the server's own JSON API (/search, /papers/{id}, /similar/{id}, /info);
+// no external code. Results come a page (k papers) at a time; "more like this" lists a paper's neighbours.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -74,6 +75,8 @@ function renderHit(hit) {
   li.append(snippet);
   const links = el("div", { class: "links" });
   links.append(el("a", { href: "#paper=" + encodeURIComponent(hit.paper_id) }, "전문 보기 Full text"));
+  links.append(el("a", { class: "similar", href: "#similar=" + encodeURIComponent(hit.paper_id) },
+    "비슷한 논문 More like this"));
   const paperUrl = (hit.urls || []).map(webUrl).find((u) => u);
   if (paperUrl) {
     links.append(el("a", { href: paperUrl, target: "_blank", rel: "noopener noreferrer" }, "원문 링크 Paper ↗"));
@@ -82,9 +85,28 @@ function renderHit(hit) {
   return li;
 }
 
-async function search(push) {
+// What the result list shows now: a search or a paper's neighbours, and where its page starts.
+let current = { kind: "search", id: null, offset: 0 };
+
+function showHits(body, offset, label) {
+  const k = Number($("k").value) || 10;
+  $("results").style.counterReset = "hit " + offset;  // ranks continue on later pages
+  $("results").replaceChildren(...body.map(renderHit));
+  const weak = body.length && body[0].strong_match === false
+    ? " · 확실한 결과 없음: no strong match, these are the closest papers" : "";
+  $("status").textContent = body.length
+    ? `${label} · ${offset + 1}–${offset + body.length}위${weak}`
+    : (offset ? "더 없습니다. No more papers." : "결과가 없습니다. No matching papers.");
+  $("prev-page").disabled = offset === 0;
+  $("next-page").disabled = body.length < k;  // a short page is the last one
+  $("pager").hidden = offset === 0 && body.length < k;
+}
+
+async function search(push, offset = 0) {
   const p = params();
   if (!p.get("q")) return;
+  current = { kind: "search", id: null, offset };
+  if (offset) p.set("offset", String(offset));
   if (push) history.replaceState(null, "", "?" + p.toString() + location.hash);
   $("status").textContent = "검색 중… Searching…";
   $("results").replaceChildren();
@@ -93,15 +115,33 @@ async function search(push) {
   try {
     const { body } = await api("/search?" + p.toString());
     const ms = Math.round(performance.now() - started);
-    const weak = body.length && body[0].strong_match === false
-      ? " · 확실한 결과 없음: no strong match, these are the closest papers" : "";
-    $("status").textContent = body.length
-      ? `${body.length}편의 논문 (${MODES[$("mode").value] || $("mode").value}, ${ms} ms)${weak}`
-      : "결과가 없습니다. No matching papers.";
-    $("results").replaceChildren(...body.map(renderHit));
+    showHits(body, offset, `${MODES[$("mode").value] || $("mode").value}, ${ms} ms`);
   } catch (err) {
     $("status").textContent = `오류 ${err.name}: ${err.message}`;
   }
+}
+
+async function similar(id, offset = 0) {
+  current = { kind: "similar", id, offset };
+  const p = params();
+  p.delete("q");
+  if (offset) p.set("offset", String(offset));
+  $("paper").hidden = true;
+  $("status").textContent = "비슷한 논문을 찾는 중… Finding similar papers…";
+  $("results").replaceChildren();
+  try {
+    const { body } = await api("/similar/" + encodeURIComponent(id) + "?" + p.toString());
+    showHits(body, offset, `비슷한 논문 More like this: ${id}`);
+  } catch (err) {
+    $("status").textContent = `오류 ${err.name}: ${err.message}`;
+  }
+}
+
+function page(step) {
+  const k = Number($("k").value) || 10;
+  const offset = Math.max(0, current.offset + step * k);
+  if (current.kind === "similar") similar(current.id, offset); else search(true, offset);
+  $("status").scrollIntoView({ block: "start" });
 }
 
 async function openPaper(id) {
@@ -129,6 +169,8 @@ async function openPaper(id) {
       parts.push(text);
     }
     parts.push(el("p", { class: "source" }, "출처 source: " + paper.source));
+    parts.push(el("p", { class: "links" }, el("a", { class: "similar", href: "#similar=" + encodeURIComponent(paper.paper_id) },
+      "비슷한 논문 More like this")));
     body.replaceChildren(...parts);
     $("paper").scrollIntoView({ behavior: "smooth", block: "start" });
   } catch (err) {
@@ -137,8 +179,12 @@ async function openPaper(id) {
 }
 
 function route() {
-  const m = location.hash.match(/^#paper=(.+)$/);
-  if (m) openPaper(decodeURIComponent(m[1])); else $("paper").hidden = true;
+  const m = location.hash.match(/^#(paper|similar)=(.+)$/);
+  if (m && m[1] === "paper") openPaper(decodeURIComponent(m[2]));
+  else {
+    $("paper").hidden = true;
+    if (m) similar(decodeURIComponent(m[2]));
+  }
 }
 
 async function loadInfo() {
@@ -158,14 +204,19 @@ function init() {
   const url = new URLSearchParams(location.search);
   for (const f of FIELDS) if (url.get(f)) $(f).value = url.get(f);
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(true); });
-  for (const f of ["mode", "lang", "from", "to", "k"]) $(f).addEventListener("change", () => search(true));
+  for (const f of ["mode", "lang", "from", "to", "k"]) {
+    $(f).addEventListener("change", () => { if (current.kind === "similar") similar(current.id); else search(true); });
+  }
+  $("prev-page").addEventListener("click", () => page(-1));
+  $("next-page").addEventListener("click", () => page(1));
   $("token").addEventListener("change", () => {
     sessionStorage.setItem("digest_rag_token", $("token").value);
     loadInfo(); search(false);
   });
   $("close-paper").addEventListener("click", () => { history.replaceState(null, "", location.pathname + location.search); route(); });
   window.addEventListener("hashchange", route);
-  loadInfo().then(() => { if (url.get("q")) search(false); route(); });
+  const start = Math.max(0, parseInt(url.get("offset") || "0", 10) || 0);
+  loadInfo().then(() => { if (url.get("q")) search(false, start); route(); });
 }
 
 document.addEventListener("DOMContentLoaded", init);

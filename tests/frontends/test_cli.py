@@ -316,3 +316,86 @@ def test_missing_path_is_exit_2_and_one_line(runner: CliRunner, seed_index_dir: 
         assert res.exit_code == 2, (args, res.output)
         assert res.stderr == f"error: no such file or directory: {nope}\n" and res.stdout == ""
     assert not (tmp_path / "ix").exists()
+
+
+JAILBREAK_ID = "many-shot-jailbreaking-2024-04-01"
+
+
+def test_show_prints_a_paper_whole_and_as_json(runner: CliRunner, seed_lexical_index_dir: Path) -> None:
+    res = runner.invoke(app, ["show", JAILBREAK_ID, "--index", str(seed_lexical_index_dir)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["Many-shot Jailbreaking", "다발성 탈옥"] and f"id {JAILBREAK_ID}" in lines[2]
+    assert "[summary, ko]" in res.stdout
+    js = runner.invoke(app, ["show", JAILBREAK_ID, "--index", str(seed_lexical_index_dir), "--json"])
+    paper = json.loads(js.stdout)
+    assert paper["paper_id"] == JAILBREAK_ID and {s["language"] for s in paper["sections"]} == {"ko", "en"}
+
+
+def test_show_and_similar_of_an_unknown_id_exit_2_in_one_line(runner: CliRunner, seed_lexical_index_dir: Path) -> None:
+    for cmd in ("show", "similar"):
+        res = runner.invoke(app, [cmd, "no-such-paper", "--index", str(seed_lexical_index_dir)])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.startswith("error: no paper with id 'no-such-paper'") and res.stderr.count("\n") == 1
+        assert res.stdout == ""
+
+
+def test_similar_lists_neighbours_without_the_paper(runner: CliRunner, seed_lexical_index_dir: Path) -> None:
+    res = runner.invoke(app, ["similar", JAILBREAK_ID, "--index", str(seed_lexical_index_dir), "-k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.stdout)
+    assert len(hits) == 3 and JAILBREAK_ID not in {h["paper_id"] for h in hits}
+    text = runner.invoke(app, ["similar", JAILBREAK_ID, "--index", str(seed_lexical_index_dir), "-k", "2",
+                               "--offset", "2"])
+    assert text.exit_code == 0 and text.stdout.startswith(" 3. ") and " 4. " in text.stdout
+    assert hits[2]["title"] in text.stdout.splitlines()[0]
+
+
+def test_search_offset_numbers_the_next_page(runner: CliRunner, seed_lexical_index_dir: Path) -> None:
+    args = ["search", "긴 컨텍스트를 악용하는 탈옥 공격", "--index", str(seed_lexical_index_dir), "--json"]
+    first = json.loads(runner.invoke(app, [*args, "-k", "4"]).stdout)
+    second = json.loads(runner.invoke(app, [*args, "-k", "2", "--offset", "2"]).stdout)
+    assert [(h["rank"], h["paper_id"]) for h in second] == [(h["rank"], h["paper_id"]) for h in first[2:]]
+    bad = runner.invoke(app, [*args, "--offset", "-1"])
+    assert bad.exit_code == 1 and bad.stderr.count("\n") == 1
+
+
+def test_remove_and_update_prune(runner: CliRunner, tmp_path: Path, corpus: Path) -> None:
+    ix = str(tmp_path / "ix")
+    assert runner.invoke(app, ["build", str(corpus), "--index", ix, "--lexical-only", "-q"]).exit_code == 0
+    daily = str(corpus / "2024-06-28-daily-digest.txt")
+    res = runner.invoke(app, ["remove", daily, "--index", ix])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("removed ") and "  - " in res.stdout
+    again = runner.invoke(app, ["remove", daily, "--index", ix])  # nothing of it is left
+    assert again.exit_code == 2 and again.stderr.startswith("error: no paper in the index comes from")
+    (corpus / "2024-02-13-daily-digest.txt").unlink()
+    pruned = runner.invoke(app, ["update", "--prune", "--index", ix, "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    report = json.loads(pruned.stdout)
+    assert report["removed"] and not report["added"]
+    info = json.loads(runner.invoke(app, ["info", "--index", ix, "--json"]).stdout)
+    assert sorted(Path(s).name for s in info["sources"]) == ["2024-04-22-blog-llama-introduction.txt",
+                                                              "2024-04-weekly-top-papers-roundup.txt"]
+    none = runner.invoke(app, ["update", "--index", ix])
+    assert none.exit_code == 1 and "--prune" in none.stderr and none.stderr.count("\n") == 1
+
+
+def test_model_list_and_fetch_offline(runner: CliRunner, tmp_path: Path, tiny_model: Path) -> None:
+    import shutil
+
+    local = tmp_path / "models"
+    shutil.copytree(tiny_model, local / "tiny")
+    res = runner.invoke(app, ["model", "list", str(local), "--hf-cache", str(tmp_path / "no-cache"), "--json"])
+    assert res.exit_code == 0, res.output
+    (entry,) = json.loads(res.stdout)
+    assert entry["where"] == "local" and entry["path"] == str(local / "tiny") and entry["dimension"]
+    text = runner.invoke(app, ["model", "list", str(local), "--hf-cache", str(tmp_path / "no-cache")])
+    assert text.stdout.startswith(f"{local / 'tiny'}  [local] dimension ")
+    # Offline (the tests' HF_HUB_OFFLINE=1) and not cached: exit 3, one line that says what to do.
+    fetch = runner.invoke(app, ["model", "fetch", "intfloat/no-such-model-for-tests"])
+    assert fetch.exit_code == 3, fetch.output
+    assert fetch.stderr.startswith("error: cannot fetch model intfloat/no-such-model-for-tests: HF_HUB_OFFLINE")
+    assert fetch.stderr.count("\n") == 1
+    path = runner.invoke(app, ["model", "fetch", str(local / "tiny")])
+    assert path.exit_code == 1 and "local path" in path.stderr

@@ -29,7 +29,7 @@ def test_mcp_over_stdio(seed_lexical_index_dir: Path) -> None:
     async def session() -> None:
         async with Client(params, read_timeout_seconds=120) as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
-            assert set(tools) == {"search_papers", "get_paper"}
+            assert set(tools) == {"search_papers", "get_paper", "similar_papers"}
             props = tools["search_papers"].input_schema["properties"]
             assert {"query", "k", "mode", "lang", "date_from", "date_to", "tags", "authors", "min_score"} <= set(props)
             assert tools["search_papers"].input_schema["required"] == ["query"]
@@ -60,6 +60,21 @@ def test_mcp_over_stdio(seed_lexical_index_dir: Path) -> None:
                 assert bad.is_error and f"{name}: " in bad.content[0].text and "Traceback" not in bad.content[0].text
             missing = await client.call_tool("get_paper", {"id": "no-such-paper"})
             assert missing.is_error and "PaperNotFoundError" in missing.content[0].text
+
+            # Paging: the second page continues the ranking of the first.
+            both = await client.call_tool("search_papers", {"query": JAILBREAK, "k": 4, "mode": "lexical"})
+            second = await client.call_tool("search_papers", {"query": JAILBREAK, "k": 2, "mode": "lexical",
+                                                              "offset": 2})
+            assert not second.is_error
+            assert [(h["paper_id"], h["rank"]) for h in second.structured_content["result"]] == [
+                (h["paper_id"], h["rank"]) for h in both.structured_content["result"][2:]]
+
+            like = await client.call_tool("similar_papers", {"id": hits[0]["paper_id"], "k": 3, "mode": "lexical"})
+            assert not like.is_error
+            near = like.structured_content["result"]
+            assert len(near) == 3 and hits[0]["paper_id"] not in {h["paper_id"] for h in near}
+            gone = await client.call_tool("similar_papers", {"id": "no-such-paper"})
+            assert gone.is_error and "PaperNotFoundError: " in gone.content[0].text
 
     asyncio.run(session())
 

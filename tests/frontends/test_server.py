@@ -239,11 +239,17 @@ def test_the_page_and_its_script(client: TestClient) -> None:
     assert not re.search(r"https?://", script + client.get("/static/style.css").text)
     # The script's API calls are the server's routes, with parameter names the API accepts.
     schema = client.get("/openapi.json").json()
-    calls = set(re.findall(r'"(/(?:search|papers|info)[^"?]*)', script))
-    assert calls == {"/search", "/papers/", "/info"}
+    calls = set(re.findall(r'"(/(?:search|papers|similar|info)[^"?]*)', script))
+    assert calls == {"/search", "/papers/", "/similar/", "/info"}
     fields = json.loads(re.search(r"const FIELDS = (\[.*?\]);", script).group(1))
     accepted = {p["name"] for p in schema["paths"]["/search"]["get"]["parameters"]}
-    assert set(fields) | {"highlight"} <= accepted and "highlight" in script
+    assert set(fields) | {"highlight", "offset"} <= accepted and "highlight" in script
+    assert 'p.set("offset"' in script  # paging asks the API for the next page
+    # "More like this" sends the same filters, which /similar accepts, minus the question.
+    similar = {p["name"] for p in schema["paths"]["/similar/{paper_id}"]["get"]["parameters"]}
+    assert set(fields) - {"q"} | {"offset"} <= similar
+    for element in ('id="pager"', 'id="prev-page"', 'id="next-page"'):
+        assert element in html
     for field in fields:  # every field the script reads exists in the page
         assert f'id="{field}"' in html
     for key in ("title", "title_ko", "date", "tags", "snippet_html", "urls", "paper_id", "sections"):
@@ -612,3 +618,67 @@ def test_idle_connections_beyond_the_open_file_limit(seed_lexical_index_dir: Pat
         proc.wait(timeout=20)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert stderr_path.stat().st_size < 1_000_000
+def test_search_offset_pages_continue_the_ranking(client: TestClient) -> None:
+    params = {"q": JAILBREAK, "mode": "lexical"}
+    whole = client.get("/search", params={**params, "k": 6}).json()
+    page = client.get("/search", params={**params, "k": 3, "offset": 3})
+    assert page.status_code == 200
+    assert [(h["rank"], h["paper_id"]) for h in page.json()] == [(h["rank"], h["paper_id"]) for h in whole[3:]]
+    for bad in ("-1", "1001", "two"):
+        _assert_error(client.get("/search", params={**params, "offset": bad}), 400, "UsageError")
+
+
+def test_similar_endpoint(client: TestClient, live: LiveIndex) -> None:
+    pid = "many-shot-jailbreaking-2024-04-01"
+    res = client.get(f"/similar/{pid}", params={"k": 4, "mode": "lexical"})
+    assert res.status_code == 200 and res.headers["x-index-generation"] == live.generation
+    hits = res.json()
+    assert len(hits) == 4 and pid not in {h["paper_id"] for h in hits} and [h["rank"] for h in hits] == [1, 2, 3, 4]
+    second = client.get(f"/similar/{pid}", params={"k": 2, "mode": "lexical", "offset": 2}).json()
+    assert [h["paper_id"] for h in second] == [h["paper_id"] for h in hits[2:]]
+    _assert_error(client.get("/similar/no-such-paper"), 404, "PaperNotFoundError")
+    _assert_error(client.get(f"/similar/{pid}", params={"k": 0}), 400, "UsageError")
+    assert "/similar/{paper_id}" in client.get("/openapi.json").json()["paths"]
+
+
+def test_similar_needs_the_token_like_search(live: LiveIndex) -> None:
+    guarded = TestClient(create_app(live, token=TOKEN, rate_limit=0), base_url=LOCAL)
+    _assert_error(guarded.get("/similar/many-shot-jailbreaking-2024-04-01"), 401, "Unauthorized")
+
+
+def test_access_log_one_line_per_request_without_the_question(live: LiveIndex,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    logged = TestClient(create_app(live, rate_limit=0.5, access_log=True), base_url=LOCAL)  # a burst of 1
+    with caplog.at_level("INFO", logger="digest_rag.access"):
+        assert logged.get("/search", params={"q": JAILBREAK, "k": 2, "mode": "lexical"}).status_code == 200
+        logged.get("/search", params={"q": "secret question", "mode": "lexical"})  # over the rate: 429
+        logged.get("/healthz")
+        logged.get("/papers/a%0Afake%20line")  # an encoded newline must not split the line
+    lines = [r.getMessage() for r in caplog.records if r.name == "digest_rag.access"]
+    assert len(lines) == 4 and all("\n" not in line for line in lines)
+    assert re.fullmatch(r'testclient - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /search HTTP/1\.1" 200 \d+ '
+                        r"\d+\.\dms", lines[0]), lines[0]
+    assert '"GET /search HTTP/1.1" 429 ' in lines[1] and '"GET /healthz HTTP/1.1" 200 ' in lines[2]
+    assert '"GET /papers/' in lines[3] and " 429 " in lines[3]  # refused requests are logged too
+    assert not any("secret" in line or "q=" in line or "%EA%B8%B4" in line for line in lines)
+
+
+def test_access_line_cannot_be_split_or_forged() -> None:
+    from digest_rag.frontends.server import access_line
+
+    scope = {"type": "http", "method": "GET", "path": "/papers/a\n1.2.3.4 - - [x] \"GET /ok\" 200 탈옥",
+             "query_string": "q=탈옥\n".encode(), "headers": [], "client": ("10.0.0.1", 5), "http_version": "1.1"}
+    line = access_line(scope, 404, "12", 0.0123, log_queries=True)
+    assert "\n" not in line and line.count('"') == 2 and line.startswith("10.0.0.1 - - [")
+    assert line.endswith('"GET /papers/a%0A1.2.3.4%20-%20-%20%5Bx%5D%20%22GET%20/ok%22%20200%20%ED%83%88%EC%98%A5'
+                         '?q=%ED%83%88%EC%98%A5%0A HTTP/1.1" 404 12 12.3ms'), line
+    assert "q=" not in access_line(scope, 404, None, 0.0, log_queries=False)
+
+
+def test_access_log_with_queries_and_off(live: LiveIndex, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="digest_rag.access"):
+        TestClient(create_app(live, rate_limit=0, access_log=True, log_queries=True), base_url=LOCAL).get(
+            "/search", params={"q": "distillation", "k": 1, "mode": "lexical"})
+        TestClient(create_app(live, rate_limit=0), base_url=LOCAL).get("/healthz")  # the library default: no log
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "digest_rag.access"]
+    assert '"GET /search?q=distillation&k=1&mode=lexical HTTP/1.1" 200 ' in line

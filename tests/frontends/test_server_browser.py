@@ -65,6 +65,33 @@ def test_search_page_in_chromium(seed_lexical_index_dir: Path, tmp_path: Path) -
             assert page.locator("#paper-body h3").count() >= 2
             page.select_option("#mode", "lexical")  # a filter change searches again
             page.wait_for_selector("#status:has-text('키워드')")
+            # Paging: k=5, the next page continues the ranking (ranks 6..10) and can go back.
+            page.select_option("#k", "5")
+            page.wait_for_selector("#status:has-text('1–5')")
+            first_page = page.locator("#results li.hit h2").all_inner_texts()
+            assert page.locator("#prev-page").is_disabled() and page.locator("#next-page").is_enabled()
+            page.click("#next-page")
+            page.wait_for_selector("#status:has-text('6–10')")
+            assert "offset=5" in page.url
+            second_page = page.locator("#results li.hit h2").all_inner_texts()
+            assert second_page and not set(second_page) & set(first_page)
+            assert page.locator("#results li.hit h2").first.evaluate(
+                "h => getComputedStyle(h, '::before').content").startswith('"6.')
+            page.click("#prev-page")
+            page.wait_for_selector("#status:has-text('1–5')")
+            assert page.locator("#results li.hit h2").all_inner_texts() == first_page
+            # More like this: the first hit's neighbours, without itself.
+            jailbreak = page.locator("#results li.hit", has_text="Many-shot Jailbreaking").first
+            jailbreak.locator("a.similar").click()
+            page.wait_for_selector("#status:has-text('More like this')")
+            page.wait_for_selector("#results li.hit")
+            assert "Many-shot Jailbreaking" not in page.locator("#results li.hit h2").all_inner_texts()
+            assert "#similar=many-shot-jailbreaking-2024-04-01" in page.url
+            # show: a paper's whole text from its address alone
+            page.goto(url + "/#paper=many-shot-jailbreaking-2024-04-01")
+            page.wait_for_selector("#paper:not([hidden]) .section-text")
+            assert page.locator("#paper-body h2").inner_text() == "Many-shot Jailbreaking"
+            assert page.locator("#paper-body a.similar").count() == 1
             assert not errors, errors
             assert not outside, f"the page loaded something from elsewhere: {outside}"
         finally:
