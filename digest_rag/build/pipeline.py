@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -57,6 +57,7 @@ from digest_rag.build.embedding import _store_lookup, embed_passages, reusable_e
 from digest_rag.build.freshness import default_model_unavailable, if_up_to_date, inputs_fingerprint, previous_options
 from digest_rag.build.passage_model import ModelFactsDiffer, PassageModel, passage_model
 from digest_rag.build.previous import LexicalBase, previous_lexical_base, previous_index
+from digest_rag.build.removal import dropped_sources
 from digest_rag.build.report import BuildOutcome, BuildReport
 from digest_rag.build.writer import GenerationContent, Inherited, write_generation
 from digest_rag.models import ProgressCallback
@@ -150,7 +151,7 @@ def update_index(
         lexical_only = options.lexical_only or (
             manifest.model_name is None and overrides.model is None and encoder is None
         )
-        dropped = _dropped_sources(index_dir, remove, prune) if (remove or prune) else []
+        dropped = dropped_sources(index_dir, remove, prune=prune) if (remove or prune) else []
         with index_write_errors(index_dir), open_engine(options) as engine, PaperSpool(_spool_home(index_dir)) as parsed, \
                 _parse_cache(index_dir) as cache:
             engine.parse_into(parsed, list(paths), options.strict, progress, cache)

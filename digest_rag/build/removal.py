@@ -13,9 +13,10 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from digest_rag.build.previous import previous_index
 from digest_rag.errors import CorpusError
 
-__all__ = ["sources_to_drop"]
+__all__ = ["dropped_sources", "sources_to_drop"]
 
 
 def _resolved(path: str | os.PathLike[str]) -> Path:
@@ -53,3 +54,13 @@ def sources_to_drop(sources: Iterable[str], remove: Sequence[str | os.PathLike[s
                 f"build was given them (e.g. {known[0]!r}), so prune from the directory the index was built in")
         drop.update(gone)
     return sorted(drop)
+
+
+def dropped_sources(index_dir: Path, remove: Sequence[str | os.PathLike[str]], *, prune: bool) -> list[str]:
+    """`sources_to_drop` over the sources of the index at ``index_dir`` (its writer lock held by the caller)."""
+    old = previous_index(index_dir, keep_old=True)
+    assert old.store is not None  # keep_old: a missing or damaged store raised
+    try:
+        return sources_to_drop(old.store.sources(), remove, prune=prune)
+    finally:
+        old.store.close()
