@@ -2,7 +2,7 @@
 
 A JSONL record can carry any string as a URL; ``javascript:`` and ``data:`` ones
 became hrefs (the CSP stopped them). The page's `webUrl` now lets through
-http(s) only, and every href the page writes is either its own ``#paper=``
+http(s) only, and every href the page writes is either its own ``#paper=`` / ``#similar=``
 anchor or a `webUrl` result.
 """
 
@@ -25,7 +25,8 @@ def test_every_href_is_an_anchor_or_a_checked_web_url() -> None:
     assert hrefs, "no href found: the check reads the wrong file"
     for expr in hrefs:
         expr = expr.strip()
-        assert expr.startswith('"#paper="') or expr in ("", "paperUrl"), f"unchecked href: {expr!r}"
+        # The page's own anchors (a paper's text, its "more like this" list) or a checked web URL.
+        assert expr.startswith(('"#paper="', '"#similar="')) or expr in ("", "paperUrl"), f"unchecked href: {expr!r}"
     assert "const paperUrl = (hit.urls || []).map(webUrl)" in src and "const href = webUrl(u);" in src
 
 
