@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digest_rag.errors import UsageError
 from digest_rag.index import DigestIndex
@@ -106,6 +106,12 @@ class SearchOptions(BaseModel):
         if any(len(a) > MAX_TAG_CHARS for a in authors):
             raise ValueError(f"an author name has at most {MAX_TAG_CHARS} characters")
         return authors
+
+    @model_validator(mode="after")
+    def _date_range(self) -> SearchOptions:
+        if self.date_from is not None and self.date_to is not None and self.date_from > self.date_to:
+            raise ValueError(f"from {self.date_from} is after to {self.date_to}: no paper can match; swap them")
+        return self
 
     @classmethod
     def parse(cls, **values: Any) -> SearchOptions:

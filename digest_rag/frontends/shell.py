@@ -59,7 +59,8 @@ class Shell:
 
     def __init__(self, live: LiveIndex, *, width: int = 100, color: bool = False) -> None:
         self.live = live
-        self.options = SearchOptions()
+        # A lexical-only index has no vectors: it starts in lexical mode, and :mode refuses the others.
+        self.options = SearchOptions(mode="lexical") if self.lexical_only else SearchOptions()
         self.last: SearchResults | None = None
         self.width = width
         self.color = color
@@ -70,6 +71,11 @@ class Shell:
             "help": self._help, "h": self._help, "?": self._help, "quit": self._quit, "q": self._quit,
             "exit": self._quit,
         }
+
+    @property
+    def lexical_only(self) -> bool:
+        """Whether the index now answering has no embedding model (its info is computed once per generation)."""
+        return self.live.info()["model"] is None
 
     # ---------------------------------------------------------------- commands
     def _one(self, args: list[str], name: str, usage: str) -> str:
@@ -82,7 +88,11 @@ class Shell:
         return self._settings([])
 
     def _mode(self, args: list[str]) -> str:
-        return self._set(mode=self._one(args, "mode", ":mode hybrid|dense|lexical"))
+        mode = self._one(args, "mode", ":mode hybrid|dense|lexical")
+        if self.lexical_only and mode in ("dense", "hybrid"):
+            raise UsageError(f"this index is lexical-only (built without an embedding model): :mode {mode} needs "
+                             "vectors; rebuild with a model (digest-rag build --model NAME) to use it")
+        return self._set(mode=mode)
 
     def _k(self, args: list[str]) -> str:
         value = self._one(args, "k", ":k 5")

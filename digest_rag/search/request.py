@@ -98,6 +98,16 @@ def _as_date(value: Any, name: str) -> _dt.date | None:
         raise UsageError(f"{name} must be a date like 2024-06-28 (got {_short(value)})") from exc
 
 
+def check_dates(date_from: Any, date_to: Any, names: tuple[str, str] = ("date_from", "date_to"),
+                ) -> tuple[_dt.date | None, _dt.date | None]:
+    """The two date filters as dates; a range that ends before it starts matches nothing and is refused.
+    ``names`` are what the caller calls them in its messages (the CLI: ``--from``, ``--to``)."""
+    start, end = _as_date(date_from, names[0]), _as_date(date_to, names[1])
+    if start is not None and end is not None and start > end:
+        raise UsageError(f"{names[0]} {start} is after {names[1]} {end}: no paper can match; swap them")
+    return start, end
+
+
 def _names(value: str | Sequence[str] | None, what: str, allowed: Sequence[str] | None) -> tuple[str, ...]:
     # A lone string is one name, never a sequence of letters ("llm" is the tag llm, not l, l, m).
     if value is None:
@@ -134,9 +144,10 @@ def make_filters(
     authors = tuple(a.strip() for a in _names(author, "author", None))
     if any(not a for a in authors):
         raise UsageError("an author filter is empty; give part of a name, e.g. author=\"Hinton\"")
+    start, end = check_dates(date_from, date_to)
     return Filters(
-        date_from=_as_date(date_from, "date_from"),
-        date_to=_as_date(date_to, "date_to"),
+        date_from=start,
+        date_to=end,
         tags=_names(tags, "tag", None),
         languages=_names(language, "language", LANGUAGES),
         sections=_names(section, "section", CHUNK_KINDS),

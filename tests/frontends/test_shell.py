@@ -47,9 +47,29 @@ def test_settings_change_the_search(shell: Shell) -> None:
 @pytest.mark.parametrize("line", [":mode semantic", ":k 0", ":k 1000", ":k x", ":lang fr", ":from 2024-13-01",
                                   ":to yesterday", ":open 1", ":bogus", ":k", "   :mode"])
 def test_bad_lines_are_one_error_line(shell: Shell, line: str) -> None:
+    before = shell.options
     out = shell.handle(line)
     assert out.startswith("error: ") and "\n" not in out
-    assert shell.options.mode == "hybrid" and shell.options.k == 10  # nothing changed
+    assert shell.options == before  # nothing changed
+
+
+def test_lexical_only_index_starts_lexical_and_refuses_vector_modes(shell: Shell) -> None:
+    """Issue 22 item 8: the shell started in hybrid on a lexical-only index and took `:mode dense`, failing
+    only at the next question; a date range ending before it starts was accepted."""
+    assert shell.options.mode == "lexical" and shell._settings([]).startswith("mode lexical")
+    for mode in ("dense", "hybrid"):
+        out = shell.handle(f":mode {mode}")
+        assert out.startswith("error: ") and "lexical-only" in out and "\n" not in out
+    assert shell.options.mode == "lexical"
+    assert "from 2024-06-01" in shell.handle(":from 2024-06-01")
+    out = shell.handle(":to 2024-01-01")
+    assert out.startswith("error: ") and "is after" in out and shell.options.date_to is None
+
+
+def test_index_with_a_model_starts_hybrid(seed_index_dir: Path) -> None:
+    with LiveIndex(seed_index_dir, interval=0, warm_up=False) as live:
+        shell = Shell(live)
+        assert shell.options.mode == "hybrid" and shell.handle(":mode dense").startswith("mode dense")
 
 
 def test_open_prints_the_whole_paper(shell: Shell) -> None:
