@@ -61,6 +61,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("DIGEST_RAG_MODEL", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$DIGEST_RAG_CACHE is a temporary directory for the whole session (subprocesses inherit it): the suite
+    never writes to the real ~/.cache/digest_rag (it had left ~3,000 verified markers there). A test that
+    needs a cache of its own still sets one with monkeypatch."""
+    before = os.environ.get("DIGEST_RAG_CACHE")
+    path = tmp_path_factory.mktemp("digest-rag-cache")
+    os.environ["DIGEST_RAG_CACHE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("DIGEST_RAG_CACHE", None)
+    else:
+        os.environ["DIGEST_RAG_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT

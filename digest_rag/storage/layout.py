@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -117,7 +119,16 @@ def required_files(manifest: IndexManifest) -> list[str]:
     return names
 
 
-def _verified_marker(f: Path, digest: str) -> Path | None:
+#: Days a verified-markers folder of an index may go untouched before a build elsewhere deletes it.
+VERIFIED_KEEP_DAYS = 30
+
+
+def _verified_dir(index_dir: Path) -> Path:
+    """The markers of one index directory (``verified/<hash of its real path>``): a build replaces them all."""
+    return cache_root() / "verified" / hashlib.sha256(str(index_dir.resolve()).encode()).hexdigest()[:24]
+
+
+def _verified_marker(index_dir: Path, f: Path, digest: str) -> Path | None:
     """The cache file recording that ``f``, as it is now, has sha256 ``digest``.
 
     Hashing every file on every load costs seconds per search at a million
@@ -131,15 +142,21 @@ def _verified_marker(f: Path, digest: str) -> Path | None:
     except OSError:
         return None
     key = f"{where}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{digest}"
-    return cache_root() / "verified" / hashlib.sha256(key.encode()).hexdigest()[:40]
+    return _verified_dir(index_dir) / hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def mark_verified(index_dir: Path, manifest: IndexManifest) -> None:
     """Record the checksums a build just computed for the files it wrote, so that the first search
-    after a build does not hash them again (a million papers' store is GBs)."""
+    after a build does not hash them again (a million papers' store is GBs).
+
+    The markers of the generation it replaced are deleted (they name files that are gone), and so are
+    markers in the old flat layout and folders of indexes untouched for `VERIFIED_KEEP_DAYS`: the cache
+    holds about one marker per file of each index in use, not ~12 more per build for ever.
+    """
     gen = index_dir / manifest.data_dir
+    keep: set[Path] = set()
     for name, digest in manifest.files.items():
-        marker = _verified_marker(gen / name, digest)
+        marker = _verified_marker(index_dir, gen / name, digest)
         if marker is None:
             continue
         try:
@@ -147,6 +164,26 @@ def mark_verified(index_dir: Path, manifest: IndexManifest) -> None:
             marker.touch()
         except OSError:
             return  # a read-only cache: the first load verifies
+        keep.add(marker)
+    _prune_verified(_verified_dir(index_dir), keep)
+
+
+def _prune_verified(mine: Path, keep: set[Path]) -> None:
+    """Delete this index's markers other than ``keep``, flat markers of old versions, and stale folders."""
+    stale = time.time() - VERIFIED_KEEP_DAYS * 86400
+    try:
+        for p in mine.iterdir():
+            if p not in keep:
+                p.unlink(missing_ok=True)
+        for p in mine.parent.iterdir():
+            if p == mine or p.is_symlink():
+                continue
+            if p.is_file():
+                p.unlink(missing_ok=True)  # the flat layout of digest_rag <= 0.2.0: unprunable, so all go
+            elif p.is_dir() and p.stat().st_mtime < stale:
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass  # markers are a cache: a file that cannot go now is collected by a later build
 
 
 def verify_files(index_dir: Path, manifest: IndexManifest, names: Iterable[str]) -> None:
@@ -159,7 +196,7 @@ def verify_files(index_dir: Path, manifest: IndexManifest, names: Iterable[str])
             raise IndexCorruptedError(f"{index_dir / MANIFEST}: does not list {name}; manifest and files disagree")
         if not f.is_file():
             raise IndexCorruptedError(f"{f}: file listed in the manifest is missing")
-        marker = _verified_marker(f, digest)
+        marker = _verified_marker(index_dir, f, digest)
         if marker is not None and marker.is_file():
             continue  # this very file (same inode, size, mtime and ctime) matched this checksum before
         try:
