@@ -4,7 +4,7 @@ Endpoints (all GET; nothing writes):
 
 - ``/search?q=&k=&mode=&lang=&from=&to=&tag=`` -> the hits as ``search --json``
   prints them (``SearchResults.to_records``); ``highlight=html`` adds
-  ``snippet_html`` (escaped text, query terms in ``<mark>``). The
+  ``snippet_html``, ``title_html`` and ``title_ko_html`` (escaped text, query terms in ``<mark>``). The
   ``X-Index-Generation`` header names the generation that answered.
   ``offset`` skips the best N papers (paging; ranks continue from N+1).
 - ``/papers/{id}`` -> one paper with all its sections (``?q=`` adds highlighted ``html`` per section).
@@ -63,6 +63,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from digest_rag.version import __version__
 from digest_rag.frontends.display import highlight as _highlight
+from digest_rag.search.snippets import Highlighter
 from digest_rag.errors import (
     DigestRagError,
     IncompatibleModelError,
@@ -190,6 +191,14 @@ OffsetParam = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="skip the be
 
 
 # ------------------------------------------------------------------ the app
+def _highlight_titles(record: dict[str, Any], marks: Highlighter) -> None:
+    """Add ``title_html`` (and ``title_ko_html``): the titles escaped, the query's terms (``marks``, what
+    `highlight` takes) in ``<mark>``."""
+    record["title_html"] = _highlight(str(record["title"]), marks, style="html")
+    if record.get("title_ko"):
+        record["title_ko_html"] = _highlight(str(record["title_ko"]), marks, style="html")
+
+
 def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
                rate_limit: float = DEFAULT_RATE_LIMIT, allowed_hosts: Iterable[str] | None = None,
                max_queue: int = DEFAULT_MAX_QUEUE, access_log: bool = False, log_queries: bool = False) -> FastAPI:
@@ -289,6 +298,7 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
                 for rec in records:
                     job.check()
                     rec["snippet_html"] = _highlight(str(rec["snippet"]), hits.highlighter, style="html")
+                    _highlight_titles(rec, hits.highlighter)
             return idx.generation, records
 
         # On the index's one worker thread, not anyio's pool: see digest_rag.frontends.live on torch's OpenMP teams.
@@ -307,6 +317,7 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
                 terms = idx.analyse(q)  # once, as a search would
                 check_query_terms(terms)
                 marks = idx.highlighter(terms)
+                _highlight_titles(record, marks)
                 budget = MAX_HIGHLIGHT_CHARS
                 for section in record["sections"]:
                     job.check()

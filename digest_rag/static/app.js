@@ -55,11 +55,20 @@ function params() {
   return p;
 }
 
+// title_html, title_ko_html and snippet_html come from the server's highlighter: escaped text, only <mark> added.
+function marked(node, html, text) {
+  if (html !== undefined && html !== null) node.innerHTML = html; else node.textContent = text;
+  return node;
+}
+
 function renderHit(hit) {
   const li = el("li", { class: "hit" });
-  const title = el("a", { class: "title", href: "#paper=" + encodeURIComponent(hit.paper_id) }, hit.title);
+  const title = marked(el("a", { class: "title", href: "#paper=" + encodeURIComponent(hit.paper_id) }),
+                       hit.title_html, hit.title);
   li.append(el("h2", {}, title));
-  if (hit.title_ko && hit.title_ko !== hit.title) li.append(el("div", { class: "title-ko" }, hit.title_ko));
+  if (hit.title_ko && hit.title_ko !== hit.title) {
+    li.append(marked(el("div", { class: "title-ko" }), hit.title_ko_html, hit.title_ko));
+  }
   const meta = el("div", { class: "meta" });
   meta.append(el("span", { class: "date" }, hit.date || "날짜 없음"));
   for (const t of hit.tags || []) meta.append(el("span", { class: "tag" }, "#" + t));
@@ -152,8 +161,10 @@ async function openPaper(id) {
   $("paper").hidden = false;
   try {
     const { body: paper } = await api(path);
-    const parts = [el("h2", {}, paper.title)];
-    if (paper.title_ko && paper.title_ko !== paper.title) parts.push(el("div", { class: "title-ko" }, paper.title_ko));
+    const parts = [marked(el("h2", {}), paper.title_html, paper.title)];
+    if (paper.title_ko && paper.title_ko !== paper.title) {
+      parts.push(marked(el("div", { class: "title-ko" }), paper.title_ko_html, paper.title_ko));
+    }
     const meta = el("div", { class: "meta" }, el("span", { class: "date" }, paper.date || "날짜 없음"));
     for (const t of paper.tags || []) meta.append(el("span", { class: "tag" }, "#" + t));
     parts.push(meta);
@@ -172,7 +183,7 @@ async function openPaper(id) {
     parts.push(el("p", { class: "links" }, el("a", { class: "similar", href: "#similar=" + encodeURIComponent(paper.paper_id) },
       "비슷한 논문 More like this")));
     body.replaceChildren(...parts);
-    $("paper").scrollIntoView({ behavior: "smooth", block: "start" });
+    $("paper").scrollTop = 0;  // the panel lies over the results (style.css): the list keeps its scroll position
   } catch (err) {
     body.replaceChildren(el("p", { class: "error" }, `오류 ${err.name}: ${err.message}`));
   }
@@ -194,6 +205,11 @@ async function loadInfo() {
     $("footer").textContent = `논문 ${info.papers}편 · ${info.date_from || "?"} – ${info.date_to || "?"} · ` +
       `모델 model: ${model} · ${info.generation} · digest_rag ${info.library_version}`;
     $("tags").replaceChildren(...Object.keys(info.top_tags || {}).map((t) => el("option", { value: t })));
+    // A lexical-only index has no vectors: dense and hybrid are not offered, whatever the address asked for.
+    for (const option of $("mode").options) {
+      option.disabled = !info.model && option.value !== "lexical";
+      option.title = option.disabled ? "이 색인에는 임베딩 모델이 없습니다 (lexical-only index)" : "";
+    }
     if (!info.model) $("mode").value = "lexical";
   } catch (err) {
     $("footer").textContent = `오류 ${err.name}: ${err.message}`;
@@ -215,6 +231,7 @@ function init() {
   });
   $("close-paper").addEventListener("click", () => { history.replaceState(null, "", location.pathname + location.search); route(); });
   window.addEventListener("hashchange", route);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("paper").hidden) $("close-paper").click(); });
   const start = Math.max(0, parseInt(url.get("offset") || "0", 10) || 0);
   loadInfo().then(() => { if (url.get("q")) search(false, start); route(); });
 }

@@ -100,3 +100,67 @@ def test_search_page_in_chromium(seed_lexical_index_dir: Path, tmp_path: Path) -
     target = os.environ.get("DIGEST_RAG_SCREENSHOT")
     if target:
         shutil.copy(shot, target)
+
+
+# Words of Hangul text in the results and the paper panel whose characters lie on more than one line.
+_BROKEN_KOREAN_WORDS = """() => {
+  const broken = [];
+  for (const node of document.querySelectorAll("#results .snippet, #results .title-ko, #paper-body .section-text")) {
+    const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+    for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+      for (const m of t.data.matchAll(/\\S+/g)) {
+        if (!/[\\uac00-\\ud7a3]{2}/.test(m[0])) continue;
+        const r = document.createRange();
+        r.setStart(t, m.index); r.setEnd(t, m.index + m[0].length);
+        const tops = new Set([...r.getClientRects()].filter((x) => x.width > 0).map((x) => Math.round(x.top)));
+        if (tops.size > 1) broken.push(m[0]);
+      }
+    }
+  }
+  return broken;
+}"""
+
+
+def test_page_keeps_korean_words_marks_titles_and_offers_only_lexical(seed_lexical_index_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """Issue 22 item 5: Korean wrapped mid-word ("상대적으/로"), titles were never highlighted, Dense and Hybrid
+    stayed selectable on a lexical-only index, the full text opened below every result, and form controls
+    named no Hangul font."""
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    chromium = _chromium()
+    with running_server(seed_lexical_index_dir, env={"HF_HUB_OFFLINE": "1"}) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 430, "height": 900}, locale="ko-KR",  # a phone's width: many line breaks
+        )
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/?mode=dense&q=" + JAILBREAK)  # an address asking for a mode this index lacks
+            page.wait_for_selector("#results li.hit")
+            modes = page.eval_on_selector_all("#mode option", "os => os.map(o => [o.value, o.disabled])")
+            assert modes == [["hybrid", True], ["dense", True], ["lexical", False]]
+            assert page.input_value("#mode") == "lexical"
+            first = page.locator("#results li.hit").first
+            assert first.locator(".title-ko").inner_text() == "다발성 탈옥"
+            assert first.locator(".title-ko mark").inner_text() == "탈옥"  # the title's match is marked
+            for selector in ("body", "#q", "#go", "#mode"):
+                family = page.eval_on_selector(selector, "e => getComputedStyle(e).fontFamily")
+                assert "Noto Sans CJK KR" in family and "Malgun Gothic" in family, (selector, family)
+            assert page.eval_on_selector(".snippet", "e => getComputedStyle(e).wordBreak") == "keep-all"
+            first.locator("h2 a").click()
+            page.wait_for_selector("#paper:not([hidden]) .section-text")
+            # The text opens over the results where the reader is: in view, the list not scrolled away.
+            box = page.locator("#paper").bounding_box()
+            assert box is not None and box["y"] < 50 and box["height"] > 400
+            assert page.evaluate("window.scrollY") == 0
+            assert page.eval_on_selector("#paper", "e => getComputedStyle(e).position") == "fixed"
+            broken = page.evaluate(_BROKEN_KOREAN_WORDS)
+            assert not broken, f"Korean words broken across lines: {broken[:10]}"
+            page.keyboard.press("Escape")
+            page.wait_for_selector("#paper", state="hidden")
+            assert not errors, errors
+        finally:
+            browser.close()
