@@ -219,6 +219,40 @@ def test_readme_mcp_configuration_runs(readme: str, workspace: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::digest_rag.ModelFallbackWarning")
+def test_readme_sample_search_output_is_what_search_prints(readme: str, workspace: Path) -> None:
+    """The sample of `search`'s output (its ranks, titles, dates, tags and scores) is what the tour's search prints
+    on the offline lexical-only index (issue 22 item 9: the README showed 2.8932 where search printed 5.3117)."""
+    samples = [b for b in _blocks(readme, "text") if re.match(r"\s*1\. ", b)]
+    assert samples, "the README shows search's output"
+    _build_workspace_index()
+    res = CliRunner().invoke(app, ["search", "스케일링 법칙에 대한 논문을 찾아줘", "-k", "3", "--no-color"])
+    assert res.exit_code == 0, res.output
+    real = {line.strip() for line in res.stdout.splitlines()}
+    for block in samples:
+        shown = [line.strip() for line in block.splitlines() if re.match(r"\s*\d+\. |.* · score ", line)]
+        assert shown and not [line for line in shown if line not in real], (shown, res.stdout)
+
+
+def test_readme_synopsis_lists_every_command_and_option(readme: str) -> None:
+    """The CLI synopsis names every command and every long option (issue 22 item 9: export-variant and
+    search -m/--model were missing)."""
+    import typer
+
+    block = next(b for b in _blocks(readme, "text") if b.startswith("digest-rag build"))
+    entries: dict[str, str] = {}
+    for line in block.splitlines():
+        if m := re.match(r"digest-rag (\S+)", line):
+            entries[m.group(1)] = line
+        else:
+            entries[list(entries)[-1]] += line
+    for name, command in typer.main.get_command(app).commands.items():
+        assert name in entries, f"README's CLI synopsis lacks `digest-rag {name}`"
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--") and opt != "--help":
+                    assert opt in entries[name], f"README's synopsis of `{name}` lacks {opt}"
+
+
 def test_readme_shell_transcript(readme: str, workspace: Path) -> None:
     transcripts = [b for b in _blocks(readme, "text") if b.startswith(PROMPT)]
     assert transcripts, "the README shows a shell session"
@@ -228,8 +262,9 @@ def test_readme_shell_transcript(readme: str, workspace: Path) -> None:
         res = CliRunner().invoke(app, ["shell", "--no-color"], input="\n".join(typed) + "\n")
         assert res.exit_code == 0, res.output
         real = {line.strip() for line in res.stdout.splitlines()}
+        # Score lines too (issue 22 item 9: the README showed 17.6011 where the shell printed 20.9854).
         shown = [line.strip() for line in block.splitlines()
-                 if not line.startswith(PROMPT) and "…" not in line and "score " not in line and line.strip()]
+                 if not line.startswith(PROMPT) and "…" not in line and line.strip()]
         assert shown
         missing = [line for line in shown if line not in real]
         assert not missing, f"shown in the README but not printed by the shell: {missing}"

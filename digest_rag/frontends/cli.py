@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from digest_rag.frontends.display import format_hits
 from digest_rag.errors import CorpusError, DigestRagError, IndexWriteError
 from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
 from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language, SearchResults
-from digest_rag.search.request import MAX_OFFSET
+from digest_rag.search.request import MAX_OFFSET, check_dates
 from digest_rag.version import __version__
 from digest_rag.frontends.cli_output import (
     build_summary,
@@ -49,12 +49,68 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 Mode = Enum("Mode", {m: m for m in SEARCH_MODES}, type=str)  # type: ignore[misc]
 
 
+# What `--help` shows after an option, as the README's synopsis writes it; otherwise the option's name in capitals.
+# (typer's default is the Python type: <str>, <list[str]>, <int range>, <list[hybrid|dense|lexical]>.)
+_METAVARS = {
+    "index": "DIR", "k": "N", "date_from": "DATE", "date_to": "DATE", "model": "NAME_OR_PATH", "search_param": "N",
+    "batch_size": "N", "wait": "SECONDS", "factory": "FAISS_FACTORY", "device": "cpu|cuda|mps", "workers": "N",
+    "gpus_per_worker": "G", "ray_address": "HOST:PORT", "port": "PORT", "rate_limit": "N", "output": "FILE",
+    "fusion_weights": "WEIGHTS", "tag": "TAG", "author": "NAME", "min_score": "X",
+}
+
+
+class _Argument(TyperArgument):
+    """An argument as the README writes it: QUERY, PATHS... or [PATHS]..., without a type tag."""
+
+    def _name(self) -> str:
+        return self.metavar or (self.name or "").upper()
+
+    def _usage_display_name(self) -> str:
+        name = self._name() if self.required else f"[{self._name()}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def _rich_display_name(self) -> str:
+        return self._name() + ("..." if self.nargs != 1 else "")
+
+    def display_type_rich(self, ctx: Any) -> str:  # noqa: ARG002 - click's signature
+        return ""
+
+
+class _Option(TyperOption):
+    """An option followed by a word for its value (--from DATE, --mode hybrid|dense|lexical), not a Python type."""
+
+    def display_type_rich(self, ctx: Any) -> str:  # noqa: ARG002 - click's signature
+        if self.metavar:
+            return self.metavar
+        desc = getattr(self, "type_descriptor", None)  # typer >= 0.2x; older releases keep click's self.type
+        choices = (desc.choices if desc.is_choice else None) if desc is not None else \
+            getattr(getattr(self, "type", None), "choices", None)
+        if choices:
+            return "|".join(str(getattr(c, "value", c)) for c in choices)
+        return _METAVARS.get(self.name or "", (self.name or "").upper())
+
+
+def _plain_metavars(command: Any) -> None:
+    """Give every parameter of ``command`` (and its subcommands) the README's notation in --help."""
+    for param in getattr(command, "params", ()):
+        if type(param) is TyperArgument:
+            param.__class__ = _Argument
+        elif type(param) is TyperOption:
+            param.__class__ = _Option
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
 class _Group(TyperGroup):
     """Makes command-line usage errors one line on stderr with exit code 1, as documented.
 
     Click's default is a multi-line usage block and exit code 2, which would
-    collide with "2 = data or index problem".
+    collide with "2 = data or index problem". --help writes values as the README does (`_plain_metavars`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_metavars(self)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
@@ -336,6 +392,8 @@ def search(
     from digest_rag.search.fusion import parse_fusion_weights
 
     with _handled():
+        # Checked before the index loads, and named as the options are spelt here (not date_from).
+        check_dates(date_from, date_to, ("--from", "--to"))
         weights = parse_fusion_weights(fusion_weights) if fusion_weights else None
         idx = DigestIndex.load(index, model=model, search_param=search_param)
         hits = idx.search(query, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None,

@@ -109,6 +109,39 @@ def test_eval_command(runner: CliRunner, seed_index_dir: Path, repo_root: Path) 
         assert name in res.stdout
 
 
+def test_help_writes_values_as_the_readme_does(runner: CliRunner) -> None:
+    """Issue 22 item 9: --help showed {query}, <list[str]> and <list[hybrid|dense|lexical]>."""
+    import re
+
+    import typer
+
+    for name in typer.main.get_command(app).commands:
+        out = runner.invoke(app, [name, "--help"]).stdout
+        usage = out.splitlines()[0]
+        assert "{" not in usage and "<" not in usage, usage
+        odd = re.findall(r"<[a-z][^>]*>|list\[", out)
+        assert not odd, (name, odd)
+    out = runner.invoke(app, ["search", "--help"]).stdout
+    assert "QUERY" in out.splitlines()[0] and "--mode hybrid|dense|lexical" in out and "--tag TAG" in out
+    assert "--from DATE" in out and "-k, --top-k N" in out
+
+
+def test_reversed_or_bad_dates_are_usage_errors_naming_the_options(runner: CliRunner, seed_index_dir: Path) -> None:
+    """Issue 22 item 8: a range ending before it starts answered "no matching papers" with exit 0, and a bad
+    date was reported as date_from, a name the command line does not have."""
+    from digest_rag import DigestIndex
+    from digest_rag.errors import UsageError
+
+    args = ["search", "x", "--index", str(seed_index_dir)]
+    res = runner.invoke(app, [*args, "--from", "2024-06-01", "--to", "2024-01-01"])
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == "error: --from 2024-06-01 is after --to 2024-01-01: no paper can match; swap them\n"
+    res = runner.invoke(app, [*args, "--from", "2024-13-01"])
+    assert res.exit_code == 1 and res.stderr.startswith("error: --from must be a date") and "date_from" not in res.stderr
+    with DigestIndex.load(seed_index_dir) as idx, pytest.raises(UsageError, match="is after"):
+        idx.search("x", mode="lexical", date_from="2024-06-01", date_to="2024-01-01")
+
+
 def test_help_has_examples(runner: CliRunner) -> None:
     for cmd in ("build", "update", "search", "info", "eval"):
         res = runner.invoke(app, [cmd, "--help"])
