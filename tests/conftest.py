@@ -94,12 +94,22 @@ def corpus(tmp_path: Path, seed_corpus: Path) -> Path:
     return out
 
 
+ML_PAPERS_ENV = "DIGEST_RAG_ML_PAPERS"
+
+
+def require_ml_papers() -> Path:
+    """The ml-papers corpus (1,705 Korean paper notes), or a skip that says what is missing and how to provide it."""
+    path = Path(os.environ.get(ML_PAPERS_ENV) or ROOT.parent / "shared" / "corpora" / "ml-papers" / "papers")
+    if not path.is_dir():
+        pytest.skip(f"needs the ml-papers corpus (1,705 Korean paper notes) at {path}: it is not in the repository; "
+                    f"check out the shared corpora beside it (../shared/corpora/ml-papers/papers) or set "
+                    f"{ML_PAPERS_ENV}=DIR")
+    return path
+
+
 @pytest.fixture(scope="session")
 def ml_papers_dir() -> Path:
-    path = ROOT.parent / "shared" / "corpora" / "ml-papers" / "papers"
-    if not path.is_dir():
-        pytest.skip(f"shared ml-papers corpus not found at {path}")
-    return path
+    return require_ml_papers()
 
 
 @pytest.fixture(scope="session")

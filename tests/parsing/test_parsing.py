@@ -64,14 +64,6 @@ def weekly_papers(weekly_file: Path) -> list[Paper]:
     return parse_file(weekly_file).papers
 
 
-@pytest.fixture(scope="session")
-def ml_papers_dir() -> Path:
-    path = ROOT.parent / "shared" / "corpora" / "ml-papers" / "papers"
-    if not path.is_dir():
-        pytest.skip(f"ml-papers corpus not found at {path}")
-    return path
-
-
 def _all_text(papers: list[Paper]) -> str:
     return "\n".join(s.text for p in papers for s in p.sections)
 
