@@ -55,7 +55,9 @@ _METAVARS = {
     "index": "DIR", "k": "N", "date_from": "DATE", "date_to": "DATE", "model": "NAME_OR_PATH", "search_param": "N",
     "batch_size": "N", "wait": "SECONDS", "factory": "FAISS_FACTORY", "device": "cpu|cuda|mps", "workers": "N",
     "gpus_per_worker": "G", "ray_address": "HOST:PORT", "port": "PORT", "rate_limit": "N", "output": "FILE",
-    "fusion_weights": "WEIGHTS", "tag": "TAG", "author": "NAME", "min_score": "X",
+    "fusion_weights": "WEIGHTS", "tag": "TAG", "author": "NAME", "min_score": "X", "out": "DIR",
+    "base": "NAME_OR_PATH", "steps": "N", "seed": "N", "dim": "N", "lr": "RATE", "exclude_eval": "QUERIES.jsonl",
+    "exclude_heldout_eval": "QUERIES.jsonl",
 }
 
 
