@@ -114,6 +114,12 @@ function showHits(body, offset, label) {
 async function search(push, offset = 0) {
   const p = params();
   if (!p.get("q")) return;
+  // The paper panel lies over the results (style.css): a new search or page closes it, as its paper was
+  // one of the previous results.
+  if (!$("paper").hidden && /^#paper=/.test(location.hash)) {
+    history.replaceState(null, "", location.pathname + location.search);
+    $("paper").hidden = true;
+  }
   current = { kind: "search", id: null, offset };
   if (offset) p.set("offset", String(offset));
   if (push) history.replaceState(null, "", "?" + p.toString() + location.hash);
