@@ -14,6 +14,18 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("pandas")
 
 
+def test_first_cell_names_an_install_that_exists(repo_root: Path) -> None:
+    """Issue 22 item 10: the notebook needs pandas, matplotlib and ipykernel, which the main install lacks."""
+    import re
+    import tomllib
+
+    nb = nbformat.read(repo_root / "notebooks" / "quickstart.ipynb", as_version=4)
+    assert 'pip install "digest-rag[notebook]"' in "".join(nb.cells[0].source)
+    extras = tomllib.loads((repo_root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=\[ ]", req)[0] for req in extras["notebook"]}
+    assert {"pandas", "matplotlib", "ipykernel", "nbclient", "datasets", "accelerate"} <= names
+
+
 def test_quickstart_notebook_runs(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The kernel inherits this environment: no hub, no display, no model override.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
