@@ -8,22 +8,15 @@ Results go to stdout; progress bars, warnings and errors go to stderr, so
 from __future__ import annotations
 
 import json
-import logging
-import os
 import shutil
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from digest_rag.frontends.display import format_hits
-from digest_rag.errors import CorpusError, DigestRagError, IndexWriteError
 from digest_rag.index import DEFAULT_INDEX_DIR, DigestIndex
 from digest_rag.models import SEARCH_MODES, Backend, CorpusVariant, Engine, Language, SearchResults
 from digest_rag.search.request import MAX_OFFSET, check_dates
@@ -33,111 +26,21 @@ from digest_rag.frontends.cli_output import (
     echo,
     err,
     format_info,
-    human_size,
     plan_summary,
     progress_bars,
     use_color,
 )
-
-try:  # typer >= 0.24 vendors click; older releases use click itself
-    from typer._click import exceptions as _click_exc
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as _click_exc  # type: ignore[no-redef]
+from digest_rag.frontends.cli_help import SynopsisGroup
+from digest_rag.frontends.cli_errors import handled, quiet_libraries, require_paths
+from digest_rag.frontends.cli_model import model_app
 
 
 # Click needs an Enum to list choices in --help; it is made from the library's SEARCH_MODES, not redefined.
 Mode = Enum("Mode", {m: m for m in SEARCH_MODES}, type=str)  # type: ignore[misc]
 
 
-# What `--help` shows after an option, as the README's synopsis writes it; otherwise the option's name in capitals.
-# (typer's default is the Python type: <str>, <list[str]>, <int range>, <list[hybrid|dense|lexical]>.)
-_METAVARS = {
-    "index": "DIR", "k": "N", "date_from": "DATE", "date_to": "DATE", "model": "NAME_OR_PATH", "search_param": "N",
-    "batch_size": "N", "wait": "SECONDS", "factory": "FAISS_FACTORY", "device": "cpu|cuda|mps", "workers": "N",
-    "gpus_per_worker": "G", "ray_address": "HOST:PORT", "port": "PORT", "rate_limit": "N", "output": "FILE",
-    "fusion_weights": "WEIGHTS", "tag": "TAG", "author": "NAME", "min_score": "X", "out": "DIR",
-    "base": "NAME_OR_PATH", "steps": "N", "seed": "N", "dim": "N", "lr": "RATE", "exclude_eval": "QUERIES.jsonl",
-    "exclude_heldout_eval": "QUERIES.jsonl",
-}
-
-
-class _Argument(TyperArgument):
-    """An argument as the README writes it: QUERY, PATHS... or [PATHS]..., without a type tag."""
-
-    def _name(self) -> str:
-        return self.metavar or (self.name or "").upper()
-
-    def _usage_display_name(self) -> str:
-        name = self._name() if self.required else f"[{self._name()}]"
-        return name + ("..." if self.nargs != 1 else "")
-
-    def _rich_display_name(self) -> str:
-        return self._name() + ("..." if self.nargs != 1 else "")
-
-    def display_type_rich(self, ctx: Any) -> str:  # noqa: ARG002 - click's signature
-        return ""
-
-
-class _Option(TyperOption):
-    """An option followed by a word for its value (--from DATE, --mode hybrid|dense|lexical), not a Python type."""
-
-    def display_type_rich(self, ctx: Any) -> str:  # noqa: ARG002 - click's signature
-        if self.metavar:
-            return self.metavar
-        desc = getattr(self, "type_descriptor", None)  # typer >= 0.2x; older releases keep click's self.type
-        choices = (desc.choices if desc.is_choice else None) if desc is not None else \
-            getattr(getattr(self, "type", None), "choices", None)
-        if choices:
-            return "|".join(str(getattr(c, "value", c)) for c in choices)
-        return _METAVARS.get(self.name or "", (self.name or "").upper())
-
-
-def _plain_metavars(command: Any) -> None:
-    """Give every parameter of ``command`` (and its subcommands) the README's notation in --help."""
-    for param in getattr(command, "params", ()):
-        if type(param) is TyperArgument:
-            param.__class__ = _Argument
-        elif type(param) is TyperOption:
-            param.__class__ = _Option
-    for sub in getattr(command, "commands", {}).values():
-        _plain_metavars(sub)
-
-
-class _Group(TyperGroup):
-    """Makes command-line usage errors one line on stderr with exit code 1, as documented.
-
-    Click's default is a multi-line usage block and exit code 2, which would
-    collide with "2 = data or index problem". --help writes values as the README does (`_plain_metavars`).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _plain_metavars(self)
-
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except _click_exc.NoArgsIsHelpError as exc:
-            echo(exc.format_message())  # `digest-rag` alone: the help, not an error
-            sys.exit(0)
-        except _click_exc.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else "digest-rag"
-            err(f"error: {' '.join(exc.format_message().split())} (see '{where} --help')")
-            sys.exit(1)
-        except _click_exc.ClickException as exc:
-            err(f"error: {' '.join(exc.format_message().split())}")
-            sys.exit(exc.exit_code)
-        except typer.Abort:
-            err("aborted")
-            sys.exit(130)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
 app = typer.Typer(
-    cls=_Group,
+    cls=SynopsisGroup,
     add_completion=False,
     no_args_is_help=True,
     help=(
@@ -151,91 +54,6 @@ app = typer.Typer(
 IndexOpt = typer.Option(DEFAULT_INDEX_DIR, "--index", "-i", help="Index directory.")
 
 
-def _require_paths(paths: Sequence[Path]) -> None:
-    """A path named on the command line that does not exist is a typo, not a file to skip: exit 2, one line."""
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise CorpusError(f"no such file or directory: {', '.join(missing)}")
-
-
-@contextmanager
-def _handled() -> Iterator[None]:
-    """Typed errors become one line on stderr and their exit code; warnings one line each."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        logged = _WarningLines.collect()
-        try:
-            yield
-        except DigestRagError as exc:
-            _flush_warnings(caught)
-            # A cache that could not be written on a full disk is no news after the error saying so: one line.
-            _WarningLines.finish(logged, show=not isinstance(exc, IndexWriteError))
-            err(f"error: {' '.join(str(exc).split())}")
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            _WarningLines.finish(logged, show=True)
-            err("interrupted; the index was left as it was before this command")
-            raise typer.Exit(130) from None
-        _flush_warnings(caught)
-        _WarningLines.finish(logged, show=True)
-
-
-def _flush_warnings(caught: list[warnings.WarningMessage]) -> None:
-    seen: set[str] = set()
-    for w in caught:
-        if issubclass(w.category, (DeprecationWarning, FutureWarning, PendingDeprecationWarning)):
-            continue
-        text = " ".join(str(w.message).split())
-        if text not in seen:
-            seen.add(text)
-            err(f"warning: {text}")
-
-
-def _quiet_libraries() -> None:
-    # Library chatter (weights loading bars, HF warnings) would break one-line errors and clean JSON.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("sentence_transformers", "transformers", "huggingface_hub", "faiss"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # digest_rag's own log records (a cache started afresh) are warning lines like the others, through _echo:
-    # they name files, whose names may hold control characters.
-    ours = logging.getLogger("digest_rag")
-    if not any(isinstance(h, _WarningLines) for h in ours.handlers):
-        ours.addHandler(_WarningLines(logging.WARNING))
-        ours.propagate = False
-
-
-class _WarningLines(logging.Handler):
-    """Log records of digest_rag as one ``warning: ...`` line each on stderr; inside a command (`_handled`)
-    they are kept and printed with its warnings when it ends."""
-
-    _held: list[list[str]] = []
-
-    @classmethod
-    def collect(cls) -> list[str]:
-        lines: list[str] = []
-        cls._held.append(lines)
-        return lines
-
-    @classmethod
-    def finish(cls, lines: list[str], *, show: bool) -> None:
-        if lines in cls._held:
-            cls._held.remove(lines)
-        for line in dict.fromkeys(lines) if show else ():
-            err(line)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = f"warning: {' '.join(record.getMessage().split())}"
-            if self._held:
-                self._held[-1].append(line)
-            else:
-                err(line)
-        except Exception:  # noqa: BLE001 - logging must never raise
-            self.handleError(record)
-
-
 def _version(value: bool) -> None:
     if value:
         echo(f"digest-rag {__version__}")
@@ -247,7 +65,7 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Find ML papers across Korean and English digests."""
-    _quiet_libraries()
+    quiet_libraries()
 
 
 OffsetOpt = typer.Option(0, "--offset", min=0, max=MAX_OFFSET,
@@ -287,8 +105,8 @@ def build(
     Example: digest-rag build corpus/ --index indexes/default
     """
     if dry_run:
-        with _handled():
-            _require_paths(paths or [Path("corpus")])
+        with handled():
+            require_paths(paths or [Path("corpus")])
             rep = DigestIndex.dry_run(
                 [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
                 lexical_only=lexical_only or None, factory=factory, device=device, batch_size=batch_size,
@@ -297,8 +115,8 @@ def build(
             )
         plan_summary(index, rep, as_json)
         return
-    with _handled(), progress_bars(quiet or as_json) as bars:
-        _require_paths(paths or [Path("corpus")])
+    with handled(), progress_bars(quiet or as_json) as bars:
+        require_paths(paths or [Path("corpus")])
         # An absent flag is None, so the index's saved option applies rather than the flag's default.
         idx = DigestIndex.build(
             [str(p) for p in (paths or [Path("corpus")])], index_dir=index, model=model,
@@ -331,8 +149,8 @@ def update(
     if not paths and not prune:
         raise typer.BadParameter("give the files to read again, or --prune to drop papers whose files are gone",
                                  param_hint="PATHS")
-    with _handled(), progress_bars(quiet or as_json) as bars:
-        _require_paths(paths or [])
+    with handled(), progress_bars(quiet or as_json) as bars:
+        require_paths(paths or [])
         idx = DigestIndex.update([str(p) for p in paths or ()], index_dir=index, model=model, wait=wait, progress=bars,
                                  prune=prune, engine=engine, ray_address=ray_address, workers=workers,
                                  gpus_per_worker=gpus_per_worker)
@@ -351,7 +169,7 @@ def remove(
 
     Example: digest-rag remove corpus/2024-06-28-daily-digest.txt --index indexes/default
     """
-    with _handled():
+    with handled():
         idx = DigestIndex.remove([str(p) for p in paths], index_dir=index, prune=prune, wait=wait)
     rep = idx.last_build
     assert rep is not None
@@ -393,7 +211,7 @@ def search(
     """
     from digest_rag.search.fusion import parse_fusion_weights
 
-    with _handled():
+    with handled():
         # Checked before the index loads, and named as the options are spelt here (not date_from).
         check_dates(date_from, date_to, ("--from", "--to"))
         weights = parse_fusion_weights(fusion_weights) if fusion_weights else None
@@ -431,7 +249,7 @@ def similar(
 
     Example: digest-rag similar many-shot-jailbreaking-2024-04-01 -k 3
     """
-    with _handled():
+    with handled():
         idx = DigestIndex.load(index)
         hits = idx.similar(paper_id, k=k, mode=mode.value, date_from=date_from, date_to=date_to, tags=tag or None,
                            offset=offset)
@@ -451,7 +269,7 @@ def show(
     from digest_rag.frontends.display import format_paper
     from digest_rag.frontends.service import paper_record
 
-    with _handled():
+    with handled():
         paper = DigestIndex.load(index).get(paper_id)
     if as_json:
         typer.echo(json.dumps(paper_record(paper), ensure_ascii=False, indent=2))
@@ -468,7 +286,7 @@ def info(
 
     Example: digest-rag info --index indexes/default --json
     """
-    with _handled():
+    with handled():
         idx = DigestIndex.load(index)
         data = idx.info()
         if as_json:
@@ -488,8 +306,8 @@ def inspect(
     """
     from digest_rag.build.corpus_report import format_report, inspect_corpus
 
-    with _handled():
-        _require_paths(paths)
+    with handled():
+        require_paths(paths)
         report = inspect_corpus([str(p) for p in paths])
         echo(report.model_dump_json(indent=2) if as_json else format_report(report))
 
@@ -520,7 +338,7 @@ def eval_cmd(
     from digest_rag.evaluation.evaluate import evaluate_index, format_intervals
     from digest_rag.search.fusion import parse_fusion_weights
 
-    with _handled():
+    with handled():
         parsed = [parse_fusion_weights(w) for w in fusion_weights or ()]
         given = parsed[0] if len(parsed) == 1 else None
         sweep = parsed if len(parsed) > 1 else []
@@ -557,7 +375,7 @@ def export_variant_cmd(
     """
     from digest_rag.evaluation.variants import export_variant
 
-    with _handled():
+    with handled():
         report = export_variant([str(p) for p in paths], variant, output)
     if as_json:
         echo(report.model_dump_json(indent=2))
@@ -607,7 +425,7 @@ def train(
                                 "seed": seed, "dim": dim}
     if learning_rate is not None:
         settings["learning_rate"] = learning_rate
-    with _handled():
+    with handled():
         report = train_encoder([str(p) for p in (paths or [Path("corpus")])], out, exclude_eval=excluded,
                                force=force, progress=not (quiet or as_json), **settings)
     if as_json:
@@ -636,7 +454,7 @@ def shell(
     """
     from digest_rag.frontends.shell import run_shell
 
-    with _handled():
+    with handled():
         width = min(shutil.get_terminal_size((100, 24)).columns, 120)
         run_shell(index, width=width, color=use_color(color))
 
@@ -675,66 +493,13 @@ def serve(
     _need_extra("uvicorn", "serve")
     from digest_rag.frontends.server import serve as run_server
 
-    with _handled():
+    with handled():
         run_server(index, host=host, port=port, token=token, rate_limit=rate_limit, trust_proxy=trust_proxy,
                    allowed_hosts=allowed_host, max_queue=max_queue, max_connections=max_connections,
                    access_log=access_log, log_queries=log_queries)
 
 
-model_app = typer.Typer(cls=TyperGroup, no_args_is_help=True, rich_markup_mode=None,
-                        help="Download embedding models and list those on this machine.")
 app.add_typer(model_app, name="model")
-
-
-@model_app.command("fetch")
-def model_fetch(
-    name: str = typer.Argument(None, help="Hub model or alias: small, base, large (default: $DIGEST_RAG_MODEL, else small)."),
-    to: Path = typer.Option(None, "--to", help="Also copy it into this directory (for --model DIR on an offline machine)."),
-    revision: str = typer.Option(None, "--revision", help="A branch, tag or commit of the hub repository."),
-    as_json: bool = typer.Option(False, "--json", help="Print what was fetched as JSON."),
-) -> None:
-    """Download a model into the Hugging Face cache (needs a network; exit 3 in one line without one).
-
-    Example: digest-rag model fetch small && digest-rag build corpus/ --model small
-    """
-    from digest_rag.dense.model_cache import fetch_model
-
-    with _handled():
-        got = fetch_model(name, to=to, revision=revision)
-    if as_json:
-        typer.echo(got.model_dump_json())
-        return
-    typer.echo(f"fetched {got.name} ({_model_line(got)}) into {got.path}")
-
-
-@model_app.command("list")
-def model_list(
-    dirs: list[Path] = typer.Argument(None, help="Local directories to look in as well (default: models/ when it exists)."),
-    hf_cache: Path = typer.Option(None, "--hf-cache", help="Hugging Face cache directory (default: $HF_HUB_CACHE, ~/.cache/huggingface/hub)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON array."),
-) -> None:
-    """List the models in the Hugging Face cache and in local directories, with size and dimension.
-
-    Example: digest-rag model list models/
-    """
-    from digest_rag.dense.model_cache import cached_models
-
-    with _handled():
-        found = cached_models(dirs or ([Path("models")] if Path("models").is_dir() else []), hf_cache=hf_cache)
-    if as_json:
-        typer.echo(json.dumps([m.model_dump() for m in found], ensure_ascii=False, indent=2))
-        return
-    if not found:
-        typer.echo("no models found (digest-rag model fetch small downloads the default one)")
-        return
-    for m in found:
-        typer.echo(f"{m.name}  [{m.where}] {_model_line(m)}  {m.path}")
-
-
-def _model_line(m: Any) -> str:
-    dim = f"dimension {m.dimension}" if m.dimension else "dimension ?"
-    kind = "sentence-transformers" if m.sentence_transformers else "plain transformers"
-    return f"{dim}, {kind}, {human_size(m.size_bytes)}"
 
 
 @app.command()
@@ -746,7 +511,7 @@ def mcp(index: Path = IndexOpt) -> None:
     _need_extra("mcp", "mcp")
     from digest_rag.frontends.mcp_server import run_mcp
 
-    with _handled():
+    with handled():
         run_mcp(index)
 
 
