@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.errors import IndexClosedError, IndexCorruptedError, PaperNotFoundError
 from digest_rag.search.fusion import DEFAULT_FUSION_WEIGHTS, RRF_K, aggregate, rank_chunks
-from digest_rag.search.known_item import NameTable, promote, spelled_names
+from digest_rag.search.known_item import NameTable, promote, spelled_names, question_names
 from digest_rag.search.languages import boost_english_only
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
@@ -471,7 +471,9 @@ class DigestIndex:
         expansions (Korean words read from the index's word table) and the paper names it uses."""
         self._check_open()
         query = clean_query(query)
-        names = tuple(self.names.owned(query))
+        # The name table (every title's names) costs a pass over all titles on a process's first use: a
+        # question with no name-like word at all (no Latin word, no known Hangul spelling) never needs it.
+        names = tuple(self.names.owned(query)) if question_names(query) else ()
         # A model named in Hangul ("로버타가") is searched by its Latin name too, when a paper owns that name.
         spelled = spelled_names(query, names) if names else []
         asked = " ".join([query, *spelled])
@@ -506,7 +508,7 @@ class DigestIndex:
                 allowed: set[int] | None) -> dict[str, float]:
         """Papers whose titles introduce a name the query uses, with their bonuses (known-item matching,
         `search.known_item`). An owner the lexical ranking missed joins it with its own BM25 score."""
-        owners = self.names.bonuses(query.text, query.names)
+        owners = self.names.bonuses(query.text, query.names) if query.names else {}
         lexical = rankings.get("lexical")
         if not owners or lexical is None or self.lexical is None:
             return owners
