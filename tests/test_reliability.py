@@ -520,8 +520,10 @@ def test_rebuild_repairs_a_damaged_index(dense_copy: Path, seed_corpus: Path, ti
     idx.close()
     _truncate_manifest(dense_copy)
     res = CliRunner().invoke(app, ["build", str(seed_corpus), "--index", str(dense_copy), "--lexical-only"])
-    assert res.exit_code == 0, res.output
+    # Repaired, and exit 2 says the index had been damaged (issue 23: a script must notice).
+    assert res.exit_code == 2, res.output
     assert "warning: the previous index is damaged" in res.stderr
+    assert "error: the index was damaged and has been rebuilt" in res.stderr
     assert DigestIndex.load(dense_copy).manifest.paper_count == 29
 
 
@@ -697,7 +699,7 @@ def test_build_repairs_a_deeply_nested_manifest(tmp_path: Path, seed_corpus: Pat
     res = CliRunner().invoke(app, ["search", "Gemma 2", "--index", str(ix), "--mode", "lexical"])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "manifest.json" in res.stderr
     res = CliRunner().invoke(app, ["build", str(seed_corpus), "--index", str(ix), "--lexical-only"])
-    assert res.exit_code == 0, (res.output, res.exception)
+    assert res.exit_code == 2, (res.output, res.exception)  # repaired; exit 2 reports the damage
     assert "warning: the previous index is damaged" in res.stderr
     with DigestIndex.load(ix) as idx:
         assert idx.manifest.paper_count == 29

@@ -249,6 +249,7 @@ def _index_papers_once(parsed: PaperSpool, index_dir: Path, run: BuildRun) -> Bu
     report = BuildReport(skipped=[s.model_dump() for s in parsed.skipped], merged=list(parsed.merged), dry_run=dry_run)
     old = previous_index(index_dir, keep_old)
     old_manifest, old_store = old.manifest, old.store
+    report.repaired = old.damage
     model: PassageModel | None = None
     try:
         if keep_old and old_store is not None:

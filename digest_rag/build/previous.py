@@ -61,7 +61,11 @@ def previous_lexical_base(index_dir: Path, old: IndexManifest | None) -> Lexical
 class PreviousIndex:
     manifest: IndexManifest | None = None
     store: Store | None = None
-    damaged: bool = False
+    damage: str | None = None  # why the index being replaced could not be read; the build repairs it
+
+    @property
+    def damaged(self) -> bool:
+        return self.damage is not None
 
 
 def previous_index(index_dir: Path, keep_old: bool) -> PreviousIndex:
@@ -93,9 +97,7 @@ def previous_index(index_dir: Path, keep_old: bool) -> PreviousIndex:
         except IndexCorruptedError as why:
             # Only the manifest vouches that the directory is ours; without one, insist on our layout.
             check_recoverable(index_dir, why)
-        warnings.warn(
-            f"the previous index is damaged ({' '.join(str(exc).split())}); rebuilding from scratch",
-            DamagedIndexWarning,
-            stacklevel=6,
-        )
-        return PreviousIndex(damaged=True)
+        damage = " ".join(str(exc).split())
+        warnings.warn(f"the previous index is damaged ({damage}); rebuilding from scratch", DamagedIndexWarning,
+                      stacklevel=6)
+        return PreviousIndex(damage=damage)

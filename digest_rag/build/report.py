@@ -25,6 +25,9 @@ class BuildReport(BaseModel):
     skipped: list[dict[str, str]] = Field(default_factory=list)
     merged: list[str] = Field(default_factory=list)
     full_rebuild_reason: str | None = None
+    repaired: str | None = Field(
+        default=None, description="the index being replaced was damaged (why): this build rebuilt it from scratch"
+    )
     lexical_only: bool = False
     analysed: int = Field(default=0, description="texts analysed with Kiwi for BM25; the rest came from the token cache")
     up_to_date: bool = Field(

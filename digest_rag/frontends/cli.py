@@ -125,6 +125,11 @@ def build(
             workers=workers, gpus_per_worker=gpus_per_worker,
         )
     build_summary(idx, as_json, quiet, verbose)
+    if idx.last_build is not None and idx.last_build.repaired:
+        # As fsck's "errors corrected": the index is sound again, but a damaged (perhaps tampered) one must not
+        # pass unnoticed by the script that runs the build.
+        err("error: the index was damaged and has been rebuilt from the corpus; it is sound now (exit 2 reports the damage)")
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -75,6 +75,7 @@ from digest_rag.errors import (
 from digest_rag.index import DigestIndex
 from digest_rag.frontends.live import LiveIndex
 from digest_rag.models import Language, SearchMode
+from digest_rag.text import strip_controls
 from digest_rag.frontends.service import (
     MAX_K,
     MAX_OFFSET,
@@ -433,7 +434,8 @@ def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, t
             handlers.append(_log_to_stderr(access_logger))
         config = server_config(app, host=host, port=port, trust_proxy=trust_proxy, max_connections=max_connections)
         shown = f"[{host}]" if ":" in host else host
-        print(f"serving {live.index_dir} ({live.generation}) on http://{shown}:{port}/ (Ctrl-C stops)",
+        # The index path is the user's, but a directory name can carry an ESC like any corpus file name.
+        print(strip_controls(f"serving {live.index_dir} ({live.generation}) on http://{shown}:{port}/ (Ctrl-C stops)"),
               file=sys.stderr, flush=True)
         uvicorn.Server(config).run()
     finally:

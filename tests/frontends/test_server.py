@@ -682,3 +682,20 @@ def test_access_log_with_queries_and_off(live: LiveIndex, caplog: pytest.LogCapt
         TestClient(create_app(live, rate_limit=0), base_url=LOCAL).get("/healthz")  # the library default: no log
     (line,) = [r.getMessage() for r in caplog.records if r.name == "digest_rag.access"]
     assert '"GET /search?q=distillation&k=1&mode=lexical HTTP/1.1" 200 ' in line
+
+
+def test_the_startup_line_strips_escapes_from_the_index_path(tmp_path: Path, seed_lexical_index_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 23 item 6: an index directory's name reached stderr unfiltered in serve's "serving ..." line."""
+    import shutil
+
+    import uvicorn
+
+    from digest_rag.frontends import server
+
+    ix = Path(shutil.copytree(seed_lexical_index_dir, tmp_path / "ix\x1b]0;pwned\x07"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)  # the line is printed just before serving
+    server.serve(ix, port=0)
+    err = capsys.readouterr().err
+    assert "serving " in err and "\x1b" not in err and "\x07" not in err
