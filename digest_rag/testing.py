@@ -57,6 +57,7 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> None:
         vocab_size=vocab_size,
         special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
         min_frequency=1,
+        show_progress=False,  # its bar is blank lines on stdout when that is not a terminal (the notebook's outputs)
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
     from tokenizers import processors
@@ -139,11 +140,14 @@ def build_random_model(
             bert.embeddings.word_embeddings.weight.normal_(0.0, 1.0)
             bert.embeddings.position_embeddings.weight.mul_(0.05)
             bert.embeddings.token_type_embeddings.weight.mul_(0.05)
-    bert.save_pretrained(str(hf_dir))
-    word = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
-    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
-    st = SentenceTransformer(modules=[word, pooling], device="cpu")
-    st.save(str(out))
+    from digest_rag.dense.quiet import no_progress_bars
+
+    with no_progress_bars():  # "Writing model shards" / "Loading weights": noise in a test's or a notebook's stderr
+        bert.save_pretrained(str(hf_dir))
+        word = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
+        pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
+        st = SentenceTransformer(modules=[word, pooling], device="cpu")
+        st.save(str(out))
     # The intermediate HF directory is only a build step; the saved ST directory is self-contained.
     import shutil
 

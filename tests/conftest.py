@@ -112,6 +112,31 @@ def ml_papers_dir() -> Path:
     return require_ml_papers()
 
 
+#: What Hugging Face's progress bars print (transformers' "Loading weights" / "Writing model shards", tqdm's "42%|").
+PROGRESS_BAR = r"Loading weights|Writing model shards|Computing widget examples|\d+%\|"
+
+
+@pytest.fixture()
+def hf_progress_bars_on() -> Iterator[None]:
+    """Hugging Face's progress bars on, as in a notebook or a script (the suite may have turned them off), then
+    as they were: tests of what the library prints without being asked."""
+    import warnings
+
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as tf_logging
+
+    transformers_on, hub_on = tf_logging.is_progress_bar_enabled(), not hub.are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "HF_HUB_DISABLE_PROGRESS_BARS has priority": hub's own setting stays
+        tf_logging.enable_progress_bar()
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not transformers_on:
+            tf_logging.disable_progress_bar()
+        (hub.enable_progress_bars if hub_on else hub.disable_progress_bars)()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, seed_corpus: Path) -> Path:
     """A random-weight sentence-transformers model with a tokenizer trained on the seeds, built once."""

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -403,13 +404,18 @@ def _load_onnx_export(name: str, path: Path, device: str | None, backend: str) -
 def _load_st(path_or_name: str, device: str, backend: str, *, local_only: bool, name: str, looked: list[str]) -> Any:
     from sentence_transformers import SentenceTransformer
 
+    from digest_rag.dense.quiet import no_progress_bars
+
+    # Reading weights from disk draws a "Loading weights" bar on stderr; a download keeps its bars.
+    quiet = no_progress_bars() if local_only else nullcontext()
     try:
-        return SentenceTransformer(
-            path_or_name,
-            device=device,
-            trust_remote_code=False,
-            local_files_only=local_only,
-        )
+        with quiet:
+            return SentenceTransformer(
+                path_or_name,
+                device=device,
+                trust_remote_code=False,
+                local_files_only=local_only,
+            )
     except Exception as exc:  # sentence-transformers raises many types (OSError, ValueError, HTTP errors)
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(model_unavailable_message(name, looked, cause[:200])) from exc

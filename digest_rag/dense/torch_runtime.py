@@ -132,7 +132,10 @@ class PlainSentenceModel(SentenceModelSlice):
         else:
             from transformers import AutoModel
 
-            self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+            from digest_rag.dense.quiet import no_progress_bars
+
+            with no_progress_bars():  # a local read: no "Loading weights" bar on stderr
+                self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
             self.model.eval()
             self.model.to(device)
             self._dimension = int(self.model.config.hidden_size)

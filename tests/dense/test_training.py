@@ -147,6 +147,22 @@ def test_base_fine_tunes_the_tiny_bert(tiny_model: Path, seed_papers: list, tmp_
     assert not np.allclose(after.encode_queries(["스케일링 법칙"]), before)
 
 
+@pytest.mark.parametrize("base", ["static", "tiny bert"])
+def test_training_without_progress_prints_nothing(base: str, tiny_model: Path, seed_papers: list, tmp_path: Path,
+                                                 hf_progress_bars_on: None, capfd: pytest.CaptureFixture[str]) -> None:
+    """progress=False (the notebook's training cell, CLI -q): no bar on stderr, not even sentence-transformers'
+    "Computing widget examples", nor transformers' "Loading weights" / "Writing model shards" (issue 22 item 10)."""
+    import re
+
+    from digest_rag import train_encoder
+    from tests.conftest import PROGRESS_BAR
+
+    start = {"static": True} if base == "static" else {"base": str(tiny_model)}
+    train_encoder([], tmp_path / "model", papers=seed_papers, progress=False, **{**QUICK, "steps": 2, **start})
+    out, err = capfd.readouterr()
+    assert not re.search(PROGRESS_BAR, out + err) and not err.strip(), err
+
+
 def test_cli_train_json_and_one_line_errors(seed_corpus: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +306,8 @@ def train_encoder(
             selfcheck_before=check_before, selfcheck_after=check_after,
         )
         model_dir = tmp / "model"
-        model.save(str(model_dir))
+        with _bars(progress):  # "Writing model shards"
+            model.save(str(model_dir))
         from digest_rag.dense.training.card import write_card
 
         write_card(model_dir, report)
@@ -363,7 +365,10 @@ def _starting_model(opts: TrainOptions, mined: MinedPairs, papers: Sequence[Pape
     if type(st).__name__ != "SentenceTransformer":
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(enc.name, device="cpu", trust_remote_code=False, local_files_only=True)
+        from digest_rag.dense.quiet import no_progress_bars
+
+        with no_progress_bars():  # a local read: no "Loading weights" bar
+            st = SentenceTransformer(enc.name, device="cpu", trust_remote_code=False, local_files_only=True)
     if _is_static(st):
         raise UsageError(f"{opts.base} is a static model: fine-tune it with --static training instead")
     return st, f"{enc.name} (revision {enc.revision})"
@@ -392,14 +397,33 @@ def _fit(model: Any, mined: MinedPairs, opts: TrainOptions, work: Path, prefixes
         disable_tqdm=not progress, dataloader_num_workers=0, use_cpu=True,
         prompts={"anchor": qp, "positive": pp} if qp or pp else None,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, eval_dataset=eval_data, loss=loss)
-    from transformers.trainer_callback import PrinterCallback
+    _skip_widget_examples(model)
+    with _bars(progress):
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, eval_dataset=eval_data,
+                                             loss=loss)
+        from transformers.trainer_callback import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)  # it prints metric dicts on stdout, which --json owns
-    before = _eval_loss(trainer, eval_data)
-    trainer.train()
-    after = _eval_loss(trainer, eval_data)
+        trainer.remove_callback(PrinterCallback)  # it prints metric dicts on stdout, which --json owns
+        before = _eval_loss(trainer, eval_data)
+        trainer.train()
+        after = _eval_loss(trainer, eval_data)
     return before, after
+
+
+def _bars(progress: bool) -> AbstractContextManager[None]:
+    """Hugging Face's progress bars as asked: left alone with ``progress``, else off (datasets' and transformers')."""
+    from digest_rag.dense.quiet import no_progress_bars
+
+    return nullcontext() if progress else no_progress_bars()
+
+
+def _skip_widget_examples(model: Any) -> None:
+    """sentence-transformers' trainer samples "widget examples" for the README it would write, behind a
+    "Computing widget examples" bar on stderr that no flag turns off; our card (card.py) replaces that README,
+    so the sampling is skipped."""
+    card = getattr(model, "model_card_data", None)
+    if card is not None and hasattr(card, "set_widget_examples"):
+        card.set_widget_examples = lambda dataset: None
 
 
 def _symmetric_loss(model: Any, *, cached: bool, mini_batch_size: int) -> Any:
