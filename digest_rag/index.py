@@ -36,6 +36,8 @@ from digest_rag.search.request import (
 from digest_rag.search.retrievers import DenseRetriever, LexicalRetriever, lexical_only_error, retrievers_for, run_retrievers
 from digest_rag.search.similar import similar_text
 from digest_rag.search.snippets import Highlighter, opening_snippet
+from digest_rag.storage.chunk_table import MAX_CHUNKS as MAX_TABLE_CHUNKS
+from digest_rag.storage.chunk_table import ChunkTable
 from digest_rag.storage.store import PaperLookup
 from digest_rag.storage.summary import index_summary
 
@@ -88,6 +90,7 @@ class DigestIndex:
         self._paper_lock = threading.Lock()
         self._names: NameTable | None = None
         self._english_only: frozenset[str] | None = None
+        self._chunk_table: ChunkTable | None = None
         self.last_build: BuildReport | None = None
         self._closed = False
 
@@ -442,7 +445,9 @@ class DigestIndex:
                                   terms, max(CANDIDATES, (offset + k + len(exclude)) * 20), allowed)
         bonuses = self._owners(terms, rankings, allowed) if asked else {}
         # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
-        heads = self.store.chunk_heads({cid for r in rankings.values() for cid, _s in r})
+        table = self.chunk_table
+        candidates = {cid for r in rankings.values() for cid, _s in r}
+        heads = table.heads(candidates) if table is not None else self.store.chunk_heads(candidates)
         chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
         bm25 = rankings.get("lexical")
         if bm25 is not None and terms.language != "en":  # English-only papers compete with Korean notes
@@ -453,7 +458,8 @@ class DigestIndex:
             rankings = {**rankings, "lexical": promote(rankings["lexical"], chunk_paper, bonuses)}
         ranked = rank_chunks(rankings, chunk_paper, weights, rrf_k)
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
-            self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock)
+            self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock,
+            known=table is not None)
         hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self.store.chunks, offset=offset,
                          exclude=exclude)
         # How well a question matched; a paper's own text always matches its neighbours somehow: no verdict.
@@ -494,6 +500,16 @@ class DigestIndex:
                 if self._english_only is None:
                     self._english_only = frozenset(self.store.english_only_papers())
         return self._english_only
+
+    @property
+    def chunk_table(self) -> ChunkTable | None:
+        """Every chunk's paper and section kind in memory (`storage.chunk_table`), read on first use; None
+        for an index of more than `chunk_table.MAX_CHUNKS` chunks (its searches ask SQLite)."""
+        if self._chunk_table is None and self.manifest.chunk_count <= MAX_TABLE_CHUNKS:
+            with self._paper_lock:
+                if self._chunk_table is None:
+                    self._chunk_table = ChunkTable.read(self.store)
+        return self._chunk_table
 
     @property
     def names(self) -> NameTable:

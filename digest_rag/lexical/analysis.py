@@ -335,16 +335,33 @@ class StoredAnalysis(Protocol):
         """Morphemes of ``text`` with Kiwi's attributes, or None when the table cannot tell."""
 
 
+#: Kiwi's readings of the short segments a search sent it (questions with a word the index's table lacks),
+#: by segment: a process asks Kiwi once per distinct question, not once per search. Only searches fill it
+#: (``stored`` given), never a build; entries are at most `_KIWI_CACHE_CHARS` long; cleared past the size.
+_KIWI_CACHE: dict[str, tuple[object, ...]] = {}
+_KIWI_CACHE_MAX = 4096
+_KIWI_CACHE_CHARS = 500
+
+
 def kiwi_morphs(segments: Sequence[str], stored: StoredAnalysis | None = None) -> list[Sequence[object]]:
-    """Kiwi's morphemes of each segment; with ``stored``, from the table wherever it knows every word."""
+    """Kiwi's morphemes of each segment; with ``stored``, from the table wherever it knows every word (and
+    from the process's cache of Kiwi's readings of short segments searches asked before)."""
     out: list[Sequence[object] | None] = [stored.analyse(s) if stored is not None else None for s in segments]
     todo = [i for i, m in enumerate(out) if m is None]
+    if todo and stored is not None:
+        for i in todo:
+            out[i] = _KIWI_CACHE.get(segments[i])
+        todo = [i for i in todo if out[i] is None]
     if todo:
         kiwi = get_kiwi()
         # Kiwi's iterable form analyses the batch with its worker threads.
         fresh = kiwi.tokenize([segments[i] for i in todo]) if len(todo) > 1 else [kiwi.tokenize(segments[todo[0]])]
         for i, morphs in zip(todo, fresh, strict=True):
             out[i] = morphs
+            if stored is not None and len(segments[i]) <= _KIWI_CACHE_CHARS:
+                if len(_KIWI_CACHE) >= _KIWI_CACHE_MAX:
+                    _KIWI_CACHE.clear()
+                _KIWI_CACHE[segments[i]] = tuple(morphs)
     return out  # type: ignore[return-value]
 
 

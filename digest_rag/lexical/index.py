@@ -132,6 +132,7 @@ class LexicalIndex:
         #: The BM25 score a strong top hit needs, calibrated at build time (confidence.py); None: not calibrated.
         self.confidence: Confidence | None = None
         self._vocab_names: list[str] | None = None
+        self._plain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: Kiwi's analysis of every Korean word the index was built from (queries read it instead of Kiwi).
         self.eojeols: EojeolTable | None = None
         self._recorder: EojeolRecorder | None = None
@@ -223,9 +224,9 @@ class LexicalIndex:
         # own weight (glossary expansions count EXPANSION_WEIGHT, concept tokens CONCEPT_WEIGHT), which
         # bm25s.BM25.retrieve cannot express (it weighs every query token 1), and a search process must not
         # import bm25s and scipy at all (a second of start-up per CLI question; see issue 14, BENCHMARKS.md).
-        sc = self._bm25.scores
-        data, indices, indptr = sc["data"], sc["indices"], sc["indptr"]
+        data, indices, indptr = self._arrays()
         n_terms = len(indptr) - 1
+        n_data = data.shape[0]
         for tok, w in terms.items():
             tid = vocab.get(tok)
             if tid is None or not 0 <= tid < n_terms or w <= 0:
@@ -234,11 +235,20 @@ class LexicalIndex:
             docs = indices[lo:hi]
             # The arrays are memory-mapped and checked where they are read, not scanned whole at load:
             # a damaged posting list is an IndexCorruptedError, never an IndexError or a wrong answer.
-            if not 0 <= lo <= hi <= data.shape[0] or (docs.size and (int(docs.min()) < 0 or int(docs.max()) >= n)):
+            if not 0 <= lo <= hi <= n_data or (docs.size and (int(docs.min()) < 0 or int(docs.max()) >= n)):
                 raise IndexCorruptedError(f"{self.directory or 'lexical index'}: posting list of {tok!r} out of range")
             # A term's postings name each document once, so plain fancy-index += is exact.
             out[docs] += np.float32(w) * data[lo:hi]
         return out
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The score matrix's data, indices and indptr as plain ndarray views of the same memory (a
+        numpy.memmap wraps every slice and reduction in Python-level bookkeeping: a third of scoring)."""
+        if self._plain is None:
+            sc = self._bm25.scores
+            self._plain = tuple(a.view(np.ndarray) if isinstance(a, np.memmap) else np.asarray(a)
+                                for a in (sc["data"], sc["indices"], sc["indptr"]))
+        return self._plain
 
     def search(self, query: str | QueryTerms, k: int = 100, allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """Top `k` (chunk id, score) pairs, best first, positive scores only.

@@ -355,6 +355,10 @@ class Store:
         rows = self._query_in("SELECT id, paper_id, section_kind FROM chunks WHERE id IN", (int(i) for i in ids))
         return {int(r[0]): ChunkHead(str(r[1]), str(r[2])) for r in rows}
 
+    def chunk_rows(self) -> list[tuple[int, str, str]]:
+        """(chunk id, paper id, section kind) of every chunk whose paper exists (`chunk_table.ChunkTable`)."""
+        return self._query("SELECT c.id, c.paper_id, c.section_kind FROM chunks c JOIN papers p ON p.id = c.paper_id")
+
     def first_text_chunk(self, paper_id: str) -> Chunk | None:
         """The paper's first chunk of real text (not its title passage)."""
         rows = self._query(
@@ -502,9 +506,11 @@ class PaperLookup(Mapping[str, Paper]):
     GBs at a million papers) or even every candidate's is wasted work.
     """
 
-    def __init__(self, store: Store, ids: Iterable[str], cache: OrderedDict[str, Paper], lock: threading.Lock) -> None:
+    def __init__(self, store: Store, ids: Iterable[str], cache: OrderedDict[str, Paper], lock: threading.Lock,
+                 *, known: bool = False) -> None:
         self._store = store
-        self._ids = store.paper_ids(ids)
+        # ``known``: the ids come from a `ChunkTable`, which holds only chunks whose paper exists.
+        self._ids = set(ids) if known else store.paper_ids(ids)
         self._cache = cache
         self._lock = lock
 

@@ -188,3 +188,24 @@ def test_lookups_are_cached_and_close_forgets_them(tmp_path: Path, monkeypatch: 
     monkeypatch.undo()
     table.close()
     assert table.lookup(["공격을"]) == {}  # closed: nothing found, nothing remembered
+
+
+def test_a_question_kiwi_read_once_is_not_sent_to_kiwi_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import digest_rag.lexical.analysis as analysis
+
+    table = _table(tmp_path, TEXTS)
+    query = "긴 컨텍스트를 노리는 공격을 막아냈을까"  # words the table lacks: Kiwi reads the question
+    monkeypatch.setattr(analysis, "_KIWI_CACHE", {})
+    calls: list[object] = []
+    kiwi = get_kiwi()
+
+    class Counting:
+        def tokenize(self, text: object) -> object:
+            calls.append(text)
+            return kiwi.tokenize(text)
+
+    monkeypatch.setattr(analysis, "get_kiwi", lambda: Counting())
+    first = query_term_weights(query, stored=table)
+    again = query_term_weights(query, stored=table)
+    assert first == again == query_term_weights(query)  # the last one, without the table, asks Kiwi itself
+    assert len(calls) == 2  # once for the first search with the table, once without a table (never cached)

@@ -1,0 +1,51 @@
+"""`ChunkTable`: every chunk's paper and section kind in memory, equal to what `Store.chunk_heads` reads."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+from digest_rag import DigestIndex
+from digest_rag.storage.chunk_table import ChunkTable
+from digest_rag.storage.store import Store
+
+
+def test_heads_equal_the_stores(seed_index_dir: Path) -> None:
+    store = Store(next(seed_index_dir.glob("gen-*")) / "store.sqlite")
+    table = ChunkTable.read(store)
+    ids = sorted(store.chunks())
+    assert len(table) == len(ids)
+    asked = ids[::3] + [10**12, -5]  # ids the store lacks are left out, as by `chunk_heads`
+    assert table.heads(asked) == store.chunk_heads(asked)
+    assert table.heads([]) == {}
+    store.close()
+
+
+def test_a_chunk_whose_paper_row_is_gone_is_not_held(seed_index_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    shutil.copy(next(seed_index_dir.glob("gen-*")) / "store.sqlite", path)
+    con = sqlite3.connect(path)
+    pid, cid = con.execute("SELECT paper_id, id FROM chunks LIMIT 1").fetchone()
+    con.execute("DELETE FROM papers WHERE id = ?", (pid,))
+    con.commit()
+    con.close()
+    store = Store(path)
+    table = ChunkTable.read(store)
+    assert cid not in table.heads([cid])
+    assert pid not in table.paper_ids
+    store.close()
+
+
+def test_search_reads_the_table_and_answers_as_with_sqlite(seed_index_dir: Path, monkeypatch) -> None:
+    idx = DigestIndex.load(seed_index_dir)
+    question = "긴 컨텍스트를 악용하는 탈옥 공격"
+    with_table = [(h.paper.id, h.score, h.snippet) for h in idx.search(question, k=5, mode="lexical")]
+    assert idx.chunk_table is not None and len(idx.chunk_table) == idx.manifest.chunk_count
+    # Above the size limit the index asks SQLite per search: the same answers.
+    monkeypatch.setattr("digest_rag.index.MAX_TABLE_CHUNKS", 0)
+    sqlite_only = DigestIndex.load(seed_index_dir)
+    assert sqlite_only.chunk_table is None
+    assert [(h.paper.id, h.score, h.snippet) for h in sqlite_only.search(question, k=5, mode="lexical")] == with_table
+    idx.close()
+    sqlite_only.close()
