@@ -48,7 +48,10 @@ if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build(
     from digest_rag.dense.encoder import Encoder
     from digest_rag.lexical.feedback import FeedbackSettings
 
-__all__ = ["DEFAULT_INDEX_DIR", "DigestIndex"]
+__all__ = ["ANALYSED_QUESTIONS", "DEFAULT_INDEX_DIR", "DigestIndex"]
+
+#: Distinct questions whose analyses a loaded index keeps (`DigestIndex.analyse`); cleared when full.
+ANALYSED_QUESTIONS = 1024
 
 class DigestIndex:
     """A loaded index: papers, chunks, FAISS vectors and BM25, ready to search.
@@ -91,6 +94,7 @@ class DigestIndex:
         self._names: NameTable | None = None
         self._english_only: frozenset[str] | None = None
         self._chunk_table: ChunkTable | None = None
+        self._analysed: dict[str, QueryTerms] = {}
         self.last_build: BuildReport | None = None
         self._closed = False
 
@@ -474,9 +478,22 @@ class DigestIndex:
 
     def analyse(self, query: str) -> QueryTerms:
         """``query`` analysed as a search analyses it, once: its BM25 terms with their glossary and lexicon
-        expansions (Korean words read from the index's word table) and the paper names it uses."""
+        expansions (Korean words read from the index's word table) and the paper names it uses.
+
+        A loaded index keeps the analyses of the last `ANALYSED_QUESTIONS` distinct questions (a page of
+        results, a filter changed, a shell or server asked again: the question is not analysed twice)."""
         self._check_open()
         query = clean_query(query)
+        cached = self._analysed.get(query)
+        if cached is not None:
+            return cached
+        terms = self._analyse(query)
+        if len(self._analysed) >= ANALYSED_QUESTIONS:
+            self._analysed.clear()
+        self._analysed[query] = terms
+        return terms
+
+    def _analyse(self, query: str) -> QueryTerms:
         # The name table (every title's names) costs a pass over all titles on a process's first use: a
         # question with no name-like word at all (no Latin word, no known Hangul spelling) never needs it.
         names = tuple(self.names.owned(query)) if question_names(query) else ()

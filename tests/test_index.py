@@ -238,7 +238,8 @@ def test_paper_generation_and_loaded_encoder(seed_index_dir: Path, tiny_encoder:
 
 
 def test_a_search_analyses_its_question_once(seed_index, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    """The question is analysed once per search (QueryTerms), for ranking, snippets and printing alike."""
+    """The question is analysed once per search (QueryTerms), for ranking, snippets and printing alike, and
+    not again when the same index is asked it again (`DigestIndex.analyse` keeps recent questions' analyses)."""
     import digest_rag.lexical.analysis as analysis_module
     import digest_rag.lexical.terms as terms_module
     from digest_rag.frontends.display import format_hits
@@ -258,4 +259,5 @@ def test_a_search_analyses_its_question_once(seed_index, monkeypatch: pytest.Mon
         hits = seed_index.search(question, k=5, mode=mode)
         assert hits
         format_hits(hits, color=True, width=80)
-        assert sum(question in texts for texts in calls) == 1, (mode, calls)
+        # Once by the first search; the second search of the same question reuses the index's kept analysis.
+        assert sum(question in texts for texts in calls) == (1 if mode == "lexical" else 0), (mode, calls)

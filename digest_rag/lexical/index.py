@@ -133,6 +133,7 @@ class LexicalIndex:
         self.confidence: Confidence | None = None
         self._vocab_names: list[str] | None = None
         self._plain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._checked_terms: set[int] = set()  # term ids whose posting lists were found in range
         #: Kiwi's analysis of every Korean word the index was built from (queries read it instead of Kiwi).
         self.eojeols: EojeolTable | None = None
         self._recorder: EojeolRecorder | None = None
@@ -227,6 +228,7 @@ class LexicalIndex:
         data, indices, indptr = self._arrays()
         n_terms = len(indptr) - 1
         n_data = data.shape[0]
+        checked = self._checked_terms
         for tok, w in terms.items():
             tid = vocab.get(tok)
             if tid is None or not 0 <= tid < n_terms or w <= 0:
@@ -235,8 +237,12 @@ class LexicalIndex:
             docs = indices[lo:hi]
             # The arrays are memory-mapped and checked where they are read, not scanned whole at load:
             # a damaged posting list is an IndexCorruptedError, never an IndexError or a wrong answer.
-            if not 0 <= lo <= hi <= n_data or (docs.size and (int(docs.min()) < 0 or int(docs.max()) >= n)):
-                raise IndexCorruptedError(f"{self.directory or 'lexical index'}: posting list of {tok!r} out of range")
+            # (Once per term and loaded index: the files never change under a loaded generation.)
+            if tid not in checked:
+                if not 0 <= lo <= hi <= n_data or (docs.size and (int(docs.min()) < 0 or int(docs.max()) >= n)):
+                    raise IndexCorruptedError(
+                        f"{self.directory or 'lexical index'}: posting list of {tok!r} out of range")
+                checked.add(tid)
             # A term's postings name each document once, so plain fancy-index += is exact.
             out[docs] += np.float32(w) * data[lo:hi]
         return out
@@ -279,7 +285,7 @@ class LexicalIndex:
             candidates = candidates[cand_scores >= kth]
         # Stable order on ties (chunk order) keeps results reproducible.
         order = candidates[np.lexsort((candidates, -scores[candidates]))][:k]
-        return [(int(self.chunk_ids[i]), float(scores[i])) for i in order]
+        return list(zip(self.chunk_ids[order].tolist(), scores[order].tolist(), strict=True))
 
     # ------------------------------------------------------------------ persistence
 

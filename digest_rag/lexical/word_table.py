@@ -353,6 +353,8 @@ class EojeolTable:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._multiword: frozenset[str] | None = None
+        # Each word's reading relative to the word (None: unknown), for a table without multi-word keys.
+        self._readings: dict[str, list[Morph] | None] = {}
         # Lookups already answered, hits and misses, per table: the table is immutable, and a query's words
         # (방법, 모델, 논문, 어떻게 ...) recur from question to question. Bounded: cleared when it grows past
         # _CACHE_MAX keys.
@@ -378,6 +380,7 @@ class EojeolTable:
                 self._con = None
             for cache in self._cache.values():
                 cache.clear()
+            self._readings.clear()
 
     def __len__(self) -> int:
         return int(self._query("SELECT count(*) FROM eojeols", ())[0][0])
@@ -441,6 +444,32 @@ class EojeolTable:
         lacks is read as a known stem plus a known suffix (`EojeolRecorder.parts`),
         the longest stem first; None when no split is known either.
         """
+        if self.multiword:
+            return self._analyse_text(text)
+        # Without multi-word keys each word reads alone: its reading (relative to the word) is kept, and a
+        # text (a snippet's chunk, a question) is its words' readings placed, one dictionary read per word.
+        readings = self._readings
+        words = [(m.start(), m.group()) for m in _WORD.finditer(text)]
+        todo = list(dict.fromkeys(w for _s, w in words if w not in readings))
+        if todo:
+            if len(readings) + len(todo) > _CACHE_MAX:
+                readings.clear()
+            if len(todo) > 1:
+                self._analyse_text(" ".join(todo))  # one batch of lookups for all the new words (cached)
+            for w in todo:
+                readings[w] = self._analyse_text(w)
+        out: list[Morph] = []
+        for start, word in words:
+            reading = readings.get(word, _UNKNOWN)
+            if reading is _UNKNOWN:  # cleared by another thread meanwhile
+                return self._analyse_text(text)
+            if reading is None:
+                return None
+            out.extend(Morph(f, t, start + s, n, lem) for f, t, s, n, lem in reading)
+        return out
+
+    def _analyse_text(self, text: str) -> list[Morph] | None:
+        """`analyse` of a whole text: its words and multi-word keys looked up together."""
         words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
         multiword = self.multiword
         candidates: set[str] = set()
@@ -454,16 +483,18 @@ class EojeolTable:
                         candidates.add(key)
                 elif needs_kiwi(key):
                     candidates.add(key)
-                    if _EDGE.sub("", key):
-                        candidates.add(_EDGE.sub("", key))
+                    core = _EDGE.sub("", key)
+                    if core:
+                        candidates.add(core)
         found = self.lookup(candidates)
         parts = self._parts([k for k in candidates if " " not in k and k not in found])
         # Still unknown: a name with a particle ("XLNet이"), or two known words written as one ("사전학습").
         parts.update(self._joined([k for k in candidates if " " not in k and k not in found and k not in parts]))
         out: list[Morph] = []
         i = 0
+        longest = MAX_WORDS if multiword else 1  # without multi-word keys every key is one word
         while i < len(words):
-            for n in range(min(MAX_WORDS, len(words) - i), 1, -1):
+            for n in range(min(longest, len(words) - i), 1, -1):
                 group = words[i : i + n]
                 stored = found.get(" ".join(text[s:e] for s, e in group))
                 if stored is not None:
@@ -540,6 +571,9 @@ class EojeolTable:
 
 def _place(stored: Sequence[tuple[str, str, int, int, str]], group: Sequence[tuple[int, int]]) -> list[Morph]:
     """Stored morphemes of a key, moved to where its words are in the text (single spaces in the key)."""
+    if len(group) == 1:  # one word: every morpheme moves by the word's start
+        at = group[0][0]
+        return [Morph(form, tag, at + start, length, lemma) for form, tag, start, length, lemma in stored]
     offsets: list[int] = []
     pos = 0
     for s, e in group:

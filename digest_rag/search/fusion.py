@@ -147,6 +147,12 @@ def aggregate(
     snippet_of: dict[str, int] = {}
     modes: dict[str, set[str]] = {}
     order: list[str] = []
+    # One retriever's ranking names the same retriever for every chunk: once the page's papers are found
+    # and each has its snippet chunk, the rest of the ranking (hundreds of candidates) changes nothing.
+    first = ranked_chunks[0][2] if ranked_chunks else []
+    single = len(first) <= 1 and all(found == first for _cid, _s, found in ranked_chunks)
+    end = offset + k
+    waiting: set[str] = set()  # papers of the page still without a text chunk
     for cid, score, found in ranked_chunks:
         chunk = chunks.get(cid)
         if chunk is None or chunk.paper_id in exclude or chunk.paper_id not in papers:
@@ -156,9 +162,14 @@ def aggregate(
         if pid not in best:
             best[pid] = (cid, score)
             order.append(pid)
+            if offset < len(order) <= end:
+                waiting.add(pid)
         # A title chunk scores the paper but makes a poor snippet: prefer the best text chunk.
-        if chunk.section_kind != "title":
-            snippet_of.setdefault(pid, cid)
+        if chunk.section_kind != "title" and pid not in snippet_of:
+            snippet_of[pid] = cid
+            waiting.discard(pid)
+        if single and len(order) >= end and not waiting:
+            break
     shown = [(pid, snippet_of.get(pid, best[pid][0])) for pid in order[offset:offset + k]]
     full: Mapping[int, Chunk | ChunkHead] = fetch([cid for _pid, cid in shown]) if fetch is not None else chunks
     hits: list[SearchHit] = []

@@ -209,3 +209,14 @@ def test_a_question_kiwi_read_once_is_not_sent_to_kiwi_again(tmp_path: Path, mon
     again = query_term_weights(query, stored=table)
     assert first == again == query_term_weights(query)  # the last one, without the table, asks Kiwi itself
     assert len(calls) == 2  # once for the first search with the table, once without a table (never cached)
+
+
+def test_kept_word_readings_give_what_reading_the_whole_text_gives(tmp_path: Path) -> None:
+    table = _table(tmp_path, TEXTS)
+    texts = [*TEXTS, "탈옥 공격을? (탈옥) LLM의 취약점", "긴 컨텍스트를 노리는 탈옥", "GPT-4 기반 에이전트를 분석했다."]
+    whole = [table._analyse_text(t) for t in texts]  # noqa: SLF001 - the path that reads every word afresh
+    assert [table.analyse(t) for t in texts] == whole  # words read for the first time
+    assert [table.analyse(t) for t in texts] == whole  # and from the kept readings
+    assert whole[-2] is None and whole[0]
+    table.close()
+    assert table.analyse(TEXTS[0]) is None  # a closed table forgets its readings too

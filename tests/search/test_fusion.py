@@ -90,3 +90,34 @@ def test_parse_fusion_weights_rejects(text: str) -> None:
 
     with pytest.raises(UsageError):
         parse_fusion_weights(text)
+
+
+def test_aggregate_of_one_ranking_stops_only_when_the_page_has_its_snippets() -> None:
+    """One retriever's ranking is read only as far as the page needs, and the page is what reading all of it
+    gives: a paper found by its title passage still gets its text chunk ranked far below."""
+
+    class Counting(dict):
+        def __init__(self, *a: object) -> None:
+            super().__init__(*a)
+            self.read: list[int] = []
+
+        def get(self, key: object, default: object = None) -> object:
+            self.read.append(key)  # type: ignore[arg-type]
+            return super().get(key, default)
+
+    papers = {p: Paper(id=p, title=f"Paper {p}") for p in "abcdef"}
+    chunks = {1: chunk(1, "a", "Paper a", kind="title"), 2: chunk(2, "b", "body of b"), 3: chunk(3, "c", "body of c"),
+              4: chunk(4, "d", "body of d"), 5: chunk(5, "a", "body of a"), 6: chunk(6, "e", "body of e"),
+              7: chunk(7, "f", "body of f")}
+    ranked = [(cid, 1.0 - cid / 10, ["lexical"]) for cid in range(1, 8)]
+    counting = Counting(chunks)
+    hits = aggregate(ranked, counting, papers, k=2)
+    assert [(h.paper.id, h.chunk_id) for h in hits] == [("a", 5), ("b", 2)]  # a's text chunk, 4 places down
+    assert counting.read[:5] == [1, 2, 3, 4, 5] and not {6, 7} & set(counting.read)  # (then 5 and 2 to show)
+    paged = aggregate(ranked, chunks, papers, k=2, offset=2)
+    assert [(h.paper.id, h.chunk_id, h.modes) for h in paged] == [("c", 3, ["lexical"]), ("d", 4, ["lexical"])]
+    # Several retrievers: every chunk counts towards a paper's modes, so the whole ranking is read.
+    mixed = [(1, 0.9, ["lexical"]), (2, 0.8, ["lexical"]), (5, 0.5, ["dense"])]
+    counting = Counting(chunks)
+    assert aggregate(mixed, counting, papers, k=1)[0].modes == ["dense", "lexical"]
+    assert counting.read[:3] == [1, 2, 5]
