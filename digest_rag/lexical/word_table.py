@@ -454,10 +454,7 @@ class EojeolTable:
         if todo:
             if len(readings) + len(todo) > _CACHE_MAX:
                 readings.clear()
-            if len(todo) > 1:
-                self._analyse_text(" ".join(todo))  # one batch of lookups for all the new words (cached)
-            for w in todo:
-                readings[w] = self._analyse_text(w)
+            readings.update(self._read_words(todo))
         out: list[Morph] = []
         for start, word in words:
             reading = readings.get(word, _UNKNOWN)
@@ -466,6 +463,29 @@ class EojeolTable:
             if reading is None:
                 return None
             out.extend(Morph(f, t, start + s, n, lem) for f, t, s, n, lem in reading)
+        return out
+
+    def _read_words(self, words: Sequence[str]) -> dict[str, list[Morph] | None]:
+        """Each word's reading as `_analyse_text` gives it for the word alone (positions within the word; None:
+        unknown), with one batch of lookups for all of them."""
+        cores = {w: _EDGE.sub("", w) for w in words if needs_kiwi(w)}
+        candidates = set(cores) | {c for c in cores.values() if c}
+        found = self.lookup(candidates)
+        parts = self._parts([k for k in candidates if k not in found])
+        parts.update(self._joined([k for k in candidates if k not in found and k not in parts]))
+        out: dict[str, list[Morph] | None] = {}
+        for word in words:
+            if word not in cores:
+                out[word] = []
+                continue
+            core = cores[word] or word
+            out[word] = None
+            for lookup, form in ((found, word), (found, core), (parts, core), (parts, word)):
+                stored = lookup.get(form)
+                if stored is not None:
+                    at = word.index(form)
+                    out[word] = [Morph(f, t, at + st, n, lem) for f, t, st, n, lem in stored]
+                    break
         return out
 
     def _analyse_text(self, text: str) -> list[Morph] | None:

@@ -66,7 +66,9 @@ class ChunkTable:
         pos = np.searchsorted(self._ids, wanted)
         pos[pos >= self._ids.size] = 0
         found = self._ids[pos] == wanted
+        at = pos[found]
         papers, kinds = self.paper_ids, self._kind_names
-        return {cid: ChunkHead(papers[p], kinds[k]) for cid, p, k in zip(
-            wanted[found].tolist(), self._paper_of[pos[found]].tolist(), self._kinds[pos[found]].tolist(),
-            strict=True)}
+        # map/zip/_make keep the per-candidate work in C: a search has hundreds of candidates.
+        heads = map(ChunkHead._make, zip(map(papers.__getitem__, self._paper_of[at].tolist()),
+                                         map(kinds.__getitem__, self._kinds[at].tolist()), strict=True))
+        return dict(zip(wanted[found].tolist(), heads, strict=True))
