@@ -41,6 +41,7 @@ from digest_rag.storage.layout import (
     STORE_FILE,
 )
 from digest_rag.search.calibration import PseudoQuerySampler, calibrate_generation, reusable, trained_heldout
+from digest_rag.search.known_item import NAME_RULES, name_owners
 from digest_rag.storage.store import Store, StoreWriter
 from digest_rag.text import fingerprint
 from digest_rag.version import __version__
@@ -163,6 +164,8 @@ def write_generation(index_dir: Path, content: GenerationContent, inherited: Inh
             if vectors is not None:
                 writer.add_embeddings(hashes, vectors)
             lex = lexical.finish()  # before the commit: mining the lexicon may analyse (and record) phrases
+            # Known-item names and English-only papers, from all papers at once (never per search process).
+            writer.add_search_tables(name_owners(writer.titles), NAME_RULES)
             writer.finish(n_lexical)
         finally:
             writer.close()

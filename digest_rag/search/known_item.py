@@ -30,8 +30,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 
-__all__ = ["BONUS", "LEAD_BONUS", "MAX_NAMES", "MAX_OWNERS", "NameTable", "name_key", "promote", "question_names",
-           "spelled_names", "title_names", "transliterations"]
+__all__ = ["BONUS", "LEAD_BONUS", "MAX_NAMES", "MAX_OWNERS", "NAME_RULES", "NameTable", "name_key", "name_owners",
+           "promote", "question_names", "spelled_names", "title_names", "transliterations"]
 
 #: A promoted paper's score gains this share of the ranking's best score (chosen on the tuning questions,
 #: docs/EVAL.md "Issue 25").
@@ -205,29 +205,63 @@ def spelled_names(question: str, keys: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+#: Version of the naming rules (`title_names`, `name_owners` and their limits). A build stores its name table
+#: with it (`Store.name_owners`); a table made by other rules is not read: the index computes its own.
+NAME_RULES = "1"
+
+
+def name_owners(read_titles: Callable[[], Iterable[tuple[str, str]]]) -> dict[str, tuple[str, ...]]:
+    """Name key -> the ids of the papers whose titles own it (at most `MAX_OWNERS`), from (paper id, title)
+    pairs that ``read_titles()`` yields afresh on each of its three passes (a build streams them from its
+    store). Only the words a name or a rarity check can ask about are counted, so memory follows the names,
+    not every word of every title (a million titles)."""
+    # Pass 1: every key a title could own, taking every rarity check as rare, and the words those checks ask.
+    wanted: set[str] = set()
+
+    def asked(word: str) -> bool:
+        wanted.add(name_key(word))
+        return True
+
+    for _pid, title in read_titles():
+        wanted.update(title_names(title or "", asked))
+    # Pass 2: how many titles hold each of those words (and pairs of words, spaced names: "Llama 2"): a
+    # head's first word names a model only when few titles use it, and a name many titles use (GPT-4, LLM,
+    # Diffusion) is a tool or a field that questions about other papers mention, not one paper's own.
+    counts: dict[str, int] = {}
+    for _pid, title in read_titles():
+        words = [name_key(w) for w in _WORD.findall(title or "")]
+        for w in {*words, *(a + b for a, b in zip(words, words[1:]))}:
+            if w in wanted:
+                counts[w] = counts.get(w, 0) + 1
+    owners: dict[str, dict[str, int]] = {}
+    for pid, title in read_titles():
+        for key, strength in title_names(title or "", lambda w: counts.get(name_key(w), 0) <= RARE_TITLES).items():
+            owners.setdefault(key, {})[pid] = strength
+    # A key many titles claim is a word, not a name; of the rest, the papers it names whole come first.
+    out: dict[str, tuple[str, ...]] = {}
+    for key, by_paper in owners.items():
+        if len(by_paper) <= MAX_OWNERS and counts.get(key, 0) <= RARE_TITLES:
+            top = max(by_paper.values())
+            out[key] = tuple(pid for pid, v in by_paper.items() if v == top)
+    return out
+
+
 class NameTable:
-    """Name key -> the ids of the papers whose titles own it (at most `MAX_OWNERS`)."""
+    """Name key -> the ids of the papers whose titles own it (at most `MAX_OWNERS`).
+
+    Made from every title (`name_owners`, a pass over all of them: ~70 ms at 1,645 papers, tens of seconds
+    at a million) or, with `stored`, read from the table a build stored with the generation."""
 
     def __init__(self, titles: Iterable[tuple[str, str]]) -> None:
         titles = list(titles)
-        # How many titles hold each word (and each pair of words, spaced names: "Llama 2"): a head's first word
-        # names a model only when few titles use it, and a name many titles use (GPT-4, LLM, Diffusion) is a
-        # tool or a field that questions about other papers mention, not one paper's own.
-        counts: dict[str, int] = {}
-        for _pid, title in titles:
-            words = [name_key(w) for w in _WORD.findall(title or "")]
-            for w in {*words, *(a + b for a, b in zip(words, words[1:]))}:
-                counts[w] = counts.get(w, 0) + 1
-        owners: dict[str, dict[str, int]] = {}
-        for pid, title in titles:
-            for key, strength in title_names(title or "", lambda w: counts.get(name_key(w), 0) <= RARE_TITLES).items():
-                owners.setdefault(key, {})[pid] = strength
-        # A key many titles claim is a word, not a name; of the rest, the papers it names whole come first.
-        self.owners: dict[str, tuple[str, ...]] = {}
-        for key, by_paper in owners.items():
-            if len(by_paper) <= MAX_OWNERS and counts.get(key, 0) <= RARE_TITLES:
-                top = max(by_paper.values())
-                self.owners[key] = tuple(pid for pid, v in by_paper.items() if v == top)
+        self.owners: Mapping[str, tuple[str, ...]] = name_owners(lambda: titles)
+
+    @classmethod
+    def stored(cls, owners: Mapping[str, tuple[str, ...]]) -> NameTable:
+        """The table of ``owners`` as a build computed them (`Store.name_owners`: read key by key)."""
+        table = cls.__new__(cls)
+        table.owners = owners
+        return table
 
     def __len__(self) -> int:
         return len(self.owners)

@@ -53,7 +53,13 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_paper ON chunks(paper_id);
 CREATE TABLE embeddings (passage_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE doc_tokens (text_hash TEXT PRIMARY KEY, tokens TEXT NOT NULL);
+CREATE TABLE name_owners (key TEXT PRIMARY KEY, owners TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE english_only (paper_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
+
+#: Papers with no Korean or mixed text (titles aside): their only text is English.
+_ENGLISH_ONLY = ("SELECT paper_id FROM chunks WHERE section_kind != 'title' GROUP BY paper_id "
+                 "HAVING SUM(language != 'en') = 0")
 
 
 class ChunkHead(NamedTuple):
@@ -114,6 +120,20 @@ class StoreWriter:
         self.con.executemany("INSERT OR IGNORE INTO doc_tokens VALUES (?, ?)",
                              ((h, raw.get(h) or json.dumps(toks, ensure_ascii=False)) for h, toks in entries.items()))
 
+    def titles(self) -> Iterator[tuple[str, str]]:
+        """(paper id, English title) of every paper written so far, streamed (`known_item.name_owners`)."""
+        for pid, title in self.con.execute("SELECT id, json_extract(json, '$.title') FROM papers"):
+            yield str(pid), str(title or "")
+
+    def add_search_tables(self, owners: Mapping[str, Sequence[str]], rules: str) -> None:
+        """What searches would otherwise compute from every paper on a process's first use: the names papers'
+        titles own (name key -> owner ids, made by the naming rules ``rules``: `known_item.NAME_RULES`) and the
+        English-only papers (`Store.english_only_papers`). Call after the last papers and chunks."""
+        self.con.executemany("INSERT INTO name_owners VALUES (?, ?)",
+                             ((k, json.dumps(list(v), ensure_ascii=False)) for k, v in owners.items()))
+        self.con.execute(f"INSERT INTO english_only {_ENGLISH_ONLY}")
+        self.con.executemany("INSERT INTO meta VALUES (?, ?)", (("name_rules", rules), ("english_only", "1")))
+
     def finish(self, lexical: int) -> None:
         """Record the number of BM25 documents (chunks `lexical_chunks` keeps) and commit."""
         self.con.execute("INSERT INTO meta VALUES ('lexical_count', ?)", (str(lexical),))
@@ -161,7 +181,7 @@ def _token_rows(run: Callable[[str, Sequence[object]], list[tuple]], keys: Seque
 
 #: Tables a store must hold as real tables; ``doc_tokens`` came later and may be missing from old stores.
 STORE_TABLES = ("meta", "papers", "paper_tags", "chunks", "embeddings")
-OPTIONAL_TABLES = ("doc_tokens",)
+OPTIONAL_TABLES = ("doc_tokens", "name_owners", "english_only")
 
 #: Seconds one read of a store may run before it is taken for a hostile file. The table check catches
 #: an endless view at once; this bounds whatever else a forged file could make SQLite compute. It is far
@@ -293,11 +313,30 @@ class Store:
 
     def english_only_papers(self, paper_ids: Iterable[str] | None = None) -> set[str]:
         """Papers with no Korean or mixed text (titles aside): their only text is English. All of them, or
-        those among ``paper_ids``."""
-        sql = ("SELECT paper_id FROM chunks WHERE section_kind != 'title' GROUP BY paper_id "
-               "HAVING SUM(language != 'en') = 0")
+        those among ``paper_ids``. Computed from every chunk; `stored_english_only` reads what a build stored."""
+        sql = _ENGLISH_ONLY
         rows = self._query(sql) if paper_ids is None else self._query_in(sql + " AND paper_id IN", paper_ids)
         return {str(r[0]) for r in rows}
+
+    def _meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def has_stored_english_only(self) -> bool:
+        """Whether the build stored its English-only papers (stores written before issue 25's part 2 did not)."""
+        return self._meta("english_only") == "1"
+
+    def stored_english_only(self, paper_ids: Iterable[str] | None = None) -> set[str]:
+        """The English-only papers the build stored (all, or those among ``paper_ids``); see
+        `has_stored_english_only`."""
+        if paper_ids is None:
+            return {str(r[0]) for r in self._query("SELECT paper_id FROM english_only")}
+        return {str(r[0]) for r in self._query_in("SELECT paper_id FROM english_only WHERE paper_id IN", paper_ids)}
+
+    def name_owners(self, rules: str) -> StoredNames | None:
+        """The names the build found in the titles (`known_item.name_owners`), read key by key; None when the
+        store has none or they were made by other naming rules than ``rules``."""
+        return StoredNames(self) if self._meta("name_rules") == rules else None
 
     def chunk_ids_of(self, paper_ids: Iterable[str]) -> dict[int, str]:
         """Chunk id -> paper id of every chunk of ``paper_ids``."""
@@ -492,6 +531,52 @@ class Store:
             "top_tags": dict(tags),
             "sources": dict(sources),
         }
+
+
+class StoredNames(Mapping[str, tuple[str, ...]]):
+    """A store's name table (name key -> owner paper ids) as a mapping, read key by key and kept: a question
+    asks about a few keys, never the whole table (a million papers own hundreds of thousands of names)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._seen: dict[str, tuple[str, ...] | None] = {}
+
+    def _read(self, key: str) -> tuple[str, ...] | None:
+        if key in self._seen:
+            return self._seen[key]
+        rows = self._store._query("SELECT owners FROM name_owners WHERE key = ?", (key,))
+        owners: tuple[str, ...] | None = None
+        if rows:
+            try:
+                value = json.loads(rows[0][0])
+            except (ValueError, TypeError, RecursionError) as exc:
+                raise IndexCorruptedError(f"{self._store.path}: damaged name table row {key!r}") from exc
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise IndexCorruptedError(f"{self._store.path}: damaged name table row {key!r}")
+            owners = tuple(value)
+        if len(self._seen) >= _NAMES_KEPT:
+            self._seen.clear()
+        self._seen[key] = owners
+        return owners
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._read(key) is not None
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        owners = self._read(key) if isinstance(key, str) else None
+        if owners is None:
+            raise KeyError(key)
+        return owners
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([str(r[0]) for r in self._store._query("SELECT key FROM name_owners ORDER BY key")])
+
+    def __len__(self) -> int:
+        return int(self._store._query("SELECT COUNT(*) FROM name_owners")[0][0])
+
+
+#: Name table keys (found or not) a `StoredNames` keeps before it starts over.
+_NAMES_KEPT = 1 << 14
 
 
 #: Parsed papers a loaded index keeps for later searches (a shell or server asks about the same papers often).
