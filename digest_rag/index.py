@@ -95,6 +95,7 @@ class DigestIndex:
         self._english_only: frozenset[str] | None = None
         self._chunk_table: ChunkTable | None = None
         self._stored_english: bool | None = None  # whether the build stored its English-only papers
+        self._searched = 0  # searches before the chunk table was read (`_search_table`)
         self._analysed: dict[str, QueryTerms] = {}
         self.last_build: BuildReport | None = None
         self._closed = False
@@ -450,7 +451,7 @@ class DigestIndex:
                                   terms, max(CANDIDATES, (offset + k + len(exclude)) * 20), allowed)
         bonuses = self._owners(terms, rankings, allowed) if asked else {}
         # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
-        table = self.chunk_table
+        table = self._search_table()
         candidates = {cid for r in rankings.values() for cid, _s in r}
         heads = table.heads(candidates) if table is not None else self.store.chunk_heads(candidates)
         chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
@@ -523,10 +524,11 @@ class DigestIndex:
         return self._english_only
 
     def _english_only_among(self, paper_ids: set[str]) -> set[str] | frozenset[str]:
-        """Which of ``paper_ids`` are English-only: from the whole set held in memory, except for an index too
-        big for its chunk table (`chunk_table.MAX_CHUNKS`) whose build stored the set: that one is asked
-        about the candidates only, instead of holding every English-only paper of a million."""
-        if self._english_only is None and self.chunk_table is None:
+        """Which of ``paper_ids`` are English-only: from the whole set held in memory once the chunk table is
+        (`_search_table`); before that, and for an index too big for the table (`chunk_table.MAX_CHUNKS`),
+        the stored set is asked about the candidates only (not every English-only paper of a million). An
+        index built before builds stored the set computes it whole."""
+        if self._english_only is None and self._chunk_table is None:
             if self._stored_english is None:
                 self._stored_english = self.store.has_stored_english_only()
             if self._stored_english:
@@ -542,6 +544,15 @@ class DigestIndex:
                 if self._chunk_table is None:
                     self._chunk_table = ChunkTable.read(self.store)
         return self._chunk_table
+
+    def _search_table(self) -> ChunkTable | None:
+        """The chunk table a search uses: none for a process's first search (a one-question CLI process
+        would read every chunk's row to rank a few hundred: ~0.5 s at the size limit), the table from the
+        second on (a shell, a server, a notebook)."""
+        if self._chunk_table is not None:
+            return self._chunk_table
+        self._searched += 1
+        return self.chunk_table if self._searched > 1 else None
 
     @property
     def names(self) -> NameTable:
