@@ -22,7 +22,7 @@ from digest_rag.search.known_item import NAME_RULES, NameTable, promote, questio
 from digest_rag.search.languages import boost_english_only
 from digest_rag.storage.generation import OpenGeneration, open_generation
 from digest_rag.storage.layout import DEFAULT_INDEX_DIR, manifest_moved, read_manifest
-from digest_rag.models import BuildOverrides, ChunkerSettings, IndexManifest, Paper, SearchResults
+from digest_rag.models import BuildOverrides, Chunk, ChunkerSettings, IndexManifest, Paper, SearchResults
 from digest_rag.search.request import (
     CANDIDATES,
     Filters,
@@ -52,6 +52,8 @@ __all__ = ["ANALYSED_QUESTIONS", "DEFAULT_INDEX_DIR", "DigestIndex"]
 
 #: Distinct questions whose analyses a loaded index keeps (`DigestIndex.analyse`); cleared when full.
 ANALYSED_QUESTIONS = 1024
+#: Chunks a loaded index keeps once a page showed them (about 1.5 KB each).
+CHUNK_CACHE_SIZE = 2048
 
 class DigestIndex:
     """A loaded index: papers, chunks, FAISS vectors and BM25, ready to search.
@@ -97,6 +99,7 @@ class DigestIndex:
         self._stored_english: bool | None = None  # whether the build stored its English-only papers
         self._searched = 0  # searches before the chunk table was read (`_search_table`)
         self._analysed: dict[str, QueryTerms] = {}
+        self._chunk_cache: OrderedDict[int, Chunk] = OrderedDict()
         self.last_build: BuildReport | None = None
         self._closed = False
 
@@ -466,7 +469,7 @@ class DigestIndex:
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
             self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock,
             known=table is not None)
-        hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self.store.chunks, offset=offset,
+        hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self._chunks, offset=offset,
                          exclude=exclude)
         # How well a question matched; a paper's own text always matches its neighbours somehow: no verdict.
         strong, confidence = self._strength(terms, hits[0].paper.id if hits else None, bm25, chunk_paper,
@@ -477,6 +480,24 @@ class DigestIndex:
             query=query if asked else "", mode=mode, highlighter=highlighter, strong_match=strong,
             confidence=confidence, offset=offset,
         )
+
+    def _chunks(self, ids: list[int]) -> dict[int, Chunk]:
+        """The chunks a page shows, from the last `CHUNK_CACHE_SIZE` read (a generation never changes) or
+        the store."""
+        cache = self._chunk_cache
+        with self._paper_lock:
+            out = {cid: cache[cid] for cid in ids if cid in cache}
+            for cid in out:
+                cache.move_to_end(cid)
+        missing = [cid for cid in ids if cid not in out]
+        if missing:
+            fresh = self.store.chunks(missing)
+            out.update(fresh)
+            with self._paper_lock:
+                cache.update(fresh)
+                while len(cache) > CHUNK_CACHE_SIZE:
+                    cache.popitem(last=False)
+        return out
 
     def analyse(self, query: str) -> QueryTerms:
         """``query`` analysed as a search analyses it, once: its BM25 terms with their glossary and lexicon

@@ -261,3 +261,25 @@ def test_a_search_analyses_its_question_once(seed_index, monkeypatch: pytest.Mon
         format_hits(hits, color=True, width=80)
         # Once by the first search; the second search of the same question reuses the index's kept analysis.
         assert sum(question in texts for texts in calls) == (1 if mode == "lexical" else 0), (mode, calls)
+
+
+def test_the_chunks_a_page_shows_are_read_from_the_store_once(seed_index_dir, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from digest_rag.storage.store import Store
+
+    read: list[int] = []
+    real = Store.chunks
+
+    def counting(self, ids=None):  # noqa: ANN001, ANN202
+        ids = list(ids) if ids is not None else None
+        read.extend(ids or [])
+        return real(self, ids)
+
+    monkeypatch.setattr(Store, "chunks", counting)
+    with DigestIndex.load(seed_index_dir) as idx:
+        first = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=5, mode="lexical")
+        shown = [h.chunk_id for h in first]
+        assert set(shown) <= set(read)
+        read.clear()
+        again = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=5, mode="lexical")
+        assert [h.model_dump() for h in again] == [h.model_dump() for h in first]
+        assert not set(shown) & set(read)  # kept from the first search (a title hit's opening chunk aside)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 
 # The analyser's own word shapes and tag sets: spans cover exactly what BM25 matched.
@@ -43,25 +45,51 @@ def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
     return [m.span() for m in LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
 
 
-def _korean_spans(text: str, terms: frozenset[str], stored: StoredAnalysis | None) -> list[Span]:
-    # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
-    # start in a fresh process) has nothing to find.
-    if not needs_kiwi(text) or not any(needs_kiwi(t) for t in terms):
-        return []
-    spans: list[Span] = []
+#: Per word table (an index's `EojeolTable`), the Hangul content morphemes of texts it read for snippets:
+#: a text's morphemes do not depend on the question, and the chunks shown recur from search to search.
+_CONTENT: weakref.WeakKeyDictionary[object, dict[str, tuple[tuple[str, int, int], ...]]] = weakref.WeakKeyDictionary()
+_CONTENT_MAX = 2048
+_CONTENT_LOCK = threading.Lock()
+
+
+def _content_morphs(text: str, stored: StoredAnalysis | None) -> tuple[tuple[str, int, int], ...]:
+    """(term, start, end) of each Hangul noun (its form) and verb or adjective (its lemma) of ``text``."""
+    try:
+        kept = _CONTENT.get(stored) if stored is not None else None
+    except TypeError:  # a table that cannot be weakly referenced: nothing is kept for it
+        stored, kept = None, None
+    hit = kept.get(text) if kept is not None else None
+    if hit is not None:
+        return hit
+    out: list[tuple[str, int, int]] = []
     # Snippets are corpus text: an index's table of Kiwi's readings (``stored``) knows their words, and Kiwi
     # is asked only for a text with a word it lacks.
     for t in kiwi_morphs([text], stored)[0]:
         tag = str(t.tag).split("-", 1)[0]
         if tag in NOUN_TAGS:
-            hit = t.form in terms
+            term = t.form
         elif tag in PRED_TAGS:
-            hit = (getattr(t, "lemma", None) or t.form + "다") in terms
+            term = getattr(t, "lemma", None) or t.form + "다"
         else:
             continue
-        if hit and needs_kiwi(t.form):
-            spans.append((int(t.start), int(t.start) + int(t.len)))
-    return spans
+        if needs_kiwi(t.form):
+            out.append((term, int(t.start), int(t.start) + int(t.len)))
+    found = tuple(out)
+    if stored is not None:
+        with _CONTENT_LOCK:
+            kept = _CONTENT.setdefault(stored, {})
+            if len(kept) >= _CONTENT_MAX:
+                kept.clear()
+            kept[text] = found
+    return found
+
+
+def _korean_spans(text: str, terms: frozenset[str], stored: StoredAnalysis | None) -> list[Span]:
+    # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
+    # start in a fresh process) has nothing to find.
+    if not needs_kiwi(text) or not any(needs_kiwi(t) for t in terms):
+        return []
+    return [(start, end) for term, start, end in _content_morphs(text, stored) if term in terms]
 
 
 def _merge(spans: Iterable[Span]) -> list[Span]:

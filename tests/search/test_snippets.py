@@ -82,3 +82,28 @@ def test_index_word_table_highlights_the_same_spans_as_kiwi(seed_index, monkeypa
     table = Highlighter(terms, seed_index.lexical.eojeols)
     got = [table.spans(t) for t in texts]
     assert got == expected
+
+
+def test_a_texts_morphemes_are_read_once_per_word_table(seed_index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snippet's text is analysed once per index: the next question's highlighter finds its own terms in the
+    morphemes kept for that text, the same spans as reading the text afresh."""
+    import digest_rag.search.snippets as snippets
+    from digest_rag.lexical.terms import analyse_query
+    from digest_rag.search.snippets import Highlighter, match_spans
+
+    texts = [c.text for c in seed_index.store.chunks().values() if c.language == "ko"][:20]
+    questions = ["긴 컨텍스트를 악용하는 탈옥 공격", "모델의 안전장치를 무력화하는 방법"]
+    expected = [[match_spans(t, analyse_query(q).highlight) for t in texts] for q in questions]  # no table
+    read: list[str] = []
+    real = snippets.kiwi_morphs
+
+    def counting(segments, stored=None):  # noqa: ANN001, ANN202
+        read.extend(segments)
+        return real(segments, stored)
+
+    monkeypatch.setattr(snippets, "_CONTENT", __import__("weakref").WeakKeyDictionary())
+    monkeypatch.setattr(snippets, "kiwi_morphs", counting)
+    for q, want in zip(questions, expected, strict=True):
+        highlighter = Highlighter(analyse_query(q).highlight, seed_index.lexical.eojeols)
+        assert [highlighter.spans(t) for t in texts] == want
+    assert sorted(read) == sorted(set(texts))  # each text read by the first question only
