@@ -281,7 +281,8 @@ class FusionCalibration(BaseModel):
     """How an index fuses its dense and lexical rankings, chosen at build time (search/calibration.py).
 
     Measured on pseudo-queries drawn from the index's own corpus (a Korean sentence of a paper's note,
-    answered by the paper's other chunks, or by its English chunks alone), never on a test set.
+    answered by the rest of the paper, or by the paper as an English-only paper would be indexed), never on
+    a test set.
     """
 
     weights: dict[str, float] = Field(description="retriever -> weight in reciprocal rank fusion")
@@ -298,6 +299,8 @@ class FusionCalibration(BaseModel):
     lexical_r1: float = 0.0
     dense_r1: float = 0.0
     hybrid_r1: float = 0.0
+    english_share: float | None = Field(default=None, description="weight of the pseudo-queries about a paper "
+                                        "indexed by its English text alone: the index's share of such papers")
     decision: str = Field(description="why these weights, in words")
     seconds: float = 0.0
 

@@ -40,7 +40,13 @@ from digest_rag.storage.layout import (
     LEXICAL_DIR,
     STORE_FILE,
 )
-from digest_rag.search.calibration import PseudoQuerySampler, calibrate_generation, reusable, trained_heldout
+from digest_rag.search.calibration import (
+    PseudoQuerySampler,
+    calibrate_generation,
+    reusable,
+    trained_heldout,
+    trained_sentences,
+)
 from digest_rag.search.known_item import NAME_RULES, name_owners
 from digest_rag.storage.store import Store, StoreWriter
 from digest_rag.text import fingerprint
@@ -88,8 +94,9 @@ def _calibrate(generation: Path, faiss_index: object, model: PassageModel, sampl
             and encoded <= RECALIBRATE_SHARE * max(n_chunks, 1)):
         return previous
     queries = sampler.queries()
-    enc = model.encoder(len(queries))
+    enc = model.encoder(3 * len(queries))  # the queries, and their stand-ins' passages
     fusion = calibrate_generation(generation, faiss_index, enc.encode_queries, queries, n_papers,
+                                  encode_passages=enc.encode_passages, english_share=sampler.english_share,
                                   model_name=model.name)
     if fusion.dense_off:
         warnings.warn(f"hybrid search will be lexical search on this index: {fusion.decision}",
@@ -147,7 +154,8 @@ def write_generation(index_dir: Path, content: GenerationContent, inherited: Inh
             lexical = LexicalBuilder(None, tokens, previous_lexicon=base.lexicon)
             ids: list[np.ndarray] = []
             n_lexical = 0
-            sampler = PseudoQuerySampler(keep=trained_heldout(encoder.name if encoder else None)) \
+            sampler = PseudoQuerySampler(keep=trained_heldout(encoder.name if encoder else None),
+                                         sentences=trained_sentences(encoder.name if encoder else None)) \
                 if vectors is not None else None
             for batch in spool.batches():
                 writer.add_papers(batch)

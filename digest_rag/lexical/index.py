@@ -16,7 +16,9 @@ file surfaces as `IndexCorruptedError` naming that file.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,6 +258,35 @@ class LexicalIndex:
                                 for a in (sc["data"], sc["indices"], sc["indptr"]))
         return self._plain
 
+    def score_document(self, terms: Mapping[str, float], tokens: Sequence[str]) -> float | None:
+        """BM25 score, for ``terms`` (token -> weight, as `term_scores` takes), of a document that is not in the
+        index (``tokens``: its tokens, fields included), under the index's statistics (idf of each term, mean
+        document length), as if it had been indexed too (which would have changed them by one document).
+        None for an index saved without its mean document length (built before it was recorded).
+
+        Fusion calibration (search/calibration.py) scores a paper's stand-in text this way."""
+        if self._bm25 is None:
+            return 0.0
+        avg_len = self._bm25.scores.get("avg_len")
+        if not avg_len:
+            return None
+        counts = Counter(tokens)
+        n = float(self._bm25.scores["num_docs"])
+        vocab = self._bm25.vocab_dict
+        indptr = self._bm25.scores["indptr"]
+        k1, b = self._bm25.k1, self._bm25.b
+        norm = k1 * ((1 - b) + b * len(tokens) / float(avg_len))
+        total = 0.0
+        for tok, w in terms.items():
+            tf = counts.get(tok, 0)
+            if tf <= 0 or w <= 0:
+                continue
+            tid = vocab.get(tok)
+            df = float(indptr[tid + 1] - indptr[tid]) if tid is not None and 0 <= tid < len(indptr) - 1 else 0.0
+            idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            total += w * idf * tf / (norm + tf)
+        return total
+
     def search(self, query: str | QueryTerms, k: int = 100, allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """Top `k` (chunk id, score) pairs, best first, positive scores only.
 
@@ -306,6 +337,8 @@ class LexicalIndex:
                 "dtype": self._bm25.dtype,
                 "int_dtype": self._bm25.int_dtype,
                 "num_docs": int(sc["num_docs"]),
+                # Mean document length: scoring a document outside the matrix needs it (score_document).
+                **({"avg_len": float(sc["avg_len"])} if sc.get("avg_len") else {}),
                 # The matrix is bm25s's layout and scoring, built by bm25_matrix (see there).
                 "builder": "digest_rag.lexical.matrix",
             }
@@ -432,7 +465,8 @@ class LexicalIndex:
             try:
                 retriever = LoadedBM25(
                     vocab_dict=vocab,
-                    scores={"data": data, "indices": indices, "indptr": indptr, "num_docs": int(num_docs)},
+                    scores={"data": data, "indices": indices, "indptr": indptr, "num_docs": int(num_docs),
+                            **({"avg_len": float(params["avg_len"])} if params.get("avg_len") else {})},
                     k1=float(params["k1"]),
                     b=float(params["b"]),
                     delta=float(params["delta"]),

@@ -54,7 +54,8 @@ class BM25Matrix:
         self.num_docs += len(docs)
 
     def build(self) -> dict[str, Any]:
-        """The score matrix as bm25s's ``scores`` dict: data, indices, indptr, num_docs."""
+        """The score matrix as bm25s's ``scores`` dict: data, indices, indptr, num_docs, and ``avg_len`` (the
+        mean document length, which scoring a document outside the matrix needs: `LexicalIndex.score_document`)."""
         self.vocab.setdefault("", len(self.vocab))  # bm25s's empty token, which no document holds
         n_terms = len(self.vocab)
         df = np.zeros(n_terms, dtype=np.int64)
@@ -90,4 +91,4 @@ class BM25Matrix:
             indices[pos] = docs[order]
             cursor[run_terms] += run_lens
             first_doc += len(widths)
-        return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n}
+        return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n, "avg_len": avg_len}

@@ -6,11 +6,24 @@ questions that share the paper's words. So fusion is measured per index, on
 **pseudo-queries drawn from the index's own corpus** (never a test set):
 
 * ``note``: a Korean sentence of one of a paper's Korean (or mixed) chunks,
-  answered by the paper's *other* chunks (the sentence's own chunk is taken out
-  of both rankings, so the query is held out from the text that answers it);
-* ``cross``: the same sentence answered by the paper's English chunks alone
-  (all its Korean and mixed chunks taken out): a Korean question about a paper
-  indexed by its English text, the strictly cross-lingual case.
+  answered by the rest of the paper: its other chunks, and a stand-in for the
+  sentence's own chunk, that chunk's text without the sentence (the query is
+  held out from the text that answers it);
+* ``english``: the same sentence answered by the paper as an English-only paper
+  is indexed: every chunk of it taken out, and a stand-in holding its English
+  title (and English text, where it has some), with no Korean at all: a Korean
+  question about a paper indexed by its English text, the strictly
+  cross-lingual case.
+
+A stand-in is scored as if it were indexed: BM25 with the index's statistics
+(`LexicalIndex.score_document`, the paper's fields included as a build adds
+them) and the passage vector of the model, each inserted into its ranking.
+Most notes are one Korean chunk and a title, so without stand-ins a sentence
+would leave its paper nothing to be found by.
+
+The two kinds are weighed by the index's own make-up: ``english`` queries
+carry the share of its papers that have no Korean text (``english_share``),
+``note`` queries the rest; bootstraps resample within each kind.
 
 Papers are drawn by a hash of their id (the same papers on every build of
 the same corpus). A model trained on this corpus (`digest-rag train`) has
@@ -48,6 +61,7 @@ from digest_rag.models import Chunk, FusionCalibration
 __all__ = [
     "METHOD",
     "PseudoQuery",
+    "StandIns",
     "PseudoQuerySampler",
     "calibrate",
     "chance_mrr",
@@ -55,9 +69,10 @@ __all__ = [
     "paired_bootstrap",
 ]
 
-METHOD = "pseudo-queries-v1 (ko note sentence -> other chunks | english chunks; grid; bootstrap gate)"
-#: Papers drawn for pseudo-queries (each gives up to two: note and cross).
-MAX_PAPERS = 200
+METHOD = ("pseudo-queries-v2 (ko note sentence -> rest of the paper | the paper as English-only; stand-ins scored "
+          "as indexed; kinds weighed by the index's English-only share; grid; bootstrap gate)")
+#: Papers drawn for pseudo-queries (each gives up to two: note and english).
+MAX_PAPERS = 300
 #: Fewer pseudo-queries than this and the dense side is not trusted with a weight.
 MIN_QUERIES = 20
 #: The dense weights (lexical weighs 1) and rank constants tried.
@@ -80,8 +95,11 @@ class PseudoQuery:
 
     text: str
     paper_id: str
-    kind: str  # "note" or "cross"
+    kind: str  # "note" or "english"
     excluded: frozenset[int] = field(default_factory=frozenset)
+    #: Text of the stand-in document for the excluded chunks: note: the source chunk without the sentence;
+    #: english: the paper's English chunks' text (its English title is added from the paper). "" for none.
+    doc: str = ""
 
 
 def _key(paper_id: str) -> int:
@@ -89,8 +107,11 @@ def _key(paper_id: str) -> int:
 
 
 def korean_sentence(text: str, paper_id: str) -> str | None:
-    """A sentence of ``text`` fit to be a question (25-250 characters, mostly Hangul), chosen by the paper's
-    hash; None when there is none."""
+    """The first sentence of ``text`` fit to be a question (25-250 characters, mostly Hangul); None when there
+    is none. A note's opening sentence says what the paper does, as a reader's question does; a sentence
+    drawn at random was as often a remark ("레이턴시를 측정해볼 가치가 있을 것 같습니다."), which neither
+    retriever can trace to its paper (tune figures: docs/EVAL.md, issue 24). ``paper_id`` is unused (kept
+    for callers)."""
     candidates = []
     for sent in _SENTENCE_END.split(text):
         sent = " ".join(sent.split())
@@ -99,9 +120,27 @@ def korean_sentence(text: str, paper_id: str) -> str | None:
         letters = len(_LETTER.findall(sent))
         if letters and len(_HANGUL.findall(sent)) >= 0.5 * letters:
             candidates.append(sent)
-    if not candidates:
-        return None
-    return candidates[_key(paper_id) % len(candidates)]
+    return candidates[0] if candidates else None
+
+
+def sentences_of(text: str) -> list[str]:
+    """The sentences of ``text`` as `korean_sentence` splits them, whitespace collapsed."""
+    return [" ".join(s.split()) for s in _SENTENCE_END.split(text)]
+
+
+def without_sentence(text: str, sentence: str) -> str:
+    """``text`` with every occurrence of ``sentence`` (as `korean_sentence` gave it) left out, whitespace
+    collapsed; ``text`` itself when it does not hold the sentence."""
+    kept = sentences_of(text)
+    if sentence not in kept:
+        return text
+    return " ".join(k for k in kept if k and k != sentence)
+
+
+#: Characters of a paper's English text a stand-in keeps (a passage's worth; the rest would be other chunks).
+STAND_IN_CHARS = 1500
+#: A note stand-in shorter than this is no document: the sentence was (nearly) all its chunk held.
+MIN_STAND_IN = 20
 
 
 class PseudoQuerySampler:
@@ -111,22 +150,30 @@ class PseudoQuerySampler:
     small at a million papers and the same corpus always gives the same queries.
     """
 
-    def __init__(self, limit: int = MAX_PAPERS, keep: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, limit: int = MAX_PAPERS, keep: Callable[[str], bool] | None = None,
+                 sentences: Mapping[str, str] | None = None) -> None:
         self.limit = limit
         self.keep = keep
+        #: Paper id -> the sentence to ask (one its model's training never saw: `trained_sentences`).
+        self.sentences = sentences or {}
         self._heap: list[tuple[int, str, tuple[PseudoQuery, ...]]] = []  # max-heap by key (negated)
+        #: Papers seen, and those with no Korean text (nothing but English chunks): `english_share`.
+        self.papers = 0
+        self.english_only = 0
 
     def add(self, chunks: Iterable[Chunk]) -> None:
         by_paper: dict[str, list[Chunk]] = {}
         for c in chunks:
             by_paper.setdefault(c.paper_id, []).append(c)
         for pid, cs in by_paper.items():
+            self.papers += 1
+            self.english_only += not any(c.language in ("ko", "mixed") for c in cs)
             if self.keep is not None and not self.keep(pid):
                 continue
             key = _key(pid)
             if len(self._heap) >= self.limit and -self._heap[0][0] <= key:
                 continue
-            queries = self._queries(pid, cs)
+            queries = self._queries(pid, cs, self.sentences.get(pid))
             if not queries:
                 continue
             item = (-key, pid, queries)
@@ -136,27 +183,39 @@ class PseudoQuerySampler:
                 heapq.heapreplace(self._heap, item)
 
     @staticmethod
-    def _queries(pid: str, chunks: Sequence[Chunk]) -> tuple[PseudoQuery, ...]:
+    def _queries(pid: str, chunks: Sequence[Chunk], sentence: str | None = None) -> tuple[PseudoQuery, ...]:
         korean = [c for c in chunks if c.language in ("ko", "mixed") and c.section_kind != "title"]
         if not korean:
             return ()
-        source = korean[_key(pid) % len(korean)]
-        text = korean_sentence(source.text, pid)
+        if sentence is not None:  # the one its model's training left out, asked from the chunk that holds it
+            source = next((c for c in korean if sentence in sentences_of(c.text)), None)
+            if source is None:
+                return ()
+            text: str | None = sentence
+        else:
+            source = korean[_key(pid) % len(korean)]
+            text = korean_sentence(source.text, pid)
         if text is None:
             return ()
         out = []
+        rest = without_sentence(source.text, text)
+        rest = rest if len(rest) >= MIN_STAND_IN else ""
         # The paper must keep some text to be found by: BM25 indexes a title passage only for a paper with no
-        # other text, so a paper whose one text chunk is the query's source could only be found by dense.
-        if any(c.id != source.id and c.section_kind != "title" for c in chunks):
-            out.append(PseudoQuery(text, pid, "note", frozenset({source.id})))
-        if any(c.language == "en" and c.section_kind != "title" for c in chunks):
-            not_english = frozenset(c.id for c in chunks if c.language != "en")
-            out.append(PseudoQuery(text, pid, "cross", not_english))
+        # other text, so a paper whose one text chunk is the query's source is found by the stand-in alone.
+        if rest or any(c.id != source.id and c.section_kind != "title" for c in chunks):
+            out.append(PseudoQuery(text, pid, "note", frozenset({source.id}), rest))
+        english = "\n".join(c.text for c in chunks if c.language == "en" and c.section_kind != "title")
+        out.append(PseudoQuery(text, pid, "english", frozenset(c.id for c in chunks), english[:STAND_IN_CHARS]))
         return tuple(out)
 
     def queries(self) -> list[PseudoQuery]:
         """The pseudo-queries drawn, in a fixed order."""
         return [q for _k, _pid, qs in sorted(self._heap, key=lambda t: (-t[0], t[1])) for q in qs]
+
+    @property
+    def english_share(self) -> float:
+        """Share of the papers seen that have no Korean text: the weight of ``english`` pseudo-queries."""
+        return self.english_only / self.papers if self.papers else 0.0
 
 
 #: The training report `digest-rag train` writes into a model directory, and the salt of its held-out split.
@@ -168,10 +227,30 @@ def trained_heldout(model: str | None) -> Callable[[str], bool] | None:
     """For a model trained on digests by `digest-rag train`: which paper ids its training held out (never
     trained on), read from its report (``heldout_paper_ids``, else the split rule of
     `digest_rag.evaluation.evaluate.stable_bucket` with the report's ``heldout_share``). None for any other
-    model (or a report that cannot be read): every paper may give pseudo-queries."""
-    import json
-
+    model (or a report that cannot be read): every paper may give pseudo-queries. Papers one sentence of
+    which the training left out (`trained_sentences`) are kept too."""
     from digest_rag.evaluation.evaluate import stable_bucket
+
+    data = _read_report(model)
+    if data is None:
+        return None
+    sentences = _report_sentences(data)
+    ids = data.get("heldout_paper_ids")
+    if isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids):
+        held = frozenset(ids) | frozenset(sentences)
+        return held.__contains__
+    options = data.get("options")
+    share = options.get("heldout_share") if isinstance(options, dict) else None
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share < 0.5:
+        return None
+    buckets = max(2, round(1 / share))
+    return lambda pid: pid in sentences or stable_bucket(pid, buckets, TRAIN_HELDOUT_SALT) == 0
+
+
+def _read_report(model: str | None) -> dict[str, object] | None:
+    """The training report of a model directory `digest-rag train` wrote; None when there is none or it
+    cannot be read."""
+    import json
 
     if not model:
         return None
@@ -182,18 +261,23 @@ def trained_heldout(model: str | None) -> Callable[[str], bool] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    if not isinstance(data, dict):
-        return None
-    ids = data.get("heldout_paper_ids")
-    if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
-        held = frozenset(ids)
-        return held.__contains__
-    options = data.get("options")
-    share = options.get("heldout_share") if isinstance(options, dict) else None
-    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share < 0.5:
-        return None
-    buckets = max(2, round(1 / share))
-    return lambda pid: stable_bucket(pid, buckets, TRAIN_HELDOUT_SALT) == 0
+    return data if isinstance(data, dict) else None
+
+
+def _report_sentences(data: Mapping[str, object]) -> dict[str, str]:
+    sentences = data.get("heldout_sentences")
+    if not isinstance(sentences, dict):
+        return {}
+    return {k: v for k, v in sentences.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def trained_sentences(model: str | None) -> dict[str, str]:
+    """For a model `digest-rag train` made: paper id -> the Korean sentence its training left out of that
+    paper's text (the report's ``heldout_sentences``), to be asked as that paper's pseudo-query: the
+    model knows the paper, never the question, as with a reader's question about a paper it trained on.
+    Empty for any other model."""
+    data = _read_report(model)
+    return _report_sentences(data) if data is not None else {}
 
 
 def chance_mrr(n_papers: int, k: int = 10) -> float:
@@ -247,14 +331,55 @@ def _rr(ranks: np.ndarray, k: int = 10) -> np.ndarray:
     return np.where((ranks >= 1) & (ranks <= k), 1.0 / np.maximum(ranks, 1), 0.0)
 
 
-def paired_bootstrap(diff: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
-    """The 2.5% and 97.5% quantiles of the mean of ``diff`` (per-query differences) over bootstrap resamples."""
+def paired_bootstrap(diff: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 0,
+                     weights: np.ndarray | None = None) -> tuple[float, float]:
+    """The 2.5% and 97.5% quantiles of the mean of ``diff`` (per-query differences) over bootstrap resamples.
+
+    ``weights`` (per query, from `stratum_weights`): a weighted mean, each stratum (queries of one weight)
+    resampled within itself, so every resample keeps the strata's shares."""
     diff = np.asarray(diff, dtype=np.float64)
     if diff.size == 0:
         return 0.0, 0.0
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    if weights is None:
+        means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        means = np.zeros(resamples)
+        for w in np.unique(weights):
+            members = np.flatnonzero(weights == w)
+            picks = members[rng.integers(0, members.size, size=(resamples, members.size))]
+            means += diff[picks].sum(axis=1) * w
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def stratum_weights(queries: Sequence[PseudoQuery], english_share: float | None) -> np.ndarray | None:
+    """Per-query weights summing to 1: ``english`` queries share ``english_share``, the others the rest (a
+    kind with no query gives its share to the other); None (plain mean) without a share."""
+    if english_share is None or not queries:
+        return None
+    english = np.array([q.kind == "english" for q in queries])
+    n_en, n_other = int(english.sum()), int((~english).sum())
+    share = min(1.0, max(0.0, english_share))
+    if n_en == 0 or n_other == 0:
+        return None
+    return np.where(english, share / n_en, (1.0 - share) / n_other)
+
+
+def _insert(ranking: Sequence[tuple[int, float]], cid: int, score: float | None) -> list[tuple[int, float]]:
+    """``ranking`` with (cid, score) placed by its score, after any equal one; left out below the last of
+    a full ranking (it would not have been among the candidates)."""
+    out = list(ranking)
+    if score is None:
+        return out
+    pos = next((i for i, (_c, s) in enumerate(out) if s < score), len(out))
+    if pos < CANDIDATES:
+        out.insert(pos, (cid, score))
+    return out[:CANDIDATES]
+
+
+#: Scores of each pseudo-query's stand-in document: (lexical, dense), None where it has none.
+StandIns = Callable[[Sequence[PseudoQuery]], tuple[list[float | None], list[float | None]]]
 
 
 def calibrate(
@@ -264,12 +389,16 @@ def calibrate(
     chunk_paper: Callable[[Iterable[int]], Mapping[int, str]],
     n_papers: int,
     *,
+    stand_ins: StandIns | None = None,
+    english_share: float | None = None,
     model_name: str | None = None,
 ) -> FusionCalibration:
     """Measure lexical, dense and every fused (weight, k) on ``queries`` and choose (see the module doc).
 
     ``lexical_search(text)`` and ``dense_search(texts)`` give (chunk id, score) rankings of `CANDIDATES`
-    chunks; ``chunk_paper(ids)`` maps chunk ids to paper ids.
+    chunks; ``chunk_paper(ids)`` maps chunk ids to paper ids. ``stand_ins`` scores each query's stand-in
+    document (it joins both rankings as chunk id ``-1 - i`` of the query's paper); ``english_share``
+    weighs the two kinds of query (`stratum_weights`).
     """
     t0 = time.perf_counter()
     chance = chance_mrr(n_papers)
@@ -278,27 +407,39 @@ def calibrate(
     if queries:
         lexical = [lexical_search(q.text) for q in queries]
         dense = dense_search([q.text for q in queries])
-        heads = chunk_paper({cid for r in (*lexical, *dense) for cid, _s in r})
+        heads = dict(chunk_paper({cid for r in (*lexical, *dense) for cid, _s in r}))
+        if stand_ins is not None:
+            lex_scores, dense_scores = stand_ins(queries)
+            for i, q in enumerate(queries):
+                heads[-1 - i] = q.paper_id
+                lexical[i] = _insert(lexical[i], -1 - i, lex_scores[i] if lex_scores[i] else None)
+                dense[i] = _insert(dense[i], -1 - i, dense_scores[i])
         for q, lr, dr in zip(queries, lexical, dense, strict=True):
             lex_ranks.append(paper_ranks(lr, heads, q.excluded))
             dense_ranks.append(paper_ranks(dr, heads, q.excluded))
     n = len(queries)
+    weights = stratum_weights(queries, english_share)
+    w = weights if weights is not None else (np.full(n, 1.0 / n) if n else np.zeros(0))
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.dot(w, values)) if n else 0.0
+
     lex_rr = _rr([r.get(q.paper_id, 0) for q, r in zip(queries, lex_ranks, strict=True)])
     dense_rr = _rr([r.get(q.paper_id, 0) for q, r in zip(queries, dense_ranks, strict=True)])
     grid = np.stack([_rr(fusion_ranks(lr, dr, q.paper_id, DENSE_WEIGHTS, RRF_KS))
                      for q, lr, dr in zip(queries, lex_ranks, dense_ranks, strict=True)]) if n else \
         np.zeros((0, len(DENSE_WEIGHTS), len(RRF_KS)))
-    lexical_mrr = float(lex_rr.mean()) if n else 0.0
-    dense_mrr = float(dense_rr.mean()) if n else 0.0
-    means = grid.mean(axis=0) if n else np.zeros((len(DENSE_WEIGHTS), len(RRF_KS)))
+    lexical_mrr = mean(lex_rr)
+    dense_mrr = mean(dense_rr)
+    means = np.tensordot(w, grid, axes=(0, 0)) if n else np.zeros((len(DENSE_WEIGHTS), len(RRF_KS)))
     # Best MRR; among equals the smaller dense weight, then k nearest 60 (the usual constant).
     order = sorted(((-round(float(means[i, j]), 9), DENSE_WEIGHTS[i], abs(RRF_KS[j] - 60), i, j)
                     for i in range(len(DENSE_WEIGHTS)) for j in range(len(RRF_KS))))
     _m, _w, _d, bi, bj = order[0]
     best_rr = grid[:, bi, bj] if n else np.zeros(0)
-    gain_low, _high = paired_bootstrap(best_rr - lex_rr)
-    dense_low, _dh = paired_bootstrap(dense_rr - chance)
-    gain = float(best_rr.mean() - lex_rr.mean()) if n else 0.0
+    gain_low, _high = paired_bootstrap(best_rr - lex_rr, weights=weights)
+    dense_low, _dh = paired_bootstrap(dense_rr - chance, weights=weights)
+    gain = mean(best_rr) - lexical_mrr
     if n < MIN_QUERIES:
         decision = f"dense off: {n} pseudo-queries are too few to trust a dense weight (need {MIN_QUERIES})"
     elif dense_low <= 0.0:
@@ -306,10 +447,10 @@ def calibrate(
                     f"(MRR@10 {dense_mrr:.3f}, chance {chance:.3f})")
     elif gain < MIN_GAIN or gain_low <= 0.0:
         decision = (f"dense off: fusing the dense side does not beat lexical on {n} pseudo-queries "
-                    f"(best MRR@10 {best_rr.mean():.3f} vs lexical {lexical_mrr:.3f}, "
+                    f"(best MRR@10 {mean(best_rr):.3f} vs lexical {lexical_mrr:.3f}, "
                     f"95% interval of the gain from {gain_low:+.3f})")
     else:
-        decision = (f"dense on: MRR@10 {lexical_mrr:.3f} -> {best_rr.mean():.3f} on {n} pseudo-queries "
+        decision = (f"dense on: MRR@10 {lexical_mrr:.3f} -> {mean(best_rr):.3f} on {n} pseudo-queries "
                     f"(95% interval of the gain from {gain_low:+.3f})")
     on = decision.startswith("dense on")
     hybrid_rr = best_rr if on else lex_rr
@@ -322,12 +463,13 @@ def calibrate(
         queries=n,
         lexical_mrr=round(lexical_mrr, 4),
         dense_mrr=round(dense_mrr, 4),
-        hybrid_mrr=round(float(hybrid_rr.mean()) if n else 0.0, 4),
+        hybrid_mrr=round(mean(hybrid_rr), 4),
         chance_mrr=round(chance, 6),
         gain_low=round(gain_low if on else 0.0, 4),
-        lexical_r1=round(float((lex_rr == 1.0).mean()) if n else 0.0, 4),
-        dense_r1=round(float((dense_rr == 1.0).mean()) if n else 0.0, 4),
-        hybrid_r1=round(float((hybrid_rr == 1.0).mean()) if n else 0.0, 4),
+        lexical_r1=round(mean((lex_rr == 1.0).astype(float)), 4),
+        dense_r1=round(mean((dense_rr == 1.0).astype(float)), 4),
+        hybrid_r1=round(mean((hybrid_rr == 1.0).astype(float)), 4),
+        english_share=round(english_share, 4) if weights is not None and english_share is not None else None,
         decision=decision,
         seconds=round(time.perf_counter() - t0, 3),
     )
@@ -354,10 +496,13 @@ def calibrate_generation(
     queries: Sequence[PseudoQuery],
     n_papers: int,
     *,
+    encode_passages: Callable[[Sequence[str]], np.ndarray] | None = None,
+    english_share: float | None = None,
     model_name: str | None = None,
 ) -> FusionCalibration:
     """`calibrate` on a generation a build has just written (before its commit): the BM25 files and word
-    table as a search loads them, its store for the chunks' papers, its FAISS index and the query encoder."""
+    table as a search loads them, its store for the chunks' papers, its FAISS index and the query encoder;
+    with ``encode_passages``, each query's stand-in (`stand_in_scorer`) joins the rankings."""
     from digest_rag.lexical.index import LexicalIndex
     from digest_rag.lexical.word_table import EOJEOL_FILE
     from digest_rag.storage.layout import LEXICAL_DIR, STORE_FILE
@@ -366,6 +511,11 @@ def calibrate_generation(
     lexical = LexicalIndex.load(generation / LEXICAL_DIR, eojeols=(generation / LEXICAL_DIR / EOJEOL_FILE).is_file())
     store = Store(generation / STORE_FILE)
     try:
+        papers = store.papers({q.paper_id for q in queries})
+        # An english query needs the paper's English title: a title made from a file name is no English text.
+        queries = [q for q in queries if q.kind != "english" or (
+            q.paper_id in papers and papers[q.paper_id].title.strip() and not papers[q.paper_id].title_from_filename)]
+
         def lexical_search(text: str) -> Sequence[tuple[int, float]]:
             return lexical.search(text, CANDIDATES)
 
@@ -381,8 +531,73 @@ def calibrate_generation(
         def chunk_paper(ids: Iterable[int]) -> Mapping[int, str]:
             return {cid: head.paper_id for cid, head in store.chunk_heads(ids).items()}
 
+        stand_ins = None
+        if encode_passages is not None and lexical.score_document({}, []) is not None:
+            stand_ins = stand_in_scorer(lexical, papers, encode_queries, encode_passages)
         # Korean words are read from the generation's word table (`LexicalIndex.analyse`), as a search does.
-        return calibrate(queries, lexical_search, dense_search, chunk_paper, n_papers, model_name=model_name)
+        return calibrate(queries, lexical_search, dense_search, chunk_paper, n_papers, stand_ins=stand_ins,
+                         english_share=english_share if stand_ins is not None else None, model_name=model_name)
     finally:
         store.close()
         lexical.close()
+
+
+def stand_in_scorer(lexical: object, papers: Mapping[str, object], encode_queries: Callable[[Sequence[str]], np.ndarray],
+                    encode_passages: Callable[[Sequence[str]], np.ndarray]) -> StandIns:
+    """Scores of each query's stand-in document as a build would have indexed it.
+
+    Lexical: its tokens and the paper's title, tag and author tokens (the English-only paper's, for an
+    english query) as `LexicalBuilder` adds them, scored by `LexicalIndex.score_document`. Dense: its
+    passage as the chunker writes it (the paper's title line, then the text) and, for an english query, the
+    paper's title passage too; the better inner product with the query vector.
+    """
+    from digest_rag.build.chunking import title_line
+    from digest_rag.evaluation.variants import english_only
+    from digest_rag.lexical.builder import TokenCache, paper_field_tokens
+
+    def score(queries: Sequence[PseudoQuery]) -> tuple[list[float | None], list[float | None]]:
+        index = lexical  # a LexicalIndex (typed loosely: this module loads it lazily)
+        cache = TokenCache(None)
+        docs: list[tuple[object, str] | None] = []
+        for q in queries:
+            paper = papers.get(q.paper_id)
+            if paper is None:
+                docs.append(None)
+                continue
+            if q.kind == "english":
+                paper = english_only(paper)  # type: ignore[arg-type]
+                docs.append((paper, q.doc))
+            else:
+                docs.append((paper, q.doc) if q.doc else None)
+        weights = index.weights  # type: ignore[attr-defined]
+        fields = paper_field_tokens({f"{i}": d[0] for i, d in enumerate(docs) if d is not None},  # type: ignore[misc]
+                                    [f"{i}" for i, d in enumerate(docs) if d is not None], cache)
+        texts = [(d[1] or d[0].title) if d is not None else "" for d in docs]  # type: ignore[union-attr]
+        tokens = cache.tokens(texts)
+        lex: list[float | None] = []
+        passages: list[str] = []
+        owners: list[int] = []
+        for i, (q, d) in enumerate(zip(queries, docs, strict=True)):
+            if d is None:
+                lex.append(None)
+                continue
+            paper, text = d
+            title, tags, authors = fields.get(f"{i}", ([], [], []))
+            doc = [*tokens[i], *title * weights.title, *tags * weights.tags, *authors * weights.authors]
+            lex.append(index.score_document(dict(index.analyse(q.text).weights), doc))  # type: ignore[attr-defined]
+            if text:
+                passages.append(f"{title_line(paper)}\n{text}")  # type: ignore[arg-type]
+                owners.append(i)
+            if q.kind == "english":
+                passages.append(title_line(paper))  # type: ignore[arg-type]
+                owners.append(i)
+        dense: list[float | None] = [None] * len(queries)
+        if passages:
+            qv = np.asarray(encode_queries([q.text for q in queries]), dtype=np.float32)
+            pv = np.asarray(encode_passages(passages), dtype=np.float32)
+            for i, v in zip(owners, pv, strict=True):
+                value = float(qv[i] @ v)
+                dense[i] = value if dense[i] is None else max(dense[i], value)  # type: ignore[type-var]
+        return lex, dense
+
+    return score

@@ -71,6 +71,29 @@ def test_exclusion_leaves_the_questions_papers_out(seed_papers: list, tmp_path: 
     assert mined.excluded_papers == 1 and not {p.paper for p in mined.train + mined.heldout} & gone
 
 
+def test_held_out_sentences_stay_out_of_training_and_are_reported(seed_papers: list,
+                                                                  trained: tuple[Path, object]) -> None:
+    """One Korean sentence of some training papers is left out of their text (and so of every pair), and the
+    report names it: a build with the model asks it as that paper's pseudo-query (search/calibration.py)."""
+    from digest_rag.dense.training.pairs import hold_out_sentences
+    from digest_rag.search.calibration import trained_sentences
+
+    papers, chosen = hold_out_sentences(seed_papers, set(), limit=5)
+    assert len(chosen) == 5 and len(papers) == len(seed_papers)
+    before = {p.id: " ".join(korean_text(p).split()) for p in seed_papers}
+    after = {p.id: " ".join(korean_text(p).split()) for p in papers}
+    mined = mine_pairs(papers, heldout_share=0)
+    for pid, sentence in chosen.items():
+        assert sentence in before[pid] and sentence not in after[pid]
+        assert not any(sentence in " ".join(f"{p.anchor} {p.positive}".split()) for p in mined.train)
+    assert all(before[p.id] == after[p.id] for p in papers if p.id not in chosen)
+    assert hold_out_sentences(seed_papers, set(chosen), limit=5)[1].keys().isdisjoint(chosen)
+    out, report = trained
+    assert report.heldout_sentences and report.heldout_paper_ids  # type: ignore[attr-defined]
+    assert not set(report.heldout_sentences) & set(report.heldout_paper_ids)  # type: ignore[attr-defined]
+    assert trained_sentences(str(out)) == report.heldout_sentences  # type: ignore[attr-defined]
+
+
 def test_short_training_lowers_the_heldout_loss_and_writes_a_card(trained: tuple[Path, object]) -> None:
     out, report = trained
     assert report.heldout_loss_after < report.heldout_loss_before  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ import pytest
 
 from digest_rag.lexical.word_table import EOJEOL_FILE
 from digest_rag.errors import IndexCorruptedError
-from digest_rag.lexical.files import LEXICAL_FILES
+from digest_rag.lexical.files import LEXICAL_FILES, PARAMS_FILE
 from digest_rag.lexical.index import FieldWeights, LexicalIndex
 from digest_rag.models import Chunk, Paper
 
@@ -134,6 +134,32 @@ def test_duplicate_chunk_ids_rejected(papers: dict[str, Paper]) -> None:
 
 
 QUERIES = ["긴 컨텍스트를 악용하는 탈옥 공격", "SWE-bench", "Gemma 2 distillation", "토큰 할당", "Raposo", "hundreds"]
+
+
+def test_a_document_outside_the_index_scores_as_an_indexed_one(chunks: list[Chunk], papers: dict[str, Paper],
+                                                                tmp_path: Path) -> None:
+    """`score_document` (fusion calibration's stand-ins) gives an indexed chunk's own BM25 score from its tokens
+    and fields, in memory and after a save and load; an index saved without the mean length says None."""
+    from digest_rag.lexical.builder import TokenCache, paper_field_tokens
+
+    index = LexicalIndex.build(chunks, papers)
+    index.save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path)
+    cache = TokenCache(None)
+    fields = paper_field_tokens(papers, papers, cache)
+    w = index.weights
+    for q in QUERIES:
+        terms = dict(index.analyse(q).weights)
+        expected = index.term_scores(terms)
+        for row, c in enumerate(chunks):
+            title, tags, authors = fields[c.paper_id]
+            doc = [*cache.tokens([c.text])[0], *title * w.title, *tags * w.tags, *authors * w.authors]
+            assert index.score_document(terms, doc) == pytest.approx(float(expected[row]), rel=1e-5, abs=1e-6)
+            assert loaded.score_document(terms, doc) == pytest.approx(float(expected[row]), rel=1e-5, abs=1e-6)
+    params = json.loads((tmp_path / PARAMS_FILE).read_text(encoding="utf-8"))
+    del params["avg_len"]
+    (tmp_path / PARAMS_FILE).write_text(json.dumps(params), encoding="utf-8")
+    assert LexicalIndex.load(tmp_path).score_document({"x": 1.0}, ["x"]) is None
 
 
 def test_save_load_round_trip(index: LexicalIndex, tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from digest_rag.search.calibration import (
     fusion_ranks,
     korean_sentence,
     paired_bootstrap,
+    stratum_weights,
+    without_sentence,
 )
 from digest_rag.search.fusion import fuse_papers
 
@@ -56,7 +58,7 @@ def test_korean_sentence_wants_a_hangul_sentence() -> None:
     assert korean_sentence("Only English words in this sentence, nothing else here.", "x") is None
 
 
-def test_sampler_draws_note_and_cross_queries_and_is_bounded() -> None:
+def test_sampler_draws_note_and_english_queries_and_is_bounded() -> None:
     ko = "이 논문은 긴 컨텍스트를 악용하는 탈옥 공격을 처음으로 체계적으로 분석한다."
     chunks = []
     for n in range(50):
@@ -69,13 +71,63 @@ def test_sampler_draws_note_and_cross_queries_and_is_bounded() -> None:
     assert len({q.paper_id for q in queries}) == 10
     for q in queries:
         n = int(q.paper_id[1:])
-        if q.kind == "note":
-            assert q.excluded == {10 * n}
-        else:  # the paper answers by its English chunk alone
-            assert q.kind == "cross" and q.excluded == {10 * n, 10 * n + 2}
+        if q.kind == "note":  # the sentence was all its chunk held: no stand-in, the English chunk answers
+            assert q.excluded == {10 * n} and q.doc == ""
+        else:  # the paper as an English-only paper: every chunk out, a stand-in of its English text
+            assert q.kind == "english" and q.excluded == {10 * n, 10 * n + 1, 10 * n + 2}
+            assert q.doc == "An English abstract."
+    assert sampler.papers == 50 and sampler.english_share == 0.0
     again = PseudoQuerySampler(limit=10)
     again.add(list(reversed(chunks)))
     assert again.queries() == queries  # the same papers whatever the order they come in
+
+
+def test_a_note_sentence_leaves_a_stand_in_and_a_given_sentence_is_asked() -> None:
+    first = "트랜스포머의 어텐션 비용을 줄이는 희소 어텐션 방법을 제안한다."
+    second = "긴 문서에서도 정확도가 거의 떨어지지 않는다는 것을 보인다."
+    chunks = [_chunk(1, "p1", "ko", f"{first}\n{second}"), _chunk(2, "p1", "mixed", "Sparse / 희소", kind="title")]
+    text = korean_sentence(chunks[0].text, "p1")
+    assert text in (first, second)
+    sampler = PseudoQuerySampler()
+    sampler.add(chunks)
+    note, english = sampler.queries()
+    # One text chunk only: the rest of it (the other sentence) stands in for it, so the paper can be found.
+    assert note.kind == "note" and note.text == text and note.doc == without_sentence(chunks[0].text, text)
+    assert note.doc == (second if text == first else first) and english.doc == ""
+    assert without_sentence("가. 나다.", "없는 문장") == "가. 나다."
+    # The sentence a trained model's report names is the one asked (see trained_sentences).
+    given = PseudoQuerySampler(sentences={"p1": second})
+    given.add(chunks)
+    assert {q.text for q in given.queries()} == {second}
+    missing = PseudoQuerySampler(sentences={"p1": "이 문장은 어디에도 없는 문장이라서 질문이 될 수 없다."})
+    missing.add(chunks)
+    assert missing.queries() == []
+
+
+def test_stand_ins_join_the_rankings_and_kinds_are_weighed_by_the_english_share() -> None:
+    """A paper with no chunk left is found only through its stand-in, placed by its score in each ranking;
+    english queries weigh the share of English-only papers, whatever their number."""
+    queries = [PseudoQuery("q0", "p0", "note", frozenset({0})), PseudoQuery("q1", "p1", "english", frozenset({1})),
+               PseudoQuery("q2", "p2", "english", frozenset({2}))]
+    ranking = [(0, 3.0), (1, 2.0), (2, 1.0), (3, 0.5)]
+    heads = {0: "p0", 1: "p1", 2: "p2", 3: "p3"}
+
+    def stand_ins(qs):  # noqa: ANN001, ANN202
+        return [2.5, 0.1, None], [0.9, 0.95, 0.2]
+
+    cal = calibrate(queries, lambda _t: ranking, lambda ts: [ranking] * len(ts), lambda ids: heads, 4,
+                    stand_ins=stand_ins, english_share=0.75)
+    # lexical, the query's own chunk out: q0 [p0 (2.5), p1, p2, p3] -> 1; q1 [p0, p2, p3, p1 (0.1)] -> 4;
+    # q2: no stand-in, not found.
+    assert cal.english_share == 0.75
+    assert cal.lexical_mrr == pytest.approx(0.25 * 1.0 + 0.75 * (1 / 4 + 0) / 2, abs=1e-4)
+    # dense: q0 [p1, p2, p0 (0.9), p3] -> 3; q1 [p0, p2, p1 (0.95), p3] -> 3; q2 [p0, p1, p3, p2 (0.2)] -> 4.
+    assert cal.dense_mrr == pytest.approx(0.25 * (1 / 3) + 0.75 * (1 / 3 + 1 / 4) / 2, abs=1e-4)
+    w = stratum_weights(queries, 0.75)
+    assert w is not None and w.sum() == pytest.approx(1.0) and w[0] == pytest.approx(0.25)
+    assert stratum_weights(queries[1:], 0.75) is None  # one kind only: a plain mean
+    low, high = paired_bootstrap(np.array([1.0, 0.0, 0.0]), weights=w)
+    assert low == pytest.approx(0.25) and high == pytest.approx(0.25)  # the note stratum is one query: fixed
 
 
 def _synthetic(n_papers: int, dense_quality: float, lexical_cross: bool, seed: int = 0):  # noqa: ANN202
@@ -213,12 +265,19 @@ def test_a_trained_model_is_calibrated_on_the_papers_its_training_held_out(tmp_p
     """A model `digest-rag train` made has learnt its training papers' own text: their sentences would flatter
     it, so only the papers its report says were held out give pseudo-queries."""
     from digest_rag.evaluation.evaluate import stable_bucket
-    from digest_rag.search.calibration import TRAIN_REPORT, trained_heldout
+    from digest_rag.search.calibration import TRAIN_REPORT, trained_heldout, trained_sentences
 
     assert trained_heldout(None) is None and trained_heldout(str(tmp_path)) is None
     (tmp_path / TRAIN_REPORT).write_text(json.dumps({"heldout_paper_ids": ["p3", "p7"]}), encoding="utf-8")
     keep = trained_heldout(str(tmp_path))
     assert keep is not None and keep("p3") and not keep("p4")
+    # Papers a sentence of which the training left out are asked that sentence.
+    report = {"heldout_paper_ids": ["p3"], "heldout_sentences": {"p7": "문장", "p9": 3}}
+    (tmp_path / TRAIN_REPORT).write_text(json.dumps(report), encoding="utf-8")
+    keep = trained_heldout(str(tmp_path))
+    assert keep is not None and keep("p3") and keep("p7") and not keep("p9") and not keep("p4")
+    assert trained_sentences(str(tmp_path)) == {"p7": "문장"} and trained_sentences(None) == {}
+    (tmp_path / TRAIN_REPORT).write_text(json.dumps({"heldout_paper_ids": ["p3", "p7"]}), encoding="utf-8")
     ko = "이 논문은 긴 컨텍스트를 악용하는 탈옥 공격을 처음으로 체계적으로 분석한다."
     chunks = [c for n in range(20) for c in (_chunk(10 * n, f"p{n}", "ko", ko), _chunk(10 * n + 1, f"p{n}", "en", "An abstract."))]
     sampler = PseudoQuerySampler(keep=keep)

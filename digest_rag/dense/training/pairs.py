@@ -38,7 +38,7 @@ from digest_rag.lexical.lexicon import parenthetical_candidates
 from digest_rag.models import Paper
 
 __all__ = ["PAIR_KINDS", "MinedPairs", "Pair", "PairKind", "english_text", "excluded_papers", "glossary_pairs",
-           "korean_text", "mine_pairs"]
+           "hold_out_sentences", "korean_text", "mine_pairs"]
 
 PairKind = Literal["note_abstract", "title_title", "passage_passage", "passage_title", "glossary", "lexicon"]
 PAIR_KINDS: tuple[PairKind, ...] = ("note_abstract", "title_title", "passage_passage", "passage_title", "glossary",
@@ -175,6 +175,48 @@ def lexicon_pairs(papers: Sequence[Paper], known: set[tuple[str, str]]) -> list[
         if en not in best or cand > best[en]:
             best[en] = cand
     return [Pair(kind="lexicon", anchor=best[en][2], positive=en, group=f"l:{en}") for en in sorted(best)]
+
+
+#: Training papers that each keep one Korean sentence out of training, for fusion calibration to ask.
+CALIBRATION_SENTENCE_PAPERS = 300
+#: Characters of Korean note a paper must keep without that sentence.
+MIN_REST = 40
+
+
+def hold_out_sentences(papers: Sequence[Paper], skip: set[str],
+                       limit: int = CALIBRATION_SENTENCE_PAPERS) -> tuple[list[Paper], dict[str, str]]:
+    """Leave one Korean sentence of up to ``limit`` papers (not in ``skip``) out of their text.
+
+    Returns the papers (those papers with the sentence removed from their Korean sections) and
+    paper id -> sentence. The papers are those with the smallest calibration hash that can give a pair
+    (a Korean note and an English title); the sentence is the one `korean_sentence` picks from the
+    paper's Korean note. A build with the model asks these sentences as pseudo-queries
+    (`digest_rag.search.calibration.trained_sentences`): the model has learnt the paper, never them.
+    """
+    from digest_rag.search.calibration import _key, korean_sentence, sentences_of, without_sentence
+
+    chosen: dict[str, str] = {}
+    for paper in sorted((p for p in papers if p.id not in skip), key=lambda p: (_key(p.id), p.id)):
+        if len(chosen) >= limit:
+            break
+        ko = korean_text(paper)
+        if not ko or not paper.title.strip() or paper.title_from_filename:
+            continue
+        sentence = korean_sentence(ko, paper.id)
+        # The paper must stay learnt without it (the questions a build is measured on are about papers the
+        # model learnt): a note that is that one sentence is not asked.
+        if sentence is not None and len(without_sentence(ko, sentence)) >= MIN_REST:
+            chosen[paper.id] = sentence
+    out: list[Paper] = []
+    for paper in papers:
+        sentence = chosen.get(paper.id)
+        if sentence is None:
+            out.append(paper)
+            continue
+        sections = [sec.model_copy(update={"text": without_sentence(sec.text, sentence)})
+                    if sentence in sentences_of(sec.text) else sec for sec in paper.sections]
+        out.append(paper.model_copy(update={"sections": [sec for sec in sections if sec.text.strip()]}))
+    return out, chosen
 
 
 def excluded_papers(papers: Sequence[Paper], eval_files: Sequence[tuple[Path, bool]]) -> set[str]:

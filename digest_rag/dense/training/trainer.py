@@ -33,7 +33,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from digest_rag.dense.training.pairs import MinedPairs, Pair, english_text, excluded_papers, korean_text, mine_pairs, passages
+from digest_rag.dense.training.pairs import (
+    MinedPairs,
+    Pair,
+    english_text,
+    excluded_papers,
+    hold_out_sentences,
+    korean_text,
+    mine_pairs,
+    passages,
+)
 from digest_rag.errors import UsageError
 from digest_rag.models import PASSAGE_PREFIX, QUERY_PREFIX, Paper
 
@@ -62,6 +71,8 @@ class TrainOptions(BaseModel):
     svd: bool = Field(default=True, description="static: start the token vectors from an SVD of the corpus")
     heldout_share: float = Field(default=0.1, ge=0.0, lt=0.5)
     mini_batch_size: int = Field(default=32, ge=1, description="base: cached loss mini-batch")
+    calibration_sentences: int = Field(default=300, ge=0, description="training papers that keep one Korean "
+                                       "sentence out of training, for a build's fusion calibration to ask")
 
 
 class SelfCheck(BaseModel):
@@ -93,6 +104,10 @@ class TrainReport(BaseModel):
     heldout_loss_after: float | None = None
     selfcheck_before: SelfCheck | None = None
     selfcheck_after: SelfCheck | None = None
+    heldout_paper_ids: list[str] = Field(default_factory=list, description="papers held out of training")
+    heldout_sentences: dict[str, str] = Field(
+        default_factory=dict, description="paper id -> a Korean sentence of it left out of training: the "
+        "pseudo-queries a build's fusion calibration asks (search/calibration.py)")
 
 
 def _require_train_extra() -> None:
@@ -264,6 +279,9 @@ def train_encoder(
     if not papers:
         raise UsageError("no papers found to train on")
     exclude = excluded_papers(papers, [(Path(f), h) for f, h in exclude_eval]) if exclude_eval else set()
+    held_ids = set(mine_pairs(papers, heldout_share=opts.heldout_share, exclude=exclude).heldout_papers)
+    # One sentence of some training papers stays out of training: what a build's fusion calibration asks.
+    papers, sentences = hold_out_sentences(papers, exclude | held_ids, opts.calibration_sentences)
     mined = mine_pairs(papers, heldout_share=opts.heldout_share, exclude=exclude)
     if not any(p.paper for p in mined.train):
         raise UsageError("no paper has both a Korean and an English side: nothing to align")
@@ -304,6 +322,7 @@ def train_encoder(
             options=opts, steps=opts.steps, seconds=round(time.perf_counter() - started, 1),
             heldout_loss_before=loss_before, heldout_loss_after=loss_after,
             selfcheck_before=check_before, selfcheck_after=check_after,
+            heldout_paper_ids=mined.heldout_papers, heldout_sentences=sentences,
         )
         model_dir = tmp / "model"
         with _bars(progress):  # "Writing model shards"
