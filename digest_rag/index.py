@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.errors import IndexClosedError, IndexCorruptedError, PaperNotFoundError
-from digest_rag.search.fusion import DEFAULT_FUSION_WEIGHTS, RRF_K, aggregate, rank_chunks
+from digest_rag.search.fusion import DEFAULT_FUSION_WEIGHTS, RRF_K, aggregate, lead_first, rank_chunks
 from digest_rag.search.known_item import NAME_RULES, NameTable, promote, question_names, spelled_names
 from digest_rag.search.languages import boost_english_only
 from digest_rag.storage.generation import OpenGeneration, open_generation
@@ -466,6 +466,10 @@ class DigestIndex:
         if bm25 is not None and bonuses:  # the papers the question names move up the lexical side
             rankings = {**rankings, "lexical": promote(rankings["lexical"], chunk_paper, bonuses)}
         ranked = rank_chunks(rankings, chunk_paper, weights, rrf_k)
+        if bonuses and len(rankings) > 1 and rankings.get("lexical"):  # the named paper leads hybrid too
+            lead = chunk_paper.get(rankings["lexical"][0][0])
+            if lead in bonuses:
+                ranked = lead_first(ranked, chunk_paper, lead)
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
             self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock,
             known=table is not None)

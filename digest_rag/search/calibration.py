@@ -50,7 +50,7 @@ import heapq
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -391,6 +391,7 @@ def calibrate(
     *,
     stand_ins: StandIns | None = None,
     english_share: float | None = None,
+    english_only: Collection[str] = (),
     model_name: str | None = None,
 ) -> FusionCalibration:
     """Measure lexical, dense and every fused (weight, k) on ``queries`` and choose (see the module doc).
@@ -398,8 +399,12 @@ def calibrate(
     ``lexical_search(text)`` and ``dense_search(texts)`` give (chunk id, score) rankings of `CANDIDATES`
     chunks; ``chunk_paper(ids)`` maps chunk ids to paper ids. ``stand_ins`` scores each query's stand-in
     document (it joins both rankings as chunk id ``-1 - i`` of the query's paper); ``english_share``
-    weighs the two kinds of query (`stratum_weights`).
+    weighs the two kinds of query (`stratum_weights`). ``english_only``: the index's papers with no Korean
+    text, whose BM25 scores a Korean question boosts as a search does (`search.languages.boost_english_only`;
+    so is an english query's stand-in).
     """
+    from digest_rag.search.languages import boost_english_only
+
     t0 = time.perf_counter()
     chance = chance_mrr(n_papers)
     lex_ranks: list[dict[str, int]] = []
@@ -414,6 +419,10 @@ def calibrate(
                 heads[-1 - i] = q.paper_id
                 lexical[i] = _insert(lexical[i], -1 - i, lex_scores[i] if lex_scores[i] else None)
                 dense[i] = _insert(dense[i], -1 - i, dense_scores[i])
+        english = frozenset(english_only)
+        for i, q in enumerate(queries):  # (a paper of a title alone is not boosted: Store.english_only_papers)
+            own = english | {q.paper_id} if q.kind == "english" and q.doc else english
+            lexical[i] = boost_english_only(lexical[i], heads, own)
         for q, lr, dr in zip(queries, lexical, dense, strict=True):
             lex_ranks.append(paper_ranks(lr, heads, q.excluded))
             dense_ranks.append(paper_ranks(dr, heads, q.excluded))
@@ -536,7 +545,8 @@ def calibrate_generation(
             stand_ins = stand_in_scorer(lexical, papers, encode_queries, encode_passages)
         # Korean words are read from the generation's word table (`LexicalIndex.analyse`), as a search does.
         return calibrate(queries, lexical_search, dense_search, chunk_paper, n_papers, stand_ins=stand_ins,
-                         english_share=english_share if stand_ins is not None else None, model_name=model_name)
+                         english_share=english_share if stand_ins is not None else None,
+                         english_only=store.english_only_papers(), model_name=model_name)
     finally:
         store.close()
         lexical.close()

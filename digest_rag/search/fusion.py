@@ -119,6 +119,18 @@ def rank_chunks(
     return fuse_papers(rankings, chunk_paper, k=k, weights=weights)
 
 
+def lead_first(ranked: Sequence[tuple[int, float, list[str]]], chunk_paper: Mapping[int, str],
+               lead: str) -> list[tuple[int, float, list[str]]]:
+    """``ranked`` (`rank_chunks`' output) with the entries of paper ``lead`` moved to the front, scored as
+    the best entry: known-item matching's top paper (the one a question names, first on the lexical side)
+    keeps the top of a hybrid ranking, whatever rank the dense side gives it."""
+    if not ranked:
+        return list(ranked)
+    top = ranked[0][1]
+    ahead = [(cid, max(score, top), found) for cid, score, found in ranked if chunk_paper.get(cid) == lead]
+    return ahead + [row for row in ranked if chunk_paper.get(row[0]) != lead]
+
+
 def aggregate(
     ranked_chunks: Sequence[tuple[int, float, list[str]]],
     chunks: Mapping[int, Chunk] | Mapping[int, ChunkHead],

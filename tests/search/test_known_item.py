@@ -145,3 +145,38 @@ def test_a_name_many_titles_use_is_nobody_s_own() -> None:
     table = NameTable(titles)
     assert "gpt4" not in table.owners and "llm" not in table.owners
     assert NameTable(titles[:3]).owners["gpt4"] == ("g",)
+
+
+def test_the_named_paper_keeps_the_top_of_a_hybrid_search(tmp_path: Path, tiny_model: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dense side that ranks the named paper last, weighed heavily, cannot push it off the top of hybrid
+    search: known-item matching's lead keeps first place (fusion.lead_first)."""
+    import digest_rag.index as dix
+
+    papers = [
+        _paper("zorb", "ZorbNet: Better Pretraining", "사전학습 목표를 조금 바꿔 더 오래 학습한 모델. 동적 마스킹을 쓴다."),
+        *[_paper(f"m{i}", f"Other Method {i}", f"ZorbNet과 BERT를 비교한 {i}번째 방법. 사전학습 목표를 바꾼다.")
+          for i in range(6)],
+    ]
+    src = write_jsonl(papers, tmp_path / "src.jsonl")
+    heavy = {"dense": 3.0, "lexical": 1.0}
+    run = dix.run_retrievers
+
+    def dense_ranks_the_owner_last(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        rankings = run(*args, **kwargs)
+        if "dense" in rankings:
+            zorb = set(index.store.chunk_ids_of(["zorb"]))
+            ranking = rankings["dense"]
+            rankings["dense"] = [r for r in ranking if r[0] not in zorb] + [r for r in ranking if r[0] in zorb]
+        return rankings
+
+    questions = ["ZorbNet이 바꾼 점", "ZorbNet에서 사전학습 목표를 바꾼 이유", "ZorbNet의 동적 마스킹"]
+    with DigestIndex.build([src], index_dir=tmp_path / "ix", model=str(tiny_model)) as index:
+        monkeypatch.setattr(dix, "run_retrievers", dense_ranks_the_owner_last)
+        for question in questions:
+            assert index.search(question, k=3, mode="lexical")[0].paper.id == "zorb", question
+            assert index.search(question, k=3, mode="hybrid", fusion_weights=heavy)[0].paper.id == "zorb", question
+        # Without the lead, that dense side decides: the test decides something.
+        monkeypatch.setattr(dix, "lead_first", lambda ranked, chunk_paper, lead: list(ranked))
+        tops = [index.search(q, k=3, mode="hybrid", fusion_weights=heavy)[0].paper.id for q in questions]
+        assert "zorb" not in tops, tops
