@@ -9,7 +9,10 @@ Query rows (issue 14), each system in its own processes, interleaved round by ro
   (`_BM25S_KIWI`: Kiwi morphemes of content words, Latin words lowercased, bm25s over the same passages), on
   >= 30 dev questions (default: the first 30 answerable questions of eval/ml_papers_kinds_tune.jsonl: all
   Korean, about half naming a model), with each system's R@1 and MRR@10 on them. The peers search the
-  passages of the digest_rag lexical index (every chunk, title chunks too); a passage counts as its paper;
+  passages of the digest_rag lexical index (every chunk, title chunks too); a passage counts as its paper.
+  The timed passes repeat the questions, and a loaded index keeps what it worked out for a question (its
+  analysis, Kiwi's reading, its snippets' morphemes and chunks), so one more row times each question's *first*
+  search in digest_rag's process, after warming up on 10 other questions of the file: what a new question costs;
 * one CLI hybrid search process: `python -m digest_rag.frontends.cli search Q --index DIR -k 5` against a minimal txtai
   script (`Embeddings().load(DIR); print(search(Q, 5))`), wall time and peak RSS (/usr/bin/time).
 
