@@ -1,8 +1,8 @@
 """Offline stand-ins for the real E5 models, for tests, notebooks and benchmarks.
 
-`build_tiny_model` trains a WordPiece tokenizer on the texts you give it and
+`build_tiny_model` learns a WordPiece tokenizer from the texts you give it and
 saves a randomly initialised BERT encoder with mean pooling as a
-sentence-transformers directory. Its embeddings carry no meaning beyond shared
+sentence-transformers directory; the same texts and seed give the same model. Its embeddings carry no meaning beyond shared
 tokens, but every code path (loading, prefixes, tokenisation limits,
 normalisation, FAISS) runs exactly as with the real model, with no download.
 
@@ -16,8 +16,10 @@ a ``with`` block (browser tests, load tests).
 
 from __future__ import annotations
 
+import heapq
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,21 +47,71 @@ TINY_SHAPE: dict[str, int] = {
 }
 
 
-def _train_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+
+def _wordpiece_vocab(words: Counter[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary learnt from word counts as tokenizers' WordPieceTrainer learns one (byte-pair merges
+    of the most frequent adjacent pieces, a word's inner pieces marked "##"), but the same for the same counts:
+    ties between equally frequent pairs go to the pair that sorts first.
+
+    The trainer itself breaks such ties in hash order, which changes from process to process: each build of the
+    "same" stand-in model had another vocabulary, so other vectors, other calibrations and other test figures."""
+    alphabet: dict[str, None] = {}
+    spelt: dict[str, list[str]] = {}
+    for word in sorted(words):
+        pieces = [word[0], *(f"##{c}" for c in word[1:])]
+        spelt[word] = pieces
+        alphabet.update(dict.fromkeys(pieces))
+    pairs: Counter[tuple[str, str]] = Counter()
+    holders: dict[tuple[str, str], set[str]] = {}
+    for word, pieces in spelt.items():
+        for pair in zip(pieces, pieces[1:]):
+            pairs[pair] += words[word]
+            holders.setdefault(pair, set()).add(word)
+    vocab = dict.fromkeys([*SPECIAL_TOKENS, *sorted(alphabet)])
+    heap = [(-n, pair) for pair, n in pairs.items()]
+    heapq.heapify(heap)
+    while heap and len(vocab) < vocab_size:
+        n, pair = heapq.heappop(heap)
+        if pairs.get(pair, 0) != -n or n == 0:
+            continue  # a stale entry: the count changed since it was pushed
+        merged = pair[0] + pair[1].removeprefix("##")
+        vocab[merged] = None  # the same text may come of two merges ("ab"+"##c", "a"+"##bc"): it counts once
+        for word in sorted(holders.pop(pair, ())):
+            old = spelt[word]
+            new: list[str] = []
+            i = 0
+            while i < len(old):
+                if i + 1 < len(old) and (old[i], old[i + 1]) == pair:
+                    new.append(merged)
+                    i += 2
+                else:
+                    new.append(old[i])
+                    i += 1
+            for p in zip(old, old[1:]):
+                pairs[p] -= words[word]
+            for p in zip(new, new[1:]):
+                pairs[p] += words[word]
+                holders.setdefault(p, set()).add(word)
+            spelt[word] = new
+            for p in set(zip(new, new[1:])) | set(zip(old, old[1:])):
+                if pairs[p] > 0:
+                    heapq.heappush(heap, (-pairs[p], p))
+        pairs.pop(pair, None)
+    return {t: i for i, t in enumerate(list(vocab)[:vocab_size])}
+
+
+def _train_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for t in texts for w, _span in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(t)))
+    tok = Tokenizer(models.WordPiece(_wordpiece_vocab(words, vocab_size), unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        min_frequency=1,
-        show_progress=False,  # its bar is blank lines on stdout when that is not a terminal (the notebook's outputs)
-    )
-    tok.train_from_iterator(list(texts), trainer=trainer)
     from tokenizers import processors
 
     tok.post_processor = processors.TemplateProcessing(
@@ -67,6 +119,8 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int, out: Path) -> None:
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
     )
+    from transformers import PreTrainedTokenizerFast
+
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="[UNK]",
