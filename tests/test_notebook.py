@@ -259,10 +259,12 @@ def test_quickstart_notebook_runs_offline_and_quietly(committed: Any) -> None:
     nb = execute()
     assert time.perf_counter() - t0 < 180
     check_outputs(nb)
-    # The saved outputs are this code's: the lexical tables of the Korean questions come out the same.
+    # The saved outputs are this code's: the Korean questions find the same papers in the same order (titles only:
+    # scores are float32 sums, and their last digit is no part of that claim).
     asked = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "questions = [" in c.source)
     if "(lexical)" in _stream(committed, "stdout") and "(lexical)" in _stream(nb, "stdout"):
-        assert _html(nb.cells[asked]) == _html(committed.cells[asked])
+        fresh, saved = ([_columns(h)["title"] for h in _html(n.cells[asked])] for n in (nb, committed))
+        assert fresh == saved
     assert not list(ROOT.glob("notebooks/index*")) and not (ROOT / "notebooks" / "indexes").exists()
 
 
