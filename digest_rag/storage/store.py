@@ -131,7 +131,7 @@ class StoreWriter:
         English-only papers (`Store.english_only_papers`). Call after the last papers and chunks."""
         self.con.executemany("INSERT INTO name_owners VALUES (?, ?)",
                              ((k, json.dumps(list(v), ensure_ascii=False)) for k, v in owners.items()))
-        self.con.execute(f"INSERT INTO english_only {_ENGLISH_ONLY}")
+        self.con.execute("INSERT INTO english_only " + _ENGLISH_ONLY)  # constants only: no value reaches SQL text
         self.con.executemany("INSERT INTO meta VALUES (?, ?)", (("name_rules", rules), ("english_only", "1")))
 
     def finish(self, lexical: int) -> None:
