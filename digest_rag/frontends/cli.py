@@ -407,7 +407,7 @@ def train(
     batch_size: int = typer.Option(1024, "--batch-size", min=2, help="Pairs per batch (distinct papers plus term pairs)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed on the same corpus gives the same model."),
     dim: int = typer.Option(512, "--dim", min=8, help="--static: vector width."),
-    learning_rate: float = typer.Option(None, "--lr", help="Learning rate (default: 0.05 static, 2e-5 --base)."),
+    learning_rate: float = typer.Option(None, "--lr", help="Learning rate (default: 0.5 static, 2e-5 --base)."),
     exclude_eval: list[Path] = typer.Option(None, "--exclude-eval", help="Leave out the papers of every question in this JSONL (repeatable)."),
     exclude_heldout_eval: list[Path] = typer.Option(None, "--exclude-heldout-eval", help="Leave out the papers of the held-out third of this JSONL's questions (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainOptions", "TrainReport", "train_encoder"]
 
 REPORT_FILE = "digest_rag_train.json"
+#: The --static learning rate (TrainOptions.learning_rate).
+STATIC_LR = 0.5
 INSTALL_HINT = "digest-rag train needs the 'train' extra: pip install 'digest-rag[train]' (datasets, accelerate)"
 
 
@@ -65,7 +67,9 @@ class TrainOptions(BaseModel):
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=1024, ge=2, description="pairs per batch (papers + term pairs)")
     term_share: float = Field(default=0.25, ge=0.0, lt=1.0, description="share of each batch given to term pairs")
-    learning_rate: float | None = Field(default=None, gt=0, description="default: 0.05 static, 2e-5 base")
+    #: 0.5 for --static (chosen on the tuning questions and calibration figures, docs/EVAL.md issue 24: 0.05, 0.2,
+    #: 0.3 and 0.5 tried; 0.5 gave the dense side most on questions its training never saw).
+    learning_rate: float | None = Field(default=None, gt=0, description="default: 0.5 static, 2e-5 base")
     dim: int = Field(default=512, ge=8, description="static: vector width")
     vocab_size: int = Field(default=30_000, ge=100, description="static: WordPiece vocabulary")
     svd: bool = Field(default=True, description="static: start the token vectors from an SVD of the corpus")
@@ -406,7 +410,7 @@ def _fit(model: Any, mined: MinedPairs, opts: TrainOptions, work: Path, prefixes
     eval_data = Dataset.from_dict({"anchor": [p.anchor for p in held], "positive": [p.positive for p in held]}) \
         if len(held) >= 2 else None
     loss = _symmetric_loss(model, cached=opts.base is not None, mini_batch_size=opts.mini_batch_size)
-    lr = opts.learning_rate or (0.05 if opts.base is None else 2e-5)
+    lr = opts.learning_rate or (STATIC_LR if opts.base is None else 2e-5)
     qp, pp = prefixes
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work), max_steps=opts.steps, per_device_train_batch_size=opts.batch_size,
