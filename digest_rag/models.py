@@ -295,8 +295,7 @@ class FusionCalibration(BaseModel):
     dense_mrr: float = Field(description="MRR@10 of dense search on them")
     hybrid_mrr: float = Field(description="MRR@10 of hybrid search with the chosen weights")
     chance_mrr: float = Field(description="MRR@10 of a random ranking of the papers")
-    gain_low: float = Field(description="5% quantile (one-sided 95% bound) of the paired bootstrap of hybrid "
-                            "minus lexical MRR@10")
+    gain_low: float = Field(description="2.5% quantile of the paired bootstrap of hybrid minus lexical MRR@10")
     lexical_r1: float = 0.0
     dense_r1: float = 0.0
     hybrid_r1: float = 0.0
