@@ -38,7 +38,7 @@ from digest_rag.search.similar import similar_text
 from digest_rag.search.snippets import Highlighter, opening_snippet
 from digest_rag.storage.chunk_table import MAX_CHUNKS as MAX_TABLE_CHUNKS
 from digest_rag.storage.chunk_table import ChunkTable
-from digest_rag.storage.store import PaperLookup
+from digest_rag.storage.paper_lookup import PaperLookup
 from digest_rag.storage.summary import index_summary
 
 if TYPE_CHECKING:  # pragma: no cover - the build pipeline is imported by build() and update() only:

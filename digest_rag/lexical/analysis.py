@@ -329,7 +329,7 @@ def _korean_tokens(morphs: Iterable[object], offset: int, text: str, out: _Analy
 
 
 class StoredAnalysis(Protocol):
-    """Kiwi's morphemes of a text rebuilt without Kiwi (`digest_rag.lexical.word_table.EojeolTable`)."""
+    """Kiwi's morphemes of a text rebuilt without Kiwi (`digest_rag.lexical.word_lookup.EojeolTable`)."""
 
     def analyse(self, text: str) -> Sequence[object] | None:
         """Morphemes of ``text`` with Kiwi's attributes, or None when the table cannot tell."""

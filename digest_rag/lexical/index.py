@@ -51,7 +51,8 @@ from digest_rag.lexical.files import (
 )
 from digest_rag.lexical.lexicon import MinedLexicon
 from digest_rag.lexical.terms import QueryTerms, analyse_query
-from digest_rag.lexical.word_table import EOJEOL_FILE, EojeolRecorder, EojeolTable
+from digest_rag.lexical.word_lookup import EojeolTable
+from digest_rag.lexical.word_table import EOJEOL_FILE, EojeolRecorder
 from digest_rag.models import Chunk, Paper
 
 __all__ = ["FieldWeights", "LexicalIndex"]

@@ -11,7 +11,8 @@ import pytest
 from digest_rag.lexical.analysis import needs_kiwi
 from digest_rag.lexical.kiwi import get_kiwi
 from digest_rag.lexical.terms import query_term_weights
-from digest_rag.lexical.word_table import EOJEOL_FORMAT, EojeolRecorder, EojeolTable, Morph
+from digest_rag.lexical.word_lookup import EojeolTable
+from digest_rag.lexical.word_table import EOJEOL_FORMAT, EojeolRecorder, Morph
 from digest_rag.errors import IndexVersionError
 
 TEXTS = [

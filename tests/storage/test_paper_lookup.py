@@ -1,0 +1,41 @@
+"""storage/paper_lookup.py: a search's candidate papers, read from the store only when shown, in a bounded cache."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+
+from digest_rag import DigestIndex
+from digest_rag.storage import paper_lookup
+from digest_rag.storage.paper_lookup import PaperLookup
+
+
+def test_membership_without_reading_and_records_read_once(seed_lexical_index_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with DigestIndex.load(seed_lexical_index_dir) as idx:
+        ids = sorted(idx.store.paper_ids(r[0] for r in idx.store._query("SELECT id FROM papers LIMIT 3")))
+        reads: list[list[str]] = []
+        real = idx.store.papers
+        monkeypatch.setattr(idx.store, "papers", lambda pids: reads.append(list(pids)) or real(pids))
+        cache: OrderedDict = OrderedDict()
+        lookup = PaperLookup(idx.store, [*ids, "no-such-paper"], cache, threading.Lock())
+        assert set(lookup) == set(ids) and len(lookup) == 3 and "no-such-paper" not in lookup
+        assert reads == []  # membership comes from the ids alone
+        assert lookup[ids[0]].id == ids[0] and lookup[ids[0]].id == ids[0]
+        assert reads == [[ids[0]]]  # parsed once, then kept
+        with pytest.raises(KeyError):
+            lookup["no-such-paper"]
+
+
+def test_the_cache_is_bounded(seed_lexical_index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paper_lookup, "PAPER_CACHE_SIZE", 2)
+    with DigestIndex.load(seed_lexical_index_dir) as idx:
+        ids = sorted(idx.store.paper_ids(r[0] for r in idx.store._query("SELECT id FROM papers LIMIT 4")))
+        cache: OrderedDict = OrderedDict()
+        lookup = PaperLookup(idx.store, ids, cache, threading.Lock())
+        for pid in ids:
+            lookup[pid]
+        assert list(cache) == ids[-2:]  # least recently read first out
