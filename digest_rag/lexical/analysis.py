@@ -331,6 +331,10 @@ def _korean_tokens(morphs: Iterable[object], offset: int, text: str, out: _Analy
 class StoredAnalysis(Protocol):
     """Kiwi's morphemes of a text rebuilt without Kiwi (`digest_rag.lexical.word_lookup.EojeolTable`)."""
 
+    @property
+    def reads_words_alone(self) -> bool:
+        """Whether a text's reading is its words' readings, each word (`word_table.WORD`) read alone."""
+
     def analyse(self, text: str) -> Sequence[object] | None:
         """Morphemes of ``text`` with Kiwi's attributes, or None when the table cannot tell."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from digest_rag.errors import IndexCorruptedError, IndexVersionError
 from digest_rag.lexical.analysis import needs_kiwi
-from digest_rag.lexical.word_table import EOJEOL_FORMAT, MAX_WORDS, Morph, _BATCH, _EDGE, _WORD, _decode
+from digest_rag.lexical.word_table import EOJEOL_FORMAT, MAX_WORDS, WORD, Morph, _BATCH, _EDGE, _decode
 
 __all__ = ["EojeolTable"]
 
@@ -143,6 +143,11 @@ class EojeolTable:
             self._multiword = frozenset(k for (k,) in self._query("SELECT key FROM multiword", ()))
         return self._multiword
 
+    @property
+    def reads_words_alone(self) -> bool:
+        """True for a table without multi-word keys: a text reads as its words, each alone."""
+        return not self.multiword
+
     def analyse(self, text: str) -> list[Morph] | None:
         """Kiwi-like morphemes of ``text`` (positions in ``text``), or None when a Hangul word is not in the table.
 
@@ -156,7 +161,7 @@ class EojeolTable:
         # Without multi-word keys each word reads alone: its reading (relative to the word) is kept, and a
         # text (a snippet's chunk, a question) is its words' readings placed, one dictionary read per word.
         readings = self._readings
-        words = [(m.start(), m.group()) for m in _WORD.finditer(text)]
+        words = [(m.start(), m.group()) for m in WORD.finditer(text)]
         todo = list(dict.fromkeys(w for _s, w in words if w not in readings))
         if todo:
             if len(readings) + len(todo) > _CACHE_MAX:
@@ -197,7 +202,7 @@ class EojeolTable:
 
     def _analyse_text(self, text: str) -> list[Morph] | None:
         """`analyse` of a whole text: its words and multi-word keys looked up together."""
-        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        words = [(m.start(), m.end()) for m in WORD.finditer(text)]
         multiword = self.multiword
         candidates: set[str] = set()
         for i in range(len(words)):

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 from digest_rag.lexical.analysis import needs_kiwi
 
-__all__ = ["EOJEOL_FILE", "EOJEOL_FORMAT", "MAX_WORDS", "EojeolRecorder", "Morph"]
+__all__ = ["EOJEOL_FILE", "EOJEOL_FORMAT", "MAX_WORDS", "WORD", "EojeolRecorder", "Morph"]
 
 #: File name inside the lexical directory.
 EOJEOL_FILE = "lexical.eojeols.sqlite"
@@ -71,7 +71,8 @@ _PARTS_VERSION = "1"
 _PUT = {name: f"INSERT OR REPLACE INTO {name} VALUES (?, ?, ?)" for name in ("stems", "suffixes")}
 _DROP = {name: f"DELETE FROM {name} WHERE key = ?" for name in ("stems", "suffixes")}
 
-_WORD = re.compile(r"\S+")
+#: A word of the table: what whitespace separates (a text's reading is its words' readings, placed).
+WORD = re.compile(r"\S+")
 # Punctuation a reader puts around a word ("공격은?", "(탈옥)") that Kiwi reads as its own morpheme.
 _EDGE = re.compile(r"^[^\w]+|[^\w]+$")
 
@@ -127,7 +128,7 @@ class EojeolRecorder:
 
     def observe(self, text: str, morphs: Sequence[object]) -> None:
         """Record the words of ``text`` (a segment Kiwi analysed) with their ``morphs`` (Kiwi tokens)."""
-        words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        words = [(m.start(), m.end()) for m in WORD.finditer(text)]
         if not words:
             return
         starts = [s for s, _e in words]

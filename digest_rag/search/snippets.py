@@ -20,9 +20,16 @@ import weakref
 from collections.abc import Iterable, Sequence
 
 # The analyser's own word shapes and tag sets: spans cover exactly what BM25 matched.
-from digest_rag.lexical.analysis import LATIN_WORD, StoredAnalysis, kiwi_morphs, needs_kiwi, tokenize_many
+from digest_rag.lexical.analysis import (
+    LATIN_WORD,
+    StoredAnalysis,
+    kiwi_morphs,
+    needs_kiwi,
+    tokenize_many,
+)
 from digest_rag.lexical.kiwi import NOUN_TAGS, PRED_TAGS
 from digest_rag.lexical.terms import QueryTerms, analyse_query
+from digest_rag.lexical.word_table import WORD
 from digest_rag.models import Chunk, SearchHit
 
 __all__ = ["SNIPPET_CHARS", "Highlighter", "Span", "as_highlighter", "make_snippet", "match_spans", "opening_snippet"]
@@ -41,55 +48,162 @@ def _latin_word_tokens(word: str) -> frozenset[str]:
     return frozenset(tokenize_many([word])[0])
 
 
+@functools.lru_cache(maxsize=256)
+def _latin_needles(terms: frozenset[str]) -> tuple[str, ...]:
+    # A Latin word's token is the word lowercased, less a possessive or plural ending ("studies" -> "study"):
+    # the token, or all but its "y", is written inside the word.
+    return tuple({t[:-1] if t.endswith("y") and len(t) > 2 else t for t in terms if t.isascii() and t})
+
+
 def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
-    return [m.span() for m in LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a letter whose lowercase is longer ("İ"): offsets would drift
+        return [m.span() for m in LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
+    # Only the words where a term's letters are written are tokenized (a chunk's other words cannot match).
+    places = sorted(at for needle in _latin_needles(terms) for at in _find_all(lowered, needle))
+    spans: list[Span] = []
+    i = 0
+    for m in LATIN_WORD.finditer(text):
+        start, end = m.span()
+        while i < len(places) and places[i] < start:
+            i += 1
+        # A word that is not ASCII may change under the analysis' Unicode normalisation: always tokenized.
+        if ((i < len(places) and places[i] < end) or not m.group(0).isascii()) and not terms.isdisjoint(
+                _latin_word_tokens(m.group(0))):
+            spans.append((start, end))
+    return spans
 
 
-#: Per word table (an index's `EojeolTable`), the Hangul content morphemes of texts it read for snippets:
-#: a text's morphemes do not depend on the question, and the chunks shown recur from search to search.
-_CONTENT: weakref.WeakKeyDictionary[object, dict[str, tuple[tuple[str, int, int], ...]]] = weakref.WeakKeyDictionary()
-_CONTENT_MAX = 2048
+def _find_all(text: str, needle: str) -> list[int]:
+    out: list[int] = []
+    at = text.find(needle)
+    while at >= 0:
+        out.append(at)
+        at = text.find(needle, at + 1)
+    return out
+
+
+#: Per word table (an index's `EojeolTable`), the Hangul content morphemes of the words it read for snippets:
+#: a word's morphemes do not depend on the question, and the chunks shown recur from search to search.
+_CONTENT: weakref.WeakKeyDictionary[object, dict[str, tuple[tuple[str, int, int], ...] | None]] = (
+    weakref.WeakKeyDictionary())
+_CONTENT_MAX = 1 << 15
 _CONTENT_LOCK = threading.Lock()
+
+_SYLLABLE0, _SYLLABLES = 0xAC00, 11172
+_JUNG_JONG, _JONG = 588, 28  # syllable = 0xAC00 + (initial * 21 + vowel) * 28 + final
+# The vowels a one-syllable verb or adjective stem may be written with once conjugated: contraction with
+# 아/어 (하 -> 해, 보 -> 봐, 주 -> 줘, 쓰 -> 써, 시 -> 셔, 되 -> 돼) and 우-irregular (푸 -> 퍼). Vowel indices:
+# ㅏ0 ㅐ1 ㅑ2 ㅒ3 ㅓ4 ㅔ5 ㅕ6 ㅖ7 ㅗ8 ㅘ9 ㅙ10 ㅚ11 ㅛ12 ㅜ13 ㅝ14 ㅞ15 ㅟ16 ㅠ17 ㅡ18 ㅢ19 ㅣ20.
+_CONTRACTED = {0: (1,), 8: (9,), 11: (10,), 13: (14, 4), 18: (4, 0), 20: (6,)}
+
+
+def _content(morphs: Iterable[object]) -> tuple[tuple[str, int, int], ...]:
+    """(term, start, end) of each Hangul noun (its form) and verb or adjective (its lemma) among ``morphs``."""
+    out: list[tuple[str, int, int]] = []
+    for t in morphs:
+        tag = str(t.tag).split("-", 1)[0]  # type: ignore[attr-defined]
+        if tag in NOUN_TAGS:
+            term = t.form  # type: ignore[attr-defined]
+        elif tag in PRED_TAGS:
+            term = getattr(t, "lemma", None) or t.form + "다"  # type: ignore[attr-defined]
+        else:
+            continue
+        if needs_kiwi(t.form):  # type: ignore[attr-defined]
+            out.append((term, int(t.start), int(t.start) + int(t.len)))  # type: ignore[attr-defined]
+    return tuple(out)
+
+
+def _syllables(first: str, *, one_syllable_stem: bool) -> Iterable[str]:
+    """The syllables a predicate stem's first syllable ``first`` may be written as: any final consonant
+    (듣 -> 들어, 돕 -> 도와, 모르 -> 몰라, 만들 -> 만드는), and for a one-syllable stem the contracted vowels too.
+    Conjugation never changes a stem's first initial consonant."""
+    initial, vowel = divmod((ord(first) - _SYLLABLE0) // _JONG, 21)
+    for v in (vowel, *_CONTRACTED.get(vowel, ())) if one_syllable_stem else (vowel,):
+        lo = _SYLLABLE0 + (initial * 21 + v) * _JONG
+        yield from map(chr, range(lo, lo + _JONG))
+
+
+class _TermPlaces:
+    """Where in a text one of a question's Hangul terms may be a morpheme: a noun where it is written as it
+    is, a verb or adjective lemma ("바꾸다") where its stem's first syllable may stand. Only the words holding
+    such a place are read for highlighting (a chunk has a hundred words; a question's terms touch a few).
+    Found with `str.find`: a regular expression of the terms cost more to compile than a search."""
+
+    __slots__ = ("syllables", "words")
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        words: set[str] = set()
+        syllables: set[str] = set()
+        for term in terms:
+            words.add(term)
+            stem = term[:-1]
+            if term.endswith("다") and stem and 0 <= ord(stem[0]) - _SYLLABLE0 < _SYLLABLES:
+                syllables.update(_syllables(stem[0], one_syllable_stem=len(stem) == 1))
+        self.words = tuple(w for w in words if not (w[:1] in syllables))  # those the syllables find anyway
+        self.syllables = frozenset(syllables)
+
+    def find(self, text: str) -> list[int]:
+        """Sorted offsets in ``text`` where a term may start."""
+        return sorted(at for needle in (*self.words, *self.syllables.intersection(text)) for at in _find_all(text, needle))
+
+
+@functools.lru_cache(maxsize=256)
+def _term_places(terms: frozenset[str]) -> _TermPlaces:
+    return _TermPlaces(terms)
 
 
 def _content_morphs(text: str, stored: StoredAnalysis | None) -> tuple[tuple[str, int, int], ...]:
-    """(term, start, end) of each Hangul noun (its form) and verb or adjective (its lemma) of ``text``."""
+    """(term, start, end) of each Hangul noun and verb or adjective of ``text``, read as a whole (Kiwi, or the
+    table where it knows every word)."""
+    return _content(kiwi_morphs([text], stored)[0])
+
+
+def _word_content(word: str, stored: StoredAnalysis) -> tuple[tuple[str, int, int], ...] | None:
+    """`_content_morphs` of one word from the table's reading of it, kept per table (None: unknown word)."""
     try:
-        kept = _CONTENT.get(stored) if stored is not None else None
+        kept = _CONTENT.get(stored)
     except TypeError:  # a table that cannot be weakly referenced: nothing is kept for it
-        stored, kept = None, None
-    hit = kept.get(text) if kept is not None else None
-    if hit is not None:
-        return hit
-    out: list[tuple[str, int, int]] = []
-    # Snippets are corpus text: an index's table of Kiwi's readings (``stored``) knows their words, and Kiwi
-    # is asked only for a text with a word it lacks.
-    for t in kiwi_morphs([text], stored)[0]:
-        tag = str(t.tag).split("-", 1)[0]
-        if tag in NOUN_TAGS:
-            term = t.form
-        elif tag in PRED_TAGS:
-            term = getattr(t, "lemma", None) or t.form + "다"
-        else:
-            continue
-        if needs_kiwi(t.form):
-            out.append((term, int(t.start), int(t.start) + int(t.len)))
-    found = tuple(out)
-    if stored is not None:
-        with _CONTENT_LOCK:
-            kept = _CONTENT.setdefault(stored, {})
-            if len(kept) >= _CONTENT_MAX:
-                kept.clear()
-            kept[text] = found
+        morphs = stored.analyse(word)
+        return None if morphs is None else _content(morphs)
+    if kept is not None and word in kept:
+        return kept[word]
+    morphs = stored.analyse(word)
+    found = None if morphs is None else _content(morphs)
+    with _CONTENT_LOCK:
+        kept = _CONTENT.setdefault(stored, {})
+        if len(kept) >= _CONTENT_MAX:
+            kept.clear()
+        kept[word] = found
     return found
 
 
 def _korean_spans(text: str, terms: frozenset[str], stored: StoredAnalysis | None) -> list[Span]:
     # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
     # start in a fresh process) has nothing to find.
-    if not needs_kiwi(text) or not any(needs_kiwi(t) for t in terms):
+    hangul = frozenset(t for t in terms if needs_kiwi(t))
+    if not hangul or not needs_kiwi(text):
         return []
-    return [(start, end) for term, start, end in _content_morphs(text, stored) if term in terms]
+    if stored is None or not stored.reads_words_alone:
+        return [(start, end) for term, start, end in _content_morphs(text, stored) if term in hangul]
+    # Snippets are corpus text: the index's table of Kiwi's readings knows their words, each read alone.
+    spans: list[Span] = []
+    end = 0
+    for place in _term_places(hangul).find(text):
+        if place < end:  # in the word just read
+            continue
+        start = place
+        while start > end and not text[start - 1].isspace():
+            start -= 1
+        word = WORD.match(text, start)
+        if word is None:
+            continue
+        end = word.end()
+        content = _word_content(word.group(), stored)
+        if content is None:  # a word the table lacks (text that is not the corpus'): Kiwi reads the text
+            return [(a, b) for term, a, b in _content_morphs(text, stored) if term in hangul]
+        spans.extend((start + a, start + b) for term, a, b in content if term in hangul)
+    return spans
 
 
 def _merge(spans: Iterable[Span]) -> list[Span]:

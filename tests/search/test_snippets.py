@@ -84,26 +84,47 @@ def test_index_word_table_highlights_the_same_spans_as_kiwi(seed_index, monkeypa
     assert got == expected
 
 
-def test_a_texts_morphemes_are_read_once_per_word_table(seed_index, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A snippet's text is analysed once per index: the next question's highlighter finds its own terms in the
-    morphemes kept for that text, the same spans as reading the text afresh."""
-    import digest_rag.search.snippets as snippets
+def test_only_the_words_that_may_hold_a_term_are_read_and_each_once_per_word_table(seed_index) -> None:
+    """Highlighting reads from the index's table only the words where a question's Korean term may stand
+    (a chunk has a hundred words, a question's terms touch a few), each word once per table however many
+    questions follow, and finds the same spans as reading the whole text."""
     from digest_rag.lexical.terms import analyse_query
+    from digest_rag.lexical.word_table import WORD
     from digest_rag.search.snippets import Highlighter, match_spans
 
     texts = [c.text for c in seed_index.store.chunks().values() if c.language == "ko"][:20]
-    questions = ["긴 컨텍스트를 악용하는 탈옥 공격", "모델의 안전장치를 무력화하는 방법"]
-    expected = [[match_spans(t, analyse_query(q).highlight) for t in texts] for q in questions]  # no table
+    questions = ["긴 컨텍스트를 악용하는 탈옥 공격", "모델의 안전장치를 무력화하는 방법", "모델을 바꾸는 방법"]
+    expected = [[match_spans(t, analyse_query(q).highlight) for t in texts] for q in questions]  # Kiwi, no table
+    assert any(any(row) for row in expected)
+    table = seed_index.lexical.eojeols
     read: list[str] = []
-    real = snippets.kiwi_morphs
 
-    def counting(segments, stored=None):  # noqa: ANN001, ANN202
-        read.extend(segments)
-        return real(segments, stored)
+    class Counting:  # the index's table, counting the words it is asked for
+        reads_words_alone = table.reads_words_alone
 
-    monkeypatch.setattr(snippets, "_CONTENT", __import__("weakref").WeakKeyDictionary())
-    monkeypatch.setattr(snippets, "kiwi_morphs", counting)
+        def analyse(self, text: str) -> object:
+            read.append(text)
+            return table.analyse(text)
+
+    counting = Counting()
     for q, want in zip(questions, expected, strict=True):
-        highlighter = Highlighter(analyse_query(q).highlight, seed_index.lexical.eojeols)
+        highlighter = Highlighter(analyse_query(q).highlight, counting)
         assert [highlighter.spans(t) for t in texts] == want
-    assert sorted(read) == sorted(set(texts))  # each text read by the first question only
+    words = {w.group() for t in texts for w in WORD.finditer(t)}
+    assert read and set(read) <= words
+    assert len(read) == len(set(read))  # each word once, whichever question asked first
+    assert len(read) < len(words) / 2
+
+
+@pytest.mark.parametrize(("lemma", "written"), [
+    ("바꾸다", ["바꾸는", "바꿔", "바꾼"]), ("돕다", ["도와", "도운"]), ("듣다", ["들어"]), ("모르다", ["몰라"]),
+    ("쓰다", ["써서", "쓴"]), ("되다", ["돼", "됐다"]), ("주다", ["줘"]), ("푸다", ["퍼"]), ("하다", ["해서", "했다"]),
+    ("만들다", ["만드는", "만들어"]), ("빠르다", ["빨라", "빠른"]), ("짓다", ["지어"]), ("보다", ["봐", "봤다"]),
+])
+def test_a_verbs_lemma_finds_the_words_its_conjugations_are_written_in(lemma: str, written: list[str]) -> None:
+    # Only these words are read for highlighting: a conjugated verb the finder missed would go unmarked.
+    from digest_rag.search.snippets import _term_places
+
+    places = _term_places(frozenset({lemma}))
+    assert all(places.find(w) for w in written), [w for w in written if not places.find(w)]
+    assert not any(places.find(w) for w in ["을", "는", "에서", "모델"] if not w.startswith(lemma[0]))
