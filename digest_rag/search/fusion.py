@@ -184,6 +184,9 @@ def aggregate(
             break
     shown = [(pid, snippet_of.get(pid, best[pid][0])) for pid in order[offset:offset + k]]
     full: Mapping[int, Chunk | ChunkHead] = fetch([cid for _pid, cid in shown]) if fetch is not None else chunks
+    read = getattr(papers, "read", None)  # a `PaperLookup` reads the page's papers at once
+    if read is not None:
+        papers = read([pid for pid, _cid in shown])
     hits: list[SearchHit] = []
     for pid, cid in shown:
         score = best[pid][1]

@@ -37,19 +37,34 @@ class PaperLookup(Mapping[str, Paper]):
     def __getitem__(self, pid: str) -> Paper:
         if pid not in self._ids:
             raise KeyError(pid)
+        return self.read([pid])[pid]
+
+    def read(self, pids: Iterable[str]) -> dict[str, Paper]:
+        """The papers ``pids`` (all among this lookup's), from the cache or with one read of the store: a
+        page's papers cost one query, not one each."""
+        out: dict[str, Paper] = {}
         with self._lock:
-            paper = self._cache.get(pid)
-            if paper is not None:
-                self._cache.move_to_end(pid)
-                return paper
-        paper = self._store.papers([pid]).get(pid)
-        if paper is None:  # deleted under us: the store is read-only, so this is damage
-            raise IndexCorruptedError(f"{self._store.path}: paper {pid!r} vanished while searching")
-        with self._lock:
-            self._cache[pid] = paper
-            while len(self._cache) > PAPER_CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return paper
+            for pid in pids:
+                paper = self._cache.get(pid)
+                if paper is not None:
+                    self._cache.move_to_end(pid)
+                    out[pid] = paper
+                elif pid not in self._ids:
+                    raise KeyError(pid)
+                else:
+                    out[pid] = None  # type: ignore[assignment]  # read below, in this order
+        missing = [pid for pid, paper in out.items() if paper is None]
+        if missing:
+            fresh = self._store.papers(missing)
+            for pid in missing:
+                if pid not in fresh:  # deleted under us: the store is read-only, so this is damage
+                    raise IndexCorruptedError(f"{self._store.path}: paper {pid!r} vanished while searching")
+            out.update(fresh)
+            with self._lock:
+                self._cache.update(fresh)
+                while len(self._cache) > PAPER_CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)

@@ -39,3 +39,24 @@ def test_the_cache_is_bounded(seed_lexical_index_dir: Path, monkeypatch: pytest.
         for pid in ids:
             lookup[pid]
         assert list(cache) == ids[-2:]  # least recently read first out
+
+
+def test_a_page_of_papers_is_one_read_of_the_store(seed_lexical_index_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with DigestIndex.load(seed_lexical_index_dir) as idx:
+        ids = sorted(idx.store.paper_ids(r[0] for r in idx.store._query("SELECT id FROM papers LIMIT 5")))
+        reads: list[list[str]] = []
+        real = idx.store.papers
+        monkeypatch.setattr(idx.store, "papers", lambda pids: reads.append(list(pids)) or real(pids))
+        lookup = PaperLookup(idx.store, ids, OrderedDict(), threading.Lock())
+        lookup[ids[0]]
+        page = lookup.read(list(reversed(ids)))
+        assert list(page) == list(reversed(ids)) and all(page[p].id == p for p in ids)
+        assert reads == [[ids[0]], sorted(ids[1:], reverse=True)]  # the cached one is not read again
+        with pytest.raises(KeyError):
+            lookup.read(["no-such-paper"])
+        # and a search reads its page's papers at once
+        idx._paper_cache.clear()
+        reads.clear()
+        hits = idx.search("트랜스포머", k=5, mode="lexical")
+        assert len(hits) > 1 and len(reads) == 1 and sorted(reads[0]) == sorted(h.paper.id for h in hits)
