@@ -97,6 +97,7 @@ class DigestIndex:
         self._english_only: frozenset[str] | None = None
         self._chunk_table: ChunkTable | None = None
         self._stored_english: bool | None = None  # whether the build stored its English-only papers
+        self._no_korean: frozenset[str] | None = None  # papers with no Korean text (score fusion), read once
         self._searched = 0  # searches before the chunk table was read (`_search_table`)
         self._analysed: dict[str, QueryTerms] = {}
         self._chunk_cache: OrderedDict[int, Chunk] = OrderedDict()
@@ -385,7 +386,8 @@ class DigestIndex:
         them) in hybrid mode. A dense weight of 0 makes hybrid search lexical search.
         ``author``: only papers with an author whose name contains this (any of several; case ignored).
         ``min_score``: only hits scoring at least this (the mode's own scale: BM25 in lexical mode, fused
-        reciprocal ranks in hybrid, cosine in dense).
+        reciprocal ranks in hybrid, or the weighted sum of z-scores where the build calibrated a score fusion;
+        cosine in dense).
 
         The results say whether the top hit is a strong match (``strong_match``, ``confidence``; see
         `digest_rag.lexical.confidence`): False when the question matches nothing in the index well.
@@ -447,8 +449,10 @@ class DigestIndex:
         # A paper's own text (`similar`) marks nothing in the snippets and names the paper itself: no promotion.
         highlighter = self.highlighter(terms) if asked else Highlighter(())
         weights, rrf_k = self.fusion_settings(fusion_weights)
+        shape, english_weight = self.fusion_shape(fusion_weights)
         dense = self.dense
-        if mode == "hybrid" and weights.get("dense", 1.0) <= 0.0 and self.lexical_retriever is not None:
+        if mode == "hybrid" and max(weights.get("dense", 1.0), english_weight or 0.0) <= 0.0 \
+                and self.lexical_retriever is not None:
             dense = None  # calibrated (or asked) to weigh nothing: hybrid is lexical, and the encoder never loads
         rankings = run_retrievers(retrievers_for(mode, dense, self.lexical_retriever, self.index_dir), mode,
                                   terms, max(CANDIDATES, (offset + k + len(exclude)) * 20), allowed)
@@ -465,7 +469,11 @@ class DigestIndex:
                 rankings = {**rankings, "lexical": boost_english_only(bm25, chunk_paper, english)}
         if bm25 is not None and bonuses:  # the papers the question names move up the lexical side
             rankings = {**rankings, "lexical": promote(rankings["lexical"], chunk_paper, bonuses)}
-        ranked = rank_chunks(rankings, chunk_paper, weights, rrf_k)
+        # Score fusion weighs the dense side of the candidates with no Korean text apart (`fusion.fuse_scores`).
+        english = self._no_korean_among(set(chunk_paper.values())) \
+            if english_weight is not None and len(rankings) > 1 else ()
+        ranked = rank_chunks(rankings, chunk_paper, weights, rrf_k, shape=shape, english=english,
+                             english_weight=english_weight)
         if bonuses and len(rankings) > 1 and rankings.get("lexical"):  # the named paper leads hybrid too
             lead = chunk_paper.get(rankings["lexical"][0][0])
             if lead in bonuses:
@@ -560,6 +568,18 @@ class DigestIndex:
                 return self.store.stored_english_only(paper_ids)
         return self.english_only & paper_ids
 
+    def _no_korean_among(self, paper_ids: set[str]) -> set[str] | frozenset[str]:
+        """Which of ``paper_ids`` have no Korean text (`Store.no_korean_papers`): asked of the store about the
+        candidates until the chunk table is loaded (a process's first search), then from the whole set, read
+        once."""
+        if self._chunk_table is None:
+            return self.store.no_korean_papers(paper_ids)
+        if self._no_korean is None:
+            with self._paper_lock:
+                if self._no_korean is None:
+                    self._no_korean = frozenset(self.store.no_korean_papers())
+        return self._no_korean & paper_ids
+
     @property
     def chunk_table(self) -> ChunkTable | None:
         """Every chunk's paper and section kind in memory (`storage.chunk_table`), read on first use; None
@@ -616,6 +636,15 @@ class DigestIndex:
         if cal is not None:
             return {**DEFAULT_FUSION_WEIGHTS, **cal.weights}, cal.rrf_k
         return dict(DEFAULT_FUSION_WEIGHTS), RRF_K
+
+    def fusion_shape(self, fusion_weights: Mapping[str, float] | None = None) -> tuple[str, float | None]:
+        """How hybrid search fuses (`FusionCalibration.shape`) and the dense weight of papers with no Korean
+        text (None: the dense weight): the build's calibration, else rank fusion; given ``fusion_weights``
+        fuse by ranks, as they always have."""
+        cal = self.manifest.fusion
+        if fusion_weights is not None or cal is None:
+            return "rrf", None
+        return cal.shape, cal.english_weight if cal.shape == "zscore" else None
 
     def _strength(self, query: QueryTerms, top: str | None, lexical: list[tuple[int, float]] | None,
                   chunk_paper: Mapping[int, str], owners: set[str],

@@ -301,13 +301,19 @@ class FusionCalibration(BaseModel):
     hybrid_r1: float = 0.0
     english_share: float | None = Field(default=None, description="weight of the pseudo-queries about a paper "
                                         "indexed by its English text alone: the index's share of such papers")
+    shape: Literal["rrf", "zscore"] = Field(
+        default="rrf", description="how the two rankings are fused: weighted reciprocal ranks (rrf, with rrf_k) or "
+        "each side's scores as z-scores over its candidates, weighted and summed (zscore; search.fusion.fuse_scores)")
+    english_weight: float | None = Field(
+        default=None, ge=0, description="zscore: the dense weight of a candidate paper with no Korean text (a Korean "
+        "question reaches it lexically only through translations); None: the dense weight, as for every paper")
     decision: str = Field(description="why these weights, in words")
     seconds: float = 0.0
 
     @property
     def dense_off(self) -> bool:
-        """True when the dense side gets no weight: hybrid search is lexical search."""
-        return self.weights.get("dense", 0.0) <= 0.0
+        """True when the dense side gets no weight (for any paper): hybrid search is lexical search."""
+        return max(self.weights.get("dense", 0.0), self.english_weight or 0.0) <= 0.0
 
 
 class IndexManifest(BaseModel):

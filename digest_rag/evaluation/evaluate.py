@@ -542,9 +542,11 @@ def evaluate_index(
     weights, rrf_k = index.fusion_settings(hybrid_weights)  # type: ignore[attr-defined]
     cal = index.manifest.fusion  # type: ignore[attr-defined]
     source = "given" if hybrid_weights is not None else ("calibrated at build" if cal is not None else "defaults")
+    from digest_rag.search.fusion import fusion_label
+
+    shape, english_weight = index.fusion_shape(hybrid_weights)  # type: ignore[attr-defined]
     report = EvalReport(query_file=str(queries_path), index=str(index.index_dir),  # type: ignore[attr-defined]
-                        fusion=f"dense={weights.get('dense', 1.0):g},lexical={weights.get('lexical', 1.0):g} "
-                               f"k={rrf_k} ({source})")
+                        fusion=f"{fusion_label({'dense': 1.0, **weights}, rrf_k, shape, english_weight)} ({source})")
     for mode in modes or ("lexical", "dense", "hybrid"):
 
         def search(q: str, k: int, _mode: str = mode) -> SearchOutcome:

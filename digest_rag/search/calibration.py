@@ -1,4 +1,4 @@
-"""Fusion calibration: each index picks its own dense/lexical weights and RRF constant at build time.
+"""Fusion calibration: each index picks its own fusion (rank or score fusion, and its weights) at build time.
 
 A dense model helps some corpora and drags others: with a random model hybrid
 search falls far below lexical, and even a trained one loses to lexical on
@@ -35,7 +35,15 @@ out are drawn (`trained_heldout`). Each pseudo-query is searched once per retrie
 FAISS index, the query encoder); every (dense weight, k) of the grid is then
 scored from those two rankings, which costs milliseconds.
 
-The choice: the (weight, k) with the best MRR@10. The dense side keeps a
+Two shapes of fusion are tried: weighted reciprocal ranks (dense weight, rank
+constant k: `fusion.fuse_papers`) and weighted z-scores of each side's scores
+(dense weight, and a dense weight of its own for the papers with no Korean
+text, which a Korean question reaches lexically only through translations:
+`fusion.fuse_scores`, `Z_GRID`). Ranks cannot tell a dense top that stands far
+out from one that barely leads; z-scores can, and so can lean on the dense side
+where lexical is blind without following its guesses elsewhere.
+
+The choice: the fusion with the best MRR@10. The dense side keeps a
 weight only when it is better than chance (the 2.5% quantile of its MRR over
 a bootstrap of the pseudo-queries above a random ranking's) **and** the
 chosen fusion beats lexical (mean MRR gain at least `MIN_GAIN`, and positive in
@@ -69,8 +77,9 @@ __all__ = [
     "paired_bootstrap",
 ]
 
-METHOD = ("pseudo-queries-v2 (ko note sentence -> rest of the paper | the paper as English-only; stand-ins scored "
-          "as indexed; kinds weighed by the index's English-only share; grid; bootstrap gate)")
+METHOD = ("pseudo-queries-v3 (ko note sentence -> rest of the paper | the paper as English-only; stand-ins scored "
+          "as indexed; kinds weighed by the index's English-only share; grid of rank fusions and of z-score fusions "
+          "with a dense weight of their own for papers with no Korean text; bootstrap gate)")
 #: Papers drawn for pseudo-queries (each gives up to two: note and english).
 MAX_PAPERS = 300
 #: Fewer pseudo-queries than this and the dense side is not trusted with a weight.
@@ -78,6 +87,12 @@ MIN_QUERIES = 20
 #: The dense weights (lexical weighs 1) and rank constants tried.
 DENSE_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
 RRF_KS = (5, 10, 20, 30, 60, 100)
+#: Score fusion (`fusion.fuse_scores`): (dense weight, dense weight of a paper with no Korean text) pairs tried.
+#: A Korean question reaches a paper with no Korean text lexically only through translations, so its dense
+#: weight may be larger; the dense weight of the others may be 0 while theirs is not.
+Z_DENSE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+Z_ENGLISH_WEIGHTS = (0.5, 1.0, 1.5, 2.0)
+Z_GRID = tuple(dict.fromkeys((d, e) for d in Z_DENSE_WEIGHTS for e in (d, *Z_ENGLISH_WEIGHTS) if e >= d and e > 0))
 #: The smallest mean MRR@10 gain over lexical that earns the dense side a weight.
 MIN_GAIN = 0.005
 #: The gain must be above 0 in all but this share of the paired bootstrap's resamples (two-sided 95%). A
@@ -294,14 +309,50 @@ def chance_mrr(n_papers: int, k: int = 10) -> float:
 def paper_ranks(ranking: Sequence[tuple[int, float]], chunk_paper: Mapping[int, str],
                 excluded: frozenset[int]) -> dict[str, int]:
     """Each paper's 1-based rank where its best chunk ranks (chunks in ``excluded`` left out)."""
-    ranks: dict[str, int] = {}
-    for cid, _score in ranking:
+    return {pid: rank for rank, pid in enumerate(paper_scores(ranking, chunk_paper, excluded), start=1)}
+
+
+def paper_scores(ranking: Sequence[tuple[int, float]], chunk_paper: Mapping[int, str],
+                 excluded: frozenset[int]) -> dict[str, float]:
+    """Each paper's best chunk score, in ranking order (chunks in ``excluded`` left out)."""
+    best: dict[str, float] = {}
+    for cid, score in ranking:
         if cid in excluded:
             continue
         pid = chunk_paper.get(cid)
-        if pid is not None and pid not in ranks:
-            ranks[pid] = len(ranks) + 1
-    return ranks
+        if pid is not None and pid not in best:
+            best[pid] = score
+    return best
+
+
+def zscore_ranks(lexical: Mapping[str, float], dense: Mapping[str, float], target: str, english: Collection[str],
+                 grid: Sequence[tuple[float, float]]) -> np.ndarray:
+    """The target paper's rank in the score fusion (`fusion.fuse_scores`, lexical weighing 1) of two paper
+    rankings (paper -> best score, best first), for every (dense weight, dense weight of a paper in
+    ``english``) of ``grid``; 0 where the target is in neither. Scores and ties as `fuse_scores`."""
+    from digest_rag.search.fusion import zscores
+
+    papers = list(dict.fromkeys([*lexical, *dense]))
+    if target not in papers:
+        return np.zeros(len(grid), dtype=np.int64)
+    zl, fl = zscores(list(lexical.values()))
+    zd, fd = zscores(list(dense.values()))
+    lz, dz = dict(zip(lexical, zl, strict=True)), dict(zip(dense, zd, strict=True))
+    lv = np.array([lz.get(p, fl) for p in papers])
+    dv = np.array([dz.get(p, fd) for p in papers])
+    en = np.array([p in english for p in papers])
+    g = np.asarray(grid, dtype=np.float64)
+    w = np.where(en[None, :], g[:, 1:2], g[:, 0:1])
+    s = np.round(lv[None, :] + w * dv[None, :], 12)
+    t = papers.index(target)
+    none = len(papers) + 1
+    lexical_rank = {p: r for r, p in enumerate(lexical, 1)}
+    tie = np.array([lexical_rank.get(p, none) for p in papers], dtype=np.float64)
+    # ties: lexical rank, then paper id
+    after = np.array([(tie[i], papers[i]) > (tie[t], papers[t]) for i in range(len(papers))])
+    better = (s > s[:, t:t + 1]) | ((s == s[:, t:t + 1]) & ~after[None, :])
+    better[:, t] = False
+    return 1 + better.sum(axis=1)
 
 
 def fusion_ranks(lexical: Mapping[str, int], dense: Mapping[str, int], target: str,
@@ -397,6 +448,7 @@ def calibrate(
     stand_ins: StandIns | None = None,
     english_share: float | None = None,
     english_only: Collection[str] = (),
+    no_korean: Collection[str] = (),
     model_name: str | None = None,
 ) -> FusionCalibration:
     """Measure lexical, dense and every fused (weight, k) on ``queries`` and choose (see the module doc).
@@ -406,7 +458,8 @@ def calibrate(
     document (it joins both rankings as chunk id ``-1 - i`` of the query's paper); ``english_share``
     weighs the two kinds of query (`stratum_weights`). ``english_only``: the index's papers with no Korean
     text, whose BM25 scores a Korean question boosts as a search does (`search.languages.boost_english_only`;
-    so is an english query's stand-in).
+    so is an english query's stand-in). ``no_korean``: the papers with no Korean text at all (titles too), whose
+    dense weight a score fusion may set apart (`Z_GRID`); an english query's own paper is one of them.
     """
     from digest_rag.search.languages import boost_english_only
 
@@ -414,23 +467,31 @@ def calibrate(
     chance = chance_mrr(n_papers)
     lex_ranks: list[dict[str, int]] = []
     dense_ranks: list[dict[str, int]] = []
+    lex_scores: list[dict[str, float]] = []
+    dense_scores: list[dict[str, float]] = []
     if queries:
         lexical = [lexical_search(q.text) for q in queries]
         dense = dense_search([q.text for q in queries])
         heads = dict(chunk_paper({cid for r in (*lexical, *dense) for cid, _s in r}))
         if stand_ins is not None:
-            lex_scores, dense_scores = stand_ins(queries)
+            lex_stand, dense_stand = stand_ins(queries)
             for i, q in enumerate(queries):
                 heads[-1 - i] = q.paper_id
-                lexical[i] = _insert(lexical[i], -1 - i, lex_scores[i] if lex_scores[i] else None)
-                dense[i] = _insert(dense[i], -1 - i, dense_scores[i])
+                lexical[i] = _insert(lexical[i], -1 - i, lex_stand[i] if lex_stand[i] else None)
+                dense[i] = _insert(dense[i], -1 - i, dense_stand[i])
         english = frozenset(english_only)
         for i, q in enumerate(queries):  # (a paper of a title alone is not boosted: Store.english_only_papers)
             own = english | {q.paper_id} if q.kind == "english" and q.doc else english
             lexical[i] = boost_english_only(lexical[i], heads, own)
         for q, lr, dr in zip(queries, lexical, dense, strict=True):
-            lex_ranks.append(paper_ranks(lr, heads, q.excluded))
-            dense_ranks.append(paper_ranks(dr, heads, q.excluded))
+            lex_scores.append(paper_scores(lr, heads, q.excluded))
+            dense_scores.append(paper_scores(dr, heads, q.excluded))
+            lex_ranks.append({p: r for r, p in enumerate(lex_scores[-1], start=1)})
+            dense_ranks.append({p: r for r, p in enumerate(dense_scores[-1], start=1)})
+    no_ko = frozenset(no_korean)
+
+    def english_of(q: PseudoQuery) -> frozenset[str]:
+        return no_ko | {q.paper_id} if q.kind == "english" else no_ko - {q.paper_id}
     n = len(queries)
     weights = stratum_weights(queries, english_share)
     w = weights if weights is not None else (np.full(n, 1.0 / n) if n else np.zeros(0))
@@ -440,17 +501,22 @@ def calibrate(
 
     lex_rr = _rr([r.get(q.paper_id, 0) for q, r in zip(queries, lex_ranks, strict=True)])
     dense_rr = _rr([r.get(q.paper_id, 0) for q, r in zip(queries, dense_ranks, strict=True)])
-    grid = np.stack([_rr(fusion_ranks(lr, dr, q.paper_id, DENSE_WEIGHTS, RRF_KS))
-                     for q, lr, dr in zip(queries, lex_ranks, dense_ranks, strict=True)]) if n else \
-        np.zeros((0, len(DENSE_WEIGHTS), len(RRF_KS)))
+    # Every fusion tried: ("rrf", dense weight, k, None) and ("zscore", dense weight, -, English weight).
+    fusions = [("rrf", dw, k, None) for dw in DENSE_WEIGHTS for k in RRF_KS] + \
+        [("zscore", dw, 60, ew) for dw, ew in Z_GRID]
+    grid = np.stack([np.concatenate([_rr(fusion_ranks(lr, dr, q.paper_id, DENSE_WEIGHTS, RRF_KS)).ravel(),
+                                     _rr(zscore_ranks(ls, ds, q.paper_id, english_of(q), Z_GRID))])
+                     for q, lr, dr, ls, ds in zip(queries, lex_ranks, dense_ranks, lex_scores, dense_scores,
+                                                  strict=True)]) if n else np.zeros((0, len(fusions)))
     lexical_mrr = mean(lex_rr)
     dense_mrr = mean(dense_rr)
-    means = np.tensordot(w, grid, axes=(0, 0)) if n else np.zeros((len(DENSE_WEIGHTS), len(RRF_KS)))
-    # Best MRR; among equals the smaller dense weight, then k nearest 60 (the usual constant).
-    order = sorted(((-round(float(means[i, j]), 9), DENSE_WEIGHTS[i], abs(RRF_KS[j] - 60), i, j)
-                    for i in range(len(DENSE_WEIGHTS)) for j in range(len(RRF_KS))))
-    _m, _w, _d, bi, bj = order[0]
-    best_rr = grid[:, bi, bj] if n else np.zeros(0)
+    means = np.tensordot(w, grid, axes=(0, 0)) if n else np.zeros(len(fusions))
+    # Best MRR; among equals the smaller dense weights, rank fusion before score fusion, then k nearest 60.
+    order = sorted((-round(float(means[i]), 9), f[1], f[3] if f[3] is not None else f[1], f[0] != "rrf",
+                    abs(f[2] - 60), i) for i, f in enumerate(fusions))
+    bi = order[0][-1]
+    shape, best_dense, best_k, best_english = fusions[bi]
+    best_rr = grid[:, bi] if n else np.zeros(0)
     gain_low, _high = paired_bootstrap(best_rr - lex_rr, weights=weights, tail=GAIN_TAIL)
     dense_low, _dh = paired_bootstrap(dense_rr - chance, weights=weights)
     gain = mean(best_rr) - lexical_mrr
@@ -464,13 +530,16 @@ def calibrate(
                     f"(best MRR@10 {mean(best_rr):.3f} vs lexical {lexical_mrr:.3f}, "
                     f"95% interval of the gain from {gain_low:+.3f})")
     else:
-        decision = (f"dense on: MRR@10 {lexical_mrr:.3f} -> {mean(best_rr):.3f} on {n} pseudo-queries "
+        decision = (f"dense on ({'score fusion' if shape == 'zscore' else 'rank fusion'}): MRR@10 "
+                    f"{lexical_mrr:.3f} -> {mean(best_rr):.3f} on {n} pseudo-queries "
                     f"(95% interval of the gain from {gain_low:+.3f})")
     on = decision.startswith("dense on")
     hybrid_rr = best_rr if on else lex_rr
     return FusionCalibration(
-        weights={"dense": DENSE_WEIGHTS[bi] if on else 0.0, "lexical": 1.0},
-        rrf_k=RRF_KS[bj] if on else 60,
+        weights={"dense": best_dense if on else 0.0, "lexical": 1.0},
+        rrf_k=best_k if on else 60,
+        shape=shape if on else "rrf",
+        english_weight=best_english if on else None,
         method=METHOD,
         model_name=model_name,
         papers=n_papers,
@@ -491,8 +560,9 @@ def calibrate(
 
 def describe(cal: FusionCalibration) -> str:
     """One line for `info` and the build's message."""
-    w = cal.weights
-    return (f"dense={w.get('dense', 0.0):g},lexical={w.get('lexical', 1.0):g} k={cal.rrf_k}; {cal.decision}; "
+    from digest_rag.search.fusion import fusion_label
+
+    return (f"{fusion_label(cal.weights, cal.rrf_k, cal.shape, cal.english_weight)}; {cal.decision}; "
             f"MRR@10 lexical {cal.lexical_mrr:.3f}, dense {cal.dense_mrr:.3f}, hybrid {cal.hybrid_mrr:.3f}")
 
 
@@ -551,7 +621,8 @@ def calibrate_generation(
         # Korean words are read from the generation's word table (`LexicalIndex.analyse`), as a search does.
         return calibrate(queries, lexical_search, dense_search, chunk_paper, n_papers, stand_ins=stand_ins,
                          english_share=english_share if stand_ins is not None else None,
-                         english_only=store.english_only_papers(), model_name=model_name)
+                         english_only=store.english_only_papers(), no_korean=store.no_korean_papers(),
+                         model_name=model_name)
     finally:
         store.close()
         lexical.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from digest_rag.errors import IndexCorruptedError, UsageError
@@ -46,6 +47,16 @@ def parse_fusion_weights(text: str) -> dict[str, float]:
     return {**DEFAULT_FUSION_WEIGHTS, **weights}
 
 
+def fusion_label(weights: Mapping[str, float], rrf_k: int, shape: str = "rrf", english_weight: float | None = None) -> str:
+    """A fusion in a few words: ``dense=0.2,lexical=1 k=10`` (rank fusion) or ``zscore dense=0.3 (no Korean
+    text: 1),lexical=1`` (score fusion)."""
+    dense, lexical = weights.get("dense", 0.0), weights.get("lexical", 1.0)
+    if shape != "zscore":
+        return f"dense={dense:g},lexical={lexical:g} k={rrf_k}"
+    english = f" (no Korean text: {english_weight:g})" if english_weight is not None else ""
+    return f"zscore dense={dense:g}{english},lexical={lexical:g}"
+
+
 def rrf_fuse(rankings: Mapping[str, Sequence[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float, list[str]]]:
     """Reciprocal rank fusion of several (id, score) rankings.
 
@@ -80,17 +91,27 @@ def fuse_papers(
     """
     weights = DEFAULT_FUSION_WEIGHTS if weights is None else weights
     paper_rrf: dict[str, float] = {}
-    lexical_rank: dict[str, int] = {}
     for name, ranking in rankings.items():
-        seen: set[str] = set()
-        for cid, _score in ranking:
-            pid = chunk_paper.get(cid)
-            if pid is None or pid in seen:
-                continue
-            seen.add(pid)
-            paper_rrf[pid] = paper_rrf.get(pid, 0.0) + weights.get(name, 1.0) / (k + len(seen))
-            if name == "lexical":
-                lexical_rank[pid] = len(seen)
+        for rank, pid in enumerate(_best_scores(ranking, chunk_paper), start=1):
+            paper_rrf[pid] = paper_rrf.get(pid, 0.0) + weights.get(name, 1.0) / (k + rank)
+    return _paper_rows(rankings, chunk_paper, paper_rrf, k)
+
+
+def _best_scores(ranking: Sequence[tuple[int, float]], chunk_paper: Mapping[int, str]) -> dict[str, float]:
+    """Each paper of a chunk ranking (best first) with its best chunk's score, in ranking order."""
+    best: dict[str, float] = {}
+    for cid, score in ranking:
+        pid = chunk_paper.get(cid)
+        if pid is not None and pid not in best:
+            best[pid] = score
+    return best
+
+
+def _paper_rows(rankings: Mapping[str, Sequence[tuple[int, float]]], chunk_paper: Mapping[int, str],
+                scores: Mapping[str, float], k: int) -> list[tuple[int, float, list[str]]]:
+    """Papers by fused ``scores``, each as (snippet chunk id, score, retrievers that found it); the snippet is the
+    paper's chunk with the best chunk-level reciprocal rank fusion. Ties (rank 1 + rank 2 either way round) go to
+    the lexical side: exact names are its strength."""
     best_chunk: dict[str, int] = {}
     found: dict[str, set[str]] = {}
     for cid, _score, names in rrf_fuse(rankings, k):
@@ -99,10 +120,66 @@ def fuse_papers(
             continue
         best_chunk.setdefault(pid, cid)
         found.setdefault(pid, set()).update(names)
-    # Ties (rank 1 + rank 2 either way round) go to the lexical side: exact names are its strength.
-    none = len(paper_rrf) + 1
-    order = sorted(paper_rrf.items(), key=lambda kv: (-round(kv[1], 12), lexical_rank.get(kv[0], none), kv[0]))
+    lexical_rank = {pid: r for r, pid in enumerate(_best_scores(rankings.get("lexical", ()), chunk_paper), start=1)}
+    none = len(scores) + 1
+    order = sorted(scores.items(), key=lambda kv: (-round(kv[1], 12), lexical_rank.get(kv[0], none), kv[0]))
     return [(best_chunk[pid], score, sorted(found[pid])) for pid, score in order]
+
+
+#: Chunks of each ranking whose papers set the mean and spread of its z-scores (`request.CANDIDATES`: what a
+#: first page's search hands to fusion, and what calibration measures).
+Z_DEPTH = 200
+
+
+def zscores(scores: Sequence[float], depth: int | None = None) -> tuple[list[float], float]:
+    """``scores`` (best first) as z-scores over the first ``depth`` of them (all when None), and the floor: the
+    lowest z-score, which a paper the ranking lacks is given. All zero when they do not vary."""
+    head = [float(s) for s in scores[:depth]] if depth is not None else [float(s) for s in scores]
+    if not head:
+        return [], 0.0
+    mean = sum(head) / len(head)
+    spread = math.sqrt(sum((s - mean) ** 2 for s in head) / len(head))
+    if spread <= 1e-12:
+        return [0.0] * len(scores), 0.0
+    z = [(float(s) - mean) / spread for s in scores]
+    return z, min(z)
+
+
+def fuse_scores(
+    rankings: Mapping[str, Sequence[tuple[int, float]]],
+    chunk_paper: Mapping[int, str],
+    weights: Mapping[str, float] | None = None,
+    *,
+    english: Collection[str] = (),
+    english_weight: float | None = None,
+    k: int = RRF_K,
+    depth: int = Z_DEPTH,
+) -> list[tuple[int, float, list[str]]]:
+    """Score fusion at the paper level (z-score normalisation, weighted sum); returns what `fuse_papers` does.
+
+    Each retriever's paper scores (a paper's best chunk) become z-scores over the papers of its first ``depth``
+    chunks; a paper one retriever did not return gets that retriever's lowest. A paper scores the weighted sum.
+    Unlike reciprocal ranks this keeps how far a retriever's top stands out from the rest: a dense top that is
+    plainly nearer than its neighbours counts for more than one that barely leads (docs/EVAL.md, issue 24).
+    ``english``: papers with no Korean text, whose dense weight is ``english_weight`` (when given) instead of
+    the dense one: a Korean question reaches them lexically only through translations. ``k`` only picks each
+    paper's snippet chunk (`rrf_fuse`).
+    """
+    weights = DEFAULT_FUSION_WEIGHTS if weights is None else weights
+    fused: dict[str, float] = {}
+    sides: list[tuple[str, dict[str, float], float]] = []
+    for name, ranking in rankings.items():
+        best = _best_scores(ranking, chunk_paper)
+        head = len(_best_scores(ranking[:depth], chunk_paper))
+        z, floor = zscores(list(best.values()), head)
+        sides.append((name, dict(zip(best, z, strict=True)), floor))
+    papers = {pid for _name, z, _f in sides for pid in z}
+    for name, z, floor in sides:
+        w = weights.get(name, 1.0)
+        w_en = english_weight if name == "dense" and english_weight is not None else w
+        for pid in papers:
+            fused[pid] = fused.get(pid, 0.0) + (w_en if pid in english else w) * z.get(pid, floor)
+    return _paper_rows(rankings, chunk_paper, fused, k)
 
 
 def rank_chunks(
@@ -110,12 +187,19 @@ def rank_chunks(
     chunk_paper: Mapping[int, str],
     weights: Mapping[str, float] | None = None,
     k: int = RRF_K,
+    *,
+    shape: str = "rrf",
+    english: Collection[str] = (),
+    english_weight: float | None = None,
 ) -> list[tuple[int, float, list[str]]]:
-    """(chunk id, score, retrievers) best first: one retriever's ranking as it is, several fused by paper
-    (``k``: the rank constant)."""
+    """(chunk id, score, retrievers) best first: one retriever's ranking as it is, several fused by paper:
+    ``shape`` "rrf" by weighted reciprocal ranks (``k``: the rank constant, `fuse_papers`), "zscore" by their
+    weighted z-scores (``english``, ``english_weight``: `fuse_scores`)."""
     if len(rankings) == 1:
         name, ranking = next(iter(rankings.items()))
         return [(cid, score, [name]) for cid, score in ranking]
+    if shape == "zscore":
+        return fuse_scores(rankings, chunk_paper, weights, english=english, english_weight=english_weight, k=k)
     return fuse_papers(rankings, chunk_paper, k=k, weights=weights)
 
 

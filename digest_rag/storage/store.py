@@ -59,6 +59,7 @@ CREATE TABLE english_only (paper_id TEXT PRIMARY KEY) WITHOUT ROWID;
 #: Papers with no Korean or mixed text (titles aside): their only text is English.
 _ENGLISH_ONLY = ("SELECT paper_id FROM chunks WHERE section_kind != 'title' GROUP BY paper_id "
                  "HAVING SUM(language != 'en') = 0")
+_NO_KOREAN = "SELECT paper_id FROM chunks GROUP BY paper_id HAVING SUM(language != 'en') = 0"
 
 
 class ChunkHead(NamedTuple):
@@ -316,6 +317,16 @@ class Store:
         sql = _ENGLISH_ONLY
         rows = self._query(sql) if paper_ids is None else self._query_in(sql + " AND paper_id IN", paper_ids)
         return {str(r[0]) for r in rows}
+
+    def no_korean_papers(self, paper_ids: Iterable[str] | None = None) -> set[str]:
+        """Papers with no Korean or mixed chunk at all, titles included (an English-only paper, or one of an
+        English title alone): all of them, or those among ``paper_ids`` (ids the store lacks are left out).
+        Score fusion gives their dense side a weight of its own (`search.fusion.fuse_scores`)."""
+        if paper_ids is None:
+            return {str(r[0]) for r in self._query(_NO_KOREAN)}
+        rows = self._query_in("SELECT paper_id, language != 'en' FROM chunks WHERE paper_id IN", paper_ids)
+        korean = {str(pid) for pid, other in rows if other}
+        return {str(pid) for pid, _other in rows} - korean
 
     def _meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))

@@ -13,6 +13,7 @@ from digest_rag.models import Chunk
 from digest_rag.search.calibration import (
     DENSE_WEIGHTS,
     RRF_KS,
+    Z_GRID,
     PseudoQuery,
     PseudoQuerySampler,
     calibrate,
@@ -22,8 +23,9 @@ from digest_rag.search.calibration import (
     paired_bootstrap,
     stratum_weights,
     without_sentence,
+    zscore_ranks,
 )
-from digest_rag.search.fusion import fuse_papers
+from digest_rag.search.fusion import fuse_papers, fuse_scores
 
 
 def _chunk(cid: int, pid: str, lang: str, text: str, kind: str = "commentary") -> Chunk:
@@ -50,6 +52,31 @@ def test_fusion_ranks_agree_with_fuse_papers() -> None:
                          fuse_papers(rankings, chunk_paper, k=k, weights={"dense": w, "lexical": 1.0})]
                 want = fused.index(target) + 1 if target in fused else 0
                 assert got[i, j] == want, (w, k, lexical, dense, target)
+
+
+def test_zscore_ranks_agree_with_fuse_scores() -> None:
+    """The calibration's score-fusion ranks are those search's `fuse_scores` gives, for every (dense weight,
+    weight of papers with no Korean text), ties and papers one side lacks included."""
+    rng = random.Random(11)
+    for _ in range(40):
+        papers = [f"p{i}" for i in range(rng.randint(2, 25))]
+        ids = {p: n for n, p in enumerate(papers)}
+        chunk_paper = {n: p for p, n in ids.items()}
+
+        def ranking(scale: float) -> list[tuple[str, float]]:
+            picked = rng.sample(papers, rng.randint(1, len(papers)))
+            return sorted(((p, round(rng.uniform(0, scale), 1)) for p in picked), key=lambda t: -t[1])
+
+        lexical, dense = ranking(20.0), ranking(1.0)
+        english = set(rng.sample(papers, rng.randint(0, len(papers))))
+        target = rng.choice(papers)
+        got = zscore_ranks(dict(lexical), dict(dense), target, english, Z_GRID)
+        rankings = {"dense": [(ids[p], s) for p, s in dense], "lexical": [(ids[p], s) for p, s in lexical]}
+        for i, (dw, ew) in enumerate(Z_GRID):
+            fused = [chunk_paper[cid] for cid, _s, _n in fuse_scores(
+                rankings, chunk_paper, {"dense": dw, "lexical": 1.0}, english=english, english_weight=ew)]
+            want = fused.index(target) + 1 if target in fused else 0
+            assert got[i] == want, (dw, ew, lexical, dense, english, target)
 
 
 def test_korean_sentence_wants_a_hangul_sentence() -> None:
@@ -182,6 +209,39 @@ def test_a_dense_model_that_adds_nothing_gets_weight_zero() -> None:
     assert cal.dense_off and "does not beat lexical" in cal.decision
 
 
+def test_a_dense_side_that_finds_papers_without_korean_text_gets_their_weight() -> None:
+    """Lexical finds every note query's paper by a wide margin and misses the english ones; dense finds the
+    english ones far ahead of the rest and guesses on note queries: score fusion with a dense weight of its own
+    for papers with no Korean text is chosen, and it beats lexical."""
+    rng = np.random.default_rng(3)
+    n = 200
+    papers = [f"p{i}" for i in range(n)]
+    queries = [PseudoQuery(f"q{i} {kind}", papers[i], kind) for i in range(n) for kind in ("note", "english")]
+
+    def lexical_search(text: str) -> list[tuple[int, float]]:
+        i = int(text.split()[0][1:])
+        others = [(int(j), float(rng.uniform(1, 5))) for j in rng.permutation(n)[:60] if j != i]
+        hit = [(i, 12.0)] if text.endswith("note") else []
+        return sorted(hit + others, key=lambda t: -t[1])
+
+    def dense_search(texts: list[str]) -> list[list[tuple[int, float]]]:
+        out = []
+        for text in texts:
+            i = int(text.split()[0][1:])
+            scored = [(int(j), float(rng.uniform(0.2, 0.5))) for j in rng.permutation(n)[:100]]
+            if text.endswith("english"):
+                scored = [(c, s) for c, s in scored if c != i] + [(i, 0.9)]
+            out.append(sorted(scored, key=lambda t: -t[1]))
+        return out
+
+    no_korean = {f"p{i}" for i in range(0, n, 2)}
+    cal = calibrate(queries, lexical_search, dense_search, lambda ids: {c: papers[c] for c in ids}, n,
+                    english_share=0.5, no_korean=no_korean)
+    assert cal.decision.startswith("dense on (score fusion)") and cal.shape == "zscore"
+    assert cal.english_weight is not None and cal.english_weight > cal.weights["dense"]
+    assert cal.hybrid_mrr > cal.lexical_mrr + 0.2 and cal.gain_low > 0 and not cal.dense_off
+
+
 def test_too_few_queries_keep_dense_off() -> None:
     queries, lex, dense, heads = _synthetic(5, dense_quality=1.0, lexical_cross=False)
     cal = calibrate(queries, lex, dense, heads, 5)
@@ -259,6 +319,49 @@ def test_manifest_without_fusion_reads_and_uses_defaults(seed_index_dir: Path, t
         assert idx.manifest.fusion is None
         assert idx.fusion_settings() == ({"dense": 1.0, "lexical": 1.0}, 60)
         assert any("dense" in h.modes for h in idx.search("지식 증류", k=5))
+
+
+def test_a_score_fusion_in_the_manifest_is_what_hybrid_search_uses(seed_index_dir: Path, tmp_path: Path) -> None:
+    """A calibrated score fusion is read from the manifest (optional fields: a record without them is rank
+    fusion), searched with (the dense side kept for papers with no Korean text even when the others' dense
+    weight is 0), shown by `info` and `eval`; given weights fuse by ranks as before."""
+    import shutil
+
+    import digest_rag.index as dix
+    from digest_rag import DigestIndex
+    from digest_rag.models import FusionCalibration
+    from digest_rag.search.calibration import describe
+
+    ix = tmp_path / "ix"
+    shutil.copytree(seed_index_dir, ix)
+    data = json.loads((ix / "manifest.json").read_text(encoding="utf-8"))
+    old = FusionCalibration.model_validate(data["fusion"])
+    assert old.shape == "rrf" and old.english_weight is None and old.dense_off
+    data["fusion"].update(weights={"dense": 0.0, "lexical": 1.0}, shape="zscore", english_weight=1.5)
+    (ix / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    cal = FusionCalibration.model_validate(data["fusion"])
+    assert not cal.dense_off and describe(cal).startswith("zscore dense=0 (no Korean text: 1.5),lexical=1; ")
+    calls: list[dict[str, object]] = []
+    original = dix.rank_chunks
+
+    def spy(rankings, chunk_paper, weights=None, k=60, **kw):  # noqa: ANN001, ANN202
+        calls.append({"names": sorted(rankings), **kw})
+        return original(rankings, chunk_paper, weights, k, **kw)
+
+    with DigestIndex.load(ix) as idx:
+        assert idx.fusion_shape() == ("zscore", 1.5) and idx.fusion_shape({"dense": 1.0}) == ("rrf", None)
+        dix.rank_chunks = spy
+        try:
+            idx.search("지식 증류", k=5)
+            idx.search("지식 증류", k=5, fusion_weights={"dense": 1.0, "lexical": 1.0})
+        finally:
+            dix.rank_chunks = original
+        assert calls[0]["names"] == ["dense", "lexical"] and calls[0]["shape"] == "zscore"
+        assert calls[0]["english_weight"] == 1.5
+        assert calls[0]["english"] == idx.store.no_korean_papers(calls[0]["english"])  # type: ignore[arg-type]
+        assert calls[1]["shape"] == "rrf" and calls[1]["english_weight"] is None
+        info = json.dumps(idx.info(), ensure_ascii=False)
+        assert '"shape": "zscore"' in info and '"english_weight": 1.5' in info
 
 
 def test_a_trained_model_is_calibrated_on_the_papers_its_training_held_out(tmp_path: Path) -> None:

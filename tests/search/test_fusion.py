@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digest_rag.search.fusion import aggregate, fuse_papers, rrf_fuse
+from digest_rag.search.fusion import aggregate, fuse_papers, fuse_scores, rank_chunks, rrf_fuse, zscores
 from digest_rag.models import Chunk, Paper
 
 
@@ -121,3 +121,43 @@ def test_aggregate_of_one_ranking_stops_only_when_the_page_has_its_snippets() ->
     counting = Counting(chunks)
     assert aggregate(mixed, counting, papers, k=1)[0].modes == ["dense", "lexical"]
     assert counting.read[:3] == [1, 2, 5]
+
+
+def test_zscores_and_their_floor() -> None:
+    z, floor = zscores([3.0, 2.0, 1.0])
+    assert z == pytest.approx([1.2247449, 0.0, -1.2247449]) and floor == min(z)
+    z, floor = zscores([5.0, 1.0, 1.0, 1.0], depth=2)  # mean and spread of the first two only
+    assert z == pytest.approx([1.0, -1.0, -1.0, -1.0])
+    assert zscores([2.0, 2.0]) == ([0.0, 0.0], 0.0) and zscores([]) == ([], 0.0)
+
+
+def test_fuse_scores_keeps_how_far_a_top_stands_out() -> None:
+    """Rank fusion sees two rankings of the same order alike; score fusion lets a dense top that stands out
+    overturn a lexical lead that is narrow, and not one that is wide."""
+    owner = dict(enumerate("abcdef", start=1))
+    dense = [(2, 0.9), (1, 0.4), (3, 0.38), (4, 0.36), (5, 0.34), (6, 0.32)]  # b stands far out
+    narrow = [(1, 10.0), (2, 9.9), (3, 3.0), (4, 2.5), (5, 2.0), (6, 1.5)]  # a leads b by a hair
+    wide = [(1, 10.0), (2, 4.0), (3, 3.8), (4, 3.6), (5, 3.4), (6, 3.2)]  # a leads everything by far
+    weights = {"dense": 0.5, "lexical": 1.0}
+    assert [owner[c] for c, _s, _n in fuse_scores({"dense": dense, "lexical": narrow}, owner, weights)][0] == "b"
+    assert [owner[c] for c, _s, _n in fuse_scores({"dense": dense, "lexical": wide}, owner, weights)][0] == "a"
+    # Reciprocal ranks cannot tell the two apart.
+    assert [c for c, _s, _n in fuse_papers({"dense": dense, "lexical": narrow}, owner, weights=weights)] == \
+        [c for c, _s, _n in fuse_papers({"dense": dense, "lexical": wide}, owner, weights=weights)]
+
+
+def test_fuse_scores_weighs_papers_without_korean_text_apart() -> None:
+    owner = {1: "ko", 2: "en", 3: "x"}
+    dense = [(2, 0.8), (1, 0.5), (3, 0.2)]
+    lexical = [(1, 12.0), (2, 8.0), (3, 4.0)]
+    low = {"dense": 0.2, "lexical": 1.0}
+    assert [owner[c] for c, _s, _n in fuse_scores({"dense": dense, "lexical": lexical}, owner, low)][0] == "ko"
+    fused = fuse_scores({"dense": dense, "lexical": lexical}, owner, low, english={"en"}, english_weight=2.0)
+    assert [owner[c] for c, _s, _n in fused] == ["en", "ko", "x"] and fused[0][2] == ["dense", "lexical"]
+    # A paper one side lacks gets that side's lowest z-score; rank_chunks picks the shape.
+    only_dense = fuse_scores({"dense": [(1, 0.9), (3, 0.1)], "lexical": [(2, 5.0), (3, 1.0)]}, owner, low)
+    assert {owner[c] for c, _s, _n in only_dense} == {"ko", "en", "x"}
+    assert rank_chunks({"dense": dense, "lexical": lexical}, owner, low, shape="zscore", english={"en"},
+                       english_weight=2.0) == fused
+    assert rank_chunks({"dense": dense, "lexical": lexical}, owner, low) == \
+        fuse_papers({"dense": dense, "lexical": lexical}, owner, weights=low)

@@ -43,3 +43,20 @@ def test_english_only_papers_and_the_search_path(tmp_path: Path) -> None:
             assert seen == [{"en"}]  # an English question: nothing to make up for
         finally:
             dix.boost_english_only = original
+
+
+def test_no_korean_papers_count_titles_too(tmp_path: Path) -> None:
+    """Score fusion's set apart: papers with no Korean chunk at all, a paper of an English title alone included
+    (the English-only set leaves it out: it has no text for BM25 to boost)."""
+    papers = [
+        Paper(id="en", title="Teacher Student Compression",
+              sections=[Section(kind="abstract", language="en", text="We distill a large teacher into a small student.")]),
+        Paper(id="title", title="Only A Title Here"),
+        Paper(id="ko", title="Another Paper", sections=[
+            Section(kind="commentary", language="ko", text="지식 증류 이야기는 조금만 나온다. 교사 모델.")]),
+    ]
+    src = write_jsonl(papers, tmp_path / "src.jsonl")
+    with DigestIndex.build([src], index_dir=tmp_path / "ix", lexical_only=True) as index:
+        assert index.store.no_korean_papers() == {"en", "title"}
+        assert index.store.no_korean_papers(["title", "ko", "missing"]) == {"title"}
+        assert index.store.english_only_papers() == {"en"}
