@@ -327,7 +327,7 @@ def test_a_score_fusion_in_the_manifest_is_what_hybrid_search_uses(seed_index_di
     weight is 0), shown by `info` and `eval`; given weights fuse by ranks as before."""
     import shutil
 
-    import digest_rag.index as dix
+    import digest_rag.search.pipeline as dix
     from digest_rag import DigestIndex
     from digest_rag.models import FusionCalibration
     from digest_rag.search.calibration import describe

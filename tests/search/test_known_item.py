@@ -111,7 +111,7 @@ def test_a_named_paper_beats_papers_that_only_mention_it(tmp_path: Path) -> None
             assert hits[0].paper.id == "zorb", question
             assert index.search(question, k=3, mode="hybrid")[0].paper.id == "zorb"
         # Without the promotion the mentioning papers win: the test decides something.
-        import digest_rag.index as dix
+        import digest_rag.search.pipeline as dix
 
         original = dix.promote
         try:
@@ -151,7 +151,7 @@ def test_the_named_paper_keeps_the_top_of_a_hybrid_search(tmp_path: Path, tiny_m
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A dense side that ranks the named paper last, weighed heavily, cannot push it off the top of hybrid
     search: known-item matching's lead keeps first place (fusion.lead_first)."""
-    import digest_rag.index as dix
+    import digest_rag.search.pipeline as dix
 
     papers = [
         _paper("zorb", "ZorbNet: Better Pretraining", "사전학습 목표를 조금 바꿔 더 오래 학습한 모델. 동적 마스킹을 쓴다."),

@@ -31,7 +31,7 @@ def test_english_only_papers_and_the_search_path(tmp_path: Path) -> None:
     with DigestIndex.build([src], index_dir=tmp_path / "ix", lexical_only=True) as index:
         assert index.store.english_only_papers(["en", "ko", "missing"]) == {"en"} == index.store.english_only_papers()
         assert index.english_only == {"en"}
-        import digest_rag.index as dix
+        import digest_rag.search.pipeline as dix
 
         seen: list[set[str]] = []
         original = dix.boost_english_only

@@ -86,7 +86,7 @@ def test_an_index_without_the_tables_computes_them_and_answers_the_same(
 
 def test_a_table_made_by_other_naming_rules_is_not_read(seed_index_dir: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("digest_rag.index.NAME_RULES", "another")
+    monkeypatch.setattr("digest_rag.search.pipeline.NAME_RULES", "another")
     with DigestIndex.load(seed_index_dir) as idx:
         assert not isinstance(idx.names.owners, StoredNames)
         assert dict(idx.names.owners) == _computed(idx)[0]

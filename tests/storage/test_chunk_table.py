@@ -42,13 +42,13 @@ def test_search_reads_the_table_and_answers_as_with_sqlite(seed_index_dir: Path,
     question = "긴 컨텍스트를 악용하는 탈옥 공격"
     first = [(h.paper.id, h.score, h.snippet) for h in idx.search(question, k=5, mode="lexical")]
     # A process's first search asks SQLite (a one-question CLI process never reads every chunk's row) ...
-    assert idx._chunk_table is None  # noqa: SLF001
+    assert idx._query._chunk_table is None  # noqa: SLF001
     with_table = [(h.paper.id, h.score, h.snippet) for h in idx.search(question, k=5, mode="lexical")]
     # ... the second reads the table, and answers the same.
     assert with_table == first
-    assert idx._chunk_table is not None and len(idx.chunk_table) == idx.manifest.chunk_count  # noqa: SLF001
+    assert idx._query._chunk_table is not None and len(idx.chunk_table) == idx.manifest.chunk_count  # noqa: SLF001
     # Above the size limit the index asks SQLite per search: the same answers.
-    monkeypatch.setattr("digest_rag.index.MAX_TABLE_CHUNKS", 0)
+    monkeypatch.setattr("digest_rag.search.pipeline.MAX_TABLE_CHUNKS", 0)
     sqlite_only = DigestIndex.load(seed_index_dir)
     assert sqlite_only.chunk_table is None
     for _ in range(2):

@@ -56,7 +56,7 @@ def test_a_page_of_papers_is_one_read_of_the_store(seed_lexical_index_dir: Path,
         with pytest.raises(KeyError):
             lookup.read(["no-such-paper"])
         # and a search reads its page's papers at once
-        idx._paper_cache.clear()
+        idx._query._paper_cache.clear()  # noqa: SLF001
         reads.clear()
         hits = idx.search("트랜스포머", k=5, mode="lexical")
         assert len(hits) > 1 and len(reads) == 1 and sorted(reads[0]) == sorted(h.paper.id for h in hits)

@@ -1,0 +1,67 @@
+"""search/pipeline.py: the query path of a loaded index, and what it keeps between searches (bounded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest_rag import DigestIndex
+
+
+def test_a_search_analyses_its_question_once(seed_index, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The question is analysed once per search (QueryTerms), for ranking, snippets and printing alike, and
+    not again when the same index is asked it again (`DigestIndex.analyse` keeps recent questions' analyses)."""
+    import digest_rag.lexical.analysis as analysis_module
+    import digest_rag.lexical.terms as terms_module
+    from digest_rag.frontends.display import format_hits
+
+    question = "긴 컨텍스트를 악용하는 탈옥 공격"
+    calls: list[list[str]] = []
+    real = analysis_module._analyse_many
+
+    def counting(texts, *args, **kwargs):
+        calls.append(list(texts))
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(analysis_module, "_analyse_many", counting)
+    monkeypatch.setattr(terms_module, "_analyse_many", counting)
+    for mode in ("lexical", "hybrid"):
+        calls.clear()
+        hits = seed_index.search(question, k=5, mode=mode)
+        assert hits
+        format_hits(hits, color=True, width=80)
+        # Once by the first search; the second search of the same question reuses the index's kept analysis.
+        assert sum(question in texts for texts in calls) == (1 if mode == "lexical" else 0), (mode, calls)
+
+
+def test_the_chunks_a_page_shows_are_read_from_the_store_once(seed_index_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digest_rag.storage.store import Store
+
+    read: list[int] = []
+    real = Store.chunks
+
+    def counting(self, ids=None):
+        ids = list(ids) if ids is not None else None
+        read.extend(ids or [])
+        return real(self, ids)
+
+    monkeypatch.setattr(Store, "chunks", counting)
+    with DigestIndex.load(seed_index_dir) as idx:
+        first = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=5, mode="lexical")
+        shown = [h.chunk_id for h in first]
+        assert set(shown) <= set(read)
+        read.clear()
+        again = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=5, mode="lexical")
+        assert [h.model_dump() for h in again] == [h.model_dump() for h in first]
+        assert not set(shown) & set(read)  # kept from the first search (a title hit's opening chunk aside)
+
+
+def test_the_kept_analyses_are_bounded(seed_index_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digest_rag.search import pipeline
+
+    monkeypatch.setattr(pipeline, "ANALYSED_QUESTIONS", 3)
+    with DigestIndex.load(seed_index_dir) as idx:
+        questions = [f"탈옥 공격 {i}" for i in range(7)]
+        for q in questions:
+            idx.search(q, k=2, mode="lexical")
+            assert len(idx._query._analysed) <= 3
+        assert idx.analyse(questions[-1]) is idx.analyse(questions[-1])  # the latest is kept
