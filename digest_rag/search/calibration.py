@@ -345,12 +345,11 @@ def zscore_ranks(lexical: Mapping[str, float], dense: Mapping[str, float], targe
     w = np.where(en[None, :], g[:, 1:2], g[:, 0:1])
     s = np.round(lv[None, :] + w * dv[None, :], 12)
     t = papers.index(target)
-    none = len(papers) + 1
-    lexical_rank = {p: r for r, p in enumerate(lexical, 1)}
-    tie = np.array([lexical_rank.get(p, none) for p in papers], dtype=np.float64)
-    # ties: lexical rank, then paper id
-    after = np.array([(tie[i], papers[i]) > (tie[t], papers[t]) for i in range(len(papers))])
-    better = (s > s[:, t:t + 1]) | ((s == s[:, t:t + 1]) & ~after[None, :])
+    # Ties: the lexical rank (papers it lacks after the rest), then the paper id.
+    tie = np.arange(len(papers), dtype=np.float64)
+    tie[len(lexical):] = len(papers) + 1
+    ahead = (tie < tie[t]) | ((tie == tie[t]) & (np.array(papers) < target))
+    better = (s > s[:, t:t + 1]) | ((s == s[:, t:t + 1]) & ahead[None, :])
     better[:, t] = False
     return 1 + better.sum(axis=1)
 
