@@ -5,7 +5,9 @@ one lexically (the generation's BM25 files and word table) and densely (the
 query encoder, FAISS) and scores the grid of fusion weights. This does the
 same on a built index's store, FAISS file and encoder, so the number is what
 calibration adds to a build (the encoder's load is not counted: a build has it
-loaded already, having encoded the passages). It prints the calibration too.
+loaded already, having encoded the passages). It draws and scores them as a build does (a trained model's
+held-out papers and sentences, the stand-ins, the English-only share), so the calibration it prints is the
+one `digest-rag info` shows.
 
 Usage: python benchmarks/bench_calibration.py --index INDEX [--repeat 3]
 """
@@ -17,7 +19,13 @@ import time
 from pathlib import Path
 
 from digest_rag import DigestIndex
-from digest_rag.search.calibration import PseudoQuerySampler, calibrate_generation, describe
+from digest_rag.search.calibration import (
+    PseudoQuerySampler,
+    calibrate_generation,
+    describe,
+    trained_heldout,
+    trained_sentences,
+)
 
 
 def main() -> None:
@@ -34,16 +42,19 @@ def main() -> None:
     encoder = ix.encoder
     encoder.encode_queries(["warm-up"])
     times = []
+    model = ix.manifest.model_name
     for _ in range(args.repeat):
         t = time.perf_counter()
-        sampler = PseudoQuerySampler()
-        for chunks in by_paper.values():
-            sampler.add(chunks)
+        # As a build draws them (build/writer.py): a model `digest-rag train` made is asked what it never saw.
+        sampler = PseudoQuerySampler(keep=trained_heldout(model), sentences=trained_sentences(model))
+        for pid in sorted(by_paper):
+            sampler.add(by_paper[pid])
         queries = sampler.queries()
         cal = calibrate_generation(Path(args.index) / ix.manifest.data_dir, ix.faiss_index, encoder.encode_queries,
-                                   queries, ix.manifest.paper_count, model_name=ix.manifest.model_name)
+                                   queries, ix.manifest.paper_count, encode_passages=encoder.encode_passages,
+                                   english_share=sampler.english_share, model_name=model)
         times.append(time.perf_counter() - t)
-    kinds = {k: sum(q.kind == k for q in queries) for k in ("note", "cross")}
+    kinds = {k: sum(q.kind == k for q in queries) for k in ("note", "english")}
     print(f"papers {ix.manifest.paper_count}, pseudo-queries {len(queries)} {kinds}")
     print(f"calibration {min(times):.2f} s (best of {args.repeat}; all {', '.join(f'{t:.2f}' for t in times)})")
     print(describe(cal))
