@@ -207,7 +207,8 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
     fusion_weights: str = typer.Option(
         None, "--fusion-weights",
-        help="Hybrid fusion weights, e.g. dense=0.5,lexical=1 (default: those the index calibrated at build).",
+        help="Hybrid fusion weights, fused by reciprocal rank (k 60), e.g. dense=0.5,lexical=1 (default: the fusion "
+             "the index calibrated at build).",
     ),
 ) -> None:
     """Search the index: a ranked list with titles, date, tags, score and a highlighted snippet.
@@ -325,8 +326,8 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     fusion_weights: list[str] = typer.Option(
         None, "--fusion-weights",
-        help="Hybrid fused with these weights instead of the index's calibrated ones, e.g. dense=0.5,lexical=1 "
-             "or 0.5:1; repeated: a sweep, one extra hybrid row per value.",
+        help="Hybrid fused by reciprocal rank (k 60) with these weights instead of the index's calibrated fusion, "
+             "e.g. dense=0.5,lexical=1 or 0.5:1; repeated: a sweep, one extra hybrid row per value.",
     ),
     variant_index: list[Path] = typer.Option(
         None, "--variant-index",
