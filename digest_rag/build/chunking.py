@@ -150,12 +150,18 @@ def chunk_paper(
     for s_idx, section in enumerate(paper.sections):
         text = section.text
         units: list[tuple[int, int]] = []
+        sizes: list[int] = []  # each unit's tokens, counted once (the tokenizer is most of a model build's chunking)
         for s, e in split_sentences(text):
-            if count(text[s:e]) > hard:
-                units.extend(_split_long(text, s, e, hard, count))
+            size = count(text[s:e])
+            if size > hard:
+                pieces = _split_long(text, s, e, hard, count)
+                units.extend(pieces)
+                sizes.extend(count(text[a:b]) for a, b in pieces)
             else:
                 units.append((s, e))
-        for c_idx, (start, end) in enumerate(_pack(text, units, target, hard, settings.overlap_tokens, count)):
+                sizes.append(size)
+        for c_idx, (start, end) in enumerate(_pack(text, units, target, hard, settings.overlap_tokens, count,
+                                                   sizes)):
             body = text[start:end]
             chunks.append(
                 Chunk(
@@ -179,14 +185,16 @@ def _pack(
     hard: int,
     overlap: int,
     count: TokenCounter,
+    sizes: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """Greedily group sentence spans into chunk spans, with sentence-level overlap.
 
-    Sums of per-sentence counts steer the packing (one tokenizer call per
-    sentence, not per candidate chunk); each finished chunk is then counted
-    for real and shrunk if joins cost more tokens than the parts.
+    Sums of per-sentence counts (``sizes``, counted here when not given) steer the packing (one tokenizer
+    call per sentence, not per candidate chunk); each finished chunk is then counted for real and shrunk if
+    joins cost more tokens than the parts.
     """
-    sizes = [count(text[s:e]) for s, e in units]
+    if sizes is None:
+        sizes = [count(text[s:e]) for s, e in units]
     out: list[tuple[int, int]] = []
     i = 0
     n = len(units)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from digest_rag.errors import ModelUnavailableError, UsageError
-from digest_rag.dense.static_runtime import STATIC_MAX_TOKENS, STATIC_PREFIX, TokenizerCounter
+from digest_rag.dense.static_runtime import STATIC_MAX_TOKENS, STATIC_PREFIX, StaticSentenceModel, TokenizerCounter
 from digest_rag.models import BACKENDS, PASSAGE_PREFIX, QUERY_PREFIX
 from digest_rag.threads import configure_threads
 
@@ -274,6 +274,12 @@ class Encoder:
         if not callable(tok) and hasattr(tok, "encode_batch"):  # a raw `tokenizers.Tokenizer` (StaticEmbedding)
             return TokenizerCounter(tok)
         return tok
+
+    @property
+    def pads_batches(self) -> bool:
+        """Whether a batch costs its size times its longest passage (a Transformer pads to it); a static model's
+        passage costs its own tokens, whatever it is batched with."""
+        return not (isinstance(self.model, StaticSentenceModel) or _is_static(self.model))
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` without special tokens, through the model's own tokenizer."""

@@ -425,6 +425,9 @@ def test_passages_are_encoded_most_tokens_first_in_a_fixed_order(tiny_encoder: E
     # equal counts: by hash, so a resumed build cuts the same batches
     assert [h for h, p in order if p == "짧다"] == ["h2", "h3"]
     assert passage_order(list(reversed(todo)), tiny_encoder.count_tokens) == order
+    # a model that pads nothing (static) is not counted: the order is the hashes'
+    assert tiny_encoder.pads_batches
+    assert passage_order(todo, None) == sorted(todo)
 
 
 def test_bad_build_options_fail_before_the_writer_lock(tmp_path: Path, seed_corpus: Path) -> None:

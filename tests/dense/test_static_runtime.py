@@ -54,6 +54,12 @@ def test_inspect_model_reads_static_facts(st_static: Path) -> None:
     assert (enc.name, enc.revision, enc.dimension) == (facts.name, facts.revision, facts.dimension)
 
 
+@pytest.mark.parametrize("light", [False, True])
+def test_a_static_model_pads_no_batch(st_static: Path, light: bool) -> None:
+    # A build then skips ordering its passages by token count (build.embedding.passage_order).
+    assert not Encoder.load(str(st_static), light=light).pads_batches
+
+
 @pytest.mark.parametrize("backend", ["torch", "onnx", "onnx-int8"])
 @pytest.mark.parametrize("light", [False, True])
 def test_every_backend_path_gives_sentence_transformers_vectors(st_static: Path, backend: str, light: bool,
