@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 from digest_rag import DigestIndex
-from digest_rag.search.calibration import (
+from digest_rag.search.calibration import calibrate_generation, describe
+from digest_rag.search.pseudo_queries import (
     PseudoQuerySampler,
-    calibrate_generation,
-    describe,
     trained_heldout,
     trained_sentences,
 )

@@ -27,7 +27,7 @@ def main() -> None:
 
     from digest_rag import parse_paths
     from digest_rag.evaluation.evaluate import stable_bucket
-    from digest_rag.search.calibration import TRAIN_HELDOUT_SALT, TRAIN_REPORT
+    from digest_rag.search.pseudo_queries import TRAIN_HELDOUT_SALT, TRAIN_REPORT
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")

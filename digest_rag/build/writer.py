@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,12 @@ from digest_rag.errors import (
     FusionCalibrationWarning,
     index_write_errors,
 )
-from digest_rag.lexical.builder import LexicalBuilder, TokenCache, analysis_cache_key, lexical_chunks
+from digest_rag.lexical.builder import (
+    LexicalBuilder,
+    TokenCache,
+    analysis_cache_key,
+    lexical_chunks,
+)
 from digest_rag.lexical.word_table import EojeolRecorder
 from digest_rag.models import (
     PASSAGE_PREFIX,
@@ -29,6 +34,13 @@ from digest_rag.models import (
     FusionCalibration,
     IndexManifest,
     ProgressCallback,
+)
+from digest_rag.search.calibration import calibrate_generation, reusable
+from digest_rag.search.known_item import NAME_RULES, name_owners
+from digest_rag.search.pseudo_queries import (
+    PseudoQuerySampler,
+    trained_heldout,
+    trained_sentences,
 )
 from digest_rag.storage.generation import (
     PendingGeneration,
@@ -40,14 +52,6 @@ from digest_rag.storage.layout import (
     LEXICAL_DIR,
     STORE_FILE,
 )
-from digest_rag.search.calibration import (
-    PseudoQuerySampler,
-    calibrate_generation,
-    reusable,
-    trained_heldout,
-    trained_sentences,
-)
-from digest_rag.search.known_item import NAME_RULES, name_owners
 from digest_rag.storage.store import Store, StoreWriter
 from digest_rag.text import fingerprint
 from digest_rag.version import __version__

@@ -76,7 +76,7 @@ def test_held_out_sentences_stay_out_of_training_and_are_reported(seed_papers: l
     """One Korean sentence of some training papers is left out of their text (and so of every pair), and the
     report names it: a build with the model asks it as that paper's pseudo-query (search/calibration.py)."""
     from digest_rag.dense.training.pairs import hold_out_sentences
-    from digest_rag.search.calibration import trained_sentences
+    from digest_rag.search.pseudo_queries import trained_sentences
 
     papers, chosen = hold_out_sentences(seed_papers, set(), limit=5)
     assert len(chosen) == 5 and len(papers) == len(seed_papers)

@@ -191,9 +191,9 @@ def hold_out_sentences(papers: Sequence[Paper], skip: set[str],
     paper id -> sentence. The papers are those with the smallest calibration hash that can give a pair
     (a Korean note and an English title); the sentence is the one `korean_sentence` picks from the
     paper's Korean note. A build with the model asks these sentences as pseudo-queries
-    (`digest_rag.search.calibration.trained_sentences`): the model has learnt the paper, never them.
+    (`digest_rag.search.pseudo_queries.trained_sentences`): the model has learnt the paper, never them.
     """
-    from digest_rag.search.calibration import _key, korean_sentence, sentences_of, without_sentence
+    from digest_rag.search.pseudo_queries import _key, korean_sentence, sentences_of, without_sentence
 
     chosen: dict[str, str] = {}
     for paper in sorted((p for p in papers if p.id not in skip), key=lambda p: (_key(p.id), p.id)):
