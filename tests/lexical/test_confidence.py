@@ -89,3 +89,17 @@ def test_cli_says_no_strong_match(question: str, seed_lexical_index_dir: Path) -
     on = CliRunner().invoke(app, ["search", ON_TOPIC, "--index", str(seed_lexical_index_dir), "--mode", "lexical",
                                   "--no-color"])
     assert NO_STRONG_MATCH not in on.stdout
+
+
+@pytest.mark.slow
+def test_a_loose_match_of_generic_concepts_is_no_strong_match_on_ml_papers(tmp_path: Path, seed_corpus: Path,
+                                                                            ml_papers_dir: Path) -> None:
+    """Issue 25's example: over ML papers, "양자 컴퓨팅 블록체인" (quantum computing, blockchain) reaches a paper
+    about compute and block-sparse kernels through the glossary's compute and block concepts alone; the
+    threshold (`ON_SHARE`) leaves such a match below it, and questions about papers above it."""
+    with DigestIndex.build([seed_corpus, ml_papers_dir], index_dir=tmp_path / "ix", lexical_only=True) as index:
+        loose = index.search("양자 컴퓨팅 블록체인", k=5, mode="lexical")
+        assert len(loose) and loose.strong_match is False
+        for question in ("RoBERTa가 BERT 사전학습에서 바꾼 점", "긴 컨텍스트를 악용하는 탈옥 공격",
+                         "확산 모델로 텍스트에서 이미지를 생성하는 방법"):
+            assert index.search(question, k=5, mode="lexical").strong_match is True, question
