@@ -454,4 +454,5 @@ class DigestIndex:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""
         self._check_open()
         return index_summary(self.index_dir, self.manifest, self.store, self.papers,
-                             self.lexical.lexicon if self.lexical is not None else None)
+                             self.lexical.lexicon if self.lexical is not None else None,
+                             self.lexical.confidence if self.lexical is not None else None)

@@ -160,6 +160,15 @@ def format_fusion(data: dict[str, Any]) -> str:
     return "dense=1,lexical=1 k=60 (defaults: this index was built before fusion calibration)"
 
 
+def format_confidence(data: dict[str, Any]) -> str:
+    """The `info` line of the strong-match calibration (`lexical.confidence`), or why there is none."""
+    c = data.get("confidence")
+    if not c:
+        return "none: no strong-match verdict (an index built before the calibration, or too small to draw from)"
+    return (f"a top hit is a strong match from BM25 {c['threshold']:g} ({c['method']}: {c['queries']} on-topic "
+            f"pseudo-queries' median {c['on_median']:g}, as many off-topic ones' 90th percentile {c['off_p90']:g})")
+
+
 def format_info(data: dict[str, Any]) -> str:
     """The `info` text: one labelled line per fact, then the source files with most papers, one per line."""
     param = f", search param {data['search_param']}" if data.get("search_param") else ""
@@ -181,6 +190,7 @@ def format_info(data: dict[str, Any]) -> str:
         "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
         f"lexicon     {lexicon}",
         f"fusion      {format_fusion(data)}",
+        f"confidence  {format_confidence(data)}",
         f"sources     {len(sources)} file(s)",
     ]
     shown = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))[:INFO_SOURCES]

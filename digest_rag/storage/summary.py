@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from digest_rag.lexical.confidence import Confidence
 from digest_rag.lexical.lexicon import MinedLexicon
 from digest_rag.models import IndexManifest, Paper
 from digest_rag.storage.store import Store
@@ -22,9 +23,10 @@ def lexicon_summary(lexicon: MinedLexicon | None) -> dict[str, Any] | None:
 def index_summary(
     index_dir: Path, manifest: IndexManifest, store: Store, papers: Mapping[str, Paper],
     lexicon: MinedLexicon | None = None,
+    confidence: Confidence | None = None,
 ) -> dict[str, Any]:
-    """Manifest, build options, counts by language and section, size on disk, the mined lexicon,
-    and every paper with its sections."""
+    """Manifest, build options, counts by language and section, size on disk, the mined lexicon, the
+    strong-match calibration (``confidence``), and every paper with its sections."""
     m = manifest
     gen = index_dir / m.data_dir
     chunk_counts: dict[str, int] = {}
@@ -49,6 +51,7 @@ def index_summary(
         "corpus_fingerprint": m.corpus_fingerprint,
         "lexicon": lexicon_summary(lexicon),
         "fusion": m.fusion.model_dump() if m.fusion is not None else None,
+        "confidence": confidence.model_dump() if confidence is not None else None,
         **store.stats(),
         "paper_list": [
             {

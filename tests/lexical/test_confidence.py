@@ -103,3 +103,17 @@ def test_a_loose_match_of_generic_concepts_is_no_strong_match_on_ml_papers(tmp_p
         for question in ("RoBERTa가 BERT 사전학습에서 바꾼 점", "긴 컨텍스트를 악용하는 탈옥 공격",
                          "확산 모델로 텍스트에서 이미지를 생성하는 방법"):
             assert index.search(question, k=5, mode="lexical").strong_match is True, question
+
+
+def test_info_shows_the_calibration(seed_lexical_index_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from digest_rag.frontends.cli import app
+
+    with DigestIndex.load(seed_lexical_index_dir) as index:
+        calibration = index.lexical.confidence
+        assert calibration is not None and index.info()["confidence"] == calibration.model_dump()
+    out = CliRunner().invoke(app, ["info", "--index", str(seed_lexical_index_dir)])
+    assert out.exit_code == 0
+    line = next(x for x in out.stdout.splitlines() if x.startswith("confidence  "))
+    assert f"BM25 {calibration.threshold:g}" in line and calibration.method in line
