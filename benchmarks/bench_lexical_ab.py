@@ -1,9 +1,10 @@
 """Lexical p50 of two source trees on the same index, two protocols (issue 25).
 
-* repeat: warm up on the 30 dev questions of `bench_peers.py`, then time them 3 times (bench_peers' protocol, where
-  everything a search remembers is warm);
 * first sight: warm up on 30 *other* dev questions (the next 15 known-item and 15 paraphrase of the same file), then
-  time each of the 30 once, so only what questions share is remembered.
+  time each of the 30 dev questions of `bench_peers.py` once, so only what questions share is remembered;
+* repeat: then time them 3 times more (bench_peers' protocol, where everything a search remembers is warm).
+
+Both from one run of bench_peers' in-process script (`_DIGEST_LEXICAL`) per tree and round.
 
 Each tree runs in its own process per round (PYTHONPATH = the tree), the order alternating by round.
 
@@ -23,24 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT  # noqa: E402
-from bench_peers import dev_questions  # noqa: E402
-
-_SCRIPT = """
-import json, sys, time
-from digest_rag import DigestIndex
-index, repeat, warm, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-idx = DigestIndex.load(index)
-for q in warm:
-    idx.search(q, k=10, mode="lexical")
-ms = []
-for _ in range(repeat):
-    for q in queries:
-        t = time.perf_counter()
-        idx.search(q, k=10, mode="lexical")
-        ms.append((time.perf_counter() - t) * 1000)
-print(json.dumps(ms))
-"""
-
+from bench_peers import _DIGEST_LEXICAL, dev_questions  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,11 +39,14 @@ def main() -> None:
     res: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         for tree in args.trees if r % 2 == 0 else args.trees[::-1]:
-            for proto, repeat, warm in (("repeat", "3", timed), ("first sight", "1", other)):
-                env = {**os.environ, "PYTHONPATH": str(tree)}
-                out = subprocess.run([sys.executable, "-c", _SCRIPT, str(args.index), repeat, warm, timed], env=env,
-                                     cwd=tree, capture_output=True, text=True, check=True).stdout
-                res.setdefault((str(tree), proto), []).append(statistics.median(json.loads(out.strip().splitlines()[-1])))
+            # bench_peers' in-process script: warmed up on the other questions, it times each question's first
+            # search ("first sight"), then every question 3 times more ("repeat").
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            out = subprocess.run([sys.executable, "-c", _DIGEST_LEXICAL, str(args.index), "3", timed, other], env=env,
+                                 cwd=tree, capture_output=True, text=True, check=True).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            for proto, key in (("repeat", "ms"), ("first sight", "first")):
+                res.setdefault((str(tree), proto), []).append(statistics.median(result[key]))
     for (tree, proto), xs in res.items():
         print(f"{tree} {proto}: p50 {statistics.median(xs):.2f} ms (rounds {', '.join(f'{x:.2f}' for x in xs)})")
 

@@ -185,16 +185,14 @@ def _pack(
     hard: int,
     overlap: int,
     count: TokenCounter,
-    sizes: Sequence[int] | None = None,
+    sizes: Sequence[int],
 ) -> list[tuple[int, int]]:
     """Greedily group sentence spans into chunk spans, with sentence-level overlap.
 
-    Sums of per-sentence counts (``sizes``, counted here when not given) steer the packing (one tokenizer
-    call per sentence, not per candidate chunk); each finished chunk is then counted for real and shrunk if
-    joins cost more tokens than the parts.
+    Sums of per-sentence counts (``sizes``, one per unit, counted once by the caller) steer the packing (one
+    tokenizer call per sentence, not per candidate chunk); each finished chunk is then counted for real and
+    shrunk if joins cost more tokens than the parts.
     """
-    if sizes is None:
-        sizes = [count(text[s:e]) for s, e in units]
     out: list[tuple[int, int]] = []
     i = 0
     n = len(units)

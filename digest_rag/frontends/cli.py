@@ -68,6 +68,13 @@ def main(
     quiet_libraries()
 
 
+# The options `search` and `similar` share (one definition, one help text).
+TopKOpt = typer.Option(10, "-k", "--top-k", min=1, help="Number of papers.")
+ModeOpt = typer.Option(Mode.hybrid, "--mode", help="hybrid (E5 + BM25), dense (E5 only) or lexical (BM25 only).")
+FromOpt = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD).")
+ToOpt = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD).")
+TagOpt = typer.Option(None, "--tag", help="Only papers with this tag (repeatable).")
+HitsJsonOpt = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout.")
 OffsetOpt = typer.Option(0, "--offset", min=0, max=MAX_OFFSET,
                          help=f"Skip the best N papers: the next page (ranks N+1..N+k; at most {MAX_OFFSET}).")
 EngineOpt = typer.Option("local", "--engine", help="Where to parse, chunk and embed: local, or ray (a Ray cluster; needs the 'ray' extra).")
@@ -191,12 +198,12 @@ def remove(
 def search(
     query: str = typer.Argument(..., help="The question, in Korean or English."),
     index: Path = IndexOpt,
-    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of papers."),
-    mode: Mode = typer.Option(Mode.hybrid, "--mode", help="hybrid (E5 + BM25), dense (E5 only) or lexical (BM25 only)."),
+    k: int = TopKOpt,
+    mode: Mode = ModeOpt,
     model: str = typer.Option(None, "--model", "-m", help="Query model (must match the index's)."),
-    date_from: str = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD)."),
-    date_to: str = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD)."),
-    tag: list[str] = typer.Option(None, "--tag", help="Only papers with this tag (repeatable)."),
+    date_from: str = FromOpt,
+    date_to: str = ToOpt,
+    tag: list[str] = TagOpt,
     language: Language = typer.Option(None, "--lang", help="Only matches in ko, en or mixed text."),
     author: list[str] = typer.Option(None, "--author", help="Only papers with an author whose name contains this (repeatable)."),
     min_score: float = typer.Option(None, "--min-score", help="Only hits scoring at least this (BM25 in lexical mode, fused ranks in hybrid)."),
@@ -204,7 +211,7 @@ def search(
                                      help="FAISS recall knob: efSearch for HNSW, nprobe for IVF (default: the index's)."),
     offset: int = OffsetOpt,
     color: bool = typer.Option(None, "--color/--no-color", help="Highlight matches with ANSI colour (default: on a terminal)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
+    as_json: bool = HitsJsonOpt,
     fusion_weights: str = typer.Option(
         None, "--fusion-weights",
         help="Hybrid fusion weights, fused by reciprocal rank (k 60), e.g. dense=0.5,lexical=1 (default: the fusion "
@@ -242,14 +249,14 @@ def _print_hits(hits: SearchResults, color: bool | None, as_json: bool) -> None:
 def similar(
     paper_id: str = typer.Argument(..., help="A paper id, as search --json or show prints it."),
     index: Path = IndexOpt,
-    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of papers."),
-    mode: Mode = typer.Option(Mode.hybrid, "--mode", help="hybrid (E5 + BM25), dense (E5 only) or lexical (BM25 only)."),
-    date_from: str = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD)."),
-    date_to: str = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD)."),
-    tag: list[str] = typer.Option(None, "--tag", help="Only papers with this tag (repeatable)."),
+    k: int = TopKOpt,
+    mode: Mode = ModeOpt,
+    date_from: str = FromOpt,
+    date_to: str = ToOpt,
+    tag: list[str] = TagOpt,
     offset: int = OffsetOpt,
     color: bool = typer.Option(None, "--color/--no-color", help="ANSI colour (default: on a terminal)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout."),
+    as_json: bool = HitsJsonOpt,
 ) -> None:
     """More like this: the papers nearest to one paper, asked with the paper's own text (itself left out).
 

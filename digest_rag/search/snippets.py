@@ -178,10 +178,9 @@ def _word_content(word: str, stored: StoredAnalysis) -> tuple[tuple[str, int, in
     return found
 
 
-def _korean_spans(text: str, terms: frozenset[str], stored: StoredAnalysis | None) -> list[Span]:
-    # Only a Hangul term can match a Hangul morpheme (the check below): without one, Kiwi (seconds to
-    # start in a fresh process) has nothing to find.
-    hangul = frozenset(t for t in terms if needs_kiwi(t))
+def _korean_spans(text: str, hangul: frozenset[str], stored: StoredAnalysis | None) -> list[Span]:
+    # Only a Hangul term (``hangul``: `Highlighter.hangul`) can match a Hangul morpheme: without one, Kiwi
+    # (seconds to start in a fresh process) has nothing to find.
     if not hangul or not needs_kiwi(text):
         return []
     if stored is None or not stored.reads_words_alone:
@@ -225,10 +224,11 @@ class Highlighter:
     expansions); ``stored`` (the index's word table) reads the Korean words of a text without Kiwi.
     """
 
-    __slots__ = ("stored", "terms")
+    __slots__ = ("hangul", "stored", "terms")
 
     def __init__(self, terms: Iterable[str], stored: StoredAnalysis | None = None) -> None:
         self.terms = frozenset(terms)
+        self.hangul = frozenset(t for t in self.terms if needs_kiwi(t))  # the terms a Korean morpheme can be
         self.stored = stored
 
     @classmethod
@@ -240,7 +240,7 @@ class Highlighter:
         """Sorted, non-overlapping ``(start, end)`` character spans of the terms in ``text``."""
         if not self.terms or not text:
             return []
-        return _merge([*_latin_spans(text, self.terms), *_korean_spans(text, self.terms, self.stored)])
+        return _merge([*_latin_spans(text, self.terms), *_korean_spans(text, self.hangul, self.stored)])
 
 
 def as_highlighter(query: str | Highlighter | Iterable[str]) -> Highlighter:

@@ -13,13 +13,23 @@ from digest_rag.storage import paper_lookup
 from digest_rag.storage.paper_lookup import PaperLookup
 
 
+def _some_ids(idx: DigestIndex, n: int) -> list[str]:
+    return sorted(idx.store.paper_ids(r[0] for r in idx.store._query(f"SELECT id FROM papers LIMIT {n}")))
+
+
+def _count_reads(idx: DigestIndex, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The ids of each `Store.papers` call of ``idx``'s store, from now on."""
+    reads: list[list[str]] = []
+    real = idx.store.papers
+    monkeypatch.setattr(idx.store, "papers", lambda pids: reads.append(list(pids)) or real(pids))
+    return reads
+
+
 def test_membership_without_reading_and_records_read_once(seed_lexical_index_dir: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     with DigestIndex.load(seed_lexical_index_dir) as idx:
-        ids = sorted(idx.store.paper_ids(r[0] for r in idx.store._query("SELECT id FROM papers LIMIT 3")))
-        reads: list[list[str]] = []
-        real = idx.store.papers
-        monkeypatch.setattr(idx.store, "papers", lambda pids: reads.append(list(pids)) or real(pids))
+        ids = _some_ids(idx, 3)
+        reads = _count_reads(idx, monkeypatch)
         cache: OrderedDict = OrderedDict()
         lookup = PaperLookup(idx.store, [*ids, "no-such-paper"], cache, threading.Lock())
         assert set(lookup) == set(ids) and len(lookup) == 3 and "no-such-paper" not in lookup
@@ -33,7 +43,7 @@ def test_membership_without_reading_and_records_read_once(seed_lexical_index_dir
 def test_the_cache_is_bounded(seed_lexical_index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(paper_lookup, "PAPER_CACHE_SIZE", 2)
     with DigestIndex.load(seed_lexical_index_dir) as idx:
-        ids = sorted(idx.store.paper_ids(r[0] for r in idx.store._query("SELECT id FROM papers LIMIT 4")))
+        ids = _some_ids(idx, 4)
         cache: OrderedDict = OrderedDict()
         lookup = PaperLookup(idx.store, ids, cache, threading.Lock())
         for pid in ids:
@@ -44,10 +54,8 @@ def test_the_cache_is_bounded(seed_lexical_index_dir: Path, monkeypatch: pytest.
 def test_a_page_of_papers_is_one_read_of_the_store(seed_lexical_index_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     with DigestIndex.load(seed_lexical_index_dir) as idx:
-        ids = sorted(idx.store.paper_ids(r[0] for r in idx.store._query("SELECT id FROM papers LIMIT 5")))
-        reads: list[list[str]] = []
-        real = idx.store.papers
-        monkeypatch.setattr(idx.store, "papers", lambda pids: reads.append(list(pids)) or real(pids))
+        ids = _some_ids(idx, 5)
+        reads = _count_reads(idx, monkeypatch)
         lookup = PaperLookup(idx.store, ids, OrderedDict(), threading.Lock())
         lookup[ids[0]]
         page = lookup.read(list(reversed(ids)))
