@@ -34,7 +34,7 @@ Backend = Literal["torch", "onnx", "onnx-int8"]
 Engine = Literal["local", "ray"]
 # Evaluation corpora: "full" as parsed; "english-half" keeps only English text for a fixed half; "mixed" does so
 # for a fixed half of the papers that have an English abstract/summary/body (variants.py).
-CorpusVariant = Literal["full", "english-half", "mixed"]
+CorpusVariant = Literal["full", "english-half", "mixed", "english"]
 # The stages a build reports through its progress callback, in the order they run ("merging": Ray's shards).
 ProgressStage = Literal["parsing", "chunking", "encoding", "merging", "indexing"]
 

@@ -19,6 +19,10 @@ made English-only, and a fixed half of them, ``stable_bucket(id, 2, "mixed")
 English-only paper then has to find its English abstract among other papers'
 Korean notes.
 
+The ``english`` variant keeps only every paper's English text: the English-only index a mixed collection's
+English-only papers are compared with (issue 25: a Korean question about a paper with only an English
+abstract should find it nearly as often among other papers' Korean notes as among English text alone).
+
 A variant is written as a JSON Lines corpus (:func:`write_jsonl`) that the
 ``jsonl`` parser reads back with the same ids, so it is indexed by the
 ordinary ``digest-rag build`` path.
@@ -74,7 +78,7 @@ def english_only_in(paper: Paper, variant: CorpusVariant) -> bool:
         return is_english_only(paper.id)
     if variant == "mixed":
         return has_english_prose(paper) and stable_bucket(paper.id, 2, _MIXED_SALT) == 0
-    return False
+    return variant == "english"
 
 
 def english_only(paper: Paper) -> Paper:
@@ -86,7 +90,7 @@ def english_only(paper: Paper) -> Paper:
 
 def apply_variant(papers: Iterable[Paper], variant: CorpusVariant) -> list[Paper]:
     """The papers of `variant`: unchanged for "full"; for "english-half" and "mixed", the papers
-    `english_only_in` picks made English-only."""
+    `english_only_in` picks made English-only; for "english", every paper."""
     if variant not in CORPUS_VARIANTS:
         raise UsageError(f"unknown corpus variant {variant!r} (choose from {', '.join(CORPUS_VARIANTS)})")
     return [english_only(p) if english_only_in(p, variant) else p for p in papers]

@@ -379,7 +379,7 @@ def eval_cmd(
 def export_variant_cmd(
     paths: list[Path] = typer.Argument(..., help="Digest files or directories, as for build."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON Lines corpus to write."),
-    variant: CorpusVariant = typer.Option("english-half", "--variant", help="english-half: a fixed half keeps only English text; mixed: a fixed half of the papers with an English abstract keeps only that."),
+    variant: CorpusVariant = typer.Option("english-half", "--variant", help="english-half: a fixed half keeps only English text; mixed: a fixed half of the papers with an English abstract keeps only that; english: every paper keeps only its English text."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Write an evaluation variant of a corpus as JSON Lines with the same paper ids.

@@ -1,4 +1,4 @@
-"""Tests for digest_rag.evaluation.variants: the cross-lingual (english-half, mixed) corpus variants."""
+"""Tests for digest_rag.evaluation.variants: the cross-lingual (english-half, mixed, english) corpus variants."""
 
 from __future__ import annotations
 
@@ -180,3 +180,12 @@ def test_export_variant_mixed_counts_its_english_only_papers(tmp_path: Path) -> 
     assert report.english_only == sum(english_only_in(p, "mixed") for p in papers) > 0
     back = {p.id: p for p in parse_paths([tmp_path / "mixed.jsonl"]).papers}
     assert {pid for pid, p in back.items() if p.title_ko is None} == {p.id for p in papers if english_only_in(p, "mixed")}
+
+
+def test_english_variant_keeps_only_every_papers_english_text() -> None:
+    papers = [_prose_paper("e0", True), _prose_paper("k0", False)]
+    out = apply_variant(papers, "english")
+    assert [p.id for p in out] == ["e0", "k0"]
+    assert all(p.title_ko is None and all(s.language == "en" for s in p.sections) for p in out)
+    assert [(s.kind, s.language) for s in out[0].sections] == [("abstract", "en")]
+    assert all(english_only_in(p, "english") for p in papers)
