@@ -17,6 +17,17 @@ from digest_rag.models import Language
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _LATIN = re.compile(r"[A-Za-z]")
+#: Where a sentence ends: Latin or CJK terminal punctuation (full-width too) and the whitespace after it, or a
+#: run of line breaks. The chunker's sentences, calibration's question sentences, the training passages and
+#: the snippet window's sentence starts all cut here (`sentences`).
+SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (cut at `SENTENCE_END`), each stripped, none empty."""
+    return [s for s in (part.strip() for part in SENTENCE_END.split(text)) if s]
+
+
 _ARXIV_URL = re.compile(
     r"arxiv\.org/(?:abs|pdf|html)/(?P<id>\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?", re.I
 )

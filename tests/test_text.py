@@ -66,3 +66,15 @@ def test_reading_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ParseError, match="FIFO"):  # returns at once: opened non-blocking
         read_text(fifo)
+
+
+def test_sentences_cut_at_terminal_punctuation_and_line_breaks() -> None:
+    from digest_rag.text import sentences
+
+    text = "LoRA는 3.5배 빠르다. Really? 네！ 그렇다\n\n다음 줄입니다。끝"
+    assert sentences(text) == ["LoRA는 3.5배 빠르다.", "Really?", "네！", "그렇다", "다음 줄입니다。끝"]
+    assert sentences("  \n ") == []
+    # The chunker keeps character spans of the same cuts.
+    from digest_rag.build.chunking import split_sentences
+
+    assert [text[a:b] for a, b in split_sentences(text)] == sentences(text)

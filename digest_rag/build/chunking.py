@@ -14,12 +14,10 @@ import re
 from collections.abc import Callable, Sequence
 
 from digest_rag.models import PASSAGE_PREFIX, Chunk, ChunkerSettings, Paper
-from digest_rag.text import detect_language, stable_int64
+from digest_rag.text import SENTENCE_END, detect_language, stable_int64
 
 TokenCounter = Callable[[str], int]
 
-# Sentence ends: Latin/CJK terminal punctuation followed by space, or a newline.
-_SENT_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 _WORD = re.compile(r"\S+\s*")
 
 
@@ -39,7 +37,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     """Character spans of the sentences of ``text`` (whitespace trimmed, none empty)."""
     spans: list[tuple[int, int]] = []
     pos = 0
-    for m in _SENT_END.finditer(text):
+    for m in SENTENCE_END.finditer(text):
         _append_span(text, pos, m.start(), spans)
         pos = m.end()
     _append_span(text, pos, len(text), spans)

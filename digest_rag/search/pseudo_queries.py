@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from digest_rag.models import Chunk
+from digest_rag.text import SENTENCE_END
 
 __all__ = [
     "MAX_PAPERS",
@@ -39,7 +40,6 @@ __all__ = [
 MAX_PAPERS = 300
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+|\n+")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _LETTER = re.compile(r"[^\W\d_]")
 
@@ -68,7 +68,7 @@ def korean_sentence(text: str, paper_id: str) -> str | None:
     retriever can trace to its paper (tune figures: docs/EVAL.md, issue 24). ``paper_id`` is unused (kept
     for callers)."""
     candidates = []
-    for sent in _SENTENCE_END.split(text):
+    for sent in SENTENCE_END.split(text):
         sent = " ".join(sent.split())
         if not 25 <= len(sent) <= 250:
             continue
@@ -80,7 +80,7 @@ def korean_sentence(text: str, paper_id: str) -> str | None:
 
 def sentences_of(text: str) -> list[str]:
     """The sentences of ``text`` as `korean_sentence` splits them, whitespace collapsed."""
-    return [" ".join(s.split()) for s in _SENTENCE_END.split(text)]
+    return [" ".join(s.split()) for s in SENTENCE_END.split(text)]
 
 
 def without_sentence(text: str, sentence: str) -> str:

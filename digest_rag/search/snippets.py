@@ -14,7 +14,6 @@ English forms of a Korean query term count too ("스케일링 법칙" marks "Sca
 from __future__ import annotations
 
 import functools
-import re
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -31,6 +30,7 @@ from digest_rag.lexical.kiwi import NOUN_TAGS, PRED_TAGS
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.lexical.word_table import WORD
 from digest_rag.models import Chunk, SearchHit
+from digest_rag.text import SENTENCE_END
 
 __all__ = ["SNIPPET_CHARS", "Highlighter", "Span", "as_highlighter", "make_snippet", "match_spans", "opening_snippet"]
 
@@ -257,11 +257,6 @@ def match_spans(text: str, query: str | Highlighter | Iterable[str]) -> list[Spa
     return as_highlighter(query).spans(text)
 
 
-# A sentence ends before this whitespace: Latin/CJK punctuation, or the Korean
-# declarative ending "다." that most commentary sentences close with.
-_SENTENCE_END = re.compile(r"[.!?。？！]\s")
-
-
 def _window_start(flat: str, spans: Sequence[tuple[int, int]], limit: int) -> int:
     """Where a ``limit``-character window over ``flat`` shows the most query matches.
 
@@ -283,7 +278,9 @@ def _window_start(flat: str, spans: Sequence[tuple[int, int]], limit: int) -> in
     # Moving the start earlier must not push the last counted match past the cut
     # (which lands on the last space before ``limit``, hence the 2 characters).
     floor = min(first_in, max(0, best - lead, last_in - limit + 2))
-    starts = [m.end() for m in _SENTENCE_END.finditer(flat, floor, first_in)]
+    # A sentence start after ``floor``: its punctuation at or after ``floor`` too (the pattern's look-behind
+    # would otherwise see the character before it).
+    starts = [m.end() for m in SENTENCE_END.finditer(flat, floor, first_in) if m.start() > floor]
     if starts:
         return min(starts, key=lambda i: abs(i - best))
     space = flat.rfind(" ", floor, best + 1)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from digest_rag.evaluation.evaluate import EvalQuery, is_heldout, stable_bucket
 from digest_rag.lexical.lexicon import parenthetical_candidates
 from digest_rag.models import Paper
+from digest_rag.text import SENTENCE_END
 
 __all__ = ["PAIR_KINDS", "MinedPairs", "Pair", "PairKind", "english_text", "excluded_papers", "glossary_pairs",
            "hold_out_sentences", "korean_text", "mine_pairs"]
@@ -49,7 +50,9 @@ MAX_CHARS = 1200
 #: A lexicon pair must be written in at least this many papers.
 LEXICON_MIN_PAPERS = 2
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
-_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+|(?<=다\.)|\n+")
+# The shared sentence ends, and a Korean declarative "다." with no space after it ("...그렇다.) 아주"): a
+# training passage is cut there too.
+_SENTENCE_END = re.compile(SENTENCE_END.pattern + r"|(?<=다\.)")
 _URL_ONLY = re.compile(r"^\s*(https?://\S+\s*)+$")
 
 
