@@ -412,3 +412,59 @@ def test_kinds_relevant_ids_exist(ml_papers_dir: Path) -> None:
     for name in _KINDS_FILES:
         for q in load_queries(ROOT / "eval" / name):
             assert set(q.relevant) <= ids, (name, q.query)
+
+
+# ---------------------------------------------------------------- reader-style questions: colloquial and detail
+
+_READER_FILES = ("ml_papers_reader_tune.jsonl", "ml_papers_reader_heldout.jsonl")
+
+
+def _reader_sample() -> list[dict[str, str]]:
+    import csv
+
+    with (ROOT / "eval" / "ml_papers_reader_sample.tsv").open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def test_reader_files_follow_the_sample_order_and_hold_both_kinds_on_each_side() -> None:
+    rows = _reader_sample()
+    tune = load_queries(ROOT / "eval" / _READER_FILES[0])
+    held = load_queries(ROOT / "eval" / _READER_FILES[1])
+    assert len(rows) == len(tune) + len(held) == 110
+    # Odd sample rows are the tune file, even rows the held-out file, in order; each question's first relevant id
+    # is its sampled paper and its kind the one the sample assigned.
+    assert [(q.relevant[0], q.kind) for q in tune] == [(r["paper_id"], r["kind"]) for r in rows[0::2]]
+    assert [(q.relevant[0], q.kind) for q in held] == [(r["paper_id"], r["kind"]) for r in rows[1::2]]
+    for side in (tune, held):
+        counts = {k: sum(q.kind == k for q in side) for k in ("colloquial", "detail")}
+        assert min(counts.values()) >= 27 and sum(counts.values()) == len(side), counts
+    everything = tune + held
+    assert len({q.query for q in everything}) == len(everything)
+    assert not {q.relevant[0] for q in tune} & {q.relevant[0] for q in held}
+
+
+def test_reader_set_avoids_papers_of_the_older_files() -> None:
+    older = set()
+    for path in (ROOT / "eval").glob("*.jsonl"):
+        if not path.name.startswith("ml_papers_reader_"):
+            older |= {r for q in load_queries(path) for r in q.relevant}
+    assert not {r["paper_id"] for r in _reader_sample()} & older
+
+
+def test_reader_relevant_ids_exist(ml_papers_dir: Path) -> None:
+    from digest_rag import parse_paths
+
+    ids = {p.id for p in parse_paths([ROOT / "corpus", ml_papers_dir]).papers}
+    for name in _READER_FILES:
+        for q in load_queries(ROOT / "eval" / name):
+            assert set(q.relevant) <= ids, (name, q.query)
+
+
+def test_reader_sample_is_reproducible(ml_papers_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "eval" / "sample_reader_set.py")], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out == (ROOT / "eval" / "ml_papers_reader_sample.tsv").read_text(encoding="utf-8")
