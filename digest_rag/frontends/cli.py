@@ -71,8 +71,8 @@ def main(
 # The options `search` and `similar` share (one definition, one help text).
 TopKOpt = typer.Option(10, "-k", "--top-k", min=1, help="Number of papers.")
 ModeOpt = typer.Option(Mode.hybrid, "--mode", help="hybrid (E5 + BM25), dense (E5 only) or lexical (BM25 only).")
-FromOpt = typer.Option(None, "--from", help="Only papers dated on or after (YYYY-MM-DD).")
-ToOpt = typer.Option(None, "--to", help="Only papers dated on or before (YYYY-MM-DD).")
+FromOpt = typer.Option(None, "--from", help="Only papers dated on or after: YYYY-MM-DD, or YYYY-MM / YYYY from its first day.")
+ToOpt = typer.Option(None, "--to", help="Only papers dated on or before: YYYY-MM-DD, or YYYY-MM / YYYY to its last day.")
 TagOpt = typer.Option(None, "--tag", help="Only papers with this tag (repeatable).")
 HitsJsonOpt = typer.Option(False, "--json", help="Machine-readable hits, one JSON array on stdout.")
 OffsetOpt = typer.Option(0, "--offset", min=0, max=MAX_OFFSET,

@@ -185,8 +185,8 @@ class _AccessLog:
 KParam = Annotated[int, Query(ge=1, le=MAX_K, description="number of papers")]
 ModeParam = Annotated[SearchMode, Query(description="hybrid, dense or lexical")]
 LangParam = Annotated[Language | None, Query(description="only matches in ko, en or mixed text")]
-FromParam = Annotated[str | None, Query(alias="from", description="YYYY-MM-DD, inclusive")]
-ToParam = Annotated[str | None, Query(alias="to", description="YYYY-MM-DD, inclusive")]
+FromParam = Annotated[str | None, Query(alias="from", description="YYYY-MM-DD, YYYY-MM or YYYY (its first day), inclusive")]
+ToParam = Annotated[str | None, Query(alias="to", description="YYYY-MM-DD, YYYY-MM or YYYY (its last day), inclusive")]
 TagParam = Annotated[list[str] | None, Query(description="only papers with any of these tags (repeatable)")]
 OffsetParam = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="skip the best N papers (paging)")]
 

@@ -15,13 +15,26 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from digest_rag.errors import UsageError
 from digest_rag.index import DigestIndex
 from digest_rag.lexical.terms import QueryTerms
 from digest_rag.models import Language, Paper, SearchMode, SearchResults
-from digest_rag.search.request import MAX_OFFSET, MAX_QUERY_CHARS
+from digest_rag.search.request import (
+    DATE_FORMS,
+    MAX_OFFSET,
+    MAX_QUERY_CHARS,
+    period_day,
+)
 
 __all__ = [
     "MAX_K",
@@ -68,8 +81,8 @@ class SearchOptions(BaseModel):
     k: int = Field(default=10, ge=1, le=MAX_K, description=f"number of papers, 1..{MAX_K}")
     mode: SearchMode = "hybrid"
     language: Language | None = Field(default=None, description="only matches in ko, en or mixed text")
-    date_from: _dt.date | None = Field(default=None, description="only papers dated on or after (YYYY-MM-DD)")
-    date_to: _dt.date | None = Field(default=None, description="only papers dated on or before (YYYY-MM-DD)")
+    date_from: _dt.date | None = Field(default=None, description="only papers dated on or after (YYYY-MM-DD; YYYY-MM or YYYY: from its first day)")
+    date_to: _dt.date | None = Field(default=None, description="only papers dated on or before (YYYY-MM-DD; YYYY-MM or YYYY: to its last day)")
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS, description="only papers with any of these tags")
     authors: list[str] = Field(default_factory=list, max_length=MAX_TAGS,
                                description="only papers with an author whose name contains any of these")
@@ -78,14 +91,15 @@ class SearchOptions(BaseModel):
 
     @field_validator("date_from", "date_to", mode="before")
     @classmethod
-    def _iso_date(cls, v: Any) -> Any:
-        # Only YYYY-MM-DD: pydantic would also take timestamps and datetimes, which nobody means here.
+    def _iso_date(cls, v: Any, info: ValidationInfo) -> Any:
+        # A day, a month or a year (`request.period_day`): pydantic would also take timestamps and
+        # datetimes, which nobody means here.
         if v is None or v == "" or isinstance(v, _dt.date):
             return v or None
         try:
-            return _dt.date.fromisoformat(str(v).strip())
+            return period_day(str(v), end=info.field_name == "date_to")
         except ValueError:
-            raise ValueError(f"must be a date like 2024-06-28 (got {str(v)[:40]!r})") from None
+            raise ValueError(f"must be {DATE_FORMS} (got {str(v)[:40]!r})") from None
 
     @field_validator("tags", mode="before")
     @classmethod

@@ -36,8 +36,8 @@ HELP = """\
   :mode hybrid|dense|lexical   search mode
   :k N                         number of papers (1..100)
   :lang ko|en|mixed|any        language of the matched text
-  :from YYYY-MM-DD|-           only papers dated on or after (- clears)
-  :to YYYY-MM-DD|-             only papers dated on or before (- clears)
+  :from YYYY[-MM[-DD]]|-       only papers dated on or after (- clears)
+  :to YYYY[-MM[-DD]]|-         only papers dated on or before (- clears)
   :tag TAG...|-                only papers with any of these tags (- clears)
   :author NAME...|-            only papers with an author whose name contains NAME (- clears)
   :min-score X|-               only hits scoring at least X (- clears)

@@ -6,7 +6,9 @@ wrong, before any retriever runs.
 
 from __future__ import annotations
 
+import calendar
 import datetime as _dt
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -83,7 +85,29 @@ class Filters(BaseModel):
         return not (self.date_from or self.date_to or self.tags or self.languages or self.sections or self.authors)
 
 
-def _as_date(value: Any, name: str) -> _dt.date | None:
+#: What a date filter may say: a day, a month or a year.
+DATE_FORMS = "a date like 2024-06-28, a month like 2024-06 or a year like 2024"
+_YEAR_OR_MONTH = re.compile(r"(\d{4})(?:-(\d{2}))?")
+
+
+def period_day(text: str, *, end: bool = False) -> _dt.date:
+    """The day a date filter's text means: a day ("2024-06-28") is itself; a month ("2024-06") or a year
+    ("2024") is its first day, or with ``end`` its last ("--to 2023" keeps December 2023). ValueError
+    for anything else."""
+    text = text.strip()
+    m = _YEAR_OR_MONTH.fullmatch(text)
+    if m is None:
+        return _dt.date.fromisoformat(text)
+    year = int(m.group(1))
+    if m.group(2) is None:
+        return _dt.date(year, 12, 31) if end else _dt.date(year, 1, 1)
+    month = int(m.group(2))
+    if not 1 <= month <= 12:
+        raise ValueError(f"no month {month}")
+    return _dt.date(year, month, calendar.monthrange(year, month)[1] if end else 1)
+
+
+def _as_date(value: Any, name: str, *, end: bool = False) -> _dt.date | None:
     if value is None:
         return None
     if isinstance(value, _dt.datetime):  # a date too, but its isoformat() would not compare with dates
@@ -93,16 +117,17 @@ def _as_date(value: Any, name: str) -> _dt.date | None:
     try:
         if not isinstance(value, str):
             raise ValueError(value)
-        return _dt.date.fromisoformat(value.strip())
+        return period_day(value, end=end)
     except ValueError as exc:
-        raise UsageError(f"{name} must be a date like 2024-06-28 (got {_short(value)})") from exc
+        raise UsageError(f"{name} must be {DATE_FORMS} (got {_short(value)})") from exc
 
 
 def check_dates(date_from: Any, date_to: Any, names: tuple[str, str] = ("date_from", "date_to"),
                 ) -> tuple[_dt.date | None, _dt.date | None]:
-    """The two date filters as dates; a range that ends before it starts matches nothing and is refused.
+    """The two date filters as dates (`period_day`: a month or a year starts ``date_from`` on its first day
+    and ends ``date_to`` on its last); a range that ends before it starts matches nothing and is refused.
     ``names`` are what the caller calls them in its messages (the CLI: ``--from``, ``--to``)."""
-    start, end = _as_date(date_from, names[0]), _as_date(date_to, names[1])
+    start, end = _as_date(date_from, names[0]), _as_date(date_to, names[1], end=True)
     if start is not None and end is not None and start > end:
         raise UsageError(f"{names[0]} {start} is after {names[1]} {end}: no paper can match; swap them")
     return start, end

@@ -142,6 +142,19 @@ def test_reversed_or_bad_dates_are_usage_errors_naming_the_options(runner: CliRu
         idx.search("x", mode="lexical", date_from="2024-06-01", date_to="2024-01-01")
 
 
+def test_a_year_or_a_month_filters_by_period(runner: CliRunner, seed_index_dir: Path) -> None:
+    """`--from 2022` was refused ("must be a date like 2024-06-28"); a year or a month now names its period."""
+    args = ["search", "language model", "--index", str(seed_index_dir), "--mode", "lexical", "--json"]
+    whole = runner.invoke(app, [*args, "--from", "2024-01-01", "--to", "2024-12-31"])
+    year = runner.invoke(app, [*args, "--from", "2024", "--to", "2024"])
+    assert year.exit_code == 0 and json.loads(year.stdout) == json.loads(whole.stdout)
+    months = runner.invoke(app, [*args, "--from", "2024-06", "--to", "2024-06"])
+    dated = [h["date"] for h in json.loads(months.stdout)]
+    assert dated and all(d.startswith("2024-06") for d in dated)
+    res = runner.invoke(app, [*args, "--to", "2024-13"])
+    assert res.exit_code == 1 and "a month like 2024-06 or a year like 2024" in res.stderr
+
+
 def test_help_has_examples(runner: CliRunner) -> None:
     for cmd in ("build", "update", "search", "info", "eval"):
         res = runner.invoke(app, [cmd, "--help"])

@@ -92,6 +92,18 @@ def test_search_filters_and_modes(client: TestClient) -> None:
     assert all({"llm", "rlhf"} & set(h["tags"]) for h in tagged.json())
 
 
+def test_search_dates_may_be_a_year_or_a_month(client: TestClient) -> None:
+    import datetime as dt
+
+    req = SearchRequest.parse(query="q", date_from="2024-02", date_to="2024")
+    assert (req.date_from, req.date_to) == (dt.date(2024, 2, 1), dt.date(2024, 12, 31))
+    by_day = client.get("/search", params={"q": "language model", "mode": "lexical", "from": "2024-01-01", "to": "2024-12-31"})
+    by_year = client.get("/search", params={"q": "language model", "mode": "lexical", "from": "2024", "to": "2024"})
+    assert by_year.status_code == 200 and by_year.json() == by_day.json()
+    bad = client.get("/search", params={"q": "x", "to": "2024-13"})
+    assert bad.status_code == 400 and "a month like 2024-06" in bad.text
+
+
 def test_search_highlight_html_is_escaped_and_marked(client: TestClient) -> None:
     res = client.get("/search", params={"q": JAILBREAK, "k": 1, "mode": "lexical", "highlight": "html"})
     hit = res.json()[0]

@@ -10,7 +10,7 @@ import pytest
 from digest_rag import DigestIndex
 from digest_rag.errors import UsageError
 from digest_rag.models import CHUNK_KINDS
-from digest_rag.search.request import Filters, check_k, make_filters
+from digest_rag.search.request import Filters, check_k, make_filters, period_day
 
 
 def test_k_must_be_a_positive_whole_number() -> None:
@@ -55,6 +55,22 @@ def test_dates() -> None:
     with pytest.raises(UsageError) as err:
         make_filters(date_to="x" * 10_000)
     assert len(str(err.value)) < 150  # a hostile value is not echoed whole
+
+
+def test_a_month_or_a_year_is_a_period() -> None:
+    """`--from 2022` used to be refused ("must be a date like 2024-06-28"): a year or a month names a period,
+    its first day for date_from and its last for date_to."""
+    f = make_filters(date_from="2022", date_to="2023")
+    assert (f.date_from, f.date_to) == (_dt.date(2022, 1, 1), _dt.date(2023, 12, 31))
+    f = make_filters(date_from="2024-02", date_to=" 2024-02 ")
+    assert (f.date_from, f.date_to) == (_dt.date(2024, 2, 1), _dt.date(2024, 2, 29))  # a leap year's February
+    assert make_filters(date_to="2023-02").date_to == _dt.date(2023, 2, 28)
+    assert period_day("2024-06-28") == period_day("2024-06-28", end=True) == _dt.date(2024, 6, 28)
+    for bad in ("2024-13", "2024-00", "24", "2024-6-1x", "0000"):
+        with pytest.raises(UsageError, match="a month like 2024-06 or a year like 2024"):
+            make_filters(date_to=bad)
+    with pytest.raises(UsageError, match="is after"):
+        make_filters(date_from="2024", date_to="2023")
 
 
 def test_empty_filters() -> None:
