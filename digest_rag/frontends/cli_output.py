@@ -194,7 +194,7 @@ def format_info(data: dict[str, Any]) -> str:
         f"sources     {len(sources)} file(s)",
     ]
     shown = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))[:INFO_SOURCES]
-    lines += [f"            {n:>4} papers  {src}" for src, n in shown]
+    lines += [f"            {n:>4} {'paper ' if n == 1 else 'papers'}  {src}" for src, n in shown]
     if len(sources) > len(shown):
         lines.append(f"            ... {len(sources) - len(shown)} more (the {len(shown)} with most papers shown; "
                      "--json lists all)")

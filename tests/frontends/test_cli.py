@@ -353,6 +353,8 @@ def test_info_text_lists_at_most_ten_sources(runner: CliRunner, seed_index_dir: 
     text = format_info(data)
     assert len(text.splitlines()) <= 40
     assert "1607 more" in text and "--json lists all" in text and "notes/0002.md" in text  # most papers first
+    data["sources"] = {"a.md": 1, "b.md": 2}
+    assert "   1 paper   a.md" in format_info(data) and "   2 papers  b.md" in format_info(data)
 
 
 def test_missing_path_is_exit_2_and_one_line(runner: CliRunner, seed_index_dir: Path, tmp_path: Path) -> None:
