@@ -25,6 +25,7 @@ from digest_rag.lexical.builder import (
     analysis_cache_key,
     lexical_chunks,
 )
+from digest_rag.lexical.loanwords import LOANWORD_RULES, loanword_rows
 from digest_rag.lexical.word_table import EojeolRecorder
 from digest_rag.models import (
     PASSAGE_PREFIX,
@@ -176,6 +177,8 @@ def write_generation(index_dir: Path, content: GenerationContent, inherited: Inh
             if vectors is not None:
                 writer.add_embeddings(hashes, vectors)
             lex = lexical.finish()  # before the commit: mining the lexicon may analyse (and record) phrases
+            # The English tokens a question's Hangul loanwords may spell, by consonant skeleton.
+            writer.add_loanwords(loanword_rows(lex.vocabulary(), writer.author_words()), LOANWORD_RULES)
             # Known-item names and English-only papers, from all papers at once (never per search process).
             writer.add_search_tables(name_owners(writer.titles), NAME_RULES)
             writer.finish(n_lexical)

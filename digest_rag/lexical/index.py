@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from digest_rag.lexical.files import (
     save_npy,
 )
 from digest_rag.lexical.lexicon import MinedLexicon
+from digest_rag.lexical.loanwords import Loanwords
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.lexical.word_lookup import EojeolTable
 from digest_rag.lexical.word_table import EOJEOL_FILE, EojeolRecorder
@@ -185,10 +186,19 @@ class LexicalIndex:
         index.token_entries = cache.used
         return index
 
-    def analyse(self, query: str) -> QueryTerms:
+    def analyse(self, query: str, loanwords: Loanwords | None = None) -> QueryTerms:
         """The question's `QueryTerms` for this index: Korean words read from its word table (Kiwi only for
-        words it has never seen), glossary expansions and the partners of its mined lexicon."""
-        return analyse_query(query, lexicon=self.lexicon, stored=self.eojeols)
+        words it has never seen), glossary expansions, the partners of its mined lexicon and, with
+        ``loanwords``, the English words its Hangul loanwords spell."""
+        return analyse_query(query, lexicon=self.lexicon, stored=self.eojeols, loanwords=loanwords)
+
+    def holds(self, token: str) -> bool:
+        """Whether ``token`` is an indexed term."""
+        return self._bm25 is not None and token in self._bm25.vocab_dict
+
+    def vocabulary(self) -> Iterator[str]:
+        """Every indexed token (`loanwords.loanword_rows` picks the English ones a loanword may spell)."""
+        return iter(self._bm25.vocab_dict) if self._bm25 is not None else iter(())
 
     def scores(self, query: str | QueryTerms) -> np.ndarray:
         """BM25 score of every indexed chunk (aligned with `chunk_ids`) for ``query`` (analysed by `analyse`

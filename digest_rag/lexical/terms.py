@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -19,10 +20,14 @@ from digest_rag.text import detect_language
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from digest_rag.lexical.lexicon import MinedLexicon
+    from digest_rag.lexical.loanwords import Loanwords
+
+_HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]+")
 
 #: Where a query term comes from: the question's own words, a glossary concept token (never a word of any
-#: text), the other language's forms of a glossary concept, or the lexicon mined from the corpus.
-TermSource = Literal["question", "concept", "glossary", "lexicon"]
+#: text), the other language's forms of a glossary concept, the lexicon mined from the corpus, or the English
+#: word a Hangul loanword of the question spells (`lexical.loanwords`).
+TermSource = Literal["question", "concept", "glossary", "lexicon", "loanword"]
 
 
 class QueryTerms(BaseModel):
@@ -50,9 +55,11 @@ class QueryTerms(BaseModel):
 
 
 def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: MinedLexicon | None = None,
-                  stored: StoredAnalysis | None = None, weight: float = EXPANSION_WEIGHT) -> QueryTerms:
+                  stored: StoredAnalysis | None = None, weight: float = EXPANSION_WEIGHT,
+                  loanwords: Loanwords | None = None) -> QueryTerms:
     """The `QueryTerms` of a question: its tokens (1.0), its glossary concept tokens (`CONCEPT_WEIGHT`), the
-    other forms of its glossary concepts (``weight``) and, with ``lexicon``, the mined partners of its words.
+    other forms of its glossary concepts (``weight``), with ``lexicon`` the mined partners of its words, and
+    with ``loanwords`` the English words its Hangul loanwords spell (`loanwords.Loanwords.weight`).
 
     ``stored`` (an index's word table) reads Korean words without starting Kiwi wherever it knows them.
     """
@@ -70,6 +77,15 @@ def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: Mined
         weights = lexicon.expand(weights)
         for t in weights:
             sources.setdefault(t, "lexicon")
+    if loanwords is not None:
+        # A predicate's lemma ("줄이다") is no loanword; nouns are read as written ("레이턴트" -> latent).
+        for token in tokens:
+            if token.endswith("다") or not _HANGUL_WORD.fullmatch(token):
+                continue
+            for spelled in loanwords.spell(token):
+                if spelled not in weights:
+                    weights[spelled] = loanwords.weight(token)
+                    sources[spelled] = "loanword"
     return QueryTerms(text=text, tokens=tuple(tokens), weights=weights, sources=sources,
                       language=detect_language(text))
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from digest_rag.lexical.index import LexicalIndex
+from digest_rag.lexical.loanwords import LOANWORD_RULES, Loanwords
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.models import Chunk, IndexManifest, Paper, SearchResults
 from digest_rag.search.fusion import (
@@ -67,6 +68,7 @@ class QueryPipeline:
         self._paper_cache: OrderedDict[str, Paper] = OrderedDict()
         self._paper_lock = threading.Lock()
         self._names: NameTable | None = None
+        self._loanwords: Loanwords | None = None
         self._english_only: frozenset[str] | None = None
         self._chunk_table: ChunkTable | None = None
         self._stored_english: bool | None = None  # whether the build stored its English-only papers
@@ -191,7 +193,7 @@ class QueryPipeline:
         # A model named in Hangul ("로버타가") is searched by its Latin name too, when a paper owns that name.
         spelled = spelled_names(query, names) if names else []
         asked = " ".join([query, *spelled])
-        terms = self.lexical.analyse(asked) if self.lexical is not None else analyse_query(asked)
+        terms = self.lexical.analyse(asked, self.loanwords) if self.lexical is not None else analyse_query(asked)
         return terms.model_copy(update={"names": names, "text": query}) if names else terms
 
     def highlighter(self, query: str | QueryTerms) -> Highlighter:
@@ -254,6 +256,19 @@ class QueryPipeline:
             return self._chunk_table
         self._searched += 1
         return self.chunk_table if self._searched > 1 else None
+
+    @property
+    def loanwords(self) -> Loanwords | None:
+        """What a question's Hangul loanwords spell in this index (`lexical.loanwords`): the candidates the
+        build stored, read by skeleton, else (an index built before) a table made once from the vocabulary."""
+        if self._loanwords is None and self.lexical is not None:
+            with self._paper_lock:
+                if self._loanwords is None:
+                    store, lexical = self.store, self.lexical
+                    self._loanwords = Loanwords(store.loanword_candidates, lexical.holds) \
+                        if store.has_loanwords(LOANWORD_RULES) \
+                        else Loanwords.from_tokens(lexical.vocabulary, store.author_words, lexical.holds)
+        return self._loanwords
 
     @property
     def names(self) -> NameTable:

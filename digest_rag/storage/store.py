@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -54,6 +55,8 @@ CREATE TABLE embeddings (passage_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE doc_tokens (text_hash TEXT PRIMARY KEY, tokens TEXT NOT NULL);
 CREATE TABLE name_owners (key TEXT PRIMARY KEY, owners TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE english_only (paper_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE loanwords (skeleton TEXT NOT NULL, token TEXT NOT NULL, form TEXT NOT NULL,
+                        PRIMARY KEY (skeleton, token)) WITHOUT ROWID;
 """
 
 #: Papers with no Korean or mixed text (titles aside): their only text is English.
@@ -125,6 +128,17 @@ class StoreWriter:
         for pid, title in self.con.execute("SELECT id, json_extract(json, '$.title') FROM papers"):
             yield str(pid), str(title or "")
 
+    def author_words(self) -> Iterator[str]:
+        """The lower-case Latin words of every author name written so far, each once (`loanwords.loanword_rows`
+        leaves them out: a name is no English word a loanword spells)."""
+        return _author_words(self.con.execute("SELECT json_extract(json, '$.authors') FROM papers"))
+
+    def add_loanwords(self, rows: Iterable[tuple[str, str, str]], rules: str) -> None:
+        """The English tokens a question's Hangul loanwords may spell, by consonant skeleton
+        (`loanwords.loanword_rows`, made by the rules ``rules``: `loanwords.LOANWORD_RULES`)."""
+        self.con.executemany("INSERT OR IGNORE INTO loanwords VALUES (?, ?, ?)", rows)
+        self.con.execute("INSERT INTO meta VALUES ('loanword_rules', ?)", (rules,))
+
     def add_search_tables(self, owners: Mapping[str, Sequence[str]], rules: str) -> None:
         """What searches would otherwise compute from every paper on a process's first use: the names papers'
         titles own (name key -> owner ids, made by the naming rules ``rules``: `known_item.NAME_RULES`) and the
@@ -179,9 +193,26 @@ def _token_rows(run: Callable[[str, Sequence[object]], list[tuple]], keys: Seque
     return out
 
 
+def _author_words(rows: Iterable[tuple]) -> Iterator[str]:
+    seen: set[str] = set()
+    for (raw,) in rows:
+        try:
+            names = json.loads(raw) if raw else []
+        except (ValueError, TypeError, RecursionError):
+            continue
+        for name in names if isinstance(names, list) else ():
+            for word in _LATIN_WORD.findall(name.lower()) if isinstance(name, str) else ():
+                if word not in seen:
+                    seen.add(word)
+                    yield word
+
+
+_LATIN_WORD = re.compile(r"[a-z]+")
+
+
 #: Tables a store must hold as real tables; ``doc_tokens`` came later and may be missing from old stores.
 STORE_TABLES = ("meta", "papers", "paper_tags", "chunks", "embeddings")
-OPTIONAL_TABLES = ("doc_tokens", "name_owners", "english_only")
+OPTIONAL_TABLES = ("doc_tokens", "name_owners", "english_only", "loanwords")
 
 #: Seconds one read of a store may run before it is taken for a hostile file. The table check catches
 #: an endless view at once; this bounds whatever else a forged file could make SQLite compute. It is far
@@ -342,6 +373,19 @@ class Store:
         if paper_ids is None:
             return {str(r[0]) for r in self._query("SELECT paper_id FROM english_only")}
         return {str(r[0]) for r in self._query_in("SELECT paper_id FROM english_only WHERE paper_id IN", paper_ids)}
+
+    def has_loanwords(self, rules: str) -> bool:
+        """Whether the build stored its loanword candidates by the rules ``rules`` (older stores did not)."""
+        return self._meta("loanword_rules") == rules
+
+    def loanword_candidates(self, skeleton: str) -> list[tuple[str, str]]:
+        """(token, phonetic form) of the stored candidates under one consonant skeleton (`has_loanwords`)."""
+        return [(str(t), str(f)) for t, f in self._query("SELECT token, form FROM loanwords WHERE skeleton = ?",
+                                                          (skeleton,))]
+
+    def author_words(self) -> Iterator[str]:
+        """`StoreWriter.author_words` of a written store (for an index built before loanwords were stored)."""
+        return _author_words(self._query("SELECT json_extract(json, '$.authors') FROM papers", ()))
 
     def name_owners(self, rules: str) -> StoredNames | None:
         """The names the build found in the titles (`known_item.name_owners`), read key by key; None when the

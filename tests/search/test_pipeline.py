@@ -65,3 +65,43 @@ def test_the_kept_analyses_are_bounded(seed_index_dir, monkeypatch: pytest.Monke
             idx.search(q, k=2, mode="lexical")
             assert len(idx._query._analysed) <= 3
         assert idx.analyse(questions[-1]) is idx.analyse(questions[-1])  # the latest is kept
+
+
+def _loanword_corpus(tmp_path):
+    import json
+
+    papers = [
+        {"id": "aug", "title": "Affinity and Diversity", "authors": ["Jared Kaplan"], "abstract_en": "We quantify how data augmentation helps "
+         "generalization with two measures, affinity and diversity of the augmented samples."},
+        {"id": "other", "title": "Caching for Faster Training", "abstract_en": "Data loading and caching for training."},
+        {"id": "ko", "title": "Korean Note", "commentary_ko": "강화학습 보상 모델이 왜 잘 되는지 분석한 연구입니다."},
+    ]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in papers), encoding="utf-8")
+    return path
+
+
+def test_a_hangul_loanword_finds_the_english_note(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"어그멘테이션" is how a reader types "augmentation": the build stores what a loanword may spell, and the
+    question finds the English abstract; an index built before (no stored table) spells it the same way."""
+    from digest_rag.lexical.loanwords import LOANWORD_RULES, latin_form, skeleton
+    from digest_rag.storage.store import Store
+
+    question = "어그멘테이션이 왜 먹히는지 두 지표로 잰 연구"
+    with DigestIndex.build([_loanword_corpus(tmp_path)], index_dir=tmp_path / "ix", lexical_only=True) as idx:
+        assert idx.store.has_loanwords(LOANWORD_RULES)
+        stored = idx.store.loanword_candidates(skeleton(latin_form("augmentation")))
+        assert [t for t, _f in stored] == ["augmentation"]
+        assert idx.store.loanword_candidates(skeleton(latin_form("kaplan"))) == []  # an author's name: never spelled
+        terms = idx.analyse(question)
+        assert terms.sources.get("augmentation") == "loanword"
+        hits = idx.search(question, k=3, mode="lexical")
+        assert hits[0].paper.id == "aug"
+        snippet = hits[0].snippet
+        assert any(snippet[a:b].lower() == "augmentation" for a, b in hits.highlighter.spans(snippet))
+    # An index whose build stored no candidates (before they were stored) makes them from its vocabulary.
+    monkeypatch.setattr(Store, "has_loanwords", lambda self, rules: False)
+    with DigestIndex.load(tmp_path / "ix") as old:
+        assert not old.store.has_loanwords(LOANWORD_RULES)
+        assert old.analyse(question).sources.get("augmentation") == "loanword"
+        assert old.search(question, k=3, mode="lexical")[0].paper.id == "aug"

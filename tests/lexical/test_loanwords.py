@@ -1,0 +1,84 @@
+"""Tests for digest_rag.lexical.loanwords: Hangul loanwords spelled as the English tokens of an index."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest_rag.lexical.loanwords import (
+    INDEXED_LOANWORD_WEIGHT,
+    LOANWORD_WEIGHT,
+    Loanwords,
+    distance,
+    hangul_form,
+    latin_form,
+    loanword_rows,
+    looks_borrowed,
+    skeleton,
+)
+from digest_rag.lexical.terms import analyse_query
+
+VOCABULARY = ["augmentation", "latent", "sparse", "modality", "transformer", "embedding", "prompt", "sequence",
+              "context", "decoder", "channel", "local", "legal", "parameter", "pyramid", "scaling", "scale", "skill",
+              "style", "spike", "spark", "privacy", "bridge", "replay", "library", "network", "cluster", "pipeline",
+              "gaussian", "template", "interpreter", "sample", "simple", "kaplan", "music", "mask"]
+
+
+def _table(names: tuple[str, ...] = ()) -> Loanwords:
+    return Loanwords.from_tokens(lambda: VOCABULARY, lambda: names)
+
+
+@pytest.mark.parametrize(("word", "token"), [
+    ("어그멘테이션", "augmentation"), ("레이턴트", "latent"), ("스파스", "sparse"), ("모달리티", "modality"),
+    ("트랜스포머", "transformer"), ("프롬프트", "prompt"), ("시퀀스", "sequence"),
+    ("컨텍스트", "context"), ("디코더", "decoder"), ("로컬", "local"), ("파라미터", "parameter"),
+    ("스케일링", "scaling"), ("스케일", "scale"), ("스타일", "style"), ("스파이크", "spike"), ("프라이버시", "privacy"),
+    ("리플레이", "replay"), ("네트워크", "network"), ("클러스터", "cluster"), ("파이프라인", "pipeline"),
+    ("템플릿", "template"), ("인터프리터", "interpreter"),
+])
+def test_a_loanword_spells_its_english_token_first(word: str, token: str) -> None:
+    assert _table().spell(word)[:1] == (token,)
+
+
+def test_korean_words_and_short_words_spell_nothing() -> None:
+    table = _table()
+    # Native and Sino-Korean words (no aspirated consonant, no added vowel) are never read as English.
+    for word in ("학습", "모델", "생성", "사전", "성능", "문제", "결과", "방법", "데이터"):
+        assert table.spell(word) == (), word
+    assert not looks_borrowed("학습") and looks_borrowed("스파스") and looks_borrowed("토큰")
+    # Fewer than three consonants say too little ("마스크" has M S K: three; "팁" one).
+    assert table.spell("팁") == ()
+    assert table.spell("hello") == () and table.spell("") == ()
+    # A loanword without an aspirated consonant or an added vowel is left to the glossary (임베딩, 채널 are in it).
+    assert table.spell("임베딩") == () and table.spell("가우시안") == ()
+
+
+def test_equally_close_tokens_are_both_spelled() -> None:
+    assert set(_table().spell("샘플")) == {"sample", "simple"}
+
+
+def test_authors_names_are_never_spelled() -> None:
+    assert _table().spell("캐플란") == ("kaplan",) and _table(names=("kaplan",)).spell("캐플란") == ()
+    rows = list(loanword_rows(["madry", "data", "latent", "gpt4", "cat"], names=["madry"]))
+    assert [t for _s, t, _f in rows] == ["latent"]  # a name, a one-consonant word, a non-letter token and a short one out
+
+
+def test_phonetic_forms() -> None:
+    assert latin_form("augmentation") == "axKMeNTaSxN" and hangul_form("어그멘테이션") == "xKMeNTeiSixN"
+    assert skeleton(latin_form("augmentation")) == skeleton(hangul_form("어그멘테이션")) == "KMNTSN"
+    assert latin_form("scale") == "SKeiL" and latin_form("channel") == "CaNeL" and latin_form("bridge") == "PLiC"
+    assert hangul_form("hello") is None
+    assert distance("SKeiL", "SKeiL") == 0.0 < distance("SKeiL", "SKiL") < distance("SKeiL", "SKeiT")
+
+
+def test_analyse_query_adds_the_spelled_tokens_at_full_weight() -> None:
+    terms = analyse_query("데이터 어그멘테이션이 왜 먹히는지 재본 논문", loanwords=_table())
+    assert terms.weights["augmentation"] == LOANWORD_WEIGHT and terms.sources["augmentation"] == "loanword"
+    assert "augmentation" in terms.highlight  # a snippet marks the English word the loanword found
+    assert "augmentation" not in analyse_query("데이터 어그멘테이션이 왜 먹히는지 재본 논문").weights
+
+
+def test_a_hangul_word_the_index_holds_spells_at_a_lower_weight() -> None:
+    held = Loanwords.from_tokens(lambda: VOCABULARY, indexed=lambda word: word == "레이턴트")
+    assert held.weight("레이턴트") == INDEXED_LOANWORD_WEIGHT < LOANWORD_WEIGHT == held.weight("스파스")
+    terms = analyse_query("레이턴트 공간에서 스파스하게", loanwords=held)
+    assert terms.weights["latent"] == INDEXED_LOANWORD_WEIGHT and terms.weights["sparse"] == LOANWORD_WEIGHT
