@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
@@ -73,6 +72,7 @@ from digest_rag.errors import (
     UsageError,
 )
 from digest_rag.index import DigestIndex
+from digest_rag.lexical.kiwi import start_kiwi_in_background
 from digest_rag.frontends.live import LiveIndex
 from digest_rag.models import Language, SearchMode
 from digest_rag.text import strip_controls
@@ -363,15 +363,6 @@ def create_app(index: LiveIndex | str | Path, *, token: str | None = None,
     return app
 
 
-def _start_kiwi() -> None:
-    from digest_rag.lexical.kiwi import get_kiwi
-
-    try:
-        get_kiwi().tokenize("시작")
-    except Exception as exc:  # noqa: BLE001 - a question that needs Kiwi will report the failure itself
-        log.warning("Kiwi did not start in the background: %s: %s", type(exc).__name__, exc)
-
-
 def _log_to_stderr(logger: logging.Logger) -> logging.Handler:
     """``logger``'s INFO lines as they are on stderr, not through the root's throttled WARNING handler: an
     access log is one line per request by design. The caller removes the handler when serve stops."""
@@ -424,7 +415,7 @@ def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, t
     # Kiwi starts on first need (~3.6 s, +320 MiB), on the one worker thread where nothing can cancel it: the
     # first question with a word the index's table lacks would hold every request behind it. Started here in
     # the background, it is ready before anyone can ask (a question needing it meanwhile waits for it).
-    threading.Thread(target=_start_kiwi, name="digest-rag-kiwi", daemon=True).start()
+    start_kiwi_in_background()
     _throttle, handlers = _install_log_throttle()
     try:
         app = create_app(live, token=token, rate_limit=rate_limit, max_queue=max_queue,

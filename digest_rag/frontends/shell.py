@@ -24,6 +24,7 @@ from typing import TextIO
 from digest_rag.frontends.display import format_hits, format_paper
 from digest_rag.errors import DigestRagError, UsageError
 from digest_rag.index import DigestIndex
+from digest_rag.lexical.kiwi import start_kiwi_in_background
 from digest_rag.frontends.live import LiveIndex
 from digest_rag.models import SearchResults
 from digest_rag.frontends.service import SearchOptions, SearchRequest
@@ -233,6 +234,8 @@ def run_shell(index_dir: str | Path, *, width: int = 100, color: bool = False,
         shell = Shell(live, width=width, color=color)
         interactive = stdin.isatty() and stdout.isatty()
         if interactive:
+            # Kiwi loads while the reader types the first question (it holds the prompt for a moment at most).
+            start_kiwi_in_background()
             papers = live.info()["papers"]
             print(strip_controls(f"digest-rag shell · {papers} papers in {live.index_dir} · {shell._settings([])}\n"
                                  "질문을 입력하세요 (:help for commands, :quit to leave)"), file=stdout, flush=True)

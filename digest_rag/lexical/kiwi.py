@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 from importlib import resources
@@ -61,6 +62,23 @@ def get_kiwi() -> Kiwi:
                     kiwi.add_user_word(word, "NNP")
                 _kiwi = kiwi
     return _kiwi
+
+
+def start_kiwi_in_background() -> threading.Thread:
+    """Start Kiwi (`get_kiwi` and a first analysis: ~1-3 s, +320 MiB) on a daemon thread, for a process that
+    will be asked questions later (serve, an interactive shell): the first question with a word the index's
+    table lacks then does not wait for it. A failure is logged; that question reports it again."""
+
+    def start() -> None:
+        try:
+            get_kiwi().tokenize("시작")
+        except Exception as exc:  # noqa: BLE001 - a question that needs Kiwi will report the failure itself
+            logging.getLogger(__name__).warning("Kiwi did not start in the background: %s: %s",
+                                                type(exc).__name__, exc)
+
+    thread = threading.Thread(target=start, name="digest-rag-kiwi", daemon=True)
+    thread.start()
+    return thread
 
 
 _USER_WORDS_FILE = "kiwi_user_words.txt"

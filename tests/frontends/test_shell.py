@@ -148,3 +148,23 @@ def test_shell_says_no_strong_match(shell: Shell) -> None:
     shell.handle(":mode lexical")
     assert shell.handle("축구 오프사이드 규칙 설명").endswith(NO_STRONG_MATCH)
     assert NO_STRONG_MATCH not in shell.handle(JAILBREAK)
+
+
+def test_an_interactive_shell_starts_kiwi_while_the_reader_types(seed_lexical_index_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import digest_rag.frontends.shell as shell_module
+
+    started: list[int] = []
+    monkeypatch.setattr(shell_module, "start_kiwi_in_background", lambda: started.append(1))
+    monkeypatch.setattr(shell_module, "_terminal_lines", lambda prompt: iter([":quit"]))
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shell_module.run_shell(seed_lexical_index_dir, stdin=Terminal(""), stdout=Terminal())
+    assert started == [1]
+    shell_module.run_shell(seed_lexical_index_dir, stdin=io.StringIO(":quit\n"), stdout=io.StringIO())
+    assert started == [1]  # piped questions (a script) do not load Kiwi before one needs it
