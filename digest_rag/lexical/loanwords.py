@@ -23,8 +23,8 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-__all__ = ["INDEXED_LOANWORD_WEIGHT", "LOANWORD_RULES", "LOANWORD_WEIGHT", "MAX_DISTANCE", "Loanwords", "distance", "hangul_form",
-           "latin_form", "looks_borrowed", "loanword_rows", "skeleton"]
+__all__ = ["INDEXED_LOANWORD_WEIGHT", "LOANWORD_RULES", "LOANWORD_WEIGHT", "MAX_DISTANCE", "Loanwords", "distance",
+           "hangul_form", "latin_form", "loanword_rows", "looks_borrowed", "skeleton"]
 
 #: Version of the rules below; a build stores it with its candidates, and a store made by other rules is not read.
 LOANWORD_RULES = "1"
