@@ -210,6 +210,10 @@ def _author_words(rows: Iterable[tuple]) -> Iterator[str]:
 _LATIN_WORD = re.compile(r"[a-z]+")
 
 
+#: Most loanword candidates one consonant skeleton gives (`Store.loanword_candidates`).
+MAX_LOANWORD_CANDIDATES = 1000
+
+
 #: Tables a store must hold as real tables; ``doc_tokens`` came later and may be missing from old stores.
 STORE_TABLES = ("meta", "papers", "paper_tags", "chunks", "embeddings")
 OPTIONAL_TABLES = ("doc_tokens", "name_owners", "english_only", "loanwords")
@@ -379,9 +383,10 @@ class Store:
         return self._meta("loanword_rules") == rules
 
     def loanword_candidates(self, skeleton: str) -> list[tuple[str, str]]:
-        """(token, phonetic form) of the stored candidates under one consonant skeleton (`has_loanwords`)."""
-        return [(str(t), str(f)) for t, f in self._query("SELECT token, form FROM loanwords WHERE skeleton = ?",
-                                                          (skeleton,))]
+        """(token, phonetic form) of the stored candidates under one consonant skeleton (`has_loanwords`), at
+        most `MAX_LOANWORD_CANDIDATES` (a real skeleton has a few dozen; a forged store is not read whole)."""
+        return [(str(t), str(f)) for t, f in self._query(
+            "SELECT token, form FROM loanwords WHERE skeleton = ? LIMIT ?", (skeleton, MAX_LOANWORD_CANDIDATES))]
 
     def author_words(self) -> Iterator[str]:
         """`StoreWriter.author_words` of a written store (for an index built before loanwords were stored)."""
