@@ -169,6 +169,14 @@ def format_confidence(data: dict[str, Any]) -> str:
             f"pseudo-queries' median {c['on_median']:g}, as many off-topic ones' 90th percentile {c['off_p90']:g})")
 
 
+def format_loanwords(data: dict[str, Any]) -> str:
+    """The `info` line on what a question's Hangul loanwords may spell (`lexical.loanwords`)."""
+    stored = data.get("loanwords")
+    if stored is None:
+        return "not stored (an index built before): made from the vocabulary when a question first needs them"
+    return f"{stored['candidates']} English words a Hangul loanword may spell (rules {stored['rules']})"
+
+
 def format_info(data: dict[str, Any]) -> str:
     """The `info` text: one labelled line per fact, then the source files with most papers, one per line."""
     param = f", search param {data['search_param']}" if data.get("search_param") else ""
@@ -189,6 +197,7 @@ def format_info(data: dict[str, Any]) -> str:
         "sections    " + ", ".join(f"{k} {v}" for k, v in data["chunks_by_section"].items()),
         "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
         f"lexicon     {lexicon}",
+        f"loanwords   {format_loanwords(data)}",
         f"fusion      {format_fusion(data)}",
         f"confidence  {format_confidence(data)}",
         f"sources     {len(sources)} file(s)",

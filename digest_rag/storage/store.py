@@ -388,6 +388,13 @@ class Store:
         return [(str(t), str(f)) for t, f in self._query(
             "SELECT token, form FROM loanwords WHERE skeleton = ? LIMIT ?", (skeleton, MAX_LOANWORD_CANDIDATES))]
 
+    def loanword_summary(self) -> dict[str, object] | None:
+        """The stored loanword candidates' rules and count (`info`); None for a store written before."""
+        rules = self._meta("loanword_rules")
+        if rules is None:
+            return None
+        return {"rules": rules, "candidates": int(self._query("SELECT COUNT(*) FROM loanwords")[0][0])}
+
     def author_words(self) -> Iterator[str]:
         """`StoreWriter.author_words` of a written store (for an index built before loanwords were stored)."""
         return _author_words(self._query("SELECT json_extract(json, '$.authors') FROM papers", ()))

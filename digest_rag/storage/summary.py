@@ -25,8 +25,8 @@ def index_summary(
     lexicon: MinedLexicon | None = None,
     confidence: Confidence | None = None,
 ) -> dict[str, Any]:
-    """Manifest, build options, counts by language and section, size on disk, the mined lexicon, the
-    strong-match calibration (``confidence``), and every paper with its sections."""
+    """Manifest, build options, counts by language and section, size on disk, the mined lexicon, the stored
+    loanword candidates, the strong-match calibration (``confidence``), and every paper with its sections."""
     m = manifest
     gen = index_dir / m.data_dir
     chunk_counts: dict[str, int] = {}
@@ -50,6 +50,7 @@ def index_summary(
         "build_options": m.build_options.model_dump() if m.build_options else None,
         "corpus_fingerprint": m.corpus_fingerprint,
         "lexicon": lexicon_summary(lexicon),
+        "loanwords": store.loanword_summary(),
         "fusion": m.fusion.model_dump() if m.fusion is not None else None,
         "confidence": confidence.model_dump() if confidence is not None else None,
         **store.stats(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,9 @@ def test_info_text(runner: CliRunner, seed_index_dir: Path) -> None:
     assert res.exit_code == 0 and "papers      29" in res.stdout
     # Exact index: no search parameter to show; the encoder backend is shown.
     assert "FAISS IDMap2,Flat, built with torch)" in res.stdout and "search param" not in res.stdout
+    assert re.search(r"^loanwords   \d+ English words a Hangul loanword may spell \(rules 1\)$", res.stdout, re.M)
+    data = json.loads(runner.invoke(app, ["info", "--index", str(seed_index_dir), "--json"]).stdout)
+    assert data["loanwords"]["rules"] == "1" and data["loanwords"]["candidates"] > 0
 
 
 def test_exit_codes(runner: CliRunner, seed_index_dir: Path, tmp_path: Path) -> None:
