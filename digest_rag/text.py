@@ -19,13 +19,23 @@ _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _LATIN = re.compile(r"[A-Za-z]")
 #: Where a sentence ends: Latin or CJK terminal punctuation (full-width too) and the whitespace after it, or a
 #: run of line breaks. The chunker's sentences, calibration's question sentences, the training passages and
-#: the snippet window's sentence starts all cut here (`sentences`).
+#: the snippet window's sentence starts all cut here.
 SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 
+#: Hangul syllables are U+AC00 + (initial * 21 + vowel) * 28 + final: 19 initials, 21 vowels, 28 finals
+#: (final 0: none).
+HANGUL_FIRST = 0xAC00
+HANGUL_VOWELS, HANGUL_FINALS = 21, 28
 
-def sentences(text: str) -> list[str]:
-    """The sentences of ``text`` (cut at `SENTENCE_END`), each stripped, none empty."""
-    return [s for s in (part.strip() for part in SENTENCE_END.split(text)) if s]
+
+def hangul_parts(syllable: str) -> tuple[int, int, int] | None:
+    """(initial, vowel, final) indices of one Hangul syllable; None for any other character."""
+    code = ord(syllable) - HANGUL_FIRST
+    if not 0 <= code < 19 * HANGUL_VOWELS * HANGUL_FINALS:
+        return None
+    rest, final = divmod(code, HANGUL_FINALS)
+    initial, vowel = divmod(rest, HANGUL_VOWELS)
+    return initial, vowel, final
 
 
 _ARXIV_URL = re.compile(

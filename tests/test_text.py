@@ -69,12 +69,19 @@ def test_reading_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
 
 
 def test_sentences_cut_at_terminal_punctuation_and_line_breaks() -> None:
-    from digest_rag.text import sentences
+    from digest_rag.build.chunking import split_sentences
+    from digest_rag.text import SENTENCE_END
 
     text = "LoRA는 3.5배 빠르다. Really? 네！ 그렇다\n\n다음 줄입니다。끝"
-    assert sentences(text) == ["LoRA는 3.5배 빠르다.", "Really?", "네！", "그렇다", "다음 줄입니다。끝"]
-    assert sentences("  \n ") == []
-    # The chunker keeps character spans of the same cuts.
-    from digest_rag.build.chunking import split_sentences
+    expected = ["LoRA는 3.5배 빠르다.", "Really?", "네！", "그렇다", "다음 줄입니다。끝"]
+    assert [text[a:b] for a, b in split_sentences(text)] == expected  # the chunker's spans
+    assert [s.strip() for s in SENTENCE_END.split(text)] == expected  # calibration's and training's cuts
+    assert split_sentences("  \n ") == []
 
-    assert [text[a:b] for a, b in split_sentences(text)] == sentences(text)
+
+def test_hangul_parts() -> None:
+    from digest_rag.text import hangul_parts
+
+    assert hangul_parts("가") == (0, 0, 0) and hangul_parts("힣") == (18, 20, 27)
+    assert hangul_parts("각") == (0, 0, 1) and hangul_parts("트") == (16, 18, 0)
+    assert hangul_parts("a") is None and hangul_parts("ㄱ") is None and hangul_parts(chr(0xD7A4)) is None

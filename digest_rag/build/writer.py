@@ -178,7 +178,7 @@ def write_generation(index_dir: Path, content: GenerationContent, inherited: Inh
                 writer.add_embeddings(hashes, vectors)
             lex = lexical.finish()  # before the commit: mining the lexicon may analyse (and record) phrases
             # The English tokens a question's Hangul loanwords may spell, by consonant skeleton.
-            writer.add_loanwords(loanword_rows(lex.vocabulary(), writer.author_words()), LOANWORD_RULES)
+            writer.add_loanwords(loanword_rows(lex.vocabulary(), writer.author_names()), LOANWORD_RULES)
             # Known-item names and English-only papers, from all papers at once (never per search process).
             writer.add_search_tables(name_owners(writer.titles), NAME_RULES)
             writer.finish(n_lexical)

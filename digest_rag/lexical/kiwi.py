@@ -9,6 +9,8 @@ import threading
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from digest_rag.text import hangul_parts
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kiwipiepy import Kiwi
 
@@ -19,8 +21,8 @@ _PRED_START = frozenset({"VV", "VA", "VX", "XSV", "XSA"})
 _INFLECTED_END = frozenset("다의에한인된은는을를")
 
 def has_batchim(syllable: str) -> bool:
-    code = ord(syllable) - 0xAC00
-    return 0 <= code < 11172 and code % 28 != 0
+    parts = hangul_parts(syllable)
+    return parts is not None and parts[2] != 0
 
 
 #: How Kiwi is built (`get_kiwi`). Its multi-word dictionary (Wikipedia titles such as "테드 창", "네이버 쇼핑")

@@ -23,6 +23,8 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from digest_rag.text import hangul_parts
+
 __all__ = ["INDEXED_LOANWORD_WEIGHT", "LOANWORD_RULES", "LOANWORD_WEIGHT", "MAX_DISTANCE", "Loanwords", "distance",
            "hangul_form", "latin_form", "loanword_rows", "looks_borrowed", "skeleton"]
 
@@ -43,7 +45,6 @@ MIN_CONSONANTS = 3
 #: Shortest English token a word may spell.
 MIN_TOKEN_CHARS = 4
 
-_SYLLABLE0, _SYLLABLES = 0xAC00, 11172
 # Initial consonant index -> class (ㅇ is silent, ㅎ mostly dropped in loanwords).
 _INITIAL = ("K", "K", "N", "T", "T", "L", "M", "P", "P", "S", "S", "", "C", "C", "C", "K", "T", "P", "")
 # Vowel index -> vowel letters: ㅏ ㅐ ㅑ ㅒ ㅓ ㅔ ㅕ ㅖ ㅗ ㅘ ㅙ ㅚ ㅛ ㅜ ㅝ ㅞ ㅟ ㅠ ㅡ ㅢ ㅣ (ㅡ is the added vowel: none).
@@ -78,10 +79,11 @@ def hangul_form(word: str) -> str | None:
     """The phonetic form of a Hangul ``word`` ("어그멘테이션" -> "xKMeNTeiSixN"); None if it is not all syllables."""
     out: list[str] = []
     for ch in word:
-        code = ord(ch) - _SYLLABLE0
-        if not 0 <= code < _SYLLABLES:
+        parts = hangul_parts(ch)
+        if parts is None:
             return None
-        out += (_INITIAL[code // 588], _VOWEL[code % 588 // 28], _FINAL[code % 28])
+        initial, vowel, final = parts
+        out += (_INITIAL[initial], _VOWEL[vowel], _FINAL[final])
     return _DOUBLED.sub(r"\1", "".join(out))
 
 
@@ -127,7 +129,7 @@ def latin_form(token: str) -> str:
 
 def skeleton(form: str) -> str:
     """A phonetic form's consonants, repeats merged: what a word and the token it spells share exactly."""
-    return re.sub(r"(.)\1+", r"\1", "".join(ch for ch in form if ch.isupper()))
+    return _DOUBLED.sub(r"\1", "".join(ch for ch in form if ch.isupper()))
 
 
 def distance(a: str, b: str) -> float:
@@ -155,10 +157,10 @@ def looks_borrowed(word: str) -> bool:
     """Whether a Hangul ``word`` looks like a loanword: an aspirated ㅋ ㅌ ㅍ, or a syllable of a consonant and
     the added ㅡ alone (스, 트, 크), which Korean writes between English consonants."""
     for ch in word:
-        code = ord(ch) - _SYLLABLE0
-        if not 0 <= code < _SYLLABLES:
+        parts = hangul_parts(ch)
+        if parts is None:
             return False
-        initial, vowel, final = code // 588, code % 588 // 28, code % 28
+        initial, vowel, final = parts
         if initial in _ASPIRATED or (vowel == _ADDED_VOWEL and final == 0 and initial != 11):
             return True
     return False
@@ -173,9 +175,9 @@ def _spellable(token: str) -> str | None:
 
 
 def loanword_rows(tokens: Iterable[str], names: Iterable[str] = ()) -> Iterator[tuple[str, str, str]]:
-    """(skeleton, token, phonetic form) of each English ``token`` a loanword may spell; ``names`` (lower-case
-    words of authors' names) are left out."""
-    skip = set(names)
+    """(skeleton, token, phonetic form) of each English ``token`` a loanword may spell; the words of ``names``
+    (authors' names: "Yarin Gal" leaves out yarin and gal) are left out."""
+    skip = {word for name in names for word in _ENGLISH_TOKEN.findall(name.lower())}
     for token in tokens:
         if token in skip:
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -21,8 +20,6 @@ from digest_rag.text import detect_language
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from digest_rag.lexical.lexicon import MinedLexicon
     from digest_rag.lexical.loanwords import Loanwords
-
-_HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]+")
 
 #: Where a query term comes from: the question's own words, a glossary concept token (never a word of any
 #: text), the other language's forms of a glossary concept, the lexicon mined from the corpus, or the English
@@ -80,7 +77,7 @@ def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: Mined
     if loanwords is not None:
         # A predicate's lemma ("줄이다") is no loanword; nouns are read as written ("레이턴트" -> latent).
         for token in tokens:
-            if token.endswith("다") or not _HANGUL_WORD.fullmatch(token):
+            if token.endswith("다"):
                 continue
             for spelled in loanwords.spell(token):
                 if spelled not in weights:

@@ -267,7 +267,7 @@ class QueryPipeline:
                     store, lexical = self.store, self.lexical
                     self._loanwords = Loanwords(store.loanword_candidates, lexical.holds) \
                         if store.has_loanwords(LOANWORD_RULES) \
-                        else Loanwords.from_tokens(lexical.vocabulary, store.author_words, lexical.holds)
+                        else Loanwords.from_tokens(lexical.vocabulary, store.author_names, lexical.holds)
         return self._loanwords
 
     @property

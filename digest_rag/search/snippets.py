@@ -30,7 +30,13 @@ from digest_rag.lexical.kiwi import NOUN_TAGS, PRED_TAGS
 from digest_rag.lexical.terms import QueryTerms, analyse_query
 from digest_rag.lexical.word_table import WORD
 from digest_rag.models import Chunk, SearchHit
-from digest_rag.text import SENTENCE_END
+from digest_rag.text import (
+    HANGUL_FINALS,
+    HANGUL_FIRST,
+    HANGUL_VOWELS,
+    SENTENCE_END,
+    hangul_parts,
+)
 
 __all__ = ["SNIPPET_CHARS", "Highlighter", "Span", "as_highlighter", "make_snippet", "match_spans", "opening_snippet"]
 
@@ -90,8 +96,6 @@ _CONTENT: weakref.WeakKeyDictionary[object, dict[str, tuple[tuple[str, int, int]
 _CONTENT_MAX = 1 << 15
 _CONTENT_LOCK = threading.Lock()
 
-_SYLLABLE0, _SYLLABLES = 0xAC00, 11172
-_JUNG_JONG, _JONG = 588, 28  # syllable = 0xAC00 + (initial * 21 + vowel) * 28 + final
 # The vowels a one-syllable verb or adjective stem may be written with once conjugated: contraction with
 # 아/어 (하 -> 해, 보 -> 봐, 주 -> 줘, 쓰 -> 써, 시 -> 셔, 되 -> 돼) and 우-irregular (푸 -> 퍼). Vowel indices:
 # ㅏ0 ㅐ1 ㅑ2 ㅒ3 ㅓ4 ㅔ5 ㅕ6 ㅖ7 ㅗ8 ㅘ9 ㅙ10 ㅚ11 ㅛ12 ㅜ13 ㅝ14 ㅞ15 ㅟ16 ㅠ17 ㅡ18 ㅢ19 ㅣ20.
@@ -118,10 +122,10 @@ def _syllables(first: str, *, one_syllable_stem: bool) -> Iterable[str]:
     """The syllables a predicate stem's first syllable ``first`` may be written as: any final consonant
     (듣 -> 들어, 돕 -> 도와, 모르 -> 몰라, 만들 -> 만드는), and for a one-syllable stem the contracted vowels too.
     Conjugation never changes a stem's first initial consonant."""
-    initial, vowel = divmod((ord(first) - _SYLLABLE0) // _JONG, 21)
+    initial, vowel, _final = hangul_parts(first)  # type: ignore[misc]  # the caller checked it is a syllable
     for v in (vowel, *_CONTRACTED.get(vowel, ())) if one_syllable_stem else (vowel,):
-        lo = _SYLLABLE0 + (initial * 21 + v) * _JONG
-        yield from map(chr, range(lo, lo + _JONG))
+        lo = HANGUL_FIRST + (initial * HANGUL_VOWELS + v) * HANGUL_FINALS
+        yield from map(chr, range(lo, lo + HANGUL_FINALS))
 
 
 class _TermPlaces:
@@ -138,7 +142,7 @@ class _TermPlaces:
         for term in terms:
             words.add(term)
             stem = term[:-1]
-            if term.endswith("다") and stem and 0 <= ord(stem[0]) - _SYLLABLE0 < _SYLLABLES:
+            if term.endswith("다") and stem and hangul_parts(stem[0]) is not None:
                 syllables.update(_syllables(stem[0], one_syllable_stem=len(stem) == 1))
         self.words = tuple(w for w in words if not (w[:1] in syllables))  # those the syllables find anyway
         self.syllables = frozenset(syllables)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -128,10 +127,10 @@ class StoreWriter:
         for pid, title in self.con.execute("SELECT id, json_extract(json, '$.title') FROM papers"):
             yield str(pid), str(title or "")
 
-    def author_words(self) -> Iterator[str]:
-        """The lower-case Latin words of every author name written so far, each once (`loanwords.loanword_rows`
-        leaves them out: a name is no English word a loanword spells)."""
-        return _author_words(self.con.execute("SELECT json_extract(json, '$.authors') FROM papers"))
+    def author_names(self) -> Iterator[str]:
+        """Every author name written so far (`loanwords.loanword_rows` leaves their words out: a name is no
+        English word a loanword spells)."""
+        return _author_names(self.con.execute("SELECT json_extract(json, '$.authors') FROM papers"))
 
     def add_loanwords(self, rows: Iterable[tuple[str, str, str]], rules: str) -> None:
         """The English tokens a question's Hangul loanwords may spell, by consonant skeleton
@@ -193,21 +192,13 @@ def _token_rows(run: Callable[[str, Sequence[object]], list[tuple]], keys: Seque
     return out
 
 
-def _author_words(rows: Iterable[tuple]) -> Iterator[str]:
-    seen: set[str] = set()
+def _author_names(rows: Iterable[tuple]) -> Iterator[str]:
     for (raw,) in rows:
         try:
             names = json.loads(raw) if raw else []
         except (ValueError, TypeError, RecursionError):
             continue
-        for name in names if isinstance(names, list) else ():
-            for word in _LATIN_WORD.findall(name.lower()) if isinstance(name, str) else ():
-                if word not in seen:
-                    seen.add(word)
-                    yield word
-
-
-_LATIN_WORD = re.compile(r"[a-z]+")
+        yield from (name for name in names if isinstance(name, str)) if isinstance(names, list) else ()
 
 
 #: Most loanword candidates one consonant skeleton gives (`Store.loanword_candidates`).
@@ -395,9 +386,9 @@ class Store:
             return None
         return {"rules": rules, "candidates": int(self._query("SELECT COUNT(*) FROM loanwords")[0][0])}
 
-    def author_words(self) -> Iterator[str]:
-        """`StoreWriter.author_words` of a written store (for an index built before loanwords were stored)."""
-        return _author_words(self._query("SELECT json_extract(json, '$.authors') FROM papers", ()))
+    def author_names(self) -> Iterator[str]:
+        """`StoreWriter.author_names` of a written store (for an index built before loanwords were stored)."""
+        return _author_names(self._query("SELECT json_extract(json, '$.authors') FROM papers", ()))
 
     def name_owners(self, rules: str) -> StoredNames | None:
         """The names the build found in the titles (`known_item.name_owners`), read key by key; None when the
