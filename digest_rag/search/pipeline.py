@@ -9,7 +9,6 @@ the name table, pages' chunks and papers), each bounded. See docs/ARCHITECTURE.m
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,9 +39,10 @@ from digest_rag.search.retrievers import (
     run_retrievers,
 )
 from digest_rag.search.snippets import Highlighter, opening_snippet
+from digest_rag.storage.bounded_cache import BoundedCache
 from digest_rag.storage.chunk_table import MAX_CHUNKS as MAX_TABLE_CHUNKS
 from digest_rag.storage.chunk_table import ChunkTable
-from digest_rag.storage.paper_lookup import PaperLookup
+from digest_rag.storage.paper_lookup import PAPER_CACHE_SIZE, PaperLookup
 from digest_rag.storage.store import Store
 
 __all__ = ["ANALYSED_QUESTIONS", "CHUNK_CACHE_SIZE", "QueryPipeline"]
@@ -65,7 +65,7 @@ class QueryPipeline:
         self.dense = dense
         self.lexical_retriever = LexicalRetriever(lexical) if lexical is not None else None
         self._papers: dict[str, Paper] | None = None
-        self._paper_cache: OrderedDict[str, Paper] = OrderedDict()
+        self._paper_cache: BoundedCache[str, Paper] = BoundedCache(PAPER_CACHE_SIZE)
         self._paper_lock = threading.Lock()
         self._names: NameTable | None = None
         self._loanwords: Loanwords | None = None
@@ -75,7 +75,7 @@ class QueryPipeline:
         self._no_korean: frozenset[str] | None = None  # papers with no Korean text (score fusion), read once
         self._searched = 0  # searches before the chunk table was read (`_search_table`)
         self._analysed: dict[str, QueryTerms] = {}
-        self._chunk_cache: OrderedDict[int, Chunk] = OrderedDict()
+        self._chunk_cache: BoundedCache[int, Chunk] = BoundedCache(CHUNK_CACHE_SIZE)
 
     def papers(self) -> dict[str, Paper]:
         """Every paper of the index, by id, read whole once (`DigestIndex.papers`); searches then use it."""
@@ -138,8 +138,7 @@ class QueryPipeline:
             if lead in bonuses:
                 ranked = lead_first(ranked, chunk_paper, lead)
         papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
-            self.store, {h.paper_id for h in heads.values()}, self._paper_cache, self._paper_lock,
-            known=table is not None)
+            self.store, {h.paper_id for h in heads.values()}, self._paper_cache, known=table is not None)
         hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self._chunks, offset=offset,
                          exclude=exclude)
         # How well a question matched; a paper's own text always matches its neighbours somehow: no verdict.
@@ -155,19 +154,12 @@ class QueryPipeline:
     def _chunks(self, ids: list[int]) -> dict[int, Chunk]:
         """The chunks a page shows, from the last `CHUNK_CACHE_SIZE` read (a generation never changes) or
         the store."""
-        cache = self._chunk_cache
-        with self._paper_lock:
-            out = {cid: cache[cid] for cid in ids if cid in cache}
-            for cid in out:
-                cache.move_to_end(cid)
+        out = self._chunk_cache.found(ids)
         missing = [cid for cid in ids if cid not in out]
         if missing:
             fresh = self.store.chunks(missing)
             out.update(fresh)
-            with self._paper_lock:
-                cache.update(fresh)
-                while len(cache) > CHUNK_CACHE_SIZE:
-                    cache.popitem(last=False)
+            self._chunk_cache.keep(fresh)
         return out
 
     def analyse(self, query: str) -> QueryTerms:

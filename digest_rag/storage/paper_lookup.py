@@ -3,12 +3,11 @@ read from the store and parsed only when a page shows it, kept in the loaded ind
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
 from digest_rag.errors import IndexCorruptedError
 from digest_rag.models import Paper
+from digest_rag.storage.bounded_cache import BoundedCache
 from digest_rag.storage.store import Store
 
 #: Parsed papers a loaded index keeps for later searches (a shell or server asks about the same papers often).
@@ -23,13 +22,12 @@ class PaperLookup(Mapping[str, Paper]):
     GBs at a million papers) or even every candidate's is wasted work.
     """
 
-    def __init__(self, store: Store, ids: Iterable[str], cache: OrderedDict[str, Paper], lock: threading.Lock,
-                 *, known: bool = False) -> None:
+    def __init__(self, store: Store, ids: Iterable[str], cache: BoundedCache[str, Paper], *,
+                 known: bool = False) -> None:
         self._store = store
         # ``known``: the ids come from a `ChunkTable`, which holds only chunks whose paper exists.
         self._ids = set(ids) if known else store.paper_ids(ids)
         self._cache = cache
-        self._lock = lock
 
     def __contains__(self, pid: object) -> bool:
         return pid in self._ids
@@ -42,29 +40,20 @@ class PaperLookup(Mapping[str, Paper]):
     def read(self, pids: Iterable[str]) -> dict[str, Paper]:
         """The papers ``pids`` (all among this lookup's), from the cache or with one read of the store: a
         page's papers cost one query, not one each."""
-        out: dict[str, Paper] = {}
-        with self._lock:
-            for pid in pids:
-                paper = self._cache.get(pid)
-                if paper is not None:
-                    self._cache.move_to_end(pid)
-                    out[pid] = paper
-                elif pid not in self._ids:
-                    raise KeyError(pid)
-                else:
-                    out[pid] = None  # type: ignore[assignment]  # read below, in this order
-        missing = [pid for pid, paper in out.items() if paper is None]
+        wanted = list(dict.fromkeys(pids))
+        kept = self._cache.found(wanted)
+        missing = [pid for pid in wanted if pid not in kept]
+        for pid in missing:
+            if pid not in self._ids:
+                raise KeyError(pid)
+        fresh: dict[str, Paper] = {}
         if missing:
             fresh = self._store.papers(missing)
             for pid in missing:
                 if pid not in fresh:  # deleted under us: the store is read-only, so this is damage
                     raise IndexCorruptedError(f"{self._store.path}: paper {pid!r} vanished while searching")
-            out.update(fresh)
-            with self._lock:
-                self._cache.update(fresh)
-                while len(self._cache) > PAPER_CACHE_SIZE:
-                    self._cache.popitem(last=False)
-        return out
+            self._cache.keep(fresh)
+        return {pid: kept[pid] if pid in kept else fresh[pid] for pid in wanted}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 
 from digest_rag import DigestIndex
 from digest_rag.storage import paper_lookup
+from digest_rag.storage.bounded_cache import BoundedCache
 from digest_rag.storage.paper_lookup import PaperLookup
 
 
@@ -30,8 +29,7 @@ def test_membership_without_reading_and_records_read_once(seed_lexical_index_dir
     with DigestIndex.load(seed_lexical_index_dir) as idx:
         ids = _some_ids(idx, 3)
         reads = _count_reads(idx, monkeypatch)
-        cache: OrderedDict = OrderedDict()
-        lookup = PaperLookup(idx.store, [*ids, "no-such-paper"], cache, threading.Lock())
+        lookup = PaperLookup(idx.store, [*ids, "no-such-paper"], BoundedCache(paper_lookup.PAPER_CACHE_SIZE))
         assert set(lookup) == set(ids) and len(lookup) == 3 and "no-such-paper" not in lookup
         assert reads == []  # membership comes from the ids alone
         assert lookup[ids[0]].id == ids[0] and lookup[ids[0]].id == ids[0]
@@ -44,8 +42,8 @@ def test_the_cache_is_bounded(seed_lexical_index_dir: Path, monkeypatch: pytest.
     monkeypatch.setattr(paper_lookup, "PAPER_CACHE_SIZE", 2)
     with DigestIndex.load(seed_lexical_index_dir) as idx:
         ids = _some_ids(idx, 4)
-        cache: OrderedDict = OrderedDict()
-        lookup = PaperLookup(idx.store, ids, cache, threading.Lock())
+        cache: BoundedCache = BoundedCache(paper_lookup.PAPER_CACHE_SIZE)
+        lookup = PaperLookup(idx.store, ids, cache)
         for pid in ids:
             lookup[pid]
         assert list(cache) == ids[-2:]  # least recently read first out
@@ -56,7 +54,7 @@ def test_a_page_of_papers_is_one_read_of_the_store(seed_lexical_index_dir: Path,
     with DigestIndex.load(seed_lexical_index_dir) as idx:
         ids = _some_ids(idx, 5)
         reads = _count_reads(idx, monkeypatch)
-        lookup = PaperLookup(idx.store, ids, OrderedDict(), threading.Lock())
+        lookup = PaperLookup(idx.store, ids, BoundedCache(paper_lookup.PAPER_CACHE_SIZE))
         lookup[ids[0]]
         page = lookup.read(list(reversed(ids)))
         assert list(page) == list(reversed(ids)) and all(page[p].id == p for p in ids)
@@ -68,3 +66,4 @@ def test_a_page_of_papers_is_one_read_of_the_store(seed_lexical_index_dir: Path,
         reads.clear()
         hits = idx.search("트랜스포머", k=5, mode="lexical")
         assert len(hits) > 1 and len(reads) == 1 and sorted(reads[0]) == sorted(h.paper.id for h in hits)
+
