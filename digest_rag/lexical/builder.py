@@ -15,6 +15,7 @@ from digest_rag.lexical.kiwi import glossary_korean_forms
 from digest_rag.lexical.lexicon import MinedLexicon, MinerParams, mine_lexicon
 from digest_rag.lexical.matrix import BM25Matrix
 from digest_rag.lexical.terms import document_tokens
+from digest_rag.lexical.verb_forms import QUESTION_FORMS_VERSION, add_question_forms
 from digest_rag.lexical.word_table import EOJEOL_FORMAT, EojeolRecorder
 from digest_rag.models import Chunk, Paper
 from digest_rag.text import sha256_text
@@ -31,8 +32,10 @@ def analysis_cache_key() -> str:
         kiwi = "unknown"
     # The word table (eojeols.py) is filled only from texts Kiwi analyses: a token cache from before it
     # existed would leave the words of every reused text out of it.
+    # Nor would one from before the table held the question forms of its words (verb_forms.py): their
+    # texts are not analysed again, so their verbs would get no forms.
     return (f"{ANALYSIS_VERSION}|kiwipiepy-{kiwi}|glossary-{sha256_text(bundled_glossary_text())[:16]}"
-            f"|eojeols-{EOJEOL_FORMAT}")
+            f"|eojeols-{EOJEOL_FORMAT}|forms-{QUESTION_FORMS_VERSION}")
 
 
 class TokenCache:
@@ -205,5 +208,8 @@ class LexicalBuilder:
                      if f not in recorder.readings and not all(w in recorder.readings for w in f.split())]
             for form, morphs in zip(forms, kiwi_morphs(forms) if forms else [], strict=True):
                 recorder.observe(form, morphs)
+            # ... and in the spoken forms of the corpus's verbs ("섞은", "줄여서"): most questions then never
+            # start Kiwi (verb_forms.py).
+            add_question_forms(recorder)
             index._recorder = recorder
         return index

@@ -27,6 +27,9 @@ _SELECT = {name: f"SELECT key, morphs FROM {name} WHERE key IN " for name in ("e
 _CACHE_MAX = 1 << 16
 
 
+# A hyphen or slash inside a word, and the pieces it joins.
+_JOINER = re.compile(r"\w[-/\u00b7]\w")
+_PIECE = re.compile(r"[^-/\u00b7]+")
 _UNKNOWN: list = []  # a cache entry's absence (None is a cached miss)
 
 
@@ -198,6 +201,16 @@ class EojeolTable:
                     at = word.index(form)
                     out[word] = [Morph(f, t, at + st, n, lem) for f, t, st, n, lem in stored]
                     break
+        # Still unknown: words joined by a hyphen or slash ("비전-언어", "키/값"), which Kiwi reads as the words
+        # with a symbol between them (SO/SP: no token), so their readings are the words' readings.
+        joined = {w: [(m.start(), m.group()) for m in _PIECE.finditer(w)] for w in words
+                  if out.get(w) is None and _JOINER.search(cores.get(w) or "")}
+        if joined:
+            pieces = self._read_words(list({p for found_pieces in joined.values() for _s, p in found_pieces}))
+            for w, found_pieces in joined.items():
+                if all(pieces.get(p) is not None for _s, p in found_pieces):
+                    out[w] = [Morph(m.form, m.tag, at + m.start, m.len, m.lemma)
+                              for at, p in found_pieces for m in pieces[p]]  # type: ignore[union-attr]
         return out
 
     def _analyse_text(self, text: str) -> list[Morph] | None:

@@ -180,6 +180,15 @@ def test_two_known_words_run_together_are_read_without_kiwi(tmp_path: Path) -> N
     assert table.analyse("노리는학습") is None  # no known first word: still Kiwi's
 
 
+def test_known_words_joined_by_a_hyphen_are_read_without_kiwi(tmp_path: Path) -> None:
+    table = _table(tmp_path, TEXTS + ["텍스트 이미지 모델"])
+    query = "텍스트-이미지 탈옥-공격을 분석했다"  # each piece is a known word; the joined words are not
+    morphs = table.analyse(query)
+    assert morphs is not None and [m[:4] for m in morphs[:2]] == [("텍스트", "NNG", 0, 3), ("이미지", "NNG", 4, 3)]
+    assert query_term_weights(query, stored=table) == query_term_weights(query)
+    assert table.analyse("텍스트-노리는") is None  # one piece unknown: Kiwi's
+
+
 def test_lookups_are_cached_and_close_forgets_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = _table(tmp_path, TEXTS)
     first = table.lookup(["공격을", "없는말"])

@@ -1,0 +1,136 @@
+"""The forms a question gives the corpus's verbs and adjectives, for the word table (`word_table`).
+
+A search reads a question's Korean words from the index's table of Kiwi's readings and starts Kiwi only
+for a word the table lacks. Notes are written in the plain written style ("섞는다", "줄였다"), questions in
+the spoken one ("섞은", "줄여서", "걸렸대", "빨라져?"), so most questions held a verb form the corpus never
+wrote: 19 of the 30 latency benchmark's questions started Kiwi (BENCHMARKS.md). The build therefore adds,
+for every verb and adjective the corpus uses, the forms of `QUESTION_ENDINGS`: Kiwi conjugates each
+(`Kiwi.join`), reads the form alone, and the form joins the table only when Kiwi's reading of it starts
+with that verb. The table keeps Kiwi's readings only, as before; it knows more words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+from digest_rag.lexical.analysis import kiwi_morphs
+from digest_rag.lexical.kiwi import get_kiwi, has_batchim
+from digest_rag.lexical.word_table import EojeolRecorder, _decode
+from digest_rag.text import hangul_parts
+
+__all__ = ["NOUN_PREDICATES", "QUESTION_ENDINGS", "QUESTION_FORMS_VERSION", "add_question_forms", "corpus_nouns", "corpus_predicates", "question_forms", "reads_as"]
+
+#: Version of the forms a build adds (`QUESTION_ENDINGS`, `NOUN_PREDICATES`, the check): part of the token cache's
+#: key (`builder.analysis_cache_key`), so an index built with other forms, or none, is analysed again once.
+QUESTION_FORMS_VERSION = "1"
+
+#: Endings (Kiwi morphemes after the stem) of the verb forms questions use: connectives, modifiers,
+#: plain and polite sentence ends, past tense, recollection ("-더라"), reported speech ("-대", "-다는", "-다던데"),
+#: and the auxiliaries "-어지다" (become), "-어내다" (out), "-어주다" (for), "-어보다" (try), "-어두다" (keep).
+#: Kiwi picks 아/어, 으 and the irregular stems.
+QUESTION_ENDINGS: tuple[tuple[tuple[str, str], ...], ...] = tuple(
+    tuple((m, t) for m, t in (part.split("/") for part in ending.split("+")))
+    for ending in (
+        "어/EC", "어서/EC", "어야/EC", "고/EC", "게/EC", "지/EC", "으면/EC", "으려고/EC", "는데/EC", "으니까/EC",
+        "도록/EC", "어도/EC", "으며/EC", "다가/EC", "는지/EC", "는/ETM", "은/ETM", "을/ETM", "던/ETM",
+        "는다는/ETM", "다는/ETM", "기/ETN", "음/ETN", "어/EF", "다/EF", "나/EF", "니/EF", "나요/EF", "어요/EF",
+        "습니다/EF", "대/EF", "냐/EF", "지/EF", "죠/EF", "네/EF", "을까/EF",
+        "었/EP+어/EF", "었/EP+다/EF", "었/EP+대/EF", "었/EP+다는/ETM", "었/EP+던/ETM", "었/EP+는지/EC",
+        "었/EP+나/EF", "었/EP+을까/EF", "었/EP+고/EC", "었/EP+는데/EC", "었/EP+지/EF", "었/EP+어요/EF",
+        "었/EP+나요/EF", "었/EP+습니다/EF", "었/EP+다고/EC",
+        "어/EC+지/VX+어/EF", "어/EC+지/VX+는/ETM", "어/EC+지/VX+었/EP+어/EF", "어/EC+지/VX+었/EP+다는/ETM",
+        "어/EC+내/VX+은/ETM", "어/EC+내/VX+었/EP+어/EF", "어/EC+내/VX+어도/EC", "어/EC+주/VX+는/ETM",
+        "어/EC+주/VX+어/EF", "더라/EF", "었/EP+더라/EF", "으면서/EC", "으려다/EC", "는다던데/EC", "다던데/EC",
+        "었/EP+다던데/EC", "다던/ETM", "었/EP+다던/ETM", "어/EC+보/VX+고/EC", "어/EC+보/VX+기/ETN",
+        "어/EC+두/VX+고/EC",
+    )
+)
+
+#: What makes a verb of a noun ("학습했어", "해결된다는") or says what it is ("뭐였지", "모델이었어"): its forms
+#: with `QUESTION_ENDINGS` teach the table those suffixes, which it then reads after any noun it knows.
+NOUN_PREDICATES: tuple[tuple[str, str], ...] = (("하", "XSV"), ("되", "XSV"), ("이", "VCP"))
+
+# Kiwi's tags of a verb and an adjective stem (an irregular one carries a suffix: "VV-I").
+_PREDICATE = frozenset({"VV", "VA"})
+# Endings that follow a verb only (an adjective takes "-은", "-다"): "빠르는", "빠른다는" are not words.
+_VERB_ONLY = frozenset({"는", "는데", "는지", "는다는", "는다던데"})
+
+
+def corpus_predicates(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
+    """(stem, tag) of every verb and adjective in the word table's readings (key -> encoded reading ->
+    count, `EojeolRecorder.readings`), in a fixed order."""
+    found: set[tuple[str, str]] = set()
+    for key, counted in readings.items():
+        if " " in key:
+            continue
+        for raw in counted:
+            for form, tag, _s, _n, _lemma in _decode(raw):
+                if tag.split("-", 1)[0] in _PREDICATE:
+                    found.add((form, tag))
+    return sorted(found)
+
+
+def corpus_nouns(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
+    """(noun, tag) whose forms with `NOUN_PREDICATES` the table should hold: the corpus's most frequent common
+    noun ending in a consonant and the one ending in a vowel (the suffixes differ: "이었어" / "였어"), and
+    every pronoun it uses ("뭐였지": the pronoun itself is read only through such forms)."""
+    counts: dict[tuple[str, str], int] = {}
+    for key, counted in readings.items():
+        if " " in key:
+            continue
+        for raw, n in counted.items():
+            for form, tag, _s, _n, _lemma in _decode(raw):
+                if tag in ("NNG", "NP") and len(form) >= (2 if tag == "NNG" else 1) and hangul_parts(form[-1]) is not None:
+                    counts[(form, tag)] = counts.get((form, tag), 0) + n
+    out = sorted(k for k in counts if k[1] == "NP")
+    for closed in (True, False):
+        nouns = [k for k in counts if k[1] == "NNG" and has_batchim(k[0][-1]) == closed]
+        if nouns:
+            out.append(min(nouns, key=lambda k: (-counts[k], k)))
+    return out
+
+
+def question_forms(words: Iterable[tuple[str, str]], join: object) -> Iterator[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(form, the morphemes its reading must start with) of each verb or adjective of ``words`` with each of
+    `QUESTION_ENDINGS`, and of each noun with each of `NOUN_PREDICATES` and ending, conjugated by ``join``
+    (`Kiwi.join`). A form Kiwi writes as two words ("잘라 내도") is taken as the one word a reader types."""
+    seen: set[str] = set()
+    for stem, tag in words:
+        noun = tag in ("NNG", "NP")
+        makers: list[tuple[tuple[str, str], ...]] = [(m,) for m in NOUN_PREDICATES] if noun else [()]
+        for maker in makers:
+            verb = not tag.startswith("VA") and not (maker and maker[0][1] == "VCP")
+            for ending in QUESTION_ENDINGS:
+                if not verb and ending[0][0] in _VERB_ONLY:
+                    continue
+                try:
+                    form = join([(stem, tag), *maker, *ending]).replace(" ", "")  # type: ignore[operator]
+                except (ValueError, RuntimeError):  # a tag or morpheme Kiwi will not conjugate
+                    continue
+                if form and form not in seen:
+                    seen.add(form)
+                    yield form, ((stem, tag), *maker)
+
+
+def reads_as(morphs: Iterable[object], start: Sequence[tuple[str, str]]) -> bool:
+    """Whether Kiwi's reading of a form alone (``morphs``) starts with the morphemes it was made from."""
+    got = [(m.form, m.tag.split("-", 1)[0]) for m in morphs][: len(start)]  # type: ignore[attr-defined]
+    return got == [(form, tag.split("-", 1)[0]) for form, tag in start]
+
+
+def add_question_forms(recorder: EojeolRecorder) -> int:
+    """Record in ``recorder`` the question forms (`question_forms`) of the verbs, adjectives and nouns of the
+    words it read in this build (`EojeolRecorder.touched`), each where Kiwi reads the form alone as made;
+    how many. Forms the table has are not made again, and an update that analysed no text starts no Kiwi."""
+    fresh = {key: recorder.readings[key] for key in recorder.touched}
+    words = [*corpus_predicates(fresh), *corpus_nouns(fresh)]
+    if not words:
+        return 0
+    made = [(form, start) for form, start in question_forms(words, get_kiwi().join) if form not in recorder.readings]
+    forms = [form for form, _start in made]
+    added = 0
+    for (form, start), morphs in zip(made, kiwi_morphs(forms) if forms else [], strict=True):
+        if reads_as(morphs, start):
+            recorder.observe(form, morphs)
+            added += 1
+    return added
