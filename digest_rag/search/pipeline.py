@@ -137,8 +137,7 @@ class QueryPipeline:
             lead = chunk_paper.get(rankings["lexical"][0][0])
             if lead in bonuses:
                 ranked = lead_first(ranked, chunk_paper, lead)
-        papers: Mapping[str, Paper] = self._papers if self._papers is not None else PaperLookup(
-            self.store, {h.paper_id for h in heads.values()}, self._paper_cache, known=table is not None)
+        papers = self._search_papers({h.paper_id for h in heads.values()}, known=table is not None)
         hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self._chunks, offset=offset,
                          exclude=exclude)
         # How well a question matched; a paper's own text always matches its neighbours somehow: no verdict.
@@ -239,6 +238,17 @@ class QueryPipeline:
                 if self._chunk_table is None:
                     self._chunk_table = ChunkTable.read(self.store)
         return self._chunk_table
+
+    def _search_papers(self, ids: set[str], *, known: bool) -> Mapping[str, Paper]:
+        """The papers a search's hits come from: every paper, read once, from the second search of an index
+        the paper cache could hold whole (`PAPER_CACHE_SIZE`: ~15 ms and a few MB for 1,645 papers; it would
+        fill with them anyway), so a new question reads none; else the candidates' (`PaperLookup`: a record is
+        read when a page shows it, then kept). ``known``: the ids come from the chunk table."""
+        if self._papers is None and known and self.manifest.paper_count <= PAPER_CACHE_SIZE:
+            self.papers()  # `known`: the chunk table is read, so this is a second search at least
+        if self._papers is not None:
+            return self._papers
+        return PaperLookup(self.store, ids, self._paper_cache, known=known)
 
     def _search_table(self) -> ChunkTable | None:
         """The chunk table a search uses: none for a process's first search (a one-question CLI process

@@ -55,6 +55,41 @@ def test_the_chunks_a_page_shows_are_read_from_the_store_once(seed_index_dir, mo
         assert not set(shown) & set(read)  # kept from the first search (a title hit's opening chunk aside)
 
 
+def test_a_small_index_reads_its_papers_once_from_the_second_search(seed_index_dir,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index the paper cache could hold whole reads every paper in one go on its second search (a
+    one-question process reads only the page's papers), and a new question then reads no paper record."""
+    from digest_rag.search import pipeline
+    from digest_rag.storage.store import Store
+
+    reads: list[object] = []
+    real = Store.papers
+
+    def counting(self, ids=None):
+        ids = list(ids) if ids is not None else None
+        reads.append(ids)
+        return real(self, ids)
+
+    monkeypatch.setattr(Store, "papers", counting)
+    with DigestIndex.load(seed_index_dir) as idx:
+        first = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=5, mode="lexical")
+        assert reads and all(ids is not None for ids in reads)  # the page's papers only
+        reads.clear()
+        second = idx.search("라마 3 모델", k=5, mode="lexical")
+        assert reads == [None]  # every paper, once
+        reads.clear()
+        third = idx.search("에이전트 벤치마크", k=5, mode="lexical")
+        assert reads == [] and first and second and third
+    # Above the cache's size the second search keeps reading the page's papers.
+    monkeypatch.setattr(pipeline, "PAPER_CACHE_SIZE", 1)
+    reads.clear()
+    with DigestIndex.load(seed_index_dir) as idx:
+        for q in ("긴 컨텍스트를 악용하는 탈옥 공격", "라마 3 모델"):
+            again = idx.search(q, k=5, mode="lexical")
+        assert None not in reads
+        assert [h.paper.id for h in again] == [h.paper.id for h in second]
+
+
 def test_the_kept_analyses_are_bounded(seed_index_dir, monkeypatch: pytest.MonkeyPatch) -> None:
     from digest_rag.search import pipeline
 
