@@ -120,9 +120,11 @@ def reads_as(morphs: Iterable[object], start: Sequence[tuple[str, str]]) -> bool
 
 def add_question_forms(recorder: EojeolRecorder) -> int:
     """Record in ``recorder`` the question forms (`question_forms`) of the verbs, adjectives and nouns of the
-    words it read in this build (`EojeolRecorder.touched`), each where Kiwi reads the form alone as made;
-    how many. Forms the table has are not made again, and an update that analysed no text starts no Kiwi."""
-    fresh = {key: recorder.readings[key] for key in recorder.touched}
+    words new to its table in this build (`EojeolRecorder.new_readings`: every word, without a previous table),
+    each where Kiwi reads the form alone as made; how many. The previous build made the forms of its words
+    (the token cache's key says so), so an update joins only its new words' verbs (a 1% rebuild stays cheap),
+    and one that met no new word starts no Kiwi."""
+    fresh = recorder.new_readings()
     words = [*corpus_predicates(fresh), *corpus_nouns(fresh)]
     if not words:
         return 0

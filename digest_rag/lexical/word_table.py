@@ -188,6 +188,10 @@ class EojeolRecorder:
             seen[enc] = seen.get(enc, 0) + 1
             self.touched.add(key)
 
+    def new_readings(self) -> dict[str, dict[str, int]]:
+        """The readings of the keys this build recorded that ``previous`` did not have (every key without one)."""
+        return {key: self.readings[key] for key in self.touched if key not in self._previous}
+
     def rows(self) -> list[tuple[str, str, int]]:
         """(key, most frequent analysis, times seen), sorted by key; ties go to the smallest analysis string."""
         return [(key, *_best(self.readings[key])) for key in sorted(self.readings)]

@@ -85,6 +85,15 @@ def test_nothing_new_starts_no_kiwi(monkeypatch: pytest.MonkeyPatch) -> None:
                              ((k, next(iter(v.items()))) for k, v in rec.readings.items())})
     monkeypatch.setattr("digest_rag.lexical.verb_forms.get_kiwi", lambda: pytest.fail("Kiwi started"))
     assert add_question_forms(seeded) == 0  # an update that analysed no text
+    monkeypatch.undo()
+    # An update's new words bring their verbs' forms; its known words' verbs were made by the build before.
+    seeded.observe(NOTES[0], get_kiwi().tokenize(NOTES[0]))  # known words only
+    assert add_question_forms(seeded) == 0
+    before = dict(seeded.readings["섞어서"])
+    text = "새 모델은 버그를 고친다."
+    seeded.observe(text, get_kiwi().tokenize(text))
+    assert add_question_forms(seeded) > 0 and "고쳐서" in seeded.readings
+    assert seeded.readings["섞어서"] == before  # not made (nor counted) again
 
 
 def test_an_index_built_without_these_forms_is_analysed_again() -> None:
