@@ -453,6 +453,8 @@ class DigestIndex:
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary of the index: manifest, build options, counts, languages, sections, papers."""
         self._check_open()
+        lexical = self.lexical
         return index_summary(self.index_dir, self.manifest, self.store, self.papers,
-                             self.lexical.lexicon if self.lexical is not None else None,
-                             self.lexical.confidence if self.lexical is not None else None)
+                             lexical.lexicon if lexical is not None else None,
+                             lexical.confidence if lexical is not None else None,
+                             len(lexical.eojeols) if lexical is not None and lexical.eojeols is not None else None)

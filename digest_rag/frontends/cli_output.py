@@ -177,6 +177,15 @@ def format_loanwords(data: dict[str, Any]) -> str:
     return f"{stored['candidates']} English words a Hangul loanword may spell (rules {stored['rules']})"
 
 
+def format_words(data: dict[str, Any]) -> str:
+    """The `info` line on the word table: the Korean word forms a question is read from without Kiwi."""
+    words = data.get("word_forms")
+    if words is None:
+        return "no word table: every Korean question starts Kiwi"
+    return (f"{words} Korean word forms read without Kiwi (the corpus's words and their question forms; "
+            "a question with another word starts Kiwi)")
+
+
 def format_info(data: dict[str, Any]) -> str:
     """The `info` text: one labelled line per fact, then the source files with most papers, one per line."""
     param = f", search param {data['search_param']}" if data.get("search_param") else ""
@@ -198,6 +207,7 @@ def format_info(data: dict[str, Any]) -> str:
         "top tags    " + (", ".join(f"#{k} {v}" for k, v in list(data["top_tags"].items())[:10]) or "none"),
         f"lexicon     {lexicon}",
         f"loanwords   {format_loanwords(data)}",
+        f"words       {format_words(data)}",
         f"fusion      {format_fusion(data)}",
         f"confidence  {format_confidence(data)}",
         f"sources     {len(sources)} file(s)",

@@ -24,9 +24,11 @@ def index_summary(
     index_dir: Path, manifest: IndexManifest, store: Store, papers: Mapping[str, Paper],
     lexicon: MinedLexicon | None = None,
     confidence: Confidence | None = None,
+    words: int | None = None,
 ) -> dict[str, Any]:
     """Manifest, build options, counts by language and section, size on disk, the mined lexicon, the stored
-    loanword candidates, the strong-match calibration (``confidence``), and every paper with its sections."""
+    loanword candidates, the strong-match calibration (``confidence``), how many word forms the word table reads
+    without Kiwi (``words``; None: no table), and every paper with its sections."""
     m = manifest
     gen = index_dir / m.data_dir
     chunk_counts: dict[str, int] = {}
@@ -51,6 +53,7 @@ def index_summary(
         "corpus_fingerprint": m.corpus_fingerprint,
         "lexicon": lexicon_summary(lexicon),
         "loanwords": store.loanword_summary(),
+        "word_forms": words,
         "fusion": m.fusion.model_dump() if m.fusion is not None else None,
         "confidence": confidence.model_dump() if confidence is not None else None,
         **store.stats(),

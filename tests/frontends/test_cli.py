@@ -63,6 +63,9 @@ def test_info_text(runner: CliRunner, seed_index_dir: Path) -> None:
     assert re.search(r"^loanwords   \d+ English words a Hangul loanword may spell \(rules 1\)$", res.stdout, re.M)
     data = json.loads(runner.invoke(app, ["info", "--index", str(seed_index_dir), "--json"]).stdout)
     assert data["loanwords"]["rules"] == "1" and data["loanwords"]["candidates"] > 0
+    # The word table: its corpus words and their question forms (lexical/verb_forms.py).
+    assert data["word_forms"] > 0
+    assert re.search(rf"^words       {data['word_forms']} Korean word forms read without Kiwi ", res.stdout, re.M)
 
 
 def test_exit_codes(runner: CliRunner, seed_index_dir: Path, tmp_path: Path) -> None:
