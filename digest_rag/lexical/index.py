@@ -189,8 +189,10 @@ class LexicalIndex:
     def analyse(self, query: str, loanwords: Loanwords | None = None) -> QueryTerms:
         """The question's `QueryTerms` for this index: Korean words read from its word table (Kiwi only for
         words it has never seen), glossary expansions, the partners of its mined lexicon and, with
-        ``loanwords``, the English words its Hangul loanwords spell."""
-        return analyse_query(query, lexicon=self.lexicon, stored=self.eojeols, loanwords=loanwords)
+        ``loanwords``, the English words its Hangul loanwords spell; a compound it does not hold is asked for as
+        its indexed parts too (`terms.compound_parts`)."""
+        return analyse_query(query, lexicon=self.lexicon, stored=self.eojeols, loanwords=loanwords,
+                             indexed=self.holds)
 
     def holds(self, token: str) -> bool:
         """Whether ``token`` is an indexed term."""
