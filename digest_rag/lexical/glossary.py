@@ -218,6 +218,10 @@ class Glossary:
                 i += 1
         return found
 
+    def names(self, token: str) -> bool:
+        """Whether ``token`` alone is a form of some concept (its key, whatever the context)."""
+        return bool(self.keys.get(_key(_match_tokens([token]))))
+
     def concept_token(self, cid: int) -> str:
         """The index token standing for concept ``cid`` (":" never occurs in analysed words)."""
         return f"ml:{cid}"

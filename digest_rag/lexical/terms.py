@@ -80,9 +80,11 @@ def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: Mined
         for t in weights:
             sources.setdefault(t, "lexicon")
     if loanwords is not None:
-        # A predicate's lemma ("줄이다") is no loanword; nouns are read as written ("레이턴트" -> latent).
+        # A predicate's lemma ("줄이다") is no loanword, and neither is a word the glossary translates ("샘플" is
+        # sample, never "simple"): the curated entry decides. Other nouns are read as written ("레이턴트" ->
+        # latent).
         for token in tokens:
-            if token.endswith("다"):
+            if token.endswith("다") or gloss.names(token):
                 continue
             for spelled in loanwords.spell(token):
                 if spelled not in weights:

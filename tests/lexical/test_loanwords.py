@@ -82,3 +82,11 @@ def test_a_hangul_word_the_index_holds_spells_at_a_lower_weight() -> None:
     assert held.weight("레이턴트") == INDEXED_LOANWORD_WEIGHT < LOANWORD_WEIGHT == held.weight("스파스")
     terms = analyse_query("레이턴트 공간에서 스파스하게", loanwords=held)
     assert terms.weights["latent"] == INDEXED_LOANWORD_WEIGHT and terms.weights["sparse"] == LOANWORD_WEIGHT
+
+
+def test_a_word_the_glossary_translates_is_not_spelled() -> None:
+    # "샘플" spells both "sample" and "simple"; the glossary says sample, and its entry decides.
+    table = _table()
+    assert {"sample", "simple"} <= set(table.spell("샘플"))
+    terms = analyse_query("샘플 생성을 몇 번 돌려야", loanwords=table)
+    assert "simple" not in terms.weights and terms.sources["sample"] == "glossary"
