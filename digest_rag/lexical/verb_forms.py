@@ -11,14 +11,15 @@ with that verb. The table keeps Kiwi's readings only, as before; it knows more w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from digest_rag.lexical.analysis import kiwi_morphs
 from digest_rag.lexical.kiwi import get_kiwi, has_batchim
 from digest_rag.lexical.word_table import EojeolRecorder, _decode
 from digest_rag.text import hangul_parts
 
-__all__ = ["NOUN_PREDICATES", "QUESTION_ENDINGS", "QUESTION_FORMS_VERSION", "add_question_forms", "corpus_nouns", "corpus_predicates", "question_forms", "reads_as"]
+__all__ = ["NOUN_PREDICATES", "QUESTION_ENDINGS", "QUESTION_FORMS_VERSION", "add_question_forms", "corpus_nouns",
+           "corpus_predicates", "question_forms", "reads_as"]
 
 #: Version of the forms a build adds (`QUESTION_ENDINGS`, `NOUN_PREDICATES`, the check): part of the token cache's
 #: key (`builder.analysis_cache_key`), so an index built with other forms, or none, is analysed again once.
@@ -80,7 +81,8 @@ def corpus_nouns(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, s
             continue
         for raw, n in counted.items():
             for form, tag, _s, _n, _lemma in _decode(raw):
-                if tag in ("NNG", "NP") and len(form) >= (2 if tag == "NNG" else 1) and hangul_parts(form[-1]) is not None:
+                if tag in ("NNG", "NP") and len(form) >= (2 if tag == "NNG" else 1) \
+                        and hangul_parts(form[-1]) is not None:
                     counts[(form, tag)] = counts.get((form, tag), 0) + n
     out = sorted(k for k in counts if k[1] == "NP")
     for closed in (True, False):
@@ -90,7 +92,11 @@ def corpus_nouns(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, s
     return out
 
 
-def question_forms(words: Iterable[tuple[str, str]], join: object) -> Iterator[tuple[str, tuple[tuple[str, str], ...]]]:
+#: Kiwi's ``join``: morphemes (form, tag) to the word they make.
+Join = Callable[[list[tuple[str, str]]], str]
+
+
+def question_forms(words: Iterable[tuple[str, str]], join: Join) -> Iterator[tuple[str, tuple[tuple[str, str], ...]]]:
     """(form, the morphemes its reading must start with) of each verb or adjective of ``words`` with each of
     `QUESTION_ENDINGS`, and of each noun with each of `NOUN_PREDICATES` and ending, conjugated by ``join``
     (`Kiwi.join`). A form Kiwi writes as two words ("잘라 내도") is taken as the one word a reader types."""
@@ -104,7 +110,7 @@ def question_forms(words: Iterable[tuple[str, str]], join: object) -> Iterator[t
                 if not verb and ending[0][0] in _VERB_ONLY:
                     continue
                 try:
-                    form = join([(stem, tag), *maker, *ending]).replace(" ", "")  # type: ignore[operator]
+                    form = join([(stem, tag), *maker, *ending]).replace(" ", "")
                 except (ValueError, RuntimeError):  # a tag or morpheme Kiwi will not conjugate
                     continue
                 if form and form not in seen:
