@@ -23,7 +23,7 @@ __all__ = ["NOUN_PREDICATES", "QUESTION_ENDINGS", "QUESTION_FORMS_VERSION", "add
 
 #: Version of the forms a build adds (`QUESTION_ENDINGS`, `NOUN_PREDICATES`, the check): part of the token cache's
 #: key (`builder.analysis_cache_key`), so an index built with other forms, or none, is analysed again once.
-QUESTION_FORMS_VERSION = "1"
+QUESTION_FORMS_VERSION = "2"
 
 #: Endings (Kiwi morphemes after the stem) of the verb forms questions use: connectives, modifiers,
 #: plain and polite sentence ends, past tense, recollection ("-더라"), reported speech ("-대", "-다는", "-다던데"),
@@ -55,6 +55,8 @@ NOUN_PREDICATES: tuple[tuple[str, str], ...] = (("하", "XSV"), ("되", "XSV"), 
 _PREDICATE = frozenset({"VV", "VA"})
 # Endings that follow a verb only (an adjective takes "-은", "-다"): "빠르는", "빠른다는" are not words.
 _VERB_ONLY = frozenset({"는", "는데", "는지", "는다는", "는다던데"})
+# Auxiliaries after a verb only: "-어내다", "-어주다", "-어보다", "-어두다" (an adjective takes "-어지다").
+_VERB_AUXILIARIES = frozenset({"내", "주", "보", "두"})
 
 
 def corpus_predicates(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
@@ -102,12 +104,13 @@ def question_forms(words: Iterable[tuple[str, str]], join: Join) -> Iterator[tup
     (`Kiwi.join`). A form Kiwi writes as two words ("잘라 내도") is taken as the one word a reader types."""
     seen: set[str] = set()
     for stem, tag in words:
-        noun = tag in ("NNG", "NP")
-        makers: list[tuple[tuple[str, str], ...]] = [(m,) for m in NOUN_PREDICATES] if noun else [()]
+        # A pronoun takes only the copula ("뭐였지"; "뭐해" is 뭐 + the verb 하다, not a derived verb).
+        makers: list[tuple[tuple[str, str], ...]] = [(m,) for m in NOUN_PREDICATES if tag == "NNG" or m[1] == "VCP"] \
+            if tag in ("NNG", "NP") else [()]
         for maker in makers:
             verb = not tag.startswith("VA") and not (maker and maker[0][1] == "VCP")
             for ending in QUESTION_ENDINGS:
-                if not verb and ending[0][0] in _VERB_ONLY:
+                if not verb and (ending[0][0] in _VERB_ONLY or any(m in _VERB_AUXILIARIES for m, _t in ending[1:])):
                     continue
                 try:
                     form = join([(stem, tag), *maker, *ending]).replace(" ", "")
