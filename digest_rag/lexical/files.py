@@ -83,6 +83,8 @@ class SortedVocab(Mapping[str, int]):
         # Answered lookups (-1: absent): a question's terms recur across questions, and each binary search
         # costs ~20 byte comparisons. Bounded; it starts over past VOCAB_MEMO_MAX tokens.
         self._memo: dict[str, int] = {}
+        # Every token's id (`hold`), for a vocabulary small enough to hold: no lookup searches the files.
+        self._held: dict[str, int] | None = None
 
     @classmethod
     def load(cls, directory: Path) -> SortedVocab:
@@ -105,7 +107,15 @@ class SortedVocab(Mapping[str, int]):
     def _token(self, i: int) -> bytes:
         return self._blob[int(self._offsets[i]) : int(self._offsets[i + 1])].tobytes()
 
+    def hold(self) -> None:
+        """Read every token once into a dict (~6 ms and ~2 MB for 17,000 tokens): lookups then search nothing."""
+        ids = self._ids.tolist()
+        self._held = {self._token(i).decode("utf-8", "surrogatepass"): ids[i] for i in range(len(self))}
+
     def __getitem__(self, token: str) -> int:
+        held = self._held
+        if held is not None:
+            return held[token]
         tid = self._memo.get(token)
         if tid is None:
             tid = self._find(token)

@@ -45,12 +45,16 @@ from digest_rag.storage.chunk_table import ChunkTable
 from digest_rag.storage.paper_lookup import PAPER_CACHE_SIZE, PaperLookup
 from digest_rag.storage.store import Store
 
-__all__ = ["ANALYSED_QUESTIONS", "CHUNK_CACHE_SIZE", "QueryPipeline"]
+__all__ = ["ANALYSED_QUESTIONS", "CHUNK_CACHE_SIZE", "HELD_CHUNKS", "HELD_PAPERS", "QueryPipeline"]
 
 #: Distinct questions whose analyses a loaded index keeps (`QueryPipeline.analyse`); cleared when full.
 ANALYSED_QUESTIONS = 1024
 #: Chunks a loaded index keeps once a page showed them (about 1.5 KB each).
 CHUNK_CACHE_SIZE = 2048
+#: Most papers and chunks of an index held in memory from its second search (`QueryPipeline._hold_small_index`):
+#: the paper cache's size, and ~16,000 chunks (~75 MiB of texts and records and ~0.4 s to read at the limit).
+HELD_PAPERS = PAPER_CACHE_SIZE
+HELD_CHUNKS = 16_384
 
 
 class QueryPipeline:
@@ -74,6 +78,8 @@ class QueryPipeline:
         self._stored_english: bool | None = None  # whether the build stored its English-only papers
         self._no_korean: frozenset[str] | None = None  # papers with no Korean text (score fusion), read once
         self._searched = 0  # searches before the chunk table was read (`_search_table`)
+        self._held = False  # whether `_hold_small_index` ran
+        self._hold_lock = threading.Lock()
         self._analysed: dict[str, QueryTerms] = {}
         self._chunk_cache: BoundedCache[int, Chunk] = BoundedCache(CHUNK_CACHE_SIZE)
 
@@ -240,12 +246,9 @@ class QueryPipeline:
         return self._chunk_table
 
     def _search_papers(self, ids: set[str], *, known: bool) -> Mapping[str, Paper]:
-        """The papers a search's hits come from: every paper, read once, from the second search of an index
-        the paper cache could hold whole (`PAPER_CACHE_SIZE`: ~15 ms and a few MB for 1,645 papers; it would
-        fill with them anyway), so a new question reads none; else the candidates' (`PaperLookup`: a record is
-        read when a page shows it, then kept). ``known``: the ids come from the chunk table."""
-        if self._papers is None and known and self.manifest.paper_count <= PAPER_CACHE_SIZE:
-            self.papers()  # `known`: the chunk table is read, so this is a second search at least
+        """The papers a search's hits come from: all of them when they are held (`_hold_small_index`), else
+        the candidates' (`PaperLookup`: a record is read when a page shows it, then kept). ``known``: the ids
+        come from the chunk table."""
         if self._papers is not None:
             return self._papers
         return PaperLookup(self.store, ids, self._paper_cache, known=known)
@@ -253,11 +256,35 @@ class QueryPipeline:
     def _search_table(self) -> ChunkTable | None:
         """The chunk table a search uses: none for a process's first search (a one-question CLI process
         would read every chunk's row to rank a few hundred: ~0.5 s at the size limit), the table from the
-        second on (a shell, a server, a notebook)."""
+        second on (a shell, a server, a notebook), when a small index is also held in memory."""
         if self._chunk_table is not None:
             return self._chunk_table
         self._searched += 1
-        return self.chunk_table if self._searched > 1 else None
+        if self._searched < 2:
+            return None
+        if not self._held:
+            with self._hold_lock:
+                if not self._held:
+                    self._hold_small_index()
+                    self._held = True
+        return self.chunk_table
+
+    def _hold_small_index(self) -> None:
+        """From its second search (more questions will come) a small index is held in memory, so that a
+        question it never saw reads no paper, no chunk text and no vocabulary file: every paper of an index of at
+        most `HELD_PAPERS`, every chunk of one of at most `HELD_CHUNKS` (the caches would fill with them
+        anyway), and the lexical index's vocabulary and posting checks (`LexicalIndex.hold_small`). ~0.1 s and
+        ~20 MiB once for seeds + ml-papers (1,645 papers, 4,311 chunks); a new question's first search then
+        costs ~0.3 ms less (BENCHMARKS.md). A one-question process never pays it."""
+        if self._papers is None and self.manifest.paper_count <= HELD_PAPERS:
+            self.papers()
+        if self.manifest.chunk_count <= HELD_CHUNKS:
+            chunks = self.store.chunks()
+            held: BoundedCache[int, Chunk] = BoundedCache(max(len(chunks), CHUNK_CACHE_SIZE))
+            held.keep(chunks)
+            self._chunk_cache = held
+        if self.lexical is not None:
+            self.lexical.hold_small()
 
     @property
     def loanwords(self) -> Loanwords | None:

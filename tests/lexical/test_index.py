@@ -420,3 +420,26 @@ def test_a_paper_field_adds_a_bounded_number_of_tokens_to_each_chunk() -> None:
     assert len(tags) == MAX_FIELD_TOKENS
     assert tags[0].startswith("tag")
     assert authors and title and len(title) < MAX_FIELD_TOKENS
+
+
+def test_a_held_index_searches_as_before_and_a_damaged_one_still_says_so(index: LexicalIndex, tmp_path: Path) -> None:
+    """`hold_small` (a process's second search): the vocabulary as a dict and the posting lists checked at once,
+    the same results; a posting list out of range is not waved through, the per-term check still names it."""
+    index.save(tmp_path / "ok")
+    held = LexicalIndex.load(tmp_path / "ok")
+    held.hold_small()
+    assert held._all_checked and held._bm25.vocab_dict._held is not None
+    for q in QUERIES:
+        assert held.search(q) == index.search(q)
+    assert "없는토큰" not in held._bm25.vocab_dict
+    index.save(tmp_path / "bad")
+    path = tmp_path / "bad" / "lexical.indices.npy"
+    indices = np.load(path)
+    indices[:] = len(index) + 5  # every posting names a chunk the index does not have
+    np.save(path, indices)
+    damaged = LexicalIndex.load(tmp_path / "bad")
+    damaged.hold_small()
+    assert not damaged._all_checked
+    with pytest.raises(IndexCorruptedError, match="out of range"):
+        for q in QUERIES:
+            damaged.search(q)

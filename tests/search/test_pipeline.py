@@ -57,8 +57,8 @@ def test_the_chunks_a_page_shows_are_read_from_the_store_once(seed_index_dir, mo
 
 def test_a_small_index_reads_its_papers_once_from_the_second_search(seed_index_dir,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """An index the paper cache could hold whole reads every paper in one go on its second search (a
-    one-question process reads only the page's papers), and a new question then reads no paper record."""
+    """A small index reads every paper in one go on its second search (a one-question process reads only the
+    page's papers), and a new question then reads no paper record."""
     from digest_rag.search import pipeline
     from digest_rag.storage.store import Store
 
@@ -80,14 +80,48 @@ def test_a_small_index_reads_its_papers_once_from_the_second_search(seed_index_d
         reads.clear()
         third = idx.search("에이전트 벤치마크", k=5, mode="lexical")
         assert reads == [] and first and second and third
-    # Above the cache's size the second search keeps reading the page's papers.
-    monkeypatch.setattr(pipeline, "PAPER_CACHE_SIZE", 1)
+    # Above the size held the second search keeps reading the page's papers.
+    monkeypatch.setattr(pipeline, "HELD_PAPERS", 1)
     reads.clear()
     with DigestIndex.load(seed_index_dir) as idx:
         for q in ("긴 컨텍스트를 악용하는 탈옥 공격", "라마 3 모델"):
             again = idx.search(q, k=5, mode="lexical")
         assert None not in reads
         assert [h.paper.id for h in again] == [h.paper.id for h in second]
+
+
+def test_a_small_index_holds_its_chunks_and_vocabulary_from_the_second_search(
+        seed_index_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the second search a small index reads no chunk text and searches no vocabulary file for a new
+    question, with the same results as an index that holds nothing."""
+    from digest_rag.lexical.files import SortedVocab
+    from digest_rag.search import pipeline
+    from digest_rag.storage.store import Store
+
+    questions = ["긴 컨텍스트를 악용하는 탈옥 공격", "라마 3 모델", "에이전트 벤치마크", "Mixtral experts routing"]
+    with DigestIndex.load(seed_index_dir) as idx:
+        for q in questions[:2]:
+            idx.search(q, k=5, mode="lexical")
+        held = [[h.model_dump() for h in idx.search(q, k=5, mode="lexical")] for q in questions[2:]]
+    monkeypatch.setattr(pipeline, "HELD_CHUNKS", 0)
+    monkeypatch.setattr(pipeline, "HELD_PAPERS", 0)
+    monkeypatch.setattr("digest_rag.lexical.index.HELD_TERMS", 0)
+    with DigestIndex.load(seed_index_dir) as idx:
+        for q in questions[:2]:
+            idx.search(q, k=5, mode="lexical")
+        assert [[h.model_dump() for h in idx.search(q, k=5, mode="lexical")] for q in questions[2:]] == held
+    monkeypatch.undo()
+    chunk_reads: list[object] = []
+    real_chunks = Store.chunks
+    monkeypatch.setattr(Store, "chunks", lambda self, ids=None: chunk_reads.append(ids) or real_chunks(self, ids))
+    with DigestIndex.load(seed_index_dir) as idx:
+        for q in questions[:2]:
+            idx.search(q, k=5, mode="lexical")
+        assert chunk_reads[-1] is None  # every chunk, once
+        chunk_reads.clear()
+        monkeypatch.setattr(SortedVocab, "_find", lambda self, token: pytest.fail(f"searched the files for {token!r}"))
+        assert idx.search("완전히 새로운 질문 diffusion 샘플링", k=5, mode="lexical") is not None
+        assert chunk_reads == []
 
 
 def test_the_kept_analyses_are_bounded(seed_index_dir, monkeypatch: pytest.MonkeyPatch) -> None:
