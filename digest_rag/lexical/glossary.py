@@ -237,8 +237,14 @@ class Glossary:
 
         Concepts are matched on ``sequence`` (the text's `sequence`; default ``tokens``).
         """
+        return self.expand_matched(tokens, self.match(tokens if sequence is None else sequence, tokens), weight)
+
+    def expand_matched(self, tokens: Sequence[str], matched: Iterable[int],
+                       weight: float = EXPANSION_WEIGHT) -> dict[str, float]:
+        """`expand` for concepts already matched (`match`): a question matches once for its expansions and
+        its concept tokens."""
         terms = dict.fromkeys(tokens, 1.0)
-        for cid in self.match(tokens if sequence is None else sequence, tokens):
+        for cid in matched:
             for t in self.concepts[cid]:
                 terms.setdefault(t, weight)
         return terms

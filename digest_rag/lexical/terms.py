@@ -69,10 +69,11 @@ def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: Mined
     if indexed is not None:
         tokens += [p for p in dict.fromkeys(p for t in tokens for p in compound_parts(t, indexed)) if p not in tokens]
     sources: dict[str, TermSource] = dict.fromkeys(tokens, "question")
-    weights = gloss.expand(tokens, weight, seq) if weight > 0 else dict.fromkeys(tokens, 1.0)
+    matched = gloss.match(seq, tokens)  # once, for the expansions and the concept tokens alike
+    weights = gloss.expand_matched(tokens, matched, weight) if weight > 0 else dict.fromkeys(tokens, 1.0)
     for t in weights:
         sources.setdefault(t, "glossary")
-    for c in gloss.annotate(seq, tokens):
+    for c in (gloss.concept_token(cid) for cid in matched):
         weights[c] = max(weights.get(c, 0.0), CONCEPT_WEIGHT)
         sources.setdefault(c, "concept")
     if lexicon is not None:
