@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from digest_rag.lexical.analysis import kiwi_morphs
 from digest_rag.lexical.kiwi import get_kiwi, has_batchim
-from digest_rag.lexical.word_table import EojeolRecorder, _decode
+from digest_rag.lexical.word_table import EojeolRecorder, Morph, _decode
 from digest_rag.text import hangul_parts
 
 __all__ = ["NOUN_PREDICATES", "QUESTION_ENDINGS", "QUESTION_FORMS_VERSION", "add_question_forms", "corpus_nouns",
@@ -127,6 +127,12 @@ def reads_as(morphs: Iterable[object], start: Sequence[tuple[str, str]]) -> bool
     return got == [(form, tag.split("-", 1)[0]) for form, tag in start]
 
 
+#: Each word's accepted forms with Kiwi's reading of each (`add_question_forms`), kept for the process: a
+#: notebook or a test suite that builds the same corpus again asks Kiwi nothing (bounded; starts over past the size).
+_MADE: dict[tuple[str, str], tuple[tuple[str, tuple[Morph, ...]], ...]] = {}
+_MADE_MAX = 8192
+
+
 def add_question_forms(recorder: EojeolRecorder) -> int:
     """Record in ``recorder`` the question forms (`question_forms`) of the verbs, adjectives and nouns of the
     words new to its table in this build (`EojeolRecorder.new_readings`: every word, without a previous table),
@@ -135,13 +141,26 @@ def add_question_forms(recorder: EojeolRecorder) -> int:
     and one that met no new word starts no Kiwi."""
     fresh = recorder.new_readings()
     words = [*corpus_predicates(fresh), *corpus_nouns(fresh)]
-    if not words:
-        return 0
-    made = [(form, start) for form, start in question_forms(words, get_kiwi().join) if form not in recorder.readings]
-    forms = [form for form, _start in made]
+    todo = [word for word in words if word not in _MADE]
+    if todo:
+        made = list(question_forms(todo, get_kiwi().join))
+        accepted: dict[tuple[str, str], list[tuple[str, tuple[Morph, ...]]]] = {word: [] for word in todo}
+        for (form, start), morphs in zip(made, kiwi_morphs([form for form, _start in made]) if made else [],
+                                         strict=True):
+            if reads_as(morphs, start):
+                accepted[start[0]].append((form, tuple(
+                    Morph(m.form, str(m.tag), int(m.start), int(m.len), getattr(m, "lemma", None) or m.form)
+                    for m in morphs)))  # type: ignore[attr-defined]
+        if len(_MADE) + len(accepted) > _MADE_MAX:
+            _MADE.clear()
+        _MADE.update((word, tuple(forms)) for word, forms in accepted.items())
+        kept = {word: tuple(forms) for word, forms in accepted.items()}
+    else:
+        kept = {}
     added = 0
-    for (form, start), morphs in zip(made, kiwi_morphs(forms) if forms else [], strict=True):
-        if reads_as(morphs, start):
-            recorder.observe(form, morphs)
-            added += 1
+    for word in words:
+        for form, morphs in kept.get(word) or _MADE.get(word, ()):
+            if form not in recorder.readings:
+                recorder.observe(form, morphs)
+                added += 1
     return added

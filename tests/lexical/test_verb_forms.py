@@ -102,3 +102,13 @@ def test_an_index_built_without_these_forms_is_analysed_again() -> None:
     from digest_rag.lexical.verb_forms import QUESTION_FORMS_VERSION
 
     assert analysis_cache_key().endswith(f"|forms-{QUESTION_FORMS_VERSION}")
+
+
+def test_a_process_makes_a_words_forms_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A notebook (or a test suite) building the same corpus again: the same forms, and Kiwi is not asked again.
+    first = _recorder(NOTES)
+    n = add_question_forms(first)
+    again = _recorder(NOTES)
+    monkeypatch.setattr("digest_rag.lexical.verb_forms.get_kiwi", lambda: pytest.fail("Kiwi asked again"))
+    monkeypatch.setattr("digest_rag.lexical.verb_forms.kiwi_morphs", lambda forms: pytest.fail("Kiwi asked again"))
+    assert add_question_forms(again) == n and again.rows() == first.rows()
