@@ -273,7 +273,10 @@ class LexicalIndex:
         if len(vocab) > HELD_TERMS:
             return
         if isinstance(vocab, SortedVocab):
-            vocab.hold()
+            try:
+                vocab.hold()
+            except UnicodeDecodeError:  # damaged token bytes: lookups keep searching (and finding nothing there)
+                pass
         data, indices, indptr = self._arrays()
         n = len(self)
         if indptr.size and int(indptr[0]) == 0 and int(indptr[-1]) == data.shape[0] == indices.shape[0] \

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from digest_rag.errors import IndexCorruptedError
 from digest_rag.lexical.index import LexicalIndex
 from digest_rag.lexical.loanwords import LOANWORD_RULES, Loanwords
 from digest_rag.lexical.terms import QueryTerms, analyse_query
@@ -276,10 +277,16 @@ class QueryPipeline:
         anyway), and the lexical index's vocabulary and posting checks (`LexicalIndex.hold_small`). ~0.1 s and
         ~20 MiB once for seeds + ml-papers (1,645 papers, 4,311 chunks); a new question's first search then
         costs ~0.3 ms less (BENCHMARKS.md). A one-question process never pays it."""
-        if self._papers is None and self.manifest.paper_count <= HELD_PAPERS:
-            self.papers()
-        if self.manifest.chunk_count <= HELD_CHUNKS:
-            chunks = self.store.chunks()
+        try:
+            papers = self.store.papers() if self._papers is None and self.manifest.paper_count <= HELD_PAPERS \
+                else None
+            chunks = self.store.chunks() if self.manifest.chunk_count <= HELD_CHUNKS else None
+        except IndexCorruptedError:
+            # A damaged record stays for the search that needs it to report; the others keep reading lazily.
+            return
+        if papers is not None:
+            self._papers = papers
+        if chunks is not None:
             held: BoundedCache[int, Chunk] = BoundedCache(max(len(chunks), CHUNK_CACHE_SIZE))
             held.keep(chunks)
             self._chunk_cache = held

@@ -174,3 +174,24 @@ def test_a_hangul_loanword_finds_the_english_note(tmp_path, monkeypatch: pytest.
         assert not old.store.has_loanwords(LOANWORD_RULES)
         assert old.analyse(question).sources.get("augmentation") == "loanword"
         assert old.search(question, k=3, mode="lexical")[0].paper.id == "aug"
+
+
+def test_a_damaged_record_elsewhere_does_not_stop_the_second_search(seed_index_dir,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Holding a small index reads every record; one damaged record the question never needs leaves the index
+    reading lazily instead of failing every search from the second on."""
+    from digest_rag.errors import IndexCorruptedError
+    from digest_rag.storage.store import Store
+
+    real = Store.chunks
+
+    def damaged(self, ids=None):
+        if ids is None:
+            raise IndexCorruptedError(f"{self.path}: damaged chunk record (test)")
+        return real(self, ids)
+
+    monkeypatch.setattr(Store, "chunks", damaged)
+    with DigestIndex.load(seed_index_dir) as idx:
+        first = idx.search("긴 컨텍스트를 악용하는 탈옥 공격", k=5, mode="lexical")
+        second = idx.search("라마 3 모델", k=5, mode="lexical")
+        assert first and second and idx._query._papers is None  # nothing held, the searches answered
