@@ -154,12 +154,9 @@ def add_question_forms(recorder: EojeolRecorder) -> int:
         if len(_MADE) + len(accepted) > _MADE_MAX:
             _MADE.clear()
         _MADE.update((word, tuple(forms)) for word, forms in accepted.items())
-        kept = {word: tuple(forms) for word, forms in accepted.items()}
-    else:
-        kept = {}
     added = 0
     for word in words:
-        for form, morphs in kept.get(word) or _MADE.get(word, ()):
+        for form, morphs in _MADE.get(word, ()):
             if form not in recorder.readings:
                 recorder.observe(form, morphs)
                 added += 1
