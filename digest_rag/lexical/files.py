@@ -109,8 +109,7 @@ class SortedVocab(Mapping[str, int]):
 
     def hold(self) -> None:
         """Read every token once into a dict (~6 ms and ~2 MB for 17,000 tokens): lookups then search nothing."""
-        ids = self._ids.tolist()
-        self._held = {self._token(i).decode("utf-8", "surrogatepass"): ids[i] for i in range(len(self))}
+        self._held = dict(self.items())
 
     def __getitem__(self, token: str) -> int:
         held = self._held

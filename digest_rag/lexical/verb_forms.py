@@ -59,39 +59,45 @@ _VERB_ONLY = frozenset({"는", "는데", "는지", "는다는", "는다던데"})
 _VERB_AUXILIARIES = frozenset({"내", "주", "보", "두"})
 
 
-def corpus_predicates(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
-    """(stem, tag) of every verb and adjective in the word table's readings (key -> encoded reading ->
-    count, `EojeolRecorder.readings`), in a fixed order."""
-    found: set[tuple[str, str]] = set()
+def _one_word_morphemes(readings: Mapping[str, Mapping[str, int]]) -> Iterator[tuple[str, str, int]]:
+    """(form, tag, times read) of every morpheme of the one-word keys' readings (key -> encoded reading ->
+    count, `EojeolRecorder.readings`)."""
     for key, counted in readings.items():
         if " " in key:
             continue
-        for raw in counted:
+        for raw, n in counted.items():
             for form, tag, _s, _n, _lemma in _decode(raw):
-                if tag.split("-", 1)[0] in _PREDICATE:
-                    found.add((form, tag))
-    return sorted(found)
+                yield form, tag, n
+
+
+def _question_words(morphemes: Iterable[tuple[str, str, int]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """`corpus_predicates` and `corpus_nouns` from one pass over the morphemes."""
+    predicates: set[tuple[str, str]] = set()
+    counts: dict[tuple[str, str], int] = {}
+    for form, tag, n in morphemes:
+        if tag.split("-", 1)[0] in _PREDICATE:
+            predicates.add((form, tag))
+        elif tag in ("NNG", "NP") and len(form) >= (2 if tag == "NNG" else 1) and hangul_parts(form[-1]) is not None:
+            counts[(form, tag)] = counts.get((form, tag), 0) + n
+    nouns = sorted(k for k in counts if k[1] == "NP")
+    for closed in (True, False):
+        common = [k for k in counts if k[1] == "NNG" and has_batchim(k[0][-1]) == closed]
+        if common:
+            nouns.append(min(common, key=lambda k: (-counts[k], k)))
+    return sorted(predicates), nouns
+
+
+def corpus_predicates(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
+    """(stem, tag) of every verb and adjective in the word table's readings (key -> encoded reading ->
+    count, `EojeolRecorder.readings`), in a fixed order."""
+    return _question_words(_one_word_morphemes(readings))[0]
 
 
 def corpus_nouns(readings: Mapping[str, Mapping[str, int]]) -> list[tuple[str, str]]:
     """(noun, tag) whose forms with `NOUN_PREDICATES` the table should hold: the corpus's most frequent common
     noun ending in a consonant and the one ending in a vowel (the suffixes differ: "이었어" / "였어"), and
     every pronoun it uses ("뭐였지": the pronoun itself is read only through such forms)."""
-    counts: dict[tuple[str, str], int] = {}
-    for key, counted in readings.items():
-        if " " in key:
-            continue
-        for raw, n in counted.items():
-            for form, tag, _s, _n, _lemma in _decode(raw):
-                if tag in ("NNG", "NP") and len(form) >= (2 if tag == "NNG" else 1) \
-                        and hangul_parts(form[-1]) is not None:
-                    counts[(form, tag)] = counts.get((form, tag), 0) + n
-    out = sorted(k for k in counts if k[1] == "NP")
-    for closed in (True, False):
-        nouns = [k for k in counts if k[1] == "NNG" and has_batchim(k[0][-1]) == closed]
-        if nouns:
-            out.append(min(nouns, key=lambda k: (-counts[k], k)))
-    return out
+    return _question_words(_one_word_morphemes(readings))[1]
 
 
 #: Kiwi's ``join``: morphemes (form, tag) to the word they make.
@@ -139,8 +145,8 @@ def add_question_forms(recorder: EojeolRecorder) -> int:
     each where Kiwi reads the form alone as made; how many. The previous build made the forms of its words
     (the token cache's key says so), so an update joins only its new words' verbs (a 1% rebuild stays cheap),
     and one that met no new word starts no Kiwi."""
-    fresh = recorder.new_readings()
-    words = [*corpus_predicates(fresh), *corpus_nouns(fresh)]
+    predicates, nouns = _question_words(_one_word_morphemes(recorder.new_readings()))
+    words = [*predicates, *nouns]
     todo = [word for word in words if word not in _MADE]
     if todo:
         made = list(question_forms(todo, get_kiwi().join))
