@@ -10,7 +10,7 @@ import re
 import sqlite3
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from digest_rag.errors import IndexCorruptedError, IndexVersionError
@@ -151,13 +151,16 @@ class EojeolTable:
         """True for a table without multi-word keys: a text reads as its words, each alone."""
         return not self.multiword
 
-    def analyse(self, text: str) -> list[Morph] | None:
+    def analyse(self, text: str, unknown: Callable[[str], Sequence[tuple[str, str, int, int, str]]] | None = None,
+                ) -> list[Morph] | None:
         """Kiwi-like morphemes of ``text`` (positions in ``text``), or None when a Hangul word is not in the table.
 
         Words without Hangul or Hanja are skipped: what Kiwi makes of them
         (Latin, numbers, symbols) is never a Korean token. A word the table
         lacks is read as a known stem plus a known suffix (`EojeolRecorder.parts`),
-        the longest stem first; None when no split is known either.
+        the longest stem first; failing that, by ``unknown(word)`` (Kiwi reading the word alone, positions
+        within the word) where given, else the text is None. ``unknown`` is asked only of a table whose words
+        read alone (`reads_words_alone`).
         """
         if self.multiword:
             return self._analyse_text(text)
@@ -176,7 +179,9 @@ class EojeolTable:
             if reading is _UNKNOWN:  # cleared by another thread meanwhile
                 return self._analyse_text(text)
             if reading is None:
-                return None
+                if unknown is None:
+                    return None
+                reading = unknown(word)
             out.extend(Morph(f, t, start + s, n, lem) for f, t, s, n, lem in reading)
         return out
 

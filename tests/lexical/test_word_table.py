@@ -200,11 +200,14 @@ def test_lookups_are_cached_and_close_forgets_them(tmp_path: Path, monkeypatch: 
     assert table.lookup(["공격을"]) == {}  # closed: nothing found, nothing remembered
 
 
-def test_a_question_kiwi_read_once_is_not_sent_to_kiwi_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kiwi_reads_only_the_words_the_table_lacks_each_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import digest_rag.lexical.analysis as analysis
+    from digest_rag.lexical.terms import analyse_query
 
     table = _table(tmp_path, TEXTS)
-    query = "긴 컨텍스트를 노리는 공격을 막아냈을까"  # words the table lacks: Kiwi reads the question
+    query = "긴 컨텍스트를 노리는 공격을 막아냈을까"  # words the table lacks among words it knows
+    lacking = [w for w in query.split() if table.analyse(w) is None]
+    assert lacking and len(lacking) < len(query.split())
     monkeypatch.setattr(analysis, "_KIWI_CACHE", {})
     calls: list[object] = []
     kiwi = get_kiwi()
@@ -216,9 +219,13 @@ def test_a_question_kiwi_read_once_is_not_sent_to_kiwi_again(tmp_path: Path, mon
 
     monkeypatch.setattr(analysis, "get_kiwi", lambda: Counting())
     first = query_term_weights(query, stored=table)
+    assert sorted(calls) == sorted(lacking)  # each lacking word alone, never the question nor a known word
     again = query_term_weights(query, stored=table)
-    assert first == again == query_term_weights(query)  # the last one, without the table, asks Kiwi itself
-    assert len(calls) == 2  # once for the first search with the table, once without a table (never cached)
+    assert first == again and len(calls) == len(lacking)  # read once per process
+    # The question reads as its words, each alone: its tokens are its words' tokens.
+    words = set().union(*(analyse_query(w, stored=table).tokens for w in query.split()))
+    assert set(analyse_query(query, stored=table).tokens) == words
+    assert {"컨텍스트", "공격"} <= words
 
 
 def test_kept_word_readings_give_what_reading_the_whole_text_gives(tmp_path: Path) -> None:
@@ -230,3 +237,4 @@ def test_kept_word_readings_give_what_reading_the_whole_text_gives(tmp_path: Pat
     assert whole[-2] is None and whole[0]
     table.close()
     assert table.analyse(TEXTS[0]) is None  # a closed table forgets its readings too
+

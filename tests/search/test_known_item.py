@@ -101,7 +101,8 @@ def test_a_named_paper_beats_papers_that_only_mention_it(tmp_path: Path) -> None
         _paper("zorb", "ZorbNet: Better Pretraining",
                "사전학습 목표를 조금 바꿔 더 오래 학습한 모델. 동적 마스킹을 쓴다."),
         *[_paper(f"m{i}", f"Other Method {i}",
-                 "ZorbNet과 BERT 사전학습을 비교했다. BERT 사전학습에서 바꾼 점을 분석한다. ZorbNet보다 낫다.")
+                 "ZorbNet과 BERT 사전학습을 비교했다. BERT 사전학습에서 바꾼 점을 분석한다. BERT 사전학습을 바꾼 "
+                 "ZorbNet보다 낫다.")
           for i in range(4)],
     ]
     src = write_jsonl(papers, tmp_path / "src.jsonl")
