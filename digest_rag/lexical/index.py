@@ -269,6 +269,8 @@ class LexicalIndex:
         range is left to the per-term check, which names it."""
         if self._bm25 is None or self._all_checked:
             return
+        if self.eojeols is not None:
+            self.eojeols.hold()
         vocab = self._bm25.vocab_dict
         if len(vocab) > HELD_TERMS:
             return

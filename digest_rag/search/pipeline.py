@@ -186,8 +186,9 @@ class QueryPipeline:
 
     def _analyse(self, query: str) -> QueryTerms:
         # The name table (every title's names) costs a pass over all titles on a process's first use: a
-        # question with no name-like word at all (no Latin word, no known Hangul spelling) never needs it.
-        names = tuple(self.names.owned(query)) if question_names(query) else ()
+        # question with no name-like word at all (no Latin word, no known Hangul spelling) never needs it; once
+        # read, the table's own reading of the question is the only one.
+        names = tuple(self.names.owned(query)) if self._names is not None or question_names(query) else ()
         # A model named in Hangul ("로버타가") is searched by its Latin name too, when a paper owns that name.
         spelled = spelled_names(query, names) if names else []
         asked = " ".join([query, *spelled])
@@ -274,9 +275,10 @@ class QueryPipeline:
         """From its second search (more questions will come) a small index is held in memory, so that a
         question it never saw reads no paper, no chunk text and no vocabulary file: every paper of an index of at
         most `HELD_PAPERS`, every chunk of one of at most `HELD_CHUNKS` (the caches would fill with them
-        anyway), and the lexical index's vocabulary and posting checks (`LexicalIndex.hold_small`). ~0.1 s and
-        ~20 MiB once for seeds + ml-papers (1,645 papers, 4,311 chunks); a new question's first search then
-        costs ~0.3 ms less (BENCHMARKS.md). A one-question process never pays it."""
+        anyway), the lexical index's vocabulary, posting checks and word table (`LexicalIndex.hold_small`),
+        and the store's loanword and name tables (`Store.hold_small_tables`). ~0.15 s and ~30 MiB once for
+        seeds + ml-papers (1,645 papers, 4,311 chunks); a new question's first search then costs ~0.5 ms less
+        (BENCHMARKS.md). A one-question process never pays it."""
         try:
             papers = self.store.papers() if self._papers is None and self.manifest.paper_count <= HELD_PAPERS \
                 else None
@@ -292,6 +294,7 @@ class QueryPipeline:
             self._chunk_cache = held
         if self.lexical is not None:
             self.lexical.hold_small()
+        self.store.hold_small_tables()
 
     @property
     def loanwords(self) -> Loanwords | None:
@@ -326,7 +329,8 @@ class QueryPipeline:
         lexical = rankings.get("lexical")
         if not owners or lexical is None or self.lexical is None:
             return owners
-        owner_chunks = self.store.chunk_ids_of(owners)
+        table = self._chunk_table
+        owner_chunks = table.chunks_of(owners) if table is not None else self.store.chunk_ids_of(owners)
         ranked_ids = {cid for cid, _s in lexical}
         found = {pid for cid, pid in owner_chunks.items() if cid in ranked_ids}
         ids = {cid for cid, pid in owner_chunks.items() if pid not in found and (allowed is None or cid in allowed)}

@@ -30,7 +30,7 @@ MAX_CHUNKS = 250_000
 class ChunkTable:
     """Chunk id -> (paper id, section kind) for every chunk of a store, as arrays."""
 
-    __slots__ = ("_ids", "_kind_names", "_kinds", "_paper_of", "paper_ids")
+    __slots__ = ("_ids", "_kind_names", "_kinds", "_number", "_paper_of", "paper_ids")
 
     def __init__(self, rows: Iterable[tuple[int, str, str]]) -> None:
         numbers: dict[str, int] = {}
@@ -49,6 +49,7 @@ class ChunkTable:
         #: Paper ids by paper number.
         self.paper_ids: list[str] = list(numbers)
         self._kind_names: list[str] = list(kinds)  # section kind by code
+        self._number = numbers  # paper id -> paper number
 
     @classmethod
     def read(cls, store: Store) -> ChunkTable:
@@ -72,3 +73,12 @@ class ChunkTable:
         heads = map(ChunkHead._make, zip(map(papers.__getitem__, self._paper_of[at].tolist()),
                                          map(kinds.__getitem__, self._kinds[at].tolist()), strict=True))
         return dict(zip(wanted[found].tolist(), heads, strict=True))
+
+    def chunks_of(self, paper_ids: Iterable[str]) -> dict[int, str]:
+        """`Store.chunk_ids_of` from memory: chunk id -> paper id of every chunk of ``paper_ids`` it holds."""
+        numbers = [self._number[p] for p in set(paper_ids) if p in self._number]
+        if not numbers:
+            return {}
+        at = np.flatnonzero(np.isin(self._paper_of, numbers))
+        papers = self.paper_ids
+        return dict(zip(self._ids[at].tolist(), map(papers.__getitem__, self._paper_of[at].tolist()), strict=True))

@@ -204,6 +204,9 @@ def _author_names(rows: Iterable[tuple]) -> Iterator[str]:
 #: Most loanword candidates one consonant skeleton gives (`Store.loanword_candidates`).
 MAX_LOANWORD_CANDIDATES = 1000
 
+#: Most rows of the loanword and name tables `Store.hold_small_tables` holds in memory (each).
+HELD_ROWS = 65_536
+
 
 #: Tables a store must hold as real tables; ``doc_tokens`` came later and may be missing from old stores.
 STORE_TABLES = ("meta", "papers", "paper_tags", "chunks", "embeddings")
@@ -257,6 +260,9 @@ class Store:
         self.path = path
         self._closed = False
         self._deadline = _Deadline()
+        # The loanword candidates by skeleton and the name table's rows, once `hold_small_tables` read them.
+        self._held_loanwords: dict[str, list[tuple[str, str]]] | None = None
+        self._held_names: dict[str, str] | None = None
         # as_uri() percent-encodes, so paths holding '?', '#' or '%' still open read-only.
         uri = Path(path).resolve().as_uri() + "?mode=ro"
         con: sqlite3.Connection | None = None
@@ -376,8 +382,29 @@ class Store:
     def loanword_candidates(self, skeleton: str) -> list[tuple[str, str]]:
         """(token, phonetic form) of the stored candidates under one consonant skeleton (`has_loanwords`), at
         most `MAX_LOANWORD_CANDIDATES` (a real skeleton has a few dozen; a forged store is not read whole)."""
+        held = self._held_loanwords
+        if held is not None:
+            return held.get(skeleton, [])
         return [(str(t), str(f)) for t, f in self._query(
             "SELECT token, form FROM loanwords WHERE skeleton = ? LIMIT ?", (skeleton, MAX_LOANWORD_CANDIDATES))]
+
+    def hold_small_tables(self, limit: int = HELD_ROWS) -> None:
+        """Read the loanword candidates and the name table whole, each of at most ``limit`` rows, so that a
+        question's new words cost no query each (`loanword_candidates`, `StoredNames`): a search process's
+        second search does it for a small index (`search.pipeline.QueryPipeline`). A bigger table, or one
+        the store lacks, keeps being read row by row."""
+        tables = {name for (name,) in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if self._held_loanwords is None and "loanwords" in tables \
+                and self._query("SELECT COUNT(*) FROM loanwords")[0][0] <= limit:
+            held: dict[str, list[tuple[str, str]]] = {}
+            for sk, t, f in self._query("SELECT skeleton, token, form FROM loanwords"):
+                found = held.setdefault(str(sk), [])
+                if len(found) < MAX_LOANWORD_CANDIDATES:
+                    found.append((str(t), str(f)))
+            self._held_loanwords = held
+        if self._held_names is None and "name_owners" in tables \
+                and self._query("SELECT COUNT(*) FROM name_owners")[0][0] <= limit:
+            self._held_names = {str(k): v for k, v in self._query("SELECT key, owners FROM name_owners")}
 
     def loanword_summary(self) -> dict[str, object] | None:
         """The stored loanword candidates' rules and count (`info`); None for a store written before."""
@@ -601,7 +628,11 @@ class StoredNames(Mapping[str, tuple[str, ...]]):
     def _read(self, key: str) -> tuple[str, ...] | None:
         if key in self._seen:
             return self._seen[key]
-        rows = self._store._query("SELECT owners FROM name_owners WHERE key = ?", (key,))
+        held = self._store._held_names
+        if held is not None:
+            rows = [(held[key],)] if key in held else []
+        else:
+            rows = self._store._query("SELECT owners FROM name_owners WHERE key = ?", (key,))
         owners: tuple[str, ...] | None = None
         if rows:
             try:

@@ -238,3 +238,23 @@ def test_kept_word_readings_give_what_reading_the_whole_text_gives(tmp_path: Pat
     table.close()
     assert table.analyse(TEXTS[0]) is None  # a closed table forgets its readings too
 
+
+def test_a_held_table_answers_as_sqlite_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import digest_rag.lexical.word_lookup as word_lookup
+
+    texts = [*TEXTS, "탈옥 공격을? (탈옥) LLM의 취약점", "긴 컨텍스트를 노리는 탈옥", "준지도학습으로 모델을 학습했다"]
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    expected = [_table(tmp_path / "a", TEXTS).analyse(t) for t in texts]
+    monkeypatch.setattr(word_lookup, "HELD_WORDS", 1)
+    big = _table(tmp_path / "b", TEXTS)
+    assert not big.hold()  # more rows than the limit: lookups keep asking SQLite
+    monkeypatch.undo()
+    table = _table(tmp_path / "c", TEXTS)
+    assert table.hold() and table.hold()
+    monkeypatch.setattr(table, "_query", lambda *_a: pytest.fail("a held table went to SQLite"))
+    assert [table.analyse(t) for t in texts] == expected
+    assert any(e is not None for e in expected) and any(e is None for e in expected)
+    monkeypatch.undo()
+    table.close()
+    assert table.lookup(["공격을"]) == {}  # closed: the held rows are gone too

@@ -109,3 +109,42 @@ def test_update_and_remove_keep_the_stored_tables_right(tmp_path: Path) -> None:
         stored = idx.store.name_owners(known_item.NAME_RULES)
         assert stored is not None and "barformer" not in stored and dict(stored.items()) == _computed(idx)[0]
         assert idx.store.stored_english_only() == set() == set(_computed(idx)[1])
+
+
+def test_held_small_tables_answer_as_read_row_by_row(seed_index_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    idx = DigestIndex.load(seed_index_dir)
+    store = idx.store
+    names = dict(store.name_owners(known_item.NAME_RULES).items())
+    skeletons = [str(r[0]) for r in store._query("SELECT DISTINCT skeleton FROM loanwords")]  # noqa: SLF001
+    candidates = {sk: store.loanword_candidates(sk) for sk in skeletons}
+    assert names and skeletons
+    store.hold_small_tables(limit=0)  # bigger than the limit: nothing held
+    assert store._held_names is None and store._held_loanwords is None  # noqa: SLF001
+    store.hold_small_tables()
+    fresh = StoredNames(store)
+    monkeypatch.setattr(store, "_query", lambda *a, **k: pytest.fail("a held table went to SQLite"))
+    assert {key: fresh[key] for key in names} == names and "no-such-name" not in fresh
+    assert {sk: store.loanword_candidates(sk) for sk in skeletons} == candidates
+    assert store.loanword_candidates("QQQQ") == []
+    monkeypatch.undo()
+    idx.close()
+
+
+def test_a_damaged_held_name_row_is_reported_as_before(seed_index_dir: Path, tmp_path: Path) -> None:
+    ix = tmp_path / "ix"
+    shutil.copytree(seed_index_dir, ix)
+    manifest = read_manifest(ix)
+    path = ix / manifest.data_dir / "store.sqlite"
+    con = sqlite3.connect(path)
+    key = con.execute("SELECT key FROM name_owners LIMIT 1").fetchone()[0]
+    con.execute("UPDATE name_owners SET owners = '{broken' WHERE key = ?", (key,))
+    con.commit()
+    con.close()
+    from digest_rag.errors import IndexCorruptedError
+    from digest_rag.storage.store import Store
+
+    store = Store(path)
+    store.hold_small_tables()
+    with pytest.raises(IndexCorruptedError, match="damaged name table row"):
+        StoredNames(store)[key]
+    store.close()

@@ -55,3 +55,12 @@ def test_search_reads_the_table_and_answers_as_with_sqlite(seed_index_dir: Path,
         assert [(h.paper.id, h.score, h.snippet) for h in sqlite_only.search(question, k=5, mode="lexical")] == first
     idx.close()
     sqlite_only.close()
+
+
+def test_chunks_of_papers_equal_the_stores(seed_index_dir: Path) -> None:
+    store = Store(next(seed_index_dir.glob("gen-*")) / "store.sqlite")
+    table = ChunkTable.read(store)
+    papers = table.paper_ids[::2] + ["no-such-paper"]
+    assert table.chunks_of(papers) == store.chunk_ids_of(papers) and len(table.chunks_of(papers)) > len(papers) // 2
+    assert table.chunks_of([]) == {} == table.chunks_of(["no-such-paper"])
+    store.close()
