@@ -56,7 +56,9 @@ def clean_query(query: Any) -> str:
     """The query with control characters blanked, cut to MAX_QUERY_CHARS (with a QueryTruncatedWarning)."""
     if not isinstance(query, str) or not query.strip():
         raise EmptyQueryError("the query is empty; ask a question, e.g. \"스케일링 법칙에 대한 논문\"")
-    query = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in query).strip()
+    if not query.isprintable():  # (a C scan: most questions have nothing to blank)
+        query = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in query)
+    query = query.strip()
     if len(query) > MAX_QUERY_CHARS:
         warnings.warn(
             f"query of {len(query)} characters truncated to {MAX_QUERY_CHARS}", QueryTruncatedWarning, stacklevel=3

@@ -94,6 +94,15 @@ def test_term_scores_weighting(index: LexicalIndex) -> None:
     assert not index.term_scores({"탈옥": 0.0}).any()
 
 
+def test_many_terms_score_as_the_weighted_sum_of_each(index: LexicalIndex) -> None:
+    terms = {t: w for t, w in zip(index.vocab_names()[:40], [1.0, 0.5, 1.5, 0.25] * 10, strict=True) if t}
+    terms["zzz-not-a-term"] = 1.0
+    each = sum(index.term_scores({t: w}) for t, w in terms.items())
+    together = index.term_scores(terms)
+    assert together.dtype == np.float32 and together.shape == (len(index),) and together.any()
+    np.testing.assert_allclose(together, each, rtol=1e-5)
+
+
 def test_authors_and_tags_are_searchable(index: LexicalIndex) -> None:
     assert index.search("Raposo")[0][0] == 301
     assert {cid for cid, _ in index.search("distillation")} >= {401, 402}
