@@ -125,6 +125,21 @@ class SortedVocab(Mapping[str, int]):
             raise KeyError(token)
         return tid
 
+    def get(self, token: object, default: int | None = None) -> int | None:  # type: ignore[override]
+        # (Mapping's get and `in` go through a raised KeyError per miss: a question asks for ~20 terms.)
+        if not isinstance(token, str):
+            return default
+        held = self._held
+        if held is not None:
+            return held.get(token, default)
+        try:
+            return self[token]
+        except KeyError:
+            return default
+
+    def __contains__(self, token: object) -> bool:
+        return self.get(token) is not None
+
     def _find(self, token: str) -> int:
         """The term id of ``token`` by binary search, -1 when absent."""
         want = token.encode("utf-8", "surrogatepass")

@@ -14,6 +14,7 @@ English forms of a Korean query term count too ("스케일링 법칙" marks "Sca
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -61,12 +62,20 @@ def _latin_needles(terms: frozenset[str]) -> tuple[str, ...]:
     return tuple({t[:-1] if t.endswith("y") and len(t) > 2 else t for t in terms if t.isascii() and t})
 
 
+# The characters of a Latin word (`LATIN_WORD`): letters, digits and the marks that join its parts; and the
+# letters beyond ASCII, whose words are always tokenized (the analysis' Unicode normalisation may change them).
+_LATIN_CHAR = re.compile(r"[0-9A-Za-z\u00c0-\u024f\-.'\u2019]")
+_BEYOND_ASCII = re.compile(r"[\u00c0-\u024f]")
+
+
 def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
     lowered = text.lower()
     if len(lowered) != len(text):  # a letter whose lowercase is longer ("İ"): offsets would drift
         return [m.span() for m in LATIN_WORD.finditer(text) if not terms.isdisjoint(_latin_word_tokens(m.group(0)))]
     # Only the words where a term's letters are written are tokenized (a chunk's other words cannot match).
     places = sorted(at for needle in _latin_needles(terms) for at in _find_all(lowered, needle))
+    if _BEYOND_ASCII.search(text) is None:
+        return _spans_at(text, places, terms)
     spans: list[Span] = []
     i = 0
     for m in LATIN_WORD.finditer(text):
@@ -77,6 +86,34 @@ def _latin_spans(text: str, terms: frozenset[str]) -> list[Span]:
         if ((i < len(places) and places[i] < end) or not m.group(0).isascii()) and not terms.isdisjoint(
                 _latin_word_tokens(m.group(0))):
             spans.append((start, end))
+    return spans
+
+
+def _spans_at(text: str, places: Sequence[int], terms: frozenset[str]) -> list[Span]:
+    """The Latin words holding one of ``places`` (sorted) that give one of ``terms``: each word found from its
+    place, never by reading the text's other words (a chunk has a hundred; a question's terms touch a few)."""
+    spans: list[Span] = []
+    # Where a scan from the text's start would look for its next word: the end of the last word read (or the
+    # start of one not read yet). Nothing before it is read again, so a text is read at most once whatever
+    # its places.
+    resume = 0
+    for at in places:
+        if at < resume:
+            continue
+        # Back to the start of the run of word characters ``at`` is in (no word crosses the character before
+        # it), or to ``resume``: a scan from either finds the words a scan from the text's start finds.
+        start = at
+        while start > resume and _LATIN_CHAR.match(text, start - 1):
+            start -= 1
+        m = next((m for m in LATIN_WORD.finditer(text, start) if m.end() > at), None)
+        if m is None:
+            break  # no word from here on
+        if m.start() > at:
+            resume = m.start()
+            continue
+        resume = m.end()
+        if not terms.isdisjoint(_latin_word_tokens(m.group(0))):
+            spans.append(m.span())
     return spans
 
 

@@ -407,6 +407,12 @@ def test_format_2_with_a_json_vocabulary_still_loads(index: LexicalIndex, tmp_pa
     assert "no such token" not in current._bm25.vocab_dict
     assert "no such token" not in current._bm25.vocab_dict  # a remembered miss is still a miss
     assert all(current._bm25.vocab_dict[t] == i for t, i in list(vocab.items())[:50])  # remembered hits too
+    from_files = LexicalIndex.load(tmp_path)._bm25.vocab_dict
+    current._bm25.vocab_dict.hold()
+    for sorted_vocab in (current._bm25.vocab_dict, from_files):  # held, and read from the files
+        assert all(sorted_vocab.get(t) == i and t in sorted_vocab for t, i in list(vocab.items())[:50])
+        assert sorted_vocab.get("no such token") is None and sorted_vocab.get("no such token", -7) == -7
+        assert sorted_vocab.get(3) is None and 3 not in sorted_vocab  # not a token at all
     meta = json.loads((tmp_path / "lexical.json").read_text(encoding="utf-8"))
     for name in ("lexical.vocab_bytes.npy", "lexical.vocab_offsets.npy", "lexical.vocab_ids.npy"):
         (tmp_path / name).unlink()

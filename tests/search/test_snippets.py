@@ -128,3 +128,31 @@ def test_a_verbs_lemma_finds_the_words_its_conjugations_are_written_in(lemma: st
     places = _term_places(frozenset({lemma}))
     assert all(places.find(w) for w in written), [w for w in written if not places.find(w)]
     assert not any(places.find(w) for w in ["을", "는", "에서", "모델"] if not w.startswith(lemma[0]))
+
+
+def test_latin_words_found_from_their_places_are_those_a_full_scan_finds() -> None:
+    """`_latin_spans` reads only the words where a term's letters are written: the same spans as reading
+    every word, on texts of words, joiners, Hangul and Latin-1 letters; and one pass over a hostile text."""
+    import random
+
+    from digest_rag.lexical.analysis import LATIN_WORD
+    from digest_rag.search import snippets
+
+    def every_word(text: str, terms: frozenset[str]) -> list[tuple[int, int]]:
+        return [m.span() for m in LATIN_WORD.finditer(text)
+                if not terms.isdisjoint(snippets._latin_word_tokens(m.group(0)))]  # noqa: SLF001
+
+    rng = random.Random(7)
+    alphabet = list("abcdeLMN0123-.'\u2019 ,한국é")
+    pool = ["abc", "ab", "a", "lm", "n0", "gpt-3.5", "c-d", "e.f", "0", "12", "b'c", "é"]
+    found = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        terms = frozenset(rng.sample(pool, rng.randint(1, 4)))
+        spans = snippets._latin_spans(text, terms)  # noqa: SLF001
+        assert spans == every_word(text, terms), (text, terms)
+        found += bool(spans)
+    assert found > 100  # the texts do hold terms
+    # 30,000 words in one run of word characters: read once (scanning back to the run's start from each place
+    # would read 10^9 characters).
+    assert len(snippets._latin_spans("a.." * 30_000, frozenset({"a"}))) == 30_000  # noqa: SLF001
