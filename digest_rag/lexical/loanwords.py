@@ -71,6 +71,7 @@ _SILENT_E = re.compile(r"([aiyou])[^aeiouy]e$")
 _VOWELS = "aeiouy"
 # Vowel pairs a loanword often writes for each other (English a as ㅐ, the schwa as ㅓ or ㅗ, ...).
 _NEAR_VOWELS = frozenset(frozenset(p) for p in ("ae", "ax", "xo", "xu", "xe", "ie", "ou", "ao", "ia"))
+_NEAR_PAIRS = frozenset((x, y) for pair in _NEAR_VOWELS for x in pair for y in pair if x != y)
 _DOUBLED = re.compile(r"([A-Z])\1+")
 _ENGLISH_TOKEN = re.compile(r"[a-z]+")
 
@@ -135,20 +136,34 @@ def skeleton(form: str) -> str:
 def distance(a: str, b: str) -> float:
     """Weighted edit distance of two phonetic forms: a vowel dropped or added 0.5, a near vowel 0.25 (another
     0.75), a consonant dropped or added 1, one consonant for another 2."""
+    # (Every cost is a multiple of 0.25, so sums are exact in any order. The loop keeps to local names and
+    # comparisons: a question's new loanword is measured against each candidate of its skeleton.)
+    gaps = [0.5 if y.islower() else 1.0 for y in b]
     prev = [0.0]
-    for ch in b:
-        prev.append(prev[-1] + (0.5 if ch.islower() else 1.0))
+    for gap in gaps:
+        prev.append(prev[-1] + gap)
+    columns = range(len(b))
+    near = _NEAR_PAIRS
     for x in a:
-        gap_x = 0.5 if x.islower() else 1.0
-        cur = [prev[0] + gap_x]
-        for j, y in enumerate(b, 1):
+        vowel = x.islower()
+        gap_x = 0.5 if vowel else 1.0
+        left = prev[0] + gap_x
+        cur = [left]
+        for j in columns:
+            y = b[j]
             if x == y:
-                sub = 0.0
-            elif x.islower() and y.islower():
-                sub = 0.25 if frozenset((x, y)) in _NEAR_VOWELS else 0.75
+                best = prev[j]
+            elif vowel and y.islower():
+                best = prev[j] + (0.25 if (x, y) in near else 0.75)
             else:
-                sub = 2.0
-            cur.append(min(prev[j] + gap_x, cur[j - 1] + (0.5 if y.islower() else 1.0), prev[j - 1] + sub))
+                best = prev[j] + 2.0
+            up = prev[j + 1] + gap_x
+            if up < best:
+                best = up
+            left += gaps[j]
+            if best < left:
+                left = best
+            cur.append(left)
         prev = cur
     return prev[-1]
 

@@ -90,3 +90,39 @@ def test_a_word_the_glossary_translates_is_not_spelled() -> None:
     assert {"sample", "simple"} <= set(table.spell("샘플"))
     terms = analyse_query("샘플 생성을 몇 번 돌려야", loanwords=table)
     assert "simple" not in terms.weights and terms.sources["sample"] == "glossary"
+
+
+def test_distance_is_the_weighted_edit_distance() -> None:
+    """`distance` against the textbook recurrence, on random phonetic forms (consonants upper case)."""
+    import random
+
+    from digest_rag.lexical.loanwords import _NEAR_VOWELS
+
+    def reference(a: str, b: str) -> float:
+        def gap(ch: str) -> float:
+            return 0.5 if ch.islower() else 1.0
+
+        def sub(x: str, y: str) -> float:
+            if x == y:
+                return 0.0
+            if x.islower() and y.islower():
+                return 0.25 if frozenset((x, y)) in _NEAR_VOWELS else 0.75
+            return 2.0
+
+        d = [[0.0] * (len(b) + 1) for _ in range(len(a) + 1)]
+        for i in range(1, len(a) + 1):
+            d[i][0] = d[i - 1][0] + gap(a[i - 1])
+        for j in range(1, len(b) + 1):
+            d[0][j] = d[0][j - 1] + gap(b[j - 1])
+        for i in range(1, len(a) + 1):
+            for j in range(1, len(b) + 1):
+                d[i][j] = min(d[i - 1][j] + gap(a[i - 1]), d[i][j - 1] + gap(b[j - 1]),
+                              d[i - 1][j - 1] + sub(a[i - 1], b[j - 1]))
+        return d[-1][-1]
+
+    rng = random.Random(3)
+    letters = "aeiouxTKPSLMN"
+    for _ in range(2000):
+        a = "".join(rng.choice(letters) for _ in range(rng.randint(0, 9)))
+        b = "".join(rng.choice(letters) for _ in range(rng.randint(0, 9)))
+        assert distance(a, b) == reference(a, b), (a, b)
