@@ -26,11 +26,14 @@ __all__ = ["MAX_CHUNKS", "ChunkTable"]
 #: Largest index (in chunks) whose table is held in memory; bigger ones ask SQLite per search.
 MAX_CHUNKS = 250_000
 
+#: Largest table whose chunks' `ChunkHead` records are made once and kept (~100 bytes each).
+HELD_HEADS = 65_536
+
 
 class ChunkTable:
     """Chunk id -> (paper id, section kind) for every chunk of a store, as arrays."""
 
-    __slots__ = ("_ids", "_kind_names", "_kinds", "_number", "_paper_of", "paper_ids")
+    __slots__ = ("_heads", "_ids", "_kind_names", "_kinds", "_number", "_paper_of", "paper_ids")
 
     def __init__(self, rows: Iterable[tuple[int, str, str]]) -> None:
         numbers: dict[str, int] = {}
@@ -50,6 +53,8 @@ class ChunkTable:
         self.paper_ids: list[str] = list(numbers)
         self._kind_names: list[str] = list(kinds)  # section kind by code
         self._number = numbers  # paper id -> paper number
+        # Each chunk's `ChunkHead`, made once for a table of at most HELD_HEADS chunks (a search asks for ~200).
+        self._heads: list[ChunkHead] | None = None
 
     @classmethod
     def read(cls, store: Store) -> ChunkTable:
@@ -61,7 +66,7 @@ class ChunkTable:
 
     def heads(self, ids: Iterable[int]) -> dict[int, ChunkHead]:
         """`Store.chunk_heads` from memory: the chunks of ``ids`` the table holds (others are left out)."""
-        wanted = np.fromiter((int(i) for i in ids), dtype=np.int64)
+        wanted = np.fromiter(ids, dtype=np.int64)
         if wanted.size == 0 or self._ids.size == 0:
             return {}
         pos = np.searchsorted(self._ids, wanted)
@@ -69,6 +74,11 @@ class ChunkTable:
         found = self._ids[pos] == wanted
         at = pos[found]
         papers, kinds = self.paper_ids, self._kind_names
+        if self._heads is None and self._ids.size <= HELD_HEADS:
+            self._heads = list(map(ChunkHead._make, zip(map(papers.__getitem__, self._paper_of.tolist()),
+                                                         map(kinds.__getitem__, self._kinds.tolist()), strict=True)))
+        if self._heads is not None:
+            return dict(zip(wanted[found].tolist(), map(self._heads.__getitem__, at.tolist()), strict=True))
         # map/zip/_make keep the per-candidate work in C: a search has hundreds of candidates.
         heads = map(ChunkHead._make, zip(map(papers.__getitem__, self._paper_of[at].tolist()),
                                          map(kinds.__getitem__, self._kinds[at].tolist()), strict=True))

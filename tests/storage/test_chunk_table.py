@@ -6,18 +6,25 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from digest_rag import DigestIndex
 from digest_rag.storage.chunk_table import ChunkTable
 from digest_rag.storage.store import Store
 
 
-def test_heads_equal_the_stores(seed_index_dir: Path) -> None:
+@pytest.mark.parametrize("held_heads", [65_536, 0])  # each chunk's record made once and kept, or per search
+def test_heads_equal_the_stores(seed_index_dir: Path, monkeypatch: pytest.MonkeyPatch, held_heads: int) -> None:
+    monkeypatch.setattr("digest_rag.storage.chunk_table.HELD_HEADS", held_heads)
     store = Store(next(seed_index_dir.glob("gen-*")) / "store.sqlite")
     table = ChunkTable.read(store)
     ids = sorted(store.chunks())
     assert len(table) == len(ids)
     asked = ids[::3] + [10**12, -5]  # ids the store lacks are left out, as by `chunk_heads`
-    assert table.heads(asked) == store.chunk_heads(asked)
+    for _ in range(2):
+        assert table.heads(asked) == store.chunk_heads(asked)
+        assert table.heads(set(asked[:5])) == store.chunk_heads(asked[:5])
+    assert (table._heads is not None) == bool(held_heads)  # noqa: SLF001
     assert table.heads([]) == {}
     store.close()
 
