@@ -129,9 +129,11 @@ class LexicalIndex:
         self.analysed_texts = 0
         #: Korean <-> English pairs mined from the indexed corpus (lexicon.py), used to expand queries.
         self.lexicon = MinedLexicon()
-        #: Pseudo-relevance feedback of every search (feedback.py); None: off.
         #: Pseudo-relevance feedback of every search, off unless asked for (`DigestIndex.load(feedback=...)`).
         self.feedback: FeedbackSettings | None = None
+        # The last analysed question's scores (read-only), for `search` of the same `QueryTerms` again: the
+        # chunks of a paper the question names are scored after its ranking (`QueryPipeline._owners`).
+        self._last_scores: tuple[QueryTerms, FeedbackSettings | None, np.ndarray] | None = None
         #: The BM25 score a strong top hit needs, calibrated at build time (confidence.py); None: not calibrated.
         self.confidence: Confidence | None = None
         self._vocab_names: list[str] | None = None
@@ -216,6 +218,18 @@ class LexicalIndex:
             extra = feedback_terms(self, scores, terms, self.feedback)
             if extra:
                 scores += self.term_scores(extra)
+        return scores
+
+    def _scores_once(self, query: str | QueryTerms) -> np.ndarray:
+        """`scores`, worked out once for the same analysed question (and feedback setting) searched again."""
+        if not isinstance(query, QueryTerms):
+            return self.scores(query)
+        last = self._last_scores  # one read: another thread may replace it meanwhile
+        if last is not None and last[0] is query and last[1] is self.feedback:
+            return last[2]
+        scores = self.scores(query)
+        scores.setflags(write=False)
+        self._last_scores = (query, self.feedback, scores)
         return scores
 
     def vocab_names(self) -> list[str]:
@@ -342,7 +356,7 @@ class LexicalIndex:
         """
         if k <= 0:
             return []
-        scores = self.scores(query)
+        scores = self._scores_once(query)
         if scores.size == 0:
             return []
         if allowed is not None:

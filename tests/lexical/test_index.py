@@ -458,3 +458,24 @@ def test_a_held_index_searches_as_before_and_a_damaged_one_still_says_so(index: 
     with pytest.raises(IndexCorruptedError, match="out of range"):
         for q in QUERIES:
             damaged.search(q)
+
+
+def test_an_analysed_question_searched_again_is_scored_once(
+        chunks: list[Chunk], papers: dict[str, Paper], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search's second pass with the same `QueryTerms` (the chunks of a paper the question names) reuses the
+    scores; another analysis of the same words, or another feedback setting, scores afresh."""
+    from digest_rag.lexical.feedback import FeedbackSettings
+
+    index = LexicalIndex.build(chunks, papers)
+    terms = index.analyse(QUERIES[0])
+    scored: list[object] = []
+    original = LexicalIndex.term_scores
+    monkeypatch.setattr(LexicalIndex, "term_scores", lambda self, t: scored.append(t) or original(self, t))
+    first = index.search(terms, k=5)
+    assert first and index.search(terms, k=2, allowed={first[-1][0]}) == [first[-1]] and len(scored) == 1
+    assert index.search(index.analyse(QUERIES[0]), k=5) == first and len(scored) == 2
+    index.feedback = FeedbackSettings()
+    index.search(terms, k=5)
+    assert len(scored) > 2
+    with pytest.raises(ValueError):
+        index._last_scores[2][0] = 1.0  # noqa: SLF001  # the kept scores are read-only
