@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -339,6 +339,9 @@ class StoredAnalysis(Protocol):
                 ) -> Sequence[object] | None:
         """Morphemes of ``text`` with Kiwi's attributes, or None when the table cannot tell; ``unknown(word)``
         reads a word the table lacks (where its words read alone)."""
+
+    def read_words(self, words: Iterable[str]) -> Mapping[str, Sequence[object] | None]:
+        """Each word's morphemes read alone (positions within the word), None where the table cannot tell."""
 
 
 #: Kiwi's readings of what a search sent it (the words an index's table lacks, each alone; a whole short

@@ -194,23 +194,36 @@ class EojeolTable:
             return self._analyse_text(text)
         # Without multi-word keys each word reads alone: its reading (relative to the word) is kept, and a
         # text (a snippet's chunk, a question) is its words' readings placed, one dictionary read per word.
-        readings = self._readings
         words = [(m.start(), m.group()) for m in WORD.finditer(text)]
-        todo = list(dict.fromkeys(w for _s, w in words if w not in readings))
-        if todo:
-            if len(readings) + len(todo) > _CACHE_MAX:
-                readings.clear()
-            readings.update(self._read_words(todo))
+        readings = self.read_words(w for _s, w in words)
         out: list[Morph] = []
         for start, word in words:
-            reading = readings.get(word, _UNKNOWN)
-            if reading is _UNKNOWN:  # cleared by another thread meanwhile
-                return self._analyse_text(text)
+            reading = readings[word]
             if reading is None:
                 if unknown is None:
                     return None
                 reading = unknown(word)
             out.extend(Morph(f, t, start + s, n, lem) for f, t, s, n, lem in reading)
+        return out
+
+    def read_words(self, words: Iterable[str]) -> dict[str, list[Morph] | None]:
+        """Each word's reading alone (positions within the word; None: a word the table cannot read), the new
+        ones in one batch of lookups, all kept: what `analyse` reads a text of these words from. A table with
+        multi-word keys reads each word as a text of its own (`reads_words_alone` is then False)."""
+        unique = list(dict.fromkeys(words))
+        if self.multiword:
+            return {w: self._analyse_text(w) for w in unique}
+        readings = self._readings
+        todo = [w for w in unique if w not in readings]
+        fresh = self._read_words(todo) if todo else {}
+        if fresh:
+            if len(readings) + len(fresh) > _CACHE_MAX:
+                readings.clear()
+            readings.update(fresh)
+        out: dict[str, list[Morph] | None] = {}
+        for w in unique:
+            reading = fresh[w] if w in fresh else readings.get(w, _UNKNOWN)
+            out[w] = self._read_words([w])[w] if reading is _UNKNOWN else reading  # (cleared meanwhile)
         return out
 
     def _read_words(self, words: Sequence[str]) -> dict[str, list[Morph] | None]:

@@ -200,23 +200,29 @@ def _content_morphs(text: str, stored: StoredAnalysis | None) -> tuple[tuple[str
     return _content(kiwi_morphs([text], stored)[0])
 
 
-def _word_content(word: str, stored: StoredAnalysis) -> tuple[tuple[str, int, int], ...] | None:
-    """`_content_morphs` of one word from the table's reading of it, kept per table (None: unknown word)."""
+def _words_content(words: Sequence[str], stored: StoredAnalysis) -> dict[str, tuple[tuple[str, int, int], ...] | None]:
+    """`_content_morphs` of each word from the table's reading of it (None: unknown word), kept per table; the
+    words not kept yet are read in one batch (`StoredAnalysis.read_words`)."""
     try:
         kept = _CONTENT.get(stored)
     except TypeError:  # a table that cannot be weakly referenced: nothing is kept for it
-        morphs = stored.analyse(word)
-        return None if morphs is None else _content(morphs)
-    if kept is not None and word in kept:
-        return kept[word]
-    morphs = stored.analyse(word)
-    found = None if morphs is None else _content(morphs)
-    with _CONTENT_LOCK:
-        kept = _CONTENT.setdefault(stored, {})
-        if len(kept) >= _CONTENT_MAX:
-            kept.clear()
-        kept[word] = found
-    return found
+        kept, keep = None, False
+    else:
+        keep = True
+    known = kept if kept is not None else {}
+    missing = [w for w in dict.fromkeys(words) if w not in known]
+    fresh: dict[str, tuple[tuple[str, int, int], ...] | None] = {}
+    if missing:
+        read = getattr(stored, "read_words", None)
+        readings = read(missing) if read is not None else {w: stored.analyse(w) for w in missing}
+        fresh = {w: None if readings[w] is None else _content(readings[w]) for w in missing}  # type: ignore[arg-type]
+        if keep:
+            with _CONTENT_LOCK:
+                table = _CONTENT.setdefault(stored, {})
+                if len(table) + len(fresh) > _CONTENT_MAX:
+                    table.clear()
+                table.update(fresh)
+    return {w: fresh[w] if w in fresh else known[w] for w in words}
 
 
 def _korean_spans(text: str, hangul: frozenset[str], stored: StoredAnalysis | None) -> list[Span]:
@@ -227,10 +233,10 @@ def _korean_spans(text: str, hangul: frozenset[str], stored: StoredAnalysis | No
     if stored is None or not stored.reads_words_alone:
         return [(start, end) for term, start, end in _content_morphs(text, stored) if term in hangul]
     # Snippets are corpus text: the index's table of Kiwi's readings knows their words, each read alone.
-    spans: list[Span] = []
+    found: list[tuple[int, str]] = []
     end = 0
     for place in _term_places(hangul).find(text):
-        if place < end:  # in the word just read
+        if place < end:  # in the word just found
             continue
         start = place
         while start > end and not text[start - 1].isspace():
@@ -239,7 +245,11 @@ def _korean_spans(text: str, hangul: frozenset[str], stored: StoredAnalysis | No
         if word is None:
             continue
         end = word.end()
-        content = _word_content(word.group(), stored)
+        found.append((start, word.group()))
+    contents = _words_content([w for _s, w in found], stored)
+    spans: list[Span] = []
+    for start, word in found:
+        content = contents[word]
         if content is None:  # a word the table lacks (text that is not the corpus'): Kiwi reads the text
             return [(a, b) for term, a, b in _content_morphs(text, stored) if term in hangul]
         spans.extend((start + a, start + b) for term, a, b in content if term in hangul)

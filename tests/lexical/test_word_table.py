@@ -258,3 +258,13 @@ def test_a_held_table_answers_as_sqlite_does(tmp_path: Path, monkeypatch: pytest
     monkeypatch.undo()
     table.close()
     assert table.lookup(["공격을"]) == {}  # closed: the held rows are gone too
+
+
+def test_read_words_reads_each_word_as_analyse_does_and_keeps_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = _table(tmp_path, TEXTS)
+    words = ["공격을", "탈옥", "없는말이다", "컨텍스트를", "탈옥"]
+    read = table.read_words(words)
+    assert list(read) == ["공격을", "탈옥", "없는말이다", "컨텍스트를"]  # each once, in order
+    assert read == {w: table.analyse(w) for w in read} and read["없는말이다"] is None and read["공격을"]
+    monkeypatch.setattr(table, "_query", lambda *_a: pytest.fail("a word read before went to SQLite"))
+    assert table.read_words(words) == read
