@@ -29,6 +29,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
+from operator import itemgetter
 
 __all__ = ["BONUS", "LEAD_BONUS", "MAX_NAMES", "MAX_OWNERS", "NAME_RULES", "NameTable", "name_key", "name_owners",
            "promote", "question_names", "spelled_names", "title_names", "transliterations"]
@@ -305,5 +306,5 @@ def promote(
         return list(ranking)
     best = max(score for _cid, score in ranking)
     out = [(cid, score + bonuses.get(chunk_paper.get(cid, ""), 0.0) * best) for cid, score in ranking]
-    out.sort(key=lambda row: -row[1])
+    out.sort(key=itemgetter(1), reverse=True)  # (stable: ties keep their order)
     return out

@@ -15,6 +15,7 @@ Korean notes' rivals), and larger factors (1.2 to 1.5 cost the tuning questions 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from operator import itemgetter
 
 __all__ = ["ENGLISH_ONLY_BOOST", "boost_english_only"]
 
@@ -33,5 +34,5 @@ def boost_english_only(
     if not english_only or factor == 1.0:
         return list(ranking)
     out = [(cid, score * factor if chunk_paper.get(cid) in english_only else score) for cid, score in ranking]
-    out.sort(key=lambda row: -row[1])
+    out.sort(key=itemgetter(1), reverse=True)  # (stable: ties keep their order)
     return out

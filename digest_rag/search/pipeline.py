@@ -9,7 +9,8 @@ the name table, pages' chunks and papers), each bounded. See docs/ARCHITECTURE.m
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from pathlib import Path
 
 from digest_rag.errors import IndexCorruptedError
@@ -125,12 +126,14 @@ class QueryPipeline:
         bonuses = self._owners(terms, rankings, allowed) if asked else {}
         # Ranking needs each candidate's paper and section; only the k shown chunks are read whole.
         table = self._search_table()
-        candidates = {cid for r in rankings.values() for cid, _s in r}
+        # (map/itemgetter keep the per-candidate work in C: a search has ~200 candidates.)
+        candidates: set[int] = set().union(*(map(itemgetter(0), r) for r in rankings.values()))
         heads = table.heads(candidates) if table is not None else self.store.chunk_heads(candidates)
-        chunk_paper = {cid: h.paper_id for cid, h in heads.items()}
+        chunk_paper = dict(zip(heads, map(itemgetter(0), heads.values()), strict=True))
         bm25 = rankings.get("lexical")
         if bm25 is not None and terms.language != "en":  # English-only papers compete with Korean notes
-            english = self._english_only_among({chunk_paper[cid] for cid, _s in bm25 if cid in chunk_paper})
+            # (Among every candidate's paper: only the lexical side's chunks are boosted.)
+            english = self._english_only_among(set(chunk_paper.values()))
             if english:
                 rankings = {**rankings, "lexical": boost_english_only(bm25, chunk_paper, english)}
         if bm25 is not None and bonuses:  # the papers the question names move up the lexical side
@@ -144,7 +147,7 @@ class QueryPipeline:
             lead = chunk_paper.get(rankings["lexical"][0][0])
             if lead in bonuses:
                 ranked = lead_first(ranked, chunk_paper, lead)
-        papers = self._search_papers({h.paper_id for h in heads.values()}, known=table is not None)
+        papers = self._search_papers(chunk_paper.values(), known=table is not None)
         hits = aggregate(ranked, heads, papers, k, query=highlighter, fetch=self._chunks, offset=offset,
                          exclude=exclude)
         # How well a question matched; a paper's own text always matches its neighbours somehow: no verdict.
@@ -247,13 +250,13 @@ class QueryPipeline:
                     self._chunk_table = ChunkTable.read(self.store)
         return self._chunk_table
 
-    def _search_papers(self, ids: set[str], *, known: bool) -> Mapping[str, Paper]:
+    def _search_papers(self, ids: Iterable[str], *, known: bool) -> Mapping[str, Paper]:
         """The papers a search's hits come from: all of them when they are held (`_hold_small_index`), else
         the candidates' (`PaperLookup`: a record is read when a page shows it, then kept). ``known``: the ids
         come from the chunk table."""
         if self._papers is not None:
             return self._papers
-        return PaperLookup(self.store, ids, self._paper_cache, known=known)
+        return PaperLookup(self.store, set(ids), self._paper_cache, known=known)
 
     def _search_table(self) -> ChunkTable | None:
         """The chunk table a search uses: none for a process's first search (a one-question CLI process
