@@ -15,18 +15,25 @@ words). A build stores the candidates by consonant skeleton (`loanword_rows`, `S
 an index built before keeps them in memory, computed once from its vocabulary (`Loanwords.from_tokens`).
 
 Measured on the tuning questions (docs/EVAL.md, "Hangul loanwords"): 9 questions more first, none fewer.
+
+Short and irregular spellings say too little to the speller ("웨이트" weight, "로스" loss, "포지션" position,
+"크로스" cross): a bundled list of the common ML ones (`curated_spellings`, data/ml_loanwords_ko_en.tsv) is read
+first, for questions only (`Loanwords.curated`, `curated_stem`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import resources
 
 from digest_rag.text import hangul_parts
 
-__all__ = ["INDEXED_LOANWORD_WEIGHT", "LOANWORD_RULES", "LOANWORD_WEIGHT", "MAX_DISTANCE", "Loanwords", "distance",
-           "hangul_form", "latin_form", "loanword_rows", "looks_borrowed", "skeleton"]
+__all__ = ["INDEXED_LOANWORD_WEIGHT", "LOANWORD_RULES", "LOANWORD_WEIGHT", "MAX_DISTANCE", "Loanwords",
+           "curated_spellings", "curated_stem", "distance", "hangul_form", "latin_form", "loanword_rows",
+           "looks_borrowed", "skeleton"]
 
 #: Version of the rules below; a build stores it with its candidates, and a store made by other rules is not read.
 LOANWORD_RULES = "1"
@@ -168,6 +175,45 @@ def distance(a: str, b: str) -> float:
     return prev[-1]
 
 
+_SPELLINGS_FILE = "ml_loanwords_ko_en.tsv"
+
+# What may follow a loanword in a question: a particle, the plural 들, or 하다 / 되다 conjugated ("서치해서").
+_ENDINGS = frozenset({
+    "이", "가", "을", "를", "은", "는", "의", "에", "에서", "로", "으로", "와", "과", "랑", "이랑", "도", "만", "까지",
+    "부터", "보다", "처럼", "에게", "한테", "이나", "나", "이든", "든", "라도", "이라도", "에는", "에도", "로는",
+    "으로는", "로도", "와는", "과는", "만큼", "마다", "밖에", "들", "들이", "들을", "들의", "들은", "들로", "들도",
+    "하는", "한", "해서", "해", "했", "했던", "할", "하고", "하면", "하게", "된", "되는", "돼", "됐", "되면", "된다",
+})
+_LONGEST_ENDING = max(map(len, _ENDINGS))
+
+
+@functools.lru_cache(maxsize=1)
+def curated_spellings() -> dict[str, tuple[str, ...]]:
+    """Hangul word -> the English words it spells, from the bundled list (data/ml_loanwords_ko_en.tsv)."""
+    text = resources.files("digest_rag").joinpath("data", _SPELLINGS_FILE).read_text(encoding="utf-8")
+    table: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        hangul, _tab, english = line.partition("\t")
+        words = tuple(w.strip().lower() for w in english.split("|") if w.strip())
+        if hangul.strip() and words:
+            table[hangul.strip()] = tuple(dict.fromkeys(table.get(hangul.strip(), ()) + words))
+    return table
+
+
+def curated_stem(word: str) -> str | None:
+    """The listed loanword a question's Hangul ``word`` is, with any particle or 하다 / 되다 ending cut off
+    ("웨이트를" -> 웨이트, "서치해서" -> 서치); None for a word not in the list."""
+    table = curated_spellings()
+    if word in table:
+        return word
+    for n in range(min(_LONGEST_ENDING, len(word) - 1), 0, -1):  # the longest ending first
+        if word[-n:] in _ENDINGS and word[:-n] in table:
+            return word[:-n]
+    return None
+
+
 def looks_borrowed(word: str) -> bool:
     """Whether a Hangul ``word`` looks like a loanword: an aspirated ㅋ ㅌ ㅍ, or a syllable of a consonant and
     the added ㅡ alone (스, 트, 크), which Korean writes between English consonants."""
@@ -205,8 +251,8 @@ class Loanwords:
     """Spells a question's Hangul loanwords as tokens of one index (`spell`).
 
     ``candidates(skeleton)`` gives the (token, phonetic form) pairs stored under a skeleton: the build's
-    table (`Store.loanword_candidates`) or an in-memory one (`from_tokens`). ``indexed(word)`` says whether
-    the index holds the Hangul word itself (`weight`)."""
+    table (`Store.loanword_candidates`) or an in-memory one (`from_tokens`). ``indexed(token)`` says whether
+    the index holds a token: the Hangul word itself (`weight`), a listed spelling (`curated`)."""
 
     def __init__(self, candidates: Callable[[str], Sequence[tuple[str, str]]],
                  indexed: Callable[[str], bool] | None = None) -> None:
@@ -241,12 +287,23 @@ class Loanwords:
 
         return cls(candidates, indexed)
 
+    def curated(self, word: str) -> tuple[str, ...]:
+        """The English words the list spells ``word`` as (`curated_spellings`) that the index holds."""
+        listed = curated_spellings().get(word, ())
+        indexed = self._indexed
+        return listed if indexed is None else tuple(w for w in listed if indexed(w))
+
     def spell(self, word: str) -> tuple[str, ...]:
-        """The tokens a Hangul ``word`` spells, best first (none for a word that does not look borrowed)."""
+        """The tokens a Hangul ``word`` spells, best first (none for a word that does not look borrowed): the
+        listed spellings the index holds (`curated`), else what the speller finds."""
         cached = self._spelled.get(word)
         if cached is not None:
             return cached
-        out: tuple[str, ...] = ()
+        out: tuple[str, ...] = self.curated(word)
+        if out:
+            with self._lock:
+                self._spelled[word] = out
+            return out
         form = hangul_form(word) if looks_borrowed(word) else None
         sk = skeleton(form) if form else ""
         if form and len(sk) >= MIN_CONSONANTS:

@@ -15,6 +15,7 @@ from digest_rag.lexical.glossary import (
     Glossary,
     default_glossary,
 )
+from digest_rag.lexical.loanwords import curated_stem
 from digest_rag.models import Language
 from digest_rag.text import detect_language
 
@@ -91,11 +92,22 @@ def analyse_query(text: str, *, glossary: Glossary | None = None, lexicon: Mined
                 if spelled not in weights:
                     weights[spelled] = loanwords.weight(token)
                     sources[spelled] = "loanword"
+        # A listed loanword as the question writes it, a particle or ending cut off: the analysis may have
+        # read it otherwise ("맵을" as the adjective 맵다) or as nothing at all ("서치해서").
+        for word in _HANGUL_RUN.findall(text):
+            stem = curated_stem(word)
+            if stem is None or gloss.names(stem):
+                continue
+            for spelled in loanwords.curated(stem):
+                if spelled not in weights:
+                    weights[spelled] = loanwords.weight(stem)
+                    sources[spelled] = "loanword"
     return QueryTerms(text=text, tokens=tuple(tokens), weights=weights, sources=sources,
                       language=detect_language(text))
 
 
 _HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]{3,}")
+_HANGUL_RUN = re.compile(r"[\uac00-\ud7a3]+")
 
 
 def compound_parts(token: str, indexed: Callable[[str], bool]) -> list[str]:

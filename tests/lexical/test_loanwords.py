@@ -126,3 +126,46 @@ def test_distance_is_the_weighted_edit_distance() -> None:
         a = "".join(rng.choice(letters) for _ in range(rng.randint(0, 9)))
         b = "".join(rng.choice(letters) for _ in range(rng.randint(0, 9)))
         assert distance(a, b) == reference(a, b), (a, b)
+
+
+def test_listed_spellings_are_read_where_the_speller_cannot_tell() -> None:
+    """Short and irregular loanwords (`curated_spellings`): the index's English word, only where it holds it."""
+    from digest_rag.lexical.loanwords import curated_spellings
+
+    held = {"weight", "loss", "search", "map", "cross", "close", "cloth"}
+    table = Loanwords.from_tokens(lambda: sorted(held), indexed=held.__contains__)
+    assert curated_spellings()["웨이트"] == ("weight",) and table.spell("웨이트") == ("weight",)
+    assert table.spell("크로스") == ("cross",)  # the speller alone: close and cloth
+    assert Loanwords.from_tokens(lambda: ["close", "cloth"], indexed={"close", "cloth"}.__contains__).spell(
+        "크로스") == ("close", "cloth")  # an index without "cross": the speller's answer
+    assert table.curated("로스") == ("loss",) and table.curated("헬로") == ()
+    assert Loanwords.from_tokens(lambda: [], indexed=lambda t: False).curated("웨이트") == ()
+
+
+@pytest.mark.parametrize(("question", "spelled"), [
+    ("디퓨전 모델 웨이트를 svd 하는 방법", {"weight"}),
+    ("어텐션 맵이 의미 분할처럼 보인다는", {"map"}),  # 맵 alone reads as the adjective 맵다
+    ("아키텍처를 서치해서 찾은 정규화", {"search"}),  # a 하다 ending cut off
+    ("웨이트들을 줄이는 로스", {"weight", "loss"}),
+])
+def test_a_question_asks_for_its_listed_loanwords(question: str, spelled: set[str]) -> None:
+    held = {"weight", "loss", "search", "map", "batch"}
+    table = Loanwords.from_tokens(lambda: sorted(held), indexed=held.__contains__)
+    terms = analyse_query(question, loanwords=table)
+    found = {t for t, source in terms.sources.items() if source == "loanword"}
+    assert found == spelled, terms.sources
+    assert all(terms.weights[t] == LOANWORD_WEIGHT for t in found)
+    assert not {t for t, s in analyse_query(question).sources.items() if s == "loanword"}  # no table: none
+
+
+def test_the_loanword_list_is_well_formed_and_leaves_glossary_words_to_the_glossary() -> None:
+    from digest_rag.lexical.glossary import default_glossary
+    from digest_rag.lexical.loanwords import curated_spellings, curated_stem
+
+    listed = curated_spellings()
+    assert len(listed) >= 80
+    assert all(word and all("\uac00" <= ch <= "\ud7a3" for ch in word) for word in listed)
+    assert all(english and all(w.isascii() and w == w.lower() for w in english) for english in listed.values())
+    glossary = default_glossary()
+    assert not [word for word in listed if glossary.names(word)]  # "배치" (batch) is the glossary's, in context
+    assert curated_stem("키가") == "키" and curated_stem("블로그") is None and curated_stem("해") is None
