@@ -43,7 +43,7 @@ from digest_rag.lexical.kiwi import (
 )
 
 #: Version of the bundled glossary file (its "# version:" header must match).
-GLOSSARY_VERSION = "2"
+GLOSSARY_VERSION = "3"
 
 __all__ = ["ANALYSIS_VERSION", "LATIN_WORD", "StoredAnalysis", "kiwi_morphs", "needs_kiwi", "tokenize", "tokenize_many"]
 

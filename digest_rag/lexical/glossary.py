@@ -111,9 +111,14 @@ class Glossary:
             tokens: set[str] = set()
             context = frozenset(t for c in ctx for t in analysed[c].bag())
             for f in (*ko, *en):
+                parts = _match_tokens(analysed[f].sequence())
+                if len(parts) == 1 and len(f.split()) > 1:
+                    # A form of several words whose analysis leaves one ("지시 튜닝" -> 튜닝, "분포 외" -> 분포:
+                    # Kiwi reads 지시 and 외 as no noun) names that word, not the concept: every "튜닝" would be
+                    # instruction tuning, every "분포" out-of-distribution.
+                    continue
                 toks = analysed[f].bag()
                 tokens.update(toks)
-                parts = _match_tokens(analysed[f].sequence())
                 key = _key(parts)
                 if not key:
                     continue

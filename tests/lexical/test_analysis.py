@@ -135,6 +135,20 @@ def test_glossary_lossy_key_goes_to_shortest_form(small_glossary: Glossary) -> N
     assert small_glossary.match(tokenize("학습")) == [4]
 
 
+def test_a_form_whose_analysis_leaves_one_of_its_words_names_nothing() -> None:
+    # Kiwi reads 지시 (before 튜닝) and 외 as no noun: "지시 튜닝" would make every "튜닝" instruction tuning and
+    # "분포 외" every "분포" out-of-distribution, in questions and in every note's concept tokens.
+    g = Glossary.from_lines(["지시 튜닝 | 인스트럭션 튜닝\tinstruction tuning", "분포 외\tout-of-distribution",
+                             "분포\tdistribution"])
+    assert tokenize("지시 튜닝") == ["튜닝"]  # the premise: one word is left
+    assert g.match(tokenize("LoRA 튜닝")) == [] and g.match(tokenize("인스트럭션 튜닝")) == [0]
+    assert g.match(tokenize("데이터 분포가 바뀌면")) == [2]
+    assert g.match(tokenize("out-of-distribution detection")) == [1]
+    bundled = default_glossary()
+    assert not bundled.match(tokenize("튜닝")) and bundled.match(tokenize("분포")) != bundled.match(
+        tokenize("out-of-distribution"))
+
+
 def test_expand_weights(small_glossary: Glossary) -> None:
     terms = small_glossary.expand(tokenize("스케일링 법칙"), 0.5)
     assert terms["스케일링"] == 1.0 and terms["법칙"] == 1.0

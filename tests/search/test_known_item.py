@@ -101,9 +101,12 @@ def test_a_named_paper_beats_papers_that_only_mention_it(tmp_path: Path) -> None
         _paper("zorb", "ZorbNet: Better Pretraining",
                "사전학습 목표를 조금 바꿔 더 오래 학습한 모델. 동적 마스킹을 쓴다."),
         *[_paper(f"m{i}", f"Other Method {i}",
-                 "ZorbNet과 BERT 사전학습을 비교했다. BERT 사전학습에서 바꾼 점을 분석한다. BERT 사전학습을 바꾼 "
-                 "ZorbNet보다 낫다.")
+                 "ZorbNet과 BERT 사전학습을 비교했다. BERT 사전학습에서 바꾼 점을 분석한다. ZorbNet보다 낫다.")
           for i in range(4)],
+        # Papers about other things, as any collection has: among five papers every word of the question is in
+        # four or five of them, and BM25's idf is ~0 for all (whichever word Kiwi's reading keeps decides).
+        *[_paper(f"f{i}", f"Filler Study {i}", f"{i}번째 연구는 이미지 분류와 검출 성능을 비교하고 데이터 증강의 효과를 분석한다.")
+          for i in range(20)],
     ]
     src = write_jsonl(papers, tmp_path / "src.jsonl")
     with DigestIndex.build([src], index_dir=tmp_path / "ix", lexical_only=True) as index:
