@@ -113,16 +113,21 @@ class EojeolTable:
     def hold(self) -> bool:
         """Read every row of a table of at most `HELD_WORDS` rows into memory (encoded; each decoded when first
         looked up), so that a question's new words and a snippet's words cost a dictionary read, not a SQLite
-        query: a process's second search does it for a small index (`LexicalIndex.hold_small`). ~40 ms and
-        ~9 MiB for seeds + ml-papers' 57,000 rows. False (nothing held) for a bigger table."""
+        query: a process's second search does it for a small index (`LexicalIndex.hold_small`). 0.05-0.1 s and
+        ~22 MiB for seeds + ml-papers' 57,000 rows. False (nothing held) for a bigger table or one that cannot
+        be read whole."""
         if self._held is not None:
             return True
-        counts = self._query("SELECT (SELECT count(*) FROM eojeols) + (SELECT count(*) FROM stems)"
-                             " + (SELECT count(*) FROM suffixes)", ())
-        if not counts or counts[0][0] > HELD_WORDS:
+        try:
+            counts = self._query("SELECT (SELECT count(*) FROM eojeols) + (SELECT count(*) FROM stems)"
+                                 " + (SELECT count(*) FROM suffixes)", ())
+            if not counts or not isinstance(counts[0][0], int) or counts[0][0] > HELD_WORDS:
+                return False
+            held = {t: dict(self._query(f"SELECT key, morphs FROM {t}", ())) for t in _SELECT}
+            _ = self.multiword  # (read once: with the rows held, nothing else asks SQLite)
+        except IndexCorruptedError:
+            # Holding never fails a search: the lookup that meets the damage reports it.
             return False
-        held = {t: dict(self._query(f"SELECT key, morphs FROM {t}", ())) for t in _SELECT}
-        _ = self.multiword  # (read once: with the rows held, nothing else asks SQLite)
         with self._lock:
             if self._con is not None:  # not closed meanwhile
                 self._held = held

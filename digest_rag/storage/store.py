@@ -392,19 +392,22 @@ class Store:
         """Read the loanword candidates and the name table whole, each of at most ``limit`` rows, so that a
         question's new words cost no query each (`loanword_candidates`, `StoredNames`): a search process's
         second search does it for a small index (`search.pipeline.QueryPipeline`). A bigger table, or one
-        the store lacks, keeps being read row by row."""
-        tables = {name for (name,) in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if self._held_loanwords is None and "loanwords" in tables \
-                and self._query("SELECT COUNT(*) FROM loanwords")[0][0] <= limit:
-            held: dict[str, list[tuple[str, str]]] = {}
-            for sk, t, f in self._query("SELECT skeleton, token, form FROM loanwords"):
-                found = held.setdefault(str(sk), [])
-                if len(found) < MAX_LOANWORD_CANDIDATES:
-                    found.append((str(t), str(f)))
-            self._held_loanwords = held
-        if self._held_names is None and "name_owners" in tables \
-                and self._query("SELECT COUNT(*) FROM name_owners")[0][0] <= limit:
-            self._held_names = {str(k): v for k, v in self._query("SELECT key, owners FROM name_owners")}
+        the store lacks or cannot read, keeps being read row by row (the read that meets damage reports it)."""
+        try:
+            tables = {name for (name,) in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if self._held_loanwords is None and "loanwords" in tables \
+                    and self._query("SELECT COUNT(*) FROM loanwords")[0][0] <= limit:
+                held: dict[str, list[tuple[str, str]]] = {}
+                for sk, t, f in self._query("SELECT skeleton, token, form FROM loanwords"):
+                    found = held.setdefault(str(sk), [])
+                    if len(found) < MAX_LOANWORD_CANDIDATES:
+                        found.append((str(t), str(f)))
+                self._held_loanwords = held
+            if self._held_names is None and "name_owners" in tables \
+                    and self._query("SELECT COUNT(*) FROM name_owners")[0][0] <= limit:
+                self._held_names = {str(k): v for k, v in self._query("SELECT key, owners FROM name_owners")}
+        except IndexCorruptedError:
+            return
 
     def loanword_summary(self) -> dict[str, object] | None:
         """The stored loanword candidates' rules and count (`info`); None for a store written before."""

@@ -268,3 +268,18 @@ def test_read_words_reads_each_word_as_analyse_does_and_keeps_it(tmp_path: Path,
     assert read == {w: table.analyse(w) for w in read} and read["없는말이다"] is None and read["공격을"]
     monkeypatch.setattr(table, "_query", lambda *_a: pytest.fail("a word read before went to SQLite"))
     assert table.read_words(words) == read
+
+
+def test_a_table_that_cannot_be_read_whole_is_not_held_and_holding_raises_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from digest_rag.errors import IndexCorruptedError
+
+    table = _table(tmp_path, TEXTS)
+
+    def damaged(*_a: object) -> list[tuple]:
+        raise IndexCorruptedError("unreadable word analysis table")
+
+    monkeypatch.setattr(table, "_query", damaged)
+    assert table.hold() is False and table._held is None  # noqa: SLF001
+    monkeypatch.undo()
+    assert table.hold() and table.analyse(TEXTS[0])

@@ -148,3 +148,19 @@ def test_a_damaged_held_name_row_is_reported_as_before(seed_index_dir: Path, tmp
     with pytest.raises(IndexCorruptedError, match="damaged name table row"):
         StoredNames(store)[key]
     store.close()
+
+
+def test_holding_a_store_that_cannot_be_read_raises_nothing(seed_index_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from digest_rag.errors import IndexCorruptedError
+
+    idx = DigestIndex.load(seed_index_dir)
+
+    def damaged(*_a: object, **_k: object) -> list[tuple]:
+        raise IndexCorruptedError("damaged store")
+
+    monkeypatch.setattr(idx.store, "_query", damaged)
+    idx.store.hold_small_tables()  # the read that meets the damage reports it, not the hold
+    assert idx.store._held_names is None and idx.store._held_loanwords is None  # noqa: SLF001
+    monkeypatch.undo()
+    idx.close()
