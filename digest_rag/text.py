@@ -9,7 +9,8 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from importlib import resources
 from pathlib import Path
 
 from digest_rag.errors import ParseError
@@ -253,3 +254,12 @@ def strip_controls(text: str, *, keep_colors: bool = False) -> str:
             out.append(part.translate(_CONTROLS))
         return "".join(out)
     return text.translate(_CONTROLS)
+
+
+def bundled_rows(name: str) -> Iterator[list[str]]:
+    """The tab-separated columns of each line of the bundled data file ``digest_rag/data/<name>`` that is
+    neither blank nor a ``#`` comment."""
+    text = resources.files("digest_rag").joinpath("data", name).read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            yield line.split("\t")

@@ -27,9 +27,8 @@ import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from importlib import resources
 
-from digest_rag.text import hangul_parts
+from digest_rag.text import bundled_rows, hangul_parts
 
 __all__ = ["INDEXED_LOANWORD_WEIGHT", "LOANWORD_RULES", "LOANWORD_WEIGHT", "MAX_DISTANCE", "Loanwords",
            "curated_spellings", "curated_stem", "distance", "hangul_form", "latin_form", "loanword_rows",
@@ -190,15 +189,12 @@ _LONGEST_ENDING = max(map(len, _ENDINGS))
 @functools.lru_cache(maxsize=1)
 def curated_spellings() -> dict[str, tuple[str, ...]]:
     """Hangul word -> the English words it spells, from the bundled list (data/ml_loanwords_ko_en.tsv)."""
-    text = resources.files("digest_rag").joinpath("data", _SPELLINGS_FILE).read_text(encoding="utf-8")
     table: dict[str, tuple[str, ...]] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        hangul, _tab, english = line.partition("\t")
-        words = tuple(w.strip().lower() for w in english.split("|") if w.strip())
-        if hangul.strip() and words:
-            table[hangul.strip()] = tuple(dict.fromkeys(table.get(hangul.strip(), ()) + words))
+    for cols in bundled_rows(_SPELLINGS_FILE):
+        hangul = cols[0].strip()
+        words = tuple(w.strip().lower() for w in (cols[1] if len(cols) > 1 else "").split("|") if w.strip())
+        if hangul and words:
+            table[hangul] = tuple(dict.fromkeys(table.get(hangul, ()) + words))
     return table
 
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import resources
 from operator import itemgetter
+
+from digest_rag.text import bundled_rows
 
 __all__ = ["BONUS", "LEAD_BONUS", "MAX_NAMES", "MAX_OWNERS", "NAME_RULES", "NameTable", "name_key", "name_owners",
            "promote", "question_names", "spelled_names", "title_names", "transliterations"]
@@ -120,12 +121,8 @@ def title_names(title: str, rare: Callable[[str], bool] | None = None) -> dict[s
 @functools.lru_cache(maxsize=1)
 def transliterations() -> dict[str, tuple[str, ...]]:
     """Hangul form (spaces removed) -> the Latin names it spells (as written in the table), from the bundled table."""
-    text = resources.files("digest_rag").joinpath("data", _TRANSLIT_FILE).read_text(encoding="utf-8")
     table: dict[str, tuple[str, ...]] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        cols = line.split("\t")
+    for cols in bundled_rows(_TRANSLIT_FILE):
         if len(cols) < 2:
             continue
         latin = tuple(f.strip() for f in cols[1].split("|") if f.strip())
