@@ -198,7 +198,10 @@ class LexicalBuilder:
                                 idf_method="lucene", dtype="float32", int_dtype="int32")
         index = LexicalIndex(retriever, chunk_ids, self.weights)
         index.lexicon = lexicon
-        index.confidence = calibrate(lambda terms: float(index.term_scores(terms).max()), self._sample)
+        # A word a question uses that the index lacks counts as a rare word would (the 90th percentile of the
+        # words' highest scores) in the coverage of the question's words (`confidence.coverage`).
+        index.confidence = calibrate(lambda terms: float(index.term_scores(terms).max()), self._sample,
+                                     bound=index.term_bound, unseen=index.bound_quantile(0.9))
         index.analysed_texts = self.tokens.analysed
         recorder = self.tokens.recorder
         if recorder is not None:

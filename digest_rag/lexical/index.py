@@ -220,6 +220,30 @@ class LexicalIndex:
                 scores += self.term_scores(extra)
         return scores
 
+    def term_bound(self, token: str) -> float | None:
+        """The highest score ``token`` gets in any passage (weight 1), None for a token the index lacks: what a
+        question's word could contribute at best (`confidence.coverage`)."""
+        if self._bm25 is None:
+            return None
+        tid = self._bm25.vocab_dict.get(token)
+        data, indices, indptr = self._arrays()
+        if tid is None or not 0 <= tid < len(indptr) - 1:
+            return None
+        lo, hi = int(indptr[tid]), int(indptr[tid + 1])
+        if not 0 <= lo <= hi <= data.shape[0]:
+            raise IndexCorruptedError(f"{self.directory or 'lexical index'}: posting list of {token!r} out of range")
+        return float(data[lo:hi].max()) if hi > lo else None
+
+    def bound_quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of every indexed token's highest score (`term_bound`), None for an empty index."""
+        if self._bm25 is None:
+            return None
+        data, _indices, indptr = self._arrays()
+        starts = indptr[:-1][np.diff(indptr) > 0]
+        if data.size == 0 or starts.size == 0:
+            return None
+        return float(np.quantile(np.maximum.reduceat(data, starts), q))
+
     def _scores_once(self, query: str | QueryTerms) -> np.ndarray:
         """`scores`, worked out once for the same analysed question (and feedback setting) searched again."""
         if not isinstance(query, QueryTerms):

@@ -14,6 +14,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from digest_rag.errors import IndexCorruptedError
+from digest_rag.lexical.confidence import coverage
 from digest_rag.lexical.index import LexicalIndex
 from digest_rag.lexical.loanwords import LOANWORD_RULES, Loanwords
 from digest_rag.lexical.terms import QueryTerms, analyse_query
@@ -365,7 +366,8 @@ class QueryPipeline:
                   allowed: set[int] | None) -> tuple[bool | None, float | None]:
         """(strong, confidence) of a result set whose top paper is ``top``: its best BM25 score (in ``lexical``,
         the ranking before promotion) over the index's calibrated threshold (`lexical.confidence`); a paper a
-        name in the question belongs to is strong."""
+        name in the question belongs to is strong, and so is one that covers the question's words well enough
+        (`confidence.coverage`, indexes calibrated by pseudo-bags-3)."""
         calibration = self.lexical.confidence if self.lexical is not None else None
         if calibration is None:
             return None, None
@@ -378,4 +380,11 @@ class QueryPipeline:
             found = self.lexical.search(query, len(ids), ids if allowed is None else ids & allowed) if ids else []
             best = max((s for _cid, s in found), default=0.0)
         confidence = round(best / calibration.threshold, 4)
-        return confidence >= 1.0 or top in owners, confidence
+        if confidence >= 1.0 or top in owners:
+            return True, confidence
+        # A short question cannot score what six words score: its best paper may still cover all its words.
+        if calibration.coverage is not None and calibration.unseen is not None:
+            covered = coverage(best, query.tokens, self.lexical.term_bound, calibration.unseen)
+            if covered is not None and covered >= calibration.coverage:
+                return True, confidence
+        return False, confidence

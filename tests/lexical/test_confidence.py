@@ -45,6 +45,61 @@ def test_calibrate_puts_the_threshold_between_the_two_kinds() -> None:
     assert calibrate(top_score, DocSample()) is None  # nothing to draw from
 
 
+def test_calibrate_draws_the_coverage_threshold_from_the_same_pseudo_queries() -> None:
+    from digest_rag.lexical.confidence import coverage
+
+    sample = DocSample()
+    sample.add([[f"d{i}w{j}" for j in range(10)] for i in range(100)])
+
+    def top_score(terms: dict[str, float]) -> float:
+        counts: dict[str, int] = {}
+        for t in terms:
+            counts[t.split("w")[0]] = counts.get(t.split("w")[0], 0) + 1
+        return float(max(counts.values()))
+
+    def bound(token: str) -> float | None:
+        return 1.0 if "w" in token else None  # every indexed word scores at most 1
+
+    c = calibrate(top_score, sample, bound=bound, unseen=2.0)
+    # An on-topic bag is covered whole (6 of 6), an off-topic one by one word of six.
+    assert c is not None and c.coverage is not None and c.unseen == 2.0
+    assert 1 / PSEUDO_TERMS < c.coverage < 1.0
+    assert calibrate(top_score, sample).coverage is None  # without bounds: the score alone (pseudo-bags-2)
+    assert coverage(2.0, ["d0w1", "d0w2"], bound, 2.0) == 1.0
+    assert coverage(1.0, ["d0w1", "김치찌개"], bound, 2.0) == pytest.approx(1 / 3)  # a word the index lacks
+    assert coverage(1.0, [], bound, 2.0) is None
+
+
+def test_a_short_question_its_best_paper_covers_is_a_strong_match(seed_lexical_index_dir: Path) -> None:
+    """"스케일링 법칙에 대한 논문을 찾아줘" (two words) cannot reach the score six words reach; its best paper covers
+    both words, which makes a strong match; an index calibrated before (no coverage threshold) says it is not."""
+    question = "스케일링 법칙에 대한 논문을 찾아줘"
+    with DigestIndex.load(seed_lexical_index_dir) as index:
+        calibration = index.lexical.confidence
+        assert calibration is not None and calibration.method == "pseudo-bags-3" and calibration.coverage
+        hits = index.search(question, k=3, mode="lexical")
+        assert hits.strong_match is True and hits.confidence < 1  # by coverage, not by the score
+        for off_topic in OFF_TOPIC:
+            assert index.search(off_topic, k=3, mode="lexical").strong_match is False, off_topic
+    with DigestIndex.load(seed_lexical_index_dir) as before:
+        before.lexical.confidence = calibration.model_copy(update={"coverage": None, "unseen": None,
+                                                                   "method": "pseudo-bags-2"})
+        assert before.search(question, k=3, mode="lexical").strong_match is False
+
+
+def test_term_bounds_are_each_words_highest_score(seed_lexical_index_dir: Path) -> None:
+    import numpy as np
+
+    with DigestIndex.load(seed_lexical_index_dir) as index:
+        lexical = index.lexical
+        for token in list(lexical.vocab_names())[:200:7]:
+            if token:
+                assert lexical.term_bound(token) == pytest.approx(float(lexical.term_scores({token: 1.0}).max()))
+        assert lexical.term_bound("없는토큰") is None
+        maxima = [float(lexical.term_scores({t: 1.0}).max()) for t in lexical.vocab_names() if t]
+        assert lexical.bound_quantile(0.9) == pytest.approx(float(np.quantile(maxima, 0.9)))
+
+
 def test_on_and_off_topic_questions(seed_lexical_index_dir: Path) -> None:
     with DigestIndex.load(seed_lexical_index_dir) as index:
         assert index.lexical.confidence is not None
