@@ -165,8 +165,11 @@ def format_confidence(data: dict[str, Any]) -> str:
     c = data.get("confidence")
     if not c:
         return "none: no strong-match verdict (an index built before the calibration, or too small to draw from)"
-    return (f"a top hit is a strong match from BM25 {c['threshold']:g} ({c['method']}: {c['queries']} on-topic "
+    line = (f"a top hit is a strong match from BM25 {c['threshold']:g} ({c['method']}: {c['queries']} on-topic "
             f"pseudo-queries' median {c['on_median']:g}, as many off-topic ones' 90th percentile {c['off_p90']:g})")
+    if c.get("coverage"):
+        line += f", or when it scores {c['coverage']:g} of what the question's words could"
+    return line
 
 
 def format_loanwords(data: dict[str, Any]) -> str:

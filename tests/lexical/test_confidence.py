@@ -172,3 +172,4 @@ def test_info_shows_the_calibration(seed_lexical_index_dir: Path) -> None:
     assert out.exit_code == 0
     line = next(x for x in out.stdout.splitlines() if x.startswith("confidence  "))
     assert f"BM25 {calibration.threshold:g}" in line and calibration.method in line
+    assert f"scores {calibration.coverage:g} of what the question's words could" in line
