@@ -27,18 +27,20 @@ def test_doc_sample_is_a_fixed_size_seeded_reservoir() -> None:
     assert short.docs == []
 
 
+def _own_words(terms: dict[str, float]) -> float:
+    """A document matches its own words ("d3w7" is word 7 of document 3): the best score is how many words one
+    document holds."""
+    counts: dict[str, int] = {}
+    for t in terms:
+        doc = t.split("w")[0]
+        counts[doc] = counts.get(doc, 0) + 1
+    return float(max(counts.values()))
+
+
 def test_calibrate_puts_the_threshold_between_the_two_kinds() -> None:
     sample = DocSample()
     sample.add([[f"d{i}w{j}" for j in range(10)] for i in range(100)])
-
-    def top_score(terms: dict[str, float]) -> float:
-        # A document matches its own words: the best score is how many words one document holds.
-        counts: dict[str, int] = {}
-        for t in terms:
-            doc = t.split("w")[0]
-            counts[doc] = counts.get(doc, 0) + 1
-        return float(max(counts.values()))
-
+    top_score = _own_words
     c = calibrate(top_score, sample)
     assert c is not None and c.on_median == PSEUDO_TERMS
     assert c.off_p90 < c.threshold < c.on_median
@@ -50,12 +52,7 @@ def test_calibrate_draws_the_coverage_threshold_from_the_same_pseudo_queries() -
 
     sample = DocSample()
     sample.add([[f"d{i}w{j}" for j in range(10)] for i in range(100)])
-
-    def top_score(terms: dict[str, float]) -> float:
-        counts: dict[str, int] = {}
-        for t in terms:
-            counts[t.split("w")[0]] = counts.get(t.split("w")[0], 0) + 1
-        return float(max(counts.values()))
+    top_score = _own_words
 
     def bound(token: str) -> float | None:
         return 1.0 if "w" in token else None  # every indexed word scores at most 1
