@@ -226,13 +226,26 @@ class LexicalIndex:
         if self._bm25 is None:
             return None
         tid = self._bm25.vocab_dict.get(token)
-        data, indices, indptr = self._arrays()
+        data, _indices, indptr = self._arrays()
         if tid is None or not 0 <= tid < len(indptr) - 1:
             return None
-        lo, hi = int(indptr[tid]), int(indptr[tid + 1])
-        if not 0 <= lo <= hi <= data.shape[0]:
-            raise IndexCorruptedError(f"{self.directory or 'lexical index'}: posting list of {token!r} out of range")
+        lo, hi = self._postings(token, tid)
         return float(data[lo:hi].max()) if hi > lo else None
+
+    def _postings(self, token: str, tid: int) -> tuple[int, int]:
+        """Where term ``tid``'s postings lie in the score arrays, checked: the arrays are memory-mapped and
+        checked where they are read, not scanned whole at load, so a damaged posting list is an
+        IndexCorruptedError, never an IndexError or a wrong answer (once per term and loaded index: the files
+        never change under a loaded generation; all at once by `hold_small`)."""
+        data, indices, indptr = self._arrays()
+        lo, hi = int(indptr[tid]), int(indptr[tid + 1])
+        if not self._all_checked and tid not in self._checked_terms:
+            docs = indices[lo:hi] if 0 <= lo <= hi else indices[:0]
+            n = len(self)
+            if not 0 <= lo <= hi <= data.shape[0] or (docs.size and (int(docs.min()) < 0 or int(docs.max()) >= n)):
+                raise IndexCorruptedError(f"{self.directory or 'lexical index'}: posting list of {token!r} out of range")
+            self._checked_terms.add(tid)
+        return lo, hi
 
     def bound_quantile(self, q: float) -> float | None:
         """The ``q`` quantile of every indexed token's highest score (`term_bound`), None for an empty index."""
@@ -280,23 +293,12 @@ class LexicalIndex:
         # import bm25s and scipy at all (a second of start-up per CLI question; see issue 14, BENCHMARKS.md).
         data, indices, indptr = self._arrays()
         n_terms = len(indptr) - 1
-        n_data = data.shape[0]
-        checked = self._checked_terms
         lists: list[tuple[int, int, float]] = []
         for tok, w in terms.items():
             tid = vocab.get(tok)
             if tid is None or not 0 <= tid < n_terms or w <= 0:
                 continue
-            lo, hi = int(indptr[tid]), int(indptr[tid + 1])
-            # The arrays are memory-mapped and checked where they are read, not scanned whole at load:
-            # a damaged posting list is an IndexCorruptedError, never an IndexError or a wrong answer.
-            # (Once per term and loaded index: the files never change under a loaded generation.)
-            if not self._all_checked and tid not in checked:
-                docs = indices[lo:hi]
-                if not 0 <= lo <= hi <= n_data or (docs.size and (int(docs.min()) < 0 or int(docs.max()) >= n)):
-                    raise IndexCorruptedError(
-                        f"{self.directory or 'lexical index'}: posting list of {tok!r} out of range")
-                checked.add(tid)
+            lo, hi = self._postings(tok, tid)
             if hi > lo:
                 lists.append((lo, hi, w))
         if len(lists) == 1:  # a term's postings name each document once
