@@ -280,7 +280,7 @@ class QueryPipeline:
         question it never saw reads no paper, no chunk text and no vocabulary file: every paper of an index of at
         most `HELD_PAPERS`, every chunk of one of at most `HELD_CHUNKS` (the caches would fill with them
         anyway), the lexical index's vocabulary, posting checks and word table (`LexicalIndex.hold_small`),
-        and the store's loanword and name tables (`Store.hold_small_tables`). ~0.15 s and ~30 MiB once for
+        and the store's loanword and name tables (`Store.hold_small_tables`). ~0.15 s and ~40 MiB once for
         seeds + ml-papers (1,645 papers, 4,311 chunks); a new question's first search then costs ~0.5 ms less
         (BENCHMARKS.md). A one-question process never pays it."""
         try:
